@@ -1,0 +1,205 @@
+"""Configuration: the TOML file, environment overrides and validation.
+
+Precedence, highest first: environment variables (`SYNCER_DATABASE_URL`,
+`CLOUDPOS_BASE_URL`, `CLOUDPOS_LICNAME` + `CLOUDPOS_TOKEN`), the file given with
+`--config`, `./syncer.toml`, then `$SYNCER_CONFIG`. With no file at all the
+defaults apply (embedded SQLite `cloudpos.db`), which is enough for `syncer demo`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tomllib
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+DEFAULT_BASE_URL = "https://cloudpos.be/api/"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names the key and the file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Strict):
+    url: str = "sqlite:///cloudpos.db"
+
+
+class ApiConfig(_Strict):
+    base_url: str = DEFAULT_BASE_URL
+    timezone: str = "Europe/Brussels"
+    daily_budget: int = Field(default=500, ge=1)
+    reserve: int = Field(default=50, ge=0)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    # Attempts per logical request for transport faults, 5xx and broken bodies.
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def spendable(self) -> int:
+        """Requests the scheduler and backfill may spend per day."""
+        return max(self.daily_budget - self.reserve, 0)
+
+
+class LicenseConfig(_Strict):
+    name: str
+    token: SecretStr | None = None
+    token_env: str | None = None
+    # Optional per-license budget; falls back to [api].
+    daily_budget: int | None = Field(default=None, ge=1)
+    reserve: int | None = Field(default=None, ge=0)
+
+    def resolved_token(self) -> SecretStr:
+        """The token from the config or from the named environment variable."""
+        if self.token is not None:
+            return self.token
+        if self.token_env:
+            return SecretStr(os.environ.get(self.token_env, ""))
+        return SecretStr("")
+
+    def fingerprint(self) -> str:
+        """A short hash of name and token, to notice when credentials change."""
+        digest = hashlib.sha256(
+            f"{self.name}\0{self.resolved_token().get_secret_value()}".encode()
+        ).hexdigest()
+        return digest[:16]
+
+
+class ResourceConfig(_Strict):
+    window: int = Field(default=500, ge=1)
+    min_window: int = Field(default=50, ge=1)
+    max_window: int = Field(default=5000, ge=1)
+    enabled: bool = True
+
+
+class PrivacyConfig(_Strict):
+    # The national register number (users.secnr) is stored only as a keyed hash
+    # unless this is set to true.
+    store_national_number: bool = False
+    # Key for that hash; without one, a key derived from the license name is used.
+    hash_key: SecretStr | None = None
+
+
+class Config(_Strict):
+    database: DatabaseConfig = DatabaseConfig()
+    api: ApiConfig = ApiConfig()
+    licenses: tuple[LicenseConfig, ...] = ()
+    resources: dict[str, ResourceConfig] = Field(default_factory=dict)
+    privacy: PrivacyConfig = PrivacyConfig()
+    source: str = "defaults"
+
+    def resource(self, name: str) -> ResourceConfig:
+        return self.resources.get(name, ResourceConfig())
+
+    def budget_for(self, license: LicenseConfig) -> tuple[int, int]:
+        """(daily_budget, reserve) for one license."""
+        budget = license.daily_budget or self.api.daily_budget
+        reserve = self.api.reserve if license.reserve is None else license.reserve
+        return budget, reserve
+
+
+def _find_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    local = Path("syncer.toml")
+    if local.is_file():
+        return local
+    env = os.environ.get("SYNCER_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (from $SYNCER_CONFIG)")
+        return path
+    return None
+
+
+def _warn_if_readable_by_others(path: Path, raw: Mapping[str, Any]) -> None:
+    has_token = any("token" in lic for lic in raw.get("licenses", []) if isinstance(lic, dict))
+    if has_token and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        warnings.warn(
+            f"{path} holds a token and is readable by other users; run: chmod 600 {path}",
+            stacklevel=3,
+        )
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{key}: {err['msg']}")
+    return f"invalid config in {source}: " + "; ".join(parts)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, merge and validate the configuration."""
+    env = os.environ if environ is None else environ
+    file = _find_file(path)
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if file is not None:
+        source = str(file)
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+        _warn_if_readable_by_others(file, raw)
+
+    if env.get("SYNCER_DATABASE_URL"):
+        raw.setdefault("database", {})["url"] = env["SYNCER_DATABASE_URL"]
+    if env.get("CLOUDPOS_BASE_URL"):
+        raw.setdefault("api", {})["base_url"] = env["CLOUDPOS_BASE_URL"]
+    if not raw.get("licenses") and env.get("CLOUDPOS_LICNAME"):
+        raw["licenses"] = [
+            {"name": env["CLOUDPOS_LICNAME"], "token_env": "CLOUDPOS_TOKEN"}
+        ]
+    raw["source"] = source
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+    names = [lic.name for lic in config.licenses]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ConfigError(
+            f"invalid config in {source}: licenses: duplicate name {sorted(duplicates)}"
+        )
+    for lic in config.licenses:
+        if not lic.name.strip():
+            raise ConfigError(f"invalid config in {source}: licenses.name: must not be empty")
+    from syncer.resources import RESOURCES  # noqa: PLC0415 - avoid an import cycle
+
+    unknown = set(config.resources) - {r.name for r in RESOURCES}
+    if unknown:
+        raise ConfigError(
+            f"invalid config in {source}: resources: unknown resource {sorted(unknown)}"
+        )
+    return config

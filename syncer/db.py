@@ -1,0 +1,98 @@
+"""Engines and migrations for SQLite (embedded default) and Postgres (production)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from decimal import Decimal
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from syncer.redact import redact
+
+log = logging.getLogger("syncer.db")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        # Exact: a Decimal the API sent is kept as its text, never as a float.
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> str:
+    """Deterministic JSON (sorted keys), so equal content compares equal in SQL."""
+    return json.dumps(value, sort_keys=True, default=_json_default, ensure_ascii=False)
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for plain postgresql:// URLs."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine tuned for this workload on either database."""
+    url = normalize_url(url)
+    dialect = make_url(url).get_backend_name()
+    if dialect == "sqlite":
+        engine = create_engine(
+            url, json_serializer=dumps, connect_args={"timeout": 30}, **kwargs
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    if dialect == "postgresql":
+        # prepare_threshold=None: psycopg would otherwise prepare statements after
+        # 5 runs and could keep a plan made while the tables were tiny (pitfalls.md).
+        return create_engine(
+            url,
+            json_serializer=dumps,
+            pool_pre_ping=True,
+            connect_args={"prepare_threshold": None},
+            **kwargs,
+        )
+    raise ValueError(f"unsupported database {dialect!r} in database.url; use sqlite or postgresql")
+
+
+def describe(engine: Engine) -> str:
+    """The database URL without its password, for messages."""
+    return redact(engine.url.render_as_string(hide_password=True))
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: shipped in the wheel, or the repo's migrations/ folder."""
+    shipped = Path(str(importlib_resources.files("syncer"))) / "_migrations"
+    if (shipped / "env.py").is_file():
+        return shipped
+    repo = Path(__file__).resolve().parent.parent / "migrations"
+    if (repo / "env.py").is_file():
+        return repo
+    raise FileNotFoundError("the migrations folder is missing from this installation")
+
+
+def alembic_config(engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (default: newest)."""
+    command.upgrade(alembic_config(engine), revision)

@@ -1,0 +1,429 @@
+"""The database schema: synced tables (as in design.md) and bookkeeping tables.
+
+Conventions kept by every synced table:
+- `license` is the first column of the primary key, so many shops share one database;
+- money, prices, quantities and tax rates are NUMERIC (Decimal in Python);
+- times are timezone-aware (stored as UTC; SQLite keeps them as UTC text);
+- `synced_at` is when the row was last written; full-list tables add `deleted_at`;
+- `extra` keeps the fields the API sent that have no column (NULL when none).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+UTC = dt.UTC
+
+# 15 significant digits round-trip exactly through SQLite's REAL storage as well
+# as through Postgres NUMERIC; parsing rejects values that do not fit (quarantine).
+MONEY_PRECISION, MONEY_SCALE = 15, 4
+RATE_PRECISION, RATE_SCALE = 7, 4
+
+
+def Money() -> Numeric[Any]:
+    return Numeric(MONEY_PRECISION, MONEY_SCALE)
+
+
+def Rate() -> Numeric[Any]:
+    return Numeric(RATE_PRECISION, RATE_SCALE)
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """An aware datetime, stored as UTC, always read back aware (UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given where an aware one is required")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def Json() -> JSON:
+    # JSONB on Postgres: it has an equality operator, which the "only if
+    # different" upsert guard needs; plain json has none.
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _license() -> Column[str]:
+    return Column("license", String(100), primary_key=True)
+
+
+def _synced() -> list[Column[Any]]:
+    return [
+        Column("extra", Json(), nullable=True),
+        Column("synced_at", UtcDateTime(), nullable=False),
+    ]
+
+
+def _full_list() -> list[Column[Any]]:
+    return [*_synced(), Column("deleted_at", UtcDateTime(), nullable=True)]
+
+
+categories = Table(
+    "categories",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", Text),
+    *_full_list(),
+)
+
+products = Table(
+    "products",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", Text),
+    Column("category_id", BigInteger),
+    Column("price", Money()),
+    Column("quantity", Money()),
+    Column("has_popup", Boolean),
+    Column("has_menu_popup", Boolean),
+    Column("has_open_price", Boolean),
+    Column("modified_at", UtcDateTime()),
+    *_full_list(),
+)
+
+subproducts = Table(
+    "subproducts",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", Text),
+    Column("price", Money()),
+    Column("quantity", Money()),
+    Column("modified_at", UtcDateTime()),
+    *_full_list(),
+)
+
+# Children of subproducts (from `productlink`): replaced whenever the subproduct is written.
+product_subproducts = Table(
+    "product_subproducts",
+    metadata,
+    _license(),
+    Column("product_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("subproduct_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("synced_at", UtcDateTime(), nullable=False),
+    Index(None, "license", "subproduct_id"),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", Text),
+    Column("first_name", Text),
+    Column("company_name", Text),
+    Column("street_number", Text),
+    Column("phone", Text),
+    Column("zipcode", Text),
+    Column("town", Text),
+    Column("vat_number", Text),
+    Column("email", Text),
+    Column("tag_id", Text),
+    Column("tag_type", Text),
+    Column("tag_family_id", BigInteger),
+    Column("modified_at", UtcDateTime()),
+    *_full_list(),
+)
+
+users = Table(
+    "users",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("username", Text),
+    Column("is_admin", Boolean),
+    # Keyed hash (HMAC-SHA256) of the national register number; the plain value
+    # goes to `national_number` only when [privacy] store_national_number = true.
+    Column("secnr_hash", String(64)),
+    Column("national_number", Text),
+    *_full_list(),
+)
+
+pos_tables = Table(
+    "pos_tables",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("table_number", Text),
+    Column("status", SmallInteger),  # 0 free, 1 in use, 2 waiting for payment
+    *_full_list(),
+)
+
+payment_methods = Table(
+    "payment_methods",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", Text),
+    *_full_list(),
+)
+
+printers = Table(
+    "printers",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", Text),
+    *_full_list(),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("customer_id", BigInteger),
+    Column("register_id", BigInteger),
+    Column("user_id", BigInteger),
+    Column("total_price", Money()),
+    Column("ordered_at", UtcDateTime()),
+    Column("clock_in", UtcDateTime()),
+    Column("clock_out", UtcDateTime()),
+    # Hash of the whole source record, children included: a changed line or
+    # payment changes it, so the order (and its children) is written again.
+    Column("content_hash", String(32), nullable=False),
+    *_synced(),
+    Index(None, "license", "ordered_at"),
+)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    _license(),
+    Column("order_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("line_no", Integer, primary_key=True, autoincrement=False),
+    Column("quantity", Money()),
+    Column("product_id", BigInteger),
+    Column("price", Money()),
+    Column("tax_rate", Rate()),
+    *_synced(),
+    Index(None, "license", "product_id"),
+)
+
+order_line_subproducts = Table(
+    "order_line_subproducts",
+    metadata,
+    _license(),
+    Column("order_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("line_no", Integer, primary_key=True, autoincrement=False),
+    Column("slot", SmallInteger, primary_key=True, autoincrement=False),
+    Column("subproduct_id", BigInteger),
+    Column("price", Money()),
+    Column("tax_rate", Rate()),
+    Column("synced_at", UtcDateTime(), nullable=False),
+)
+
+PAYMENT_METHODS = (
+    "cash",
+    "bancontact",
+    "voucher",
+    "transfer",
+    "visa",
+    "chargecard",
+    "luncheoncard",
+    "americanexpress",
+    "mastercard",
+)
+
+order_payments = Table(
+    "order_payments",
+    metadata,
+    _license(),
+    Column("order_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("method", String(20), primary_key=True),
+    Column("amount", Money(), nullable=False),
+    Column("synced_at", UtcDateTime(), nullable=False),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("customer_id", BigInteger),
+    Column("total_price", Money()),
+    Column("invoice_date", Date),
+    Column("due_date", Date),
+    Column("number", Text),
+    Column("doc_type", SmallInteger),  # 1 invoice, 2 quote, 3 credit note
+    Column("note", Text),
+    Column("from_vat_ticket", Boolean),
+    Column("content_hash", String(32), nullable=False),
+    *_synced(),
+    Index(None, "license", "invoice_date"),
+)
+
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    _license(),
+    Column("invoice_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("line_no", Integer, primary_key=True, autoincrement=False),
+    Column("quantity", Money()),
+    Column("product_name", Text),
+    Column("price", Money()),
+    Column("tax_rate", Rate()),
+    *_synced(),
+)
+
+gift_vouchers = Table(
+    "gift_vouchers",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("barcode", Text),
+    Column("value", Money()),
+    Column("valid_from", Date),
+    Column("valid_until", Date),
+    Column("modified_at", UtcDateTime()),
+    *_full_list(),
+)
+
+coupons = Table(
+    "coupons",
+    metadata,
+    _license(),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("barcode", Text),
+    Column("value", Money()),
+    Column("value_type", SmallInteger),  # 1 money, 2 percent
+    Column("valid_from", Date),
+    Column("valid_until", Date),
+    Column("is_used", Boolean),
+    *_synced(),
+)
+
+customer_credits = Table(
+    "customer_credits",
+    metadata,
+    _license(),
+    Column("customer_id", BigInteger, primary_key=True, autoincrement=False),
+    # '' when the credit has no tag: a key column cannot be NULL.
+    Column("tag_id", String(100), primary_key=True),
+    Column("value", Money()),
+    Column("tag_type", Text),
+    *_full_list(),
+)
+
+# --- bookkeeping -------------------------------------------------------------
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("license", String(100), primary_key=True),
+    Column("resource", String(40), primary_key=True),
+    Column("cursor", BigInteger),  # id-window resources: highest id stored
+    Column("window", Integer),  # the adaptive window size last used
+    Column("last_success_at", UtcDateTime()),
+    Column("last_attempt_at", UtcDateTime()),
+    Column("last_error", Text),
+    Column("last_error_at", UtcDateTime()),
+    Column("disabled_reason", Text),  # set on 1005 (module not licensed)
+    Column("next_run_at", UtcDateTime()),
+)
+
+license_state = Table(
+    "license_state",
+    metadata,
+    Column("license", String(100), primary_key=True),
+    # Set on 1001/1002 with the fingerprint of the credentials that were refused;
+    # nothing is sent for the license until its credentials change.
+    Column("auth_rejected_fingerprint", String(64)),
+    Column("auth_rejected_at", UtcDateTime()),
+    Column("auth_rejected_reason", Text),
+    # Set on 1003/1004 to the datetime the API gave.
+    Column("blocked_until", UtcDateTime()),
+    Column("blocked_reason", Text),
+    Column("updated_at", UtcDateTime()),
+)
+
+# One row per license and API day: the atomic spend counter behind the budget.
+request_budget = Table(
+    "request_budget",
+    metadata,
+    Column("license", String(100), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("spent", Integer, nullable=False),
+)
+
+request_ledger = Table(
+    "request_ledger",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("license", String(100), nullable=False),
+    Column("day", Date, nullable=False),  # the API's day (api.timezone)
+    Column("sent_at", UtcDateTime(), nullable=False),
+    Column("function", String(60), nullable=False),
+    Column("params", Json(), nullable=True),  # never holds the token
+    Column("purpose", String(20), nullable=False),  # backfill, run, call, check
+    Column("attempt", SmallInteger, nullable=False),
+    Column("outcome", String(20), nullable=False),  # pending, ok, empty, api_error, failed
+    Column("error_code", Integer),
+    Column("http_status", SmallInteger),
+    Column("duration_ms", Integer),
+    Index(None, "license", "day"),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("license", String(100), nullable=False),
+    Column("resource", String(40), nullable=False),
+    Column("record_key", Text),
+    Column("raw", Text, nullable=False),
+    Column("raw_hash", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("first_seen_at", UtcDateTime(), nullable=False),
+    Column("last_seen_at", UtcDateTime(), nullable=False),
+    Column("seen_count", Integer, nullable=False),
+    UniqueConstraint("license", "resource", "raw_hash"),
+)
