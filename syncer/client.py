@@ -1,0 +1,535 @@
+"""The CloudPOS HTTP client: one door for every request, typed errors, tolerant envelopes.
+
+The client knows nothing of tables. It sends `GET base_url?licname&token&function&filters`,
+passes every attempt through the door (`before_send` is where the ledger spends the
+budget, *before* the request leaves), retries only what can heal by itself
+(transport faults, 5xx, HTML or truncated bodies), and turns API error codes into
+exceptions that say what to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
+
+import httpx
+from pydantic import SecretStr
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from syncer.redact import redact, register_secret
+
+log = logging.getLogger("syncer.client")
+
+# --- errors ------------------------------------------------------------------
+
+
+class CloudPosError(Exception):
+    """Anything the API or the way to it refused; `code` is the API's errorcode if any."""
+
+    code: int | None = None
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(redact(message))
+        if code is not None:
+            self.code = code
+
+
+class AuthRejected(CloudPosError):
+    """1001/1002: the credentials are empty or wrong. Stop the license; never retry."""
+
+
+class EmptyCredentials(AuthRejected):
+    code = 1001
+
+
+class InvalidCredentials(AuthRejected):
+    code = 1002
+
+
+class DailyLimitReached(CloudPosError):
+    """1003: the license's daily request limit is spent; `retry_at` says when it resets."""
+
+    code = 1003
+
+    def __init__(self, message: str, retry_at: dt.datetime | None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class IpBlocked(CloudPosError):
+    """1004: too many bad logins from this IP; `until` says when the block ends."""
+
+    code = 1004
+
+    def __init__(self, message: str, until: dt.datetime | None) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+class ModuleNotLicensed(CloudPosError):
+    """1005: the license does not include this function's module."""
+
+    code = 1005
+
+
+class InputRejected(CloudPosError):
+    """2001-2003: the input of an input-taking function was refused."""
+
+
+class NotFound(CloudPosError):
+    """2000 from a function that returns one object rather than a list."""
+
+    code = 2000
+
+
+class UnknownApiError(CloudPosError):
+    """An errorcode the API page does not list."""
+
+
+class Retriable(CloudPosError):
+    """A fault that may heal on a new attempt: transport, 5xx, broken body."""
+
+
+class TransportFailed(Retriable):
+    """The request did not get an HTTP answer (connect, reset, timeout)."""
+
+
+class ResponseTimeout(TransportFailed):
+    """No complete answer within the timeout."""
+
+
+class ServerError(Retriable):
+    """HTTP 5xx."""
+
+
+class BadResponse(Retriable):
+    """An answer that is not the API's JSON: HTML, truncated, or of unknown shape."""
+
+
+class HttpError(CloudPosError):
+    """An HTTP status that retrying will not fix (4xx)."""
+
+
+class RequestRefused(Exception):
+    """The door refused to send (budget spent, license stopped); nothing was sent."""
+
+
+# --- the door ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What the door sees of a request: never the token."""
+
+    license: str
+    function: str
+    params: Mapping[str, str]
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outcome: str  # ok, empty, api_error, failed
+    error_code: int | None = None
+    http_status: int | None = None
+    duration_ms: int = 0
+    until: dt.datetime | None = None  # from 1003/1004: when the API takes requests again
+
+
+class Door(Protocol):
+    """Called around every attempt; `before_send` may raise RequestRefused."""
+
+    def before_send(self, info: RequestInfo) -> object: ...
+
+    def after_response(self, ticket: object, outcome: Outcome) -> None: ...
+
+
+class OpenDoor:
+    """A door that lets everything through (for the simulator tests and `check`)."""
+
+    def before_send(self, info: RequestInfo) -> object:
+        return None
+
+    def after_response(self, ticket: object, outcome: Outcome) -> None:
+        return None
+
+
+# --- envelopes ---------------------------------------------------------------
+
+_META_KEYS = frozenset({"success", "errorcode", "message", "error", "errormessage", "msg",
+                        "count", "total"})
+_DATETIME_IN_MESSAGE = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}(?::\d{2})?)")
+
+
+def _resource_key(function: str) -> str:
+    return function.removeprefix("get-")
+
+
+def records_from(body: Any, function: str) -> list[Any]:
+    """The records of a list function's successful body, whatever envelope it came in."""
+    if isinstance(body, list):
+        return body
+    if not isinstance(body, dict):
+        raise BadResponse(f"{function}: expected a JSON object or list, got {type(body).__name__}")
+    for key in ("data", _resource_key(function)):
+        if key in body:
+            return _records_in(body[key], function)
+    rest = {k: v for k, v in body.items() if k not in _META_KEYS}
+    if not rest:
+        return []
+    lists = [v for v in rest.values() if isinstance(v, list)]
+    if len(rest) == 1 and lists:
+        return lists[0]
+    if all(isinstance(v, dict) for v in rest.values()):
+        return _keyed(rest)
+    if "id" in rest and not any(isinstance(v, dict) for v in rest.values()):
+        return [rest]  # a single record sent as the object itself
+    raise BadResponse(f"{function}: unknown envelope with keys {sorted(rest)[:8]}")
+
+
+def _records_in(value: Any, function: str) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        if value and all(isinstance(v, dict) for v in value.values()):
+            return _keyed(value)
+        return [value] if value else []
+    if value in (None, ""):
+        return []
+    raise BadResponse(f"{function}: records are a {type(value).__name__}, not a list")
+
+
+def _keyed(mapping: Mapping[str, Any]) -> list[Any]:
+    """Records keyed by id; the key fills in a missing `id`."""
+    out = []
+    for key, record in mapping.items():
+        if isinstance(record, dict) and "id" not in record and str(key).isdigit():
+            out.append({"id": key, **record})
+        else:
+            out.append(record)
+    return out
+
+
+def parse_api_datetime(message: str, tz: ZoneInfo) -> dt.datetime | None:
+    """The first `YYYY-MM-DD HH:MM[:SS]` in an API message, as an aware datetime in tz."""
+    match = _DATETIME_IN_MESSAGE.search(message)
+    if not match:
+        return None
+    text = f"{match.group(1)} {match.group(2)}"
+    fmt = "%Y-%m-%d %H:%M:%S" if text.count(":") == 2 else "%Y-%m-%d %H:%M"
+    try:
+        naive = dt.datetime.strptime(text, fmt)
+    except ValueError:
+        return None
+    return naive.replace(tzinfo=tz)
+
+
+def _error_message(body: Mapping[str, Any]) -> str:
+    for key in ("message", "error", "errormessage", "msg"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def raise_for_api_error(body: Any, function: str, tz: ZoneInfo) -> bool:
+    """Raise the typed error for an API errorcode; True for 2000 (nothing found)."""
+    if not isinstance(body, dict) or "errorcode" not in body:
+        return False
+    raw_code = body["errorcode"]
+    try:
+        code = int(raw_code)
+    except (TypeError, ValueError):
+        raise BadResponse(f"{function}: errorcode {raw_code!r} is not a number") from None
+    if code == 0:
+        return False
+    message = _error_message(body) or f"errorcode {code}"
+    text = f"{function}: {code} {message}"
+    if code == 2000:
+        return True
+    if code == 1001:
+        raise EmptyCredentials(text)
+    if code == 1002:
+        raise InvalidCredentials(text)
+    if code == 1003:
+        raise DailyLimitReached(text, parse_api_datetime(message, tz))
+    if code == 1004:
+        raise IpBlocked(text, parse_api_datetime(message, tz))
+    if code == 1005:
+        raise ModuleNotLicensed(text)
+    if 2001 <= code <= 2003:
+        raise InputRejected(text, code)
+    raise UnknownApiError(text, code)
+
+
+# --- the client ----------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    """One successful answer: its records (or object), size and timing."""
+
+    body: Any
+    records: list[Any] = field(default_factory=list)
+    nbytes: int = 0
+    elapsed: float = 0.0
+    empty: bool = False  # the API said 2000
+
+
+class CloudPosClient:
+    """A client for one license of the CloudPOS API."""
+
+    def __init__(
+        self,
+        base_url: str,
+        licname: str,
+        token: SecretStr | str,
+        *,
+        tz: ZoneInfo | str = "Europe/Brussels",
+        timeout: float = 30.0,
+        max_attempts: int = 3,
+        door: Door | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff_max: float = 8.0,
+    ) -> None:
+        self.base_url = base_url
+        self.licname = licname
+        self._token = token if isinstance(token, SecretStr) else SecretStr(token)
+        register_secret(self._token.get_secret_value())
+        self.tz = ZoneInfo(tz) if isinstance(tz, str) else tz
+        self.max_attempts = max_attempts
+        self.door: Door = door or OpenDoor()
+        self._sleep = sleep
+        self._backoff_max = backoff_max
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout), transport=transport, follow_redirects=False
+        )
+
+    def __repr__(self) -> str:
+        return f"CloudPosClient(base_url={self.base_url!r}, licname={self.licname!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CloudPosClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the one door ---------------------------------------------------------
+
+    def request(
+        self,
+        function: str,
+        params: Mapping[str, str | int | None] | None = None,
+        *,
+        max_attempts: int | None = None,
+    ) -> Page:
+        """Send one logical request (with bounded retries) and return its page."""
+        if not self.licname.strip() or not self._token.get_secret_value().strip():
+            # The API would answer 1001; nothing is sent for something fixable locally.
+            raise EmptyCredentials(
+                f"{function}: license name or token is empty; set it in the config"
+            )
+        clean = {k: "" if v is None else str(v) for k, v in (params or {}).items()}
+        attempts = max_attempts or self.max_attempts
+        retrying = Retrying(
+            retry=retry_if_exception_type(Retriable),
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=0.5, max=self._backoff_max),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    return self._attempt(function, clean, number, attempts)
+        except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
+            raise TransportFailed(f"{function}: gave up") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, function: str, params: dict[str, str], number: int, of: int) -> Page:
+        info = RequestInfo(self.licname, function, dict(params), number)
+        ticket = self.door.before_send(info)
+        url = self._url(function, params)
+        shown = " ".join(f"{k}={v}" if v else k for k, v in params.items())
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            try:
+                response = self._http.get(url)
+                content = response.content
+            except httpx.TimeoutException:
+                raise ResponseTimeout(f"{function}: no answer within the timeout") from None
+            except httpx.TransportError as exc:
+                raise TransportFailed(f"{function}: {type(exc).__name__}: {exc}") from None
+            status = response.status_code
+            body = self._decode(function, response, content)
+            empty = raise_for_api_error(body, function, self.tz)
+        except CloudPosError as exc:
+            duration = int((time.perf_counter() - started) * 1000)
+            outcome = "api_error" if exc.code is not None else "failed"
+            until = getattr(exc, "retry_at", None) or getattr(exc, "until", None)
+            self.door.after_response(ticket, Outcome(outcome, exc.code, status, duration, until))
+            level = logging.WARNING if isinstance(exc, Retriable) else logging.INFO
+            log.log(level, "GET %s %s -> %s (attempt %d/%d)", function, shown, exc, number, of)
+            raise
+        duration = int((time.perf_counter() - started) * 1000)
+        result = Outcome("empty" if empty else "ok", 2000 if empty else None, status, duration)
+        self.door.after_response(ticket, result)
+        log.debug("GET %s %s -> %s, %d bytes in %d ms (attempt %d/%d)", function, shown,
+                  "empty" if empty else "ok", len(content), duration, number, of)
+        return Page(body=body, nbytes=len(content), elapsed=duration / 1000, empty=empty)
+
+    def _url(self, function: str, params: Mapping[str, str]) -> str:
+        # The function and flag filters are bare keys (`&get-orders&clockinclockout`),
+        # as on the API page; httpx's params would add a trailing `=`.
+        parts = [urlencode({"licname": self.licname, "token": self._token.get_secret_value()}),
+                 quote(function, safe="-")]
+        for key, value in params.items():
+            parts.append(urlencode({key: value}) if value else quote(key, safe="-"))
+        separator = "&" if "?" in self.base_url else "?"
+        return self.base_url + separator + "&".join(parts)
+
+    def _decode(self, function: str, response: httpx.Response, content: bytes) -> Any:
+        status = response.status_code
+        if status >= 500:
+            raise ServerError(f"{function}: HTTP {status}", None)
+        if status >= 400:
+            raise HttpError(f"{function}: HTTP {status}: {content[:200]!r}")
+        ctype = response.headers.get("content-type", "")
+        head = content.lstrip()[:1]
+        if "html" in ctype or head == b"<":
+            raise BadResponse(f"{function}: got an HTML page instead of JSON")
+        try:
+            return json.loads(content, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadResponse(f"{function}: body is not complete JSON ({exc})") from None
+
+    # -- list functions ---------------------------------------------------------
+
+    def fetch(
+        self,
+        function: str,
+        params: Mapping[str, str | int | None] | None = None,
+        *,
+        max_attempts: int | None = None,
+    ) -> Page:
+        """A list function's page with its records unwrapped from any envelope."""
+        page = self.request(function, params, max_attempts=max_attempts)
+        page.records = [] if page.empty else records_from(page.body, function)
+        return page
+
+    def get_categories(self) -> list[Any]:
+        return self.fetch("get-categories").records
+
+    def get_products(self) -> list[Any]:
+        return self.fetch("get-products").records
+
+    def get_subproducts(self) -> list[Any]:
+        return self.fetch("get-subproducts").records
+
+    def get_customers(self) -> list[Any]:
+        return self.fetch("get-customers").records
+
+    def get_users(self) -> list[Any]:
+        return self.fetch("get-users").records
+
+    def get_tables(self) -> list[Any]:
+        return self.fetch("get-tables").records
+
+    def get_payment_methods(self) -> list[Any]:
+        return self.fetch("get-payment").records
+
+    def get_printers(self) -> list[Any]:
+        return self.fetch("get-printers").records
+
+    def get_gift_vouchers(self) -> list[Any]:
+        return self.fetch("get-giftvoucher").records
+
+    def get_customer_credits(self, customerid: int | None = None) -> list[Any]:
+        return self.fetch("get-customercredits", {"customerid": customerid} if customerid else None
+                          ).records
+
+    def get_orders(
+        self,
+        start: int | None = None,
+        end: int | None = None,
+        date: dt.date | None = None,
+        clockinclockout: bool = False,
+    ) -> list[Any]:
+        return self.fetch("get-orders", _filters(start, end, date, clockinclockout)).records
+
+    def get_invoices(
+        self, start: int | None = None, end: int | None = None, date: dt.date | None = None
+    ) -> list[Any]:
+        return self.fetch("get-invoices", _filters(start, end, date)).records
+
+    def get_coupons(self, start: int | None = None, end: int | None = None) -> list[Any]:
+        return self.fetch("get-coupon", _filters(start, end)).records
+
+    # -- input-taking functions ---------------------------------------------------
+
+    def _object(self, function: str, params: Mapping[str, str | int | None]) -> dict[str, Any]:
+        page = self.request(function, params)
+        if page.empty:
+            raise NotFound(f"{function}: 2000 nothing found for {dict(params)}")
+        if not isinstance(page.body, dict):
+            raise BadResponse(f"{function}: expected a JSON object")
+        return page.body
+
+    def get_confirmed_weborder(self, weborderid: str | int) -> dict[str, Any]:
+        return self._object("get-confirmedweborder", {"weborderid": weborderid})
+
+    def get_invoice_signed(self, documentnr: str) -> dict[str, Any]:
+        return self._object("get-invoicesigned", {"documentnr": documentnr})
+
+    def get_offer_signed(self, documentnr: str) -> dict[str, Any]:
+        return self._object("get-offersigned", {"documentnr": documentnr})
+
+    def get_creditnote_signed(self, documentnr: str) -> dict[str, Any]:
+        return self._object("get-creditnotesigned", {"documentnr": documentnr})
+
+    def get_reservation_persons(self, date: dt.date | str) -> list[Any]:
+        body = self._object("get-reservationpersons", {"date": str(date)})
+        return list(body.get("persons") or [])
+
+    def get_reservation_hours(self, date: dt.date | str, persons: int) -> list[Any]:
+        body = self._object("get-reservationhours", {"date": str(date), "persons": persons})
+        return list(body.get("hours") or [])
+
+
+def _filters(
+    start: int | None = None,
+    end: int | None = None,
+    date: dt.date | None = None,
+    clockinclockout: bool = False,
+) -> dict[str, str | int | None]:
+    params: dict[str, str | int | None] = {}
+    if start is not None:
+        params["start"] = start
+    if end is not None:
+        params["end"] = end
+    if date is not None:
+        params["date"] = date.isoformat()
+    if clockinclockout:
+        params["clockinclockout"] = ""
+    return params
