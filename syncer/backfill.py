@@ -1,0 +1,236 @@
+"""The one-shot, resumable backfill: every full list once, then history by id windows.
+
+Id windows start past the stored cursor and move it, with the rows, to the highest
+id seen. The window adapts to the data: it doubles while answers are small (sparse
+ids, small orders) and halves when an answer is huge or times out, within
+`[resources.X] min_window..max_window`, and is remembered for the next run.
+An empty window past the cursor means the resource is up to date (one request).
+A run stopped by the budget or `--max-requests` exits 3 and the next run
+continues at the cursor; nothing is fetched twice and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from functools import partial
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from syncer.client import (
+    AuthRejected,
+    CloudPosClient,
+    CloudPosError,
+    DailyLimitReached,
+    IpBlocked,
+    ModuleNotLicensed,
+    RequestRefused,
+    ResponseTimeout,
+    Retriable,
+)
+from syncer.config import Config, LicenseConfig
+from syncer.ledger import BudgetExhausted, Ledger, LicenseStopped, utcnow
+from syncer.load import Counts
+from syncer.resources import Pull, Resource
+from syncer.sync import PullResult, Sync
+
+log = logging.getLogger("syncer.backfill")
+
+TARGET_BYTES = 4 * 1024 * 1024  # an answer larger than this halves the window
+START_PROBES = 8  # growing probes to find the first id when history does not start at 1
+SINCE_PROBES = 14  # days probed with `date` to find the first id on or after --since
+
+
+@dataclass
+class Summary:
+    """What the backfill did for one resource of one license."""
+
+    license: str
+    resource: str
+    requests: int = 0
+    counts: Counts = field(default_factory=Counts)
+    status: str = "pending"  # done, stopped, failed, skipped
+    note: str = ""
+    cursor: int | None = None
+
+
+class Reporter:
+    """Progress output: plain log lines; the CLI swaps in a rich progress bar on a terminal."""
+
+    def started(self, summary: Summary) -> None:
+        log.info("%s/%s: started", summary.license, summary.resource)
+
+    def advanced(self, summary: Summary, result: PullResult) -> None:
+        log.info("%s/%s: %d records (%d bytes), cursor %s", summary.license, summary.resource,
+                 result.records, result.nbytes, summary.cursor)
+
+    def finished(self, summary: Summary) -> None:
+        log.info("%s/%s: %s %s", summary.license, summary.resource, summary.status, summary.note)
+
+
+class Stop(Exception):
+    """Stop the whole license: the budget or the API said so."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Backfill:
+    """Backfill one license."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: Config,
+        license: LicenseConfig,
+        client: CloudPosClient,
+        ledger: Ledger,
+        *,
+        since: dt.date | None = None,
+        reporter: Reporter | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        from syncer.sync import parse_context  # noqa: PLC0415 - keeps import order one-way
+
+        self.config = config
+        self.license = license
+        self.client = client
+        self.ledger = ledger
+        self.since = since
+        self.reporter = reporter or Reporter()
+        self.clock = clock
+        self.sleep = sleep
+        self.sync = Sync(engine, license.name, client, parse_context(config, license), clock)
+
+    def run(self, resources: Sequence[Resource]) -> tuple[list[Summary], int]:
+        """Backfill these resources; returns the summaries and the exit code (0, 1 or 3)."""
+        summaries: list[Summary] = []
+        exit_code = 0
+        stop: Stop | None = None
+        for resource in resources:
+            summary = Summary(self.license.name, resource.name)
+            summaries.append(summary)
+            if stop is not None:
+                summary.status, summary.note = "stopped", str(stop)
+                continue
+            self.reporter.started(summary)
+            before = self.ledger.sent
+            try:
+                if resource.pull is Pull.FULL_LIST:
+                    result = self.sync.pull_full_list(resource)
+                    summary.counts += result.counts
+                    self.reporter.advanced(summary, result)
+                else:
+                    self._windows(resource, summary)
+                summary.status = "done"
+            except Stop as exc:
+                stop = exc
+                summary.status, summary.note = "stopped", str(exc)
+                exit_code = max(exit_code, exc.exit_code)
+            except ModuleNotLicensed as exc:
+                summary.status, summary.note = "skipped", f"not licensed: {exc}"
+                self.sync.record_error(resource, str(exc), disabled_reason=str(exc))
+            except CloudPosError as exc:
+                summary.status, summary.note = "failed", str(exc)
+                self.sync.record_error(resource, str(exc))
+                exit_code = 1
+            finally:
+                summary.requests = self.ledger.sent - before
+            self.reporter.finished(summary)
+        return summaries, exit_code
+
+    def _call(self, fn: Callable[[], PullResult]) -> PullResult:
+        """Run one pull, turning budget and license stops into `Stop`."""
+        try:
+            return fn()
+        except BudgetExhausted as exc:
+            raise Stop(str(exc), 3) from None
+        except LicenseStopped as exc:
+            raise Stop(str(exc), 3 if exc.until is not None else 1) from None
+        except (DailyLimitReached, IpBlocked) as exc:
+            raise Stop(str(exc), 3) from None
+        except AuthRejected as exc:
+            raise Stop(f"{exc}; the license is stopped until its credentials change", 1) from None
+        except RequestRefused as exc:
+            raise Stop(str(exc), 3) from None
+
+    def _windows(self, resource: Resource, summary: Summary) -> None:
+        settings = self.config.resource(resource.name)
+        lo, hi = settings.min_window, max(settings.max_window, settings.min_window)
+        cursor, window = self.sync.cursor(resource)
+        window = min(max(window or settings.window, lo), hi)
+        if cursor == 0 and self.since is not None and resource.filters and "date" in resource.filters:
+            found = self._first_id_since(resource, self.since)
+            if found is not None:
+                cursor = found - 1
+        summary.cursor = cursor
+        probe = cursor  # where the next window starts; moves past empty space only while searching
+        probes_left = START_PROBES if cursor == 0 else 0
+        failures = 0
+        while True:
+            start, end = probe + 1, probe + window
+            try:
+                result = self._call(partial(self.sync.pull_window, resource, start, end,
+                                            window=window, max_attempts=1))
+            except ResponseTimeout:
+                failures += 1
+                if failures >= self.config.api.max_attempts:
+                    raise
+                window = max(lo, window // 2)
+                continue
+            except Retriable:
+                failures += 1
+                if failures >= self.config.api.max_attempts:
+                    raise
+                self.sleep(min(2.0**failures * 0.5, 8.0))
+                continue
+            failures = 0
+            summary.counts += result.counts
+            if result.max_id is None:
+                if probes_left > 0:
+                    # History may not start at id 1: look further, with growing windows.
+                    probes_left -= 1
+                    probe = end
+                    window = min(window * 2, hi)
+                    continue
+                break  # nothing past the cursor: up to date
+            probes_left = 0
+            if result.max_id <= probe:
+                log.warning("%s: the API answered ids at or below %d for start=%d; stopping",
+                            resource.name, result.max_id, start)
+                break
+            cursor = probe = result.max_id
+            summary.cursor = cursor
+            self.reporter.advanced(summary, result)
+            if result.nbytes > TARGET_BYTES:
+                window = max(lo, window // 2)
+            elif result.nbytes < TARGET_BYTES // 4:
+                window = min(hi, window * 2)
+
+    def _first_id_since(self, resource: Resource, since: dt.date) -> int | None:
+        """The lowest id on the first day from `since` that has records (date probes)."""
+        today = self.clock().astimezone(self.config.api.tz).date()
+        for offset in range(SINCE_PROBES):
+            day = since + dt.timedelta(days=offset)
+            if day > today:
+                break
+            page = self._call(partial(self._probe, resource, day))
+            if page.max_id is not None:
+                log.info("%s: --since %s starts at id %d (%s)", resource.name, since, page.max_id, day)
+                return page.max_id
+        log.info("%s: no records in the %d days from %s; starting from the beginning",
+                 resource.name, SINCE_PROBES, since)
+        return None
+
+    def _probe(self, resource: Resource, day: dt.date) -> PullResult:
+        page = self.client.fetch(resource.function, {"date": day.isoformat()})
+        ids = [int(r["id"]) for r in page.records
+               if isinstance(r, dict) and str(r.get("id", "")).strip().isdigit()]
+        return PullResult(Counts(), len(page.records), page.nbytes, page.elapsed,
+                          min(ids) if ids else None)
+

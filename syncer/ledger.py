@@ -1,0 +1,229 @@
+"""The request ledger: the door every request passes, and the license's stop signs.
+
+Before a request leaves, one transaction (1) checks the license is not stopped
+(credentials refused, daily limit or IP block in force), (2) spends one request
+from the day's counter with a single atomic `UPDATE ... WHERE spent < cap`, and
+(3) writes the ledger row. That transaction commits before the request is sent,
+so no crash, restart or second process can spend behind the budget's back.
+After the answer, the row gets its outcome, and 1001/1002/1003/1004 become
+persisted license state that every process honours.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Engine, Table, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from syncer import tables as t
+from syncer.client import Outcome, RequestInfo, RequestRefused
+
+log = logging.getLogger("syncer.ledger")
+
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class BudgetExhausted(RequestRefused):
+    """The license's requests for today (or this run's cap) are spent."""
+
+    def __init__(self, message: str, resets_at: dt.datetime | None = None) -> None:
+        super().__init__(message)
+        self.resets_at = resets_at
+
+
+class LicenseStopped(RequestRefused):
+    """The license may not send now: credentials refused, limit reached or IP blocked."""
+
+    def __init__(self, message: str, until: dt.datetime | None = None) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+def api_day(moment: dt.datetime, tz: ZoneInfo) -> dt.date:
+    """The API's day (in its time zone) that `moment` falls in."""
+    return moment.astimezone(tz).date()
+
+
+def next_midnight(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    day = api_day(moment, tz) + dt.timedelta(days=1)
+    return dt.datetime.combine(day, dt.time(), tzinfo=tz)
+
+
+def upsert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on either database."""
+    dialect = conn.dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    conn.execute(stmt)
+
+
+@dataclass(frozen=True)
+class LicenseStatus:
+    auth_rejected: bool
+    auth_reason: str | None
+    blocked_until: dt.datetime | None
+    blocked_reason: str | None
+
+
+def license_status(conn: Connection, license: str, fingerprint: str) -> LicenseStatus:
+    row = conn.execute(select(t.license_state).where(t.license_state.c.license == license)).first()
+    if row is None:
+        return LicenseStatus(False, None, None, None)
+    rejected = row.auth_rejected_fingerprint == fingerprint
+    return LicenseStatus(rejected, row.auth_rejected_reason if rejected else None,
+                         row.blocked_until, row.blocked_reason)
+
+
+def spent_today(conn: Connection, license: str, day: dt.date) -> int:
+    value = conn.execute(
+        select(t.request_budget.c.spent).where(
+            t.request_budget.c.license == license, t.request_budget.c.day == day
+        )
+    ).scalar()
+    return int(value or 0)
+
+
+class Ledger:
+    """The door for one license: spends the budget and records every request."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        license: str,
+        *,
+        fingerprint: str,
+        tz: ZoneInfo,
+        cap: int,
+        purpose: str,
+        max_requests: int | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.license = license
+        self.fingerprint = fingerprint
+        self.tz = tz
+        self.cap = cap
+        self.purpose = purpose
+        self.max_requests = max_requests
+        self.clock = clock
+        self.sent = 0  # requests this door let through
+
+    # -- Door protocol ----------------------------------------------------------
+
+    def before_send(self, info: RequestInfo) -> object:
+        if self.max_requests is not None and self.sent >= self.max_requests:
+            raise BudgetExhausted(f"--max-requests {self.max_requests} reached")
+        now = self.clock()
+        day = api_day(now, self.tz)
+        with self.engine.begin() as conn:
+            status = license_status(conn, self.license, self.fingerprint)
+            if status.auth_rejected:
+                raise LicenseStopped(
+                    f"license {self.license!r}: credentials were refused ({status.auth_reason}); "
+                    "nothing is sent until its name or token changes in the config"
+                )
+            if status.blocked_until is not None and status.blocked_until > now:
+                raise LicenseStopped(
+                    f"license {self.license!r}: {status.blocked_reason}; "
+                    f"waiting until {status.blocked_until.astimezone(self.tz):%Y-%m-%d %H:%M %Z}",
+                    status.blocked_until,
+                )
+            upsert_ignore(conn, t.request_budget, {"license": self.license, "day": day, "spent": 0})
+            budget = t.request_budget.c
+            spent = conn.execute(
+                update(t.request_budget)
+                .where(and_(budget.license == self.license, budget.day == day,
+                            budget.spent < self.cap))
+                .values(spent=budget.spent + 1)
+                .returning(budget.spent)
+            ).scalar()
+            if spent is None:
+                raise BudgetExhausted(
+                    f"license {self.license!r}: {self.cap} requests spent today "
+                    f"({self.purpose} may use daily_budget - reserve)",
+                    next_midnight(now, self.tz),
+                )
+            ledger_id = conn.execute(
+                insert(t.request_ledger)
+                .values(
+                    license=self.license,
+                    day=day,
+                    sent_at=now,
+                    function=info.function,
+                    params=dict(info.params) or None,
+                    purpose=self.purpose,
+                    attempt=info.attempt,
+                    outcome="pending",
+                )
+                .returning(t.request_ledger.c.id)
+            ).scalar_one()
+        self.sent += 1
+        return ledger_id
+
+    def after_response(self, ticket: object, outcome: Outcome) -> None:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.request_ledger)
+                .where(t.request_ledger.c.id == ticket)
+                .values(outcome=outcome.outcome, error_code=outcome.error_code,
+                        http_status=outcome.http_status, duration_ms=outcome.duration_ms)
+            )
+            code = outcome.error_code
+            if code in (1001, 1002):
+                what = "name or token empty" if code == 1001 else "name or token not valid"
+                self._set_state(conn, now, auth_rejected_fingerprint=self.fingerprint,
+                                auth_rejected_at=now, auth_rejected_reason=f"API error {code}: {what}")
+                log.error("license %r: credentials refused (API error %s); stopped until the "
+                          "config changes. Fix licname/token, then restart.", self.license, code)
+            elif code in (1003, 1004):
+                until = outcome.until or (now + dt.timedelta(minutes=30) if code == 1004
+                                          else next_midnight(now, self.tz))
+                reason = ("daily request limit reached (API error 1003)" if code == 1003
+                          else "IP blocked after bad logins (API error 1004)")
+                self._set_state(conn, now, blocked_until=until, blocked_reason=reason)
+                if code == 1003:
+                    # Another client spent the day: count the day as spent so the
+                    # planner stretches instead of asking again.
+                    conn.execute(
+                        update(t.request_budget)
+                        .where(t.request_budget.c.license == self.license,
+                               t.request_budget.c.day == api_day(now, self.tz))
+                        .values(spent=func.max(t.request_budget.c.spent, self.cap)
+                                if conn.dialect.name == "sqlite"
+                                else func.greatest(t.request_budget.c.spent, self.cap))
+                    )
+                log.warning("license %r: %s; no requests until %s", self.license, reason,
+                            until.astimezone(self.tz).strftime("%Y-%m-%d %H:%M %Z"))
+            elif outcome.outcome in ("ok", "empty"):
+                self._clear_auth(conn, now)
+
+    def _set_state(self, conn: Connection, now: dt.datetime, **values: Any) -> None:
+        upsert_ignore(conn, t.license_state, {"license": self.license, "updated_at": now})
+        conn.execute(
+            update(t.license_state)
+            .where(t.license_state.c.license == self.license)
+            .values(updated_at=now, **values)
+        )
+
+    def _clear_auth(self, conn: Connection, now: dt.datetime) -> None:
+        conn.execute(
+            update(t.license_state)
+            .where(t.license_state.c.license == self.license,
+                   t.license_state.c.auth_rejected_fingerprint.is_not(None))
+            .values(auth_rejected_fingerprint=None, auth_rejected_at=None,
+                    auth_rejected_reason=None, updated_at=now)
+        )

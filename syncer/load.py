@@ -1,0 +1,263 @@
+"""Set-based loading: parsed rows in, committed-on-the-caller's-transaction rows out.
+
+The loader knows no HTTP. It upserts parents with `INSERT ... ON CONFLICT DO
+UPDATE ... WHERE (row) IS DISTINCT FROM (excluded)` on both databases, so an
+unchanged row is never written (its `synced_at` stays as it was); it replaces the
+children of every parent it wrote; and for full-list resources it marks the rows
+that left the list as deleted (and clears the mark when they come back).
+Everything happens on the connection it is given: the caller's transaction also
+moves the cursor, so rows and state commit together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqlalchemy import Column, Connection, Table, and_, delete, insert, null, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from syncer import tables as t
+from syncer.db import dumps
+from syncer.parse import Rows
+
+CHUNK = 500  # keys per IN (...) list: far below SQLite's and Postgres's limits
+
+
+@dataclass
+class Counts:
+    """What a load did, per resource."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+
+    def __iadd__(self, other: Counts) -> Counts:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that goes to the quarantine instead of the tables."""
+
+    raw: Any
+    reason: str
+    key: str | None = None
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def key_columns(table: Table) -> list[Column[Any]]:
+    """The primary key columns after `license`."""
+    return [c for c in table.primary_key.columns if c.name != "license"]
+
+
+def _key_expr(table: Table) -> Any:
+    cols = key_columns(table)
+    return cols[0] if len(cols) == 1 else tuple_(*cols)
+
+
+def _key_of(row: dict[str, Any], names: Sequence[str]) -> Any:
+    return row[names[0]] if len(names) == 1 else tuple(row[n] for n in names)
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _existing_keys(conn: Connection, table: Table, license: str, keys: Sequence[Any]) -> set[Any]:
+    found: set[Any] = set()
+    expr = _key_expr(table)
+    single = len(key_columns(table)) == 1
+    for chunk in _chunks(keys):
+        result = conn.execute(
+            select(*key_columns(table)).where(table.c.license == license, expr.in_(chunk))
+        )
+        found.update(r[0] if single else tuple(r) for r in result)
+    return found
+
+
+def upsert_parents(
+    conn: Connection,
+    table: Table,
+    license: str,
+    rows: Sequence[dict[str, Any]],
+    now: dt.datetime,
+) -> tuple[Counts, list[Any]]:
+    """Insert new rows, update changed ones, leave equal ones alone; return counts and written keys."""
+    counts = Counts()
+    if not rows:
+        return counts, []
+    names = [c.name for c in key_columns(table)]
+    keys = [_key_of(r, names) for r in rows]
+    existing = _existing_keys(conn, table, license, keys)
+
+    full_list = "deleted_at" in table.c
+    value_cols = [c.name for c in table.columns
+                  if c.name not in ("license", "synced_at", "deleted_at") and c.name not in names]
+    stmt = _insert(conn, table)
+    excluded = stmt.excluded
+    current = [table.c[n] for n in value_cols]
+    incoming: list[Any] = [excluded[n] for n in value_cols]
+    if full_list:
+        current.append(table.c.deleted_at)
+        incoming.append(null())
+    changed = (
+        tuple_(*current).is_distinct_from(tuple_(*incoming))
+        if len(current) > 1
+        else or_(*(c.is_distinct_from(i) for c, i in zip(current, incoming, strict=True)))
+    )
+    set_: dict[str, Any] = {n: excluded[n] for n in value_cols}
+    set_["synced_at"] = excluded.synced_at
+    if full_list:
+        set_["deleted_at"] = null()
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.license, *key_columns(table)], set_=set_, where=changed
+    ).returning(*key_columns(table))
+
+    params = [{**r, "license": license, "synced_at": now} for r in rows]
+    written: list[Any] = []
+    single = len(names) == 1
+    for chunk in _chunks(params, 1000):
+        result = conn.execute(stmt, list(chunk))
+        written.extend(r[0] if single else tuple(r) for r in result)
+    inserted = sum(1 for k in written if k not in existing)
+    counts.inserted = inserted
+    counts.updated = len(written) - inserted
+    counts.unchanged = len(rows) - len(written)
+    return counts, written
+
+
+def replace_children(
+    conn: Connection,
+    table: Table,
+    parent_column: str,
+    license: str,
+    parent_keys: Sequence[Any],
+    rows: Iterable[dict[str, Any]],
+    now: dt.datetime,
+) -> None:
+    """Delete the children of these parents and insert the given ones."""
+    for chunk in _chunks(parent_keys):
+        conn.execute(
+            delete(table).where(table.c.license == license, table.c[parent_column].in_(chunk))
+        )
+    params = [{**r, "license": license, "synced_at": now} for r in rows]
+    for chunk in _chunks(params, 2000):
+        conn.execute(insert(table), list(chunk))
+
+
+def mark_deleted(
+    conn: Connection, table: Table, license: str, seen: set[Any], now: dt.datetime
+) -> int:
+    """Set `deleted_at` on live rows of a full list that the source no longer lists."""
+    single = len(key_columns(table)) == 1
+    live = {
+        r[0] if single else tuple(r)
+        for r in conn.execute(
+            select(*key_columns(table)).where(table.c.license == license, table.c.deleted_at.is_(None))
+        )
+    }
+    gone = sorted(live - seen)
+    expr = _key_expr(table)
+    for chunk in _chunks(gone):
+        conn.execute(
+            update(table)
+            .where(and_(table.c.license == license, expr.in_(chunk), table.c.deleted_at.is_(None)))
+            .values(deleted_at=now, synced_at=now)
+        )
+    return len(gone)
+
+
+def load(
+    conn: Connection,
+    parent: Table,
+    children: Sequence[Table],
+    license: str,
+    records: Sequence[Rows],
+    now: dt.datetime,
+    *,
+    full_list: bool,
+) -> Counts:
+    """Load parsed records of one resource; for a full list, mark the missing as deleted."""
+    counts, written = upsert_parents(conn, parent, license, [r.parent for r in records], now)
+    if children and written:
+        names = [c.name for c in key_columns(parent)]
+        wanted = set(written)
+        for child in children:
+            parent_column = _parent_column(parent, child)
+            rows = [
+                row
+                for r in records
+                if _key_of(r.parent, names) in wanted
+                for row in r.children.get(child.name, [])
+            ]
+            replace_children(conn, child, parent_column, license, written, rows, now)
+    if full_list:
+        names = [c.name for c in key_columns(parent)]
+        counts.deleted = mark_deleted(conn, parent, license,
+                                      {_key_of(r.parent, names) for r in records}, now)
+    return counts
+
+
+def _parent_column(parent: Table, child: Table) -> str:
+    """The child's column that holds the parent's id (order_id, invoice_id, subproduct_id)."""
+    if parent.name == "subproducts":
+        return "subproduct_id"
+    return parent.name.removesuffix("s") + "_id"
+
+
+def quarantine(
+    conn: Connection, license: str, resource: str, rejected: Sequence[Rejected], now: dt.datetime
+) -> int:
+    """Keep records that could not be loaded, with their raw JSON and the reason."""
+    if not rejected:
+        return 0
+    stmt = _insert(conn, t.quarantine)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.quarantine.c.license, t.quarantine.c.resource, t.quarantine.c.raw_hash],
+        set_={
+            "reason": stmt.excluded.reason,
+            "last_seen_at": stmt.excluded.last_seen_at,
+            "seen_count": t.quarantine.c.seen_count + 1,
+        },
+    )
+    by_hash: dict[str, dict[str, Any]] = {}
+    for item in rejected:
+        try:
+            raw = dumps(item.raw)
+        except (TypeError, ValueError):
+            raw = repr(item.raw)
+        digest = hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
+        by_hash[digest] = {
+            "license": license,
+            "resource": resource,
+            "record_key": item.key,
+            "raw": raw,
+            "raw_hash": digest,
+            "reason": item.reason[:2000],
+            "first_seen_at": now,
+            "last_seen_at": now,
+            "seen_count": 1,
+        }
+    # One row per distinct raw record: the same statement may not touch a row twice.
+    params = list(by_hash.values())
+    for chunk in _chunks(params):
+        conn.execute(stmt, list(chunk))
+    return len(rejected)

@@ -1,0 +1,189 @@
+"""The sync step: the one place that knows both the client and the loader.
+
+Each pull is: one request through the client (and so through the ledger), pure
+parsing, then one transaction that loads the rows, quarantines what could not
+be parsed, and moves the resource's state (cursor, window, last success).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+
+from syncer import tables as t
+from syncer.client import CloudPosClient, Page
+from syncer.config import Config, LicenseConfig
+from syncer.ledger import upsert_ignore, utcnow
+from syncer.load import Counts, Rejected, key_columns, load, quarantine
+from syncer.parse import ParseContext, ParseError, Rows
+from syncer.resources import Pull, Resource
+
+log = logging.getLogger("syncer.sync")
+
+
+def parse_context(config: Config, license: LicenseConfig) -> ParseContext:
+    """How records of this license are parsed (time zone, national number policy)."""
+    privacy = config.privacy
+    if privacy.hash_key is not None:
+        key = privacy.hash_key.get_secret_value().encode()
+    else:
+        # No key configured: derive one from the token, which never reaches the
+        # database, so the stored hashes cannot be brute-forced from the database alone.
+        token = license.resolved_token().get_secret_value()
+        key = hmac.new(b"cloudpos-syncer secnr", token.encode(), hashlib.sha256).digest()
+    return ParseContext(tz=config.api.tz, secnr_key=key,
+                        store_national_number=privacy.store_national_number)
+
+
+@dataclass
+class Parsed:
+    rows: list[Rows] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    max_id: int | None = None  # the highest record id seen, parsed or not
+
+
+def _raw_id(raw: Any) -> int | None:
+    if isinstance(raw, dict):
+        try:
+            value = int(str(raw.get("id", "")).strip())
+        except ValueError:
+            return None
+        return value if value > 0 else None
+    return None
+
+
+def parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseContext) -> Parsed:
+    """Parse a page; bad records and conflicting duplicates become quarantine entries."""
+    out = Parsed()
+    names = [c.name for c in key_columns(resource.table)]
+    by_key: dict[Any, tuple[Rows, Any]] = {}
+    for raw in raw_records:
+        rid = _raw_id(raw)
+        if rid is not None and (out.max_id is None or rid > out.max_id):
+            out.max_id = rid
+        key_text = str(rid) if rid is not None else None
+        if not isinstance(raw, dict):
+            out.rejected.append(Rejected(raw, "record is not an object", key_text))
+            continue
+        try:
+            rows = resource.parse(raw, ctx)
+        except ParseError as exc:
+            out.rejected.append(Rejected(raw, str(exc), key_text))
+            continue
+        except Exception as exc:  # one record must never stop the batch (rule 6)
+            out.rejected.append(Rejected(raw, f"unexpected {type(exc).__name__}: {exc}", key_text))
+            continue
+        key = tuple(rows.parent[n] for n in names)
+        if key in by_key and by_key[key][0] != rows:
+            earlier = by_key[key][1]
+            out.rejected.append(Rejected(
+                earlier, f"duplicate key {'/'.join(map(str, key))} in one response; the last one was kept",
+                "/".join(map(str, key))))
+        by_key[key] = (rows, raw)
+    out.rows = [rows for rows, _ in by_key.values()]
+    return out
+
+
+def save_state(conn: Connection, license: str, resource: str, **values: Any) -> None:
+    """Update one resource's sync state (creating its row if needed)."""
+    upsert_ignore(conn, t.sync_state, {"license": license, "resource": resource})
+    conn.execute(
+        update(t.sync_state)
+        .where(t.sync_state.c.license == license, t.sync_state.c.resource == resource)
+        .values(**values)
+    )
+
+
+def read_state(conn: Connection, license: str, resource: str) -> Any:
+    return conn.execute(
+        select(t.sync_state).where(t.sync_state.c.license == license,
+                                   t.sync_state.c.resource == resource)
+    ).first()
+
+
+@dataclass
+class PullResult:
+    counts: Counts
+    records: int
+    nbytes: int
+    elapsed: float
+    max_id: int | None
+
+
+class Sync:
+    """Pulls for one license: full lists, id windows and day re-scans."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        license: str,
+        client: CloudPosClient,
+        ctx: ParseContext,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.license = license
+        self.client = client
+        self.ctx = ctx
+        self.clock = clock
+
+    def _apply(self, resource: Resource, page: Page, *, full_list: bool,
+               state: dict[str, Any]) -> PullResult:
+        parsed = parse_records(resource, page.records, self.ctx)
+        now = self.clock()
+        with self.engine.begin() as conn:
+            counts = load(conn, resource.table, resource.children, self.license, parsed.rows, now,
+                          full_list=full_list)
+            counts.quarantined = quarantine(conn, self.license, resource.name, parsed.rejected, now)
+            save_state(conn, self.license, resource.name, last_success_at=now, last_attempt_at=now,
+                       last_error=None, **state)
+        if parsed.rejected:
+            log.warning("%s: %d record(s) quarantined, e.g. %s", resource.name,
+                        len(parsed.rejected), parsed.rejected[0].reason)
+        return PullResult(counts, len(page.records), page.nbytes, page.elapsed, parsed.max_id)
+
+    def pull_full_list(self, resource: Resource) -> PullResult:
+        """One request for the whole list; write what changed, mark what left."""
+        assert resource.pull is Pull.FULL_LIST
+        page = self.client.fetch(resource.function)
+        if not page.records:
+            log.warning("%s: the API lists none; rows still present are marked deleted", resource.name)
+        return self._apply(resource, page, full_list=True, state={})
+
+    def pull_window(self, resource: Resource, start: int, end: int, *, window: int,
+                    max_attempts: int | None = None) -> PullResult:
+        """One id window; the cursor moves to the highest id seen, with the rows."""
+        assert resource.pull is Pull.ID_WINDOW
+        page = self.client.fetch(resource.function, {"start": start, "end": end},
+                                 max_attempts=max_attempts)
+        parsed_max = max((i for r in page.records if (i := _raw_id(r)) is not None), default=None)
+        state: dict[str, Any] = {"window": window}
+        if parsed_max is not None:
+            state["cursor"] = max(parsed_max, start - 1)
+        return self._apply(resource, page, full_list=False, state=state)
+
+    def pull_date(self, resource: Resource, day: dt.date) -> PullResult:
+        """Re-pull one API day of orders or invoices (late changes); the cursor stays."""
+        page = self.client.fetch(resource.function, {"date": day.isoformat()})
+        return self._apply(resource, page, full_list=False, state={})
+
+    def record_error(self, resource: Resource, message: str, **values: Any) -> None:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            save_state(conn, self.license, resource.name, last_attempt_at=now, last_error=message,
+                       last_error_at=now, **values)
+
+    def cursor(self, resource: Resource) -> tuple[int, int | None]:
+        """(cursor, window) of an id-window resource; (0, None) before its first pull."""
+        with self.engine.connect() as conn:
+            row = read_state(conn, self.license, resource.name)
+        if row is None:
+            return 0, None
+        return int(row.cursor or 0), row.window
