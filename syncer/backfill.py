@@ -14,9 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy import Engine
 
@@ -122,7 +122,7 @@ class Backfill:
             before = self.ledger.sent
             try:
                 if resource.pull is Pull.FULL_LIST:
-                    result = self.sync.pull_full_list(resource)
+                    result = self._call(partial(self.sync.pull_full_list, resource))
                     summary.counts += result.counts
                     self.reporter.advanced(summary, result)
                 else:

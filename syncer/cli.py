@@ -116,6 +116,9 @@ def licenses_of(config: Config, names: Sequence[str]) -> list[LicenseConfig]:
 def open_database(config: Config, *, migrate_first: bool = True) -> Engine:
     try:
         engine = make_engine(config.database.url)
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            ctx.call_on_close(engine.dispose)
         if migrate_first:
             migrate(engine)
     except (ValueError, ImportError) as exc:

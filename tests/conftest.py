@@ -1,0 +1,106 @@
+"""Shared fixtures: real SQLite and Postgres databases, and the simulator over real HTTP.
+
+Postgres: `SYNCER_TEST_PG_URL` (default postgresql+psycopg://postgres@127.0.0.1:5432/test).
+Each test gets its own schema, so tests can run in parallel. A test that needs
+Postgres *fails* when it cannot reach it; only `SYNCER_TEST_SKIP_PG=1`, set by
+hand on a machine without Postgres, turns that into a skip (CI never sets it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from syncer.db import make_engine, migrate
+from syncer.redact import install_log_redaction
+from syncer.simulator import Simulator, generate
+
+PG_URL = os.environ.get("SYNCER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+TOKEN = "demo-token-7f3a9c2e"  # long and unusual, so a leak is easy to find
+LICENSE = "demo"
+ANCHOR = dt.date(2026, 10, 27)  # two days after the autumn DST change in Brussels
+
+install_log_redaction()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False, help="run slow tests too")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def _pg_admin() -> Engine:
+    return sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh Postgres schema for this test, as a database URL."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin()
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("SYNCER_TEST_SKIP_PG") == "1":
+            pytest.skip(f"Postgres unreachable and SYNCER_TEST_SKIP_PG=1: {exc}")
+        pytest.fail(f"Postgres is required for this test and is unreachable at {PG_URL}: {exc}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    return f"sqlite:///{tmp_path}/syncer.db"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The test runs once on SQLite and once on Postgres."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A small simulator on a free port, license `demo` with TOKEN."""
+    simulator = Simulator(generate(seed=1, orders=600, anchor=ANCHOR), licenses={LICENSE: TOKEN})
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore", "syncer"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    return caplog

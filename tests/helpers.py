@@ -1,0 +1,96 @@
+"""Helpers shared by the tests: running the CLI, dumping tables for whole-row comparisons."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+from sqlalchemy import Engine, select
+
+from syncer import tables as t
+from syncer.cli import cli
+from syncer.resources import RESOURCES
+from tests.conftest import LICENSE, TOKEN
+
+SYNCED_TABLES = [tbl for r in RESOURCES for tbl in r.tables]
+
+
+def cli_env(db_url: str, base_url: str, token: str = TOKEN, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SYNCER_", "CLOUDPOS_")) or k.startswith("SYNCER_TEST")}
+    env.update({"SYNCER_DATABASE_URL": db_url, "CLOUDPOS_BASE_URL": base_url,
+                "CLOUDPOS_LICNAME": LICENSE, "CLOUDPOS_TOKEN": token, **extra})
+    return env
+
+
+def run_cli(args: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> Result:
+    """The real CLI, in this process (fast); exit code and output as a user sees them."""
+    runner = CliRunner()
+    old = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def spawn_cli(args: Sequence[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    """The real CLI in a subprocess (for kills and signals)."""
+    return subprocess.Popen([sys.executable, "-m", "syncer", *args], env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def dump(engine: Engine, *, keep_synced_at: bool = False) -> dict[str, list[tuple[Any, ...]]]:
+    """Every synced table as sorted rows (without synced_at unless asked)."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for table in SYNCED_TABLES:
+            cols = [c for c in table.columns
+                    if keep_synced_at or c.name not in ("synced_at", "deleted_at")]
+            rows = conn.execute(select(*cols)).all()
+            out[table.name] = sorted((tuple(r) for r in rows), key=repr)
+    return out
+
+
+def synced_at_by_table(engine: Engine) -> dict[str, list[Any]]:
+    with engine.connect() as conn:
+        return {tbl.name: sorted(conn.execute(select(tbl.c.synced_at)).scalars().all())
+                for tbl in SYNCED_TABLES}
+
+
+def pg_writes(engine: Engine) -> dict[str, tuple[int, int, int]]:
+    """Postgres's own count of inserted, updated, deleted tuples per synced table."""
+    import time
+
+    from sqlalchemy import text
+
+    # Backends flush their counters when they exit: close the pool, then read
+    # until two reads a little apart agree.
+    engine.dispose()
+    names = {tbl.name for tbl in SYNCED_TABLES}
+    previous: dict[str, tuple[int, int, int]] | None = None
+    for _ in range(50):
+        time.sleep(0.2)
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables "
+                "WHERE schemaname = current_schema()")).all()
+        engine.dispose()
+        current = {r[0]: (r[1], r[2], r[3]) for r in rows if r[0] in names}
+        if current == previous:
+            return current
+        previous = current
+    raise AssertionError("pg_stat_user_tables did not settle")
+
+
+def ledger_count(engine: Engine) -> int:
+    from sqlalchemy import func
+
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(t.request_ledger)).scalar_one())

@@ -1,0 +1,335 @@
+"""The client over real HTTP against the simulator: functions, envelopes, errors, faults, secrets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from syncer.client import (
+    AuthRejected,
+    BadResponse,
+    CloudPosClient,
+    DailyLimitReached,
+    EmptyCredentials,
+    InputRejected,
+    InvalidCredentials,
+    IpBlocked,
+    ModuleNotLicensed,
+    NotFound,
+    Outcome,
+    RequestInfo,
+    RequestRefused,
+    ResponseTimeout,
+    ServerError,
+    TransportFailed,
+    UnknownApiError,
+    raise_for_api_error,
+    records_from,
+)
+from syncer.simulator import Simulator
+from tests.conftest import LICENSE, TOKEN
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+LIST_FUNCTIONS = [
+    "get-categories", "get-products", "get-subproducts", "get-customers", "get-users",
+    "get-tables", "get-payment", "get-printers", "get-orders", "get-invoices",
+    "get-giftvoucher", "get-coupon", "get-customercredits",
+]
+
+
+class CountingDoor:
+    """Records what the door saw; refuses after `limit` requests when given one."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.seen: list[RequestInfo] = []
+        self.outcomes: list[Outcome] = []
+        self.limit = limit
+
+    def before_send(self, info: RequestInfo) -> object:
+        if self.limit is not None and len(self.seen) >= self.limit:
+            raise RequestRefused("limit")
+        self.seen.append(info)
+        return len(self.seen)
+
+    def after_response(self, ticket: object, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+
+
+def record_key(record: dict[str, Any]) -> str:
+    if "customerid" in record and "id" not in record:  # customer credits
+        return f"{record['customerid']}/{record.get('tagid')}"
+    return str(record["id"])
+
+
+def make_client(sim: Simulator, token: str = TOKEN, **kwargs: Any) -> CloudPosClient:
+    kwargs.setdefault("sleep", lambda _s: None)
+    return CloudPosClient(sim.base_url, LICENSE, token, tz=BRUSSELS, **kwargs)
+
+
+def requests_seen(sim: Simulator) -> int:
+    return int(sim.stats()["requests"])
+
+
+# --- functions and envelopes ---------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["list", "data", "named", "keyed"])
+def test_every_list_function_in_every_envelope(sim: Simulator, style: str) -> None:
+    sim.set_envelope("data")
+    with make_client(sim) as client:
+        reference = {fn: client.fetch(fn).records for fn in LIST_FUNCTIONS}
+    sim.set_envelope(style)
+    with make_client(sim) as client:
+        for fn in LIST_FUNCTIONS:
+            records = client.fetch(fn).records
+            assert records, fn
+            assert all(isinstance(r, dict) for r in records), fn
+            assert sorted(map(record_key, records)) == sorted(map(record_key, reference[fn])), fn
+
+
+def test_typed_helpers_cover_every_function(sim: Simulator) -> None:
+    with make_client(sim) as client:
+        assert client.get_categories() and client.get_products() and client.get_subproducts()
+        assert client.get_customers() and client.get_users() and client.get_tables()
+        assert client.get_payment_methods() and client.get_printers()
+        assert client.get_gift_vouchers() and client.get_customer_credits()
+        window = client.get_orders(start=1, end=50)
+        assert window and all(1 <= int(o["id"]) <= 50 for o in window)
+        assert client.get_invoices(start=1, end=500)
+        assert client.get_coupons(start=1, end=500)
+        day = dt.date.fromisoformat(str(window[0]["ordertime"])[:10])
+        by_date = client.get_orders(date=day)
+        assert by_date and all(str(o["ordertime"]).startswith(day.isoformat()) for o in by_date)
+        labour = client.get_orders(clockinclockout=True)
+        assert all(not o.get("orderdetail") for o in labour)
+        customer = int(client.get_customer_credits()[0]["customerid"])
+        detail = client.get_customer_credits(customerid=customer)
+        assert all(int(d["customerid"]) == customer for d in detail)
+        assert isinstance(client.get_reservation_persons(dt.date(2026, 12, 1)), list)
+        assert isinstance(client.get_reservation_hours(dt.date(2026, 12, 1), 4), list)
+        with pytest.raises(InputRejected) as empty_id:
+            client.get_confirmed_weborder("")
+        assert empty_id.value.code == 2002
+        with pytest.raises(InputRejected) as unknown:
+            client.get_confirmed_weborder("999999")
+        assert unknown.value.code == 2003
+        with pytest.raises(InputRejected) as empty_doc:
+            client.get_invoice_signed("")
+        assert empty_doc.value.code == 2001
+        with pytest.raises(InputRejected):
+            client.get_reservation_hours(dt.date(2026, 12, 1), "")  # type: ignore[arg-type]
+        with pytest.raises(NotFound):
+            client.get_offer_signed("NO-SUCH-DOC")
+
+
+def test_id_windows_are_inclusive_and_2000_is_an_empty_list(sim: Simulator) -> None:
+    with make_client(sim) as client:
+        ids = sorted(int(o["id"]) for o in client.get_orders(start=1, end=10_000))
+        first, last = ids[0], ids[-1]
+        exact = client.get_orders(start=first, end=first)
+        assert [int(o["id"]) for o in exact] == [first]
+        page = client.fetch("get-orders", {"start": last + 1, "end": last + 500})
+        assert page.empty and page.records == []
+
+
+def test_numbers_as_strings_stay_exact(sim: Simulator) -> None:
+    with make_client(sim) as client:
+        products = client.get_products()
+    prices = [p["price"] for p in products]
+    # Whatever form the API chose, no binary float ever appears.
+    assert all(not isinstance(p, float) for p in prices)
+    assert any(isinstance(p, str) for p in prices)
+
+
+# --- errors ---------------------------------------------------------------------
+
+
+def test_empty_token_sends_nothing(sim: Simulator) -> None:
+    door = CountingDoor()
+    with make_client(sim, token="", door=door) as client, pytest.raises(EmptyCredentials):
+        client.get_products()
+    with make_client(sim, token="   ", door=door) as client, pytest.raises(EmptyCredentials):
+        client.get_products()
+    assert requests_seen(sim) == 0
+    assert door.seen == []
+
+
+def test_bad_token_raises_auth_rejected_after_one_request(sim: Simulator) -> None:
+    with make_client(sim, token="wrong-token-123") as client, pytest.raises(AuthRejected) as err:
+        client.get_products()
+    assert isinstance(err.value, InvalidCredentials) and err.value.code == 1002
+    assert requests_seen(sim) == 1  # 1002 is never retried
+
+
+def test_daily_limit_gives_retry_time(sim: Simulator) -> None:
+    clock = dt.datetime(2026, 10, 27, 15, 0, tzinfo=BRUSSELS)
+    sim.set_clock(lambda: clock)
+    sim.set_daily_limit(2)
+    with make_client(sim) as client:
+        client.get_printers()
+        client.get_printers()
+        with pytest.raises(DailyLimitReached) as err:
+            client.get_printers()
+    assert err.value.retry_at == dt.datetime(2026, 10, 28, 0, 0, tzinfo=BRUSSELS)
+    assert err.value.retry_at.utcoffset() is not None
+    assert requests_seen(sim) == 3
+
+
+def test_ip_block_after_five_bad_logins(sim: Simulator) -> None:
+    clock = dt.datetime(2026, 10, 27, 15, 0, tzinfo=BRUSSELS)
+    sim.set_clock(lambda: clock)
+    with make_client(sim, token="wrong-token-123") as client:
+        for _ in range(5):
+            with pytest.raises(InvalidCredentials):
+                client.get_printers()
+    with make_client(sim) as client, pytest.raises(IpBlocked) as err:
+        client.get_printers()
+    assert err.value.until == dt.datetime(2026, 10, 27, 15, 30, tzinfo=BRUSSELS)
+
+
+def test_module_not_licensed(sim: Simulator) -> None:
+    sim.unlicense("get-giftvoucher")
+    with make_client(sim) as client, pytest.raises(ModuleNotLicensed):
+        client.get_gift_vouchers()
+    with make_client(sim) as client:
+        assert client.get_printers()
+
+
+def test_api_error_bodies_map_to_types() -> None:
+    cases: list[tuple[dict[str, Any], type[Exception]]] = [
+        ({"errorcode": 1001, "message": "Token and name can not be empty"}, EmptyCredentials),
+        ({"errorcode": "1002", "error": "Token or name not valid"}, InvalidCredentials),
+        ({"errorcode": 1005}, ModuleNotLicensed),
+        ({"errorcode": 2003, "message": "weborderid does not exist"}, InputRejected),
+        ({"errorcode": 4242}, UnknownApiError),
+        ({"errorcode": "x"}, BadResponse),
+    ]
+    for body, kind in cases:
+        with pytest.raises(kind):
+            raise_for_api_error(body, "get-x", BRUSSELS)
+    assert raise_for_api_error({"errorcode": 2000}, "get-x", BRUSSELS) is True
+    with pytest.raises(IpBlocked) as blocked:
+        raise_for_api_error({"errorcode": 1004, "message":
+                             "5 bad logins reached, your ip adress is blocked till '2026-03-29 02:30:00'"},
+                            "get-x", BRUSSELS)
+    assert blocked.value.until is not None and blocked.value.until.tzinfo is BRUSSELS
+
+
+def test_envelope_shapes_without_a_server() -> None:
+    assert records_from([{"id": 1}], "get-products") == [{"id": 1}]
+    assert records_from({"success": 1, "data": [{"id": 1}]}, "get-products") == [{"id": 1}]
+    assert records_from({"success": "1", "products": [{"id": 1}]}, "get-products") == [{"id": 1}]
+    assert records_from({"success": 1, "7": {"name": "x"}}, "get-products") == [{"id": "7", "name": "x"}]
+    assert records_from({"success": 1, "data": {"7": {"id": 7}}}, "get-products") == [{"id": 7}]
+    assert records_from({"success": 1}, "get-products") == []
+    with pytest.raises(BadResponse):
+        records_from({"success": 1, "a": 1, "b": 2}, "get-products")
+
+
+# --- faults and retries -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["5xx", "html", "truncated", "reset", "hang"])
+def test_fault_is_retried_once_and_heals(sim: Simulator, kind: str) -> None:
+    sim.inject_fault(kind, count=1)
+    door = CountingDoor()
+    with make_client(sim, door=door, timeout=0.5) as client:
+        assert client.get_printers()
+    assert requests_seen(sim) == 2
+    assert [i.attempt for i in door.seen] == [1, 2]
+    assert door.outcomes[0].outcome == "failed" and door.outcomes[1].outcome == "ok"
+
+
+def test_slow_answer_within_timeout_is_not_retried(sim: Simulator) -> None:
+    sim.inject_fault("slow", count=1, delay=0.3)
+    with make_client(sim, timeout=5) as client:
+        assert client.get_printers()
+    assert requests_seen(sim) == 1
+
+
+@pytest.mark.parametrize(("kind", "error"), [("5xx", ServerError), ("html", BadResponse),
+                                             ("truncated", BadResponse), ("reset", TransportFailed),
+                                             ("hang", ResponseTimeout)])
+def test_retry_bound_counts_every_attempt(sim: Simulator, kind: str, error: type[Exception]) -> None:
+    sim.inject_fault(kind, count=10)
+    door = CountingDoor()
+    with make_client(sim, door=door, max_attempts=3, timeout=0.3) as client, pytest.raises(error):
+        client.get_printers()
+    assert requests_seen(sim) == 3
+    assert len(door.seen) == 3
+
+
+def test_api_errors_are_not_retried(sim: Simulator) -> None:
+    sim.unlicense("get-printers")
+    with make_client(sim, max_attempts=5) as client, pytest.raises(ModuleNotLicensed):
+        client.get_printers()
+    assert requests_seen(sim) == 1
+
+
+def test_door_sees_every_attempt_before_it_is_sent(sim: Simulator) -> None:
+    door = CountingDoor(limit=1)
+    sim.inject_fault("5xx", count=1)
+    with make_client(sim, door=door) as client, pytest.raises(RequestRefused):
+        client.get_printers()
+    # The first attempt went out and failed; the door refused the retry: it never left.
+    assert requests_seen(sim) == 1
+    assert door.seen[0].params == {} and door.seen[0].function == "get-printers"
+
+
+def test_door_params_never_hold_the_token(sim: Simulator) -> None:
+    door = CountingDoor()
+    with make_client(sim, door=door) as client:
+        client.get_orders(start=1, end=5)
+    assert door.seen[0].params == {"start": "1", "end": "5"}
+    assert TOKEN not in repr(door.seen) and TOKEN not in repr(client)
+
+
+# --- secrets ---------------------------------------------------------------------
+
+
+def test_no_token_in_debug_logs_or_errors(sim: Simulator, debug_logs: pytest.LogCaptureFixture) -> None:
+    texts: list[str] = []
+    with make_client(sim, timeout=0.3) as client:
+        for fn in LIST_FUNCTIONS:
+            client.fetch(fn)
+        for call in (lambda: client.get_confirmed_weborder(""),
+                     lambda: client.get_invoice_signed(""),
+                     lambda: client.get_reservation_hours("2026-12-01", 2)):
+            try:
+                call()
+            except Exception as exc:
+                texts.append(str(exc))
+                texts.append(repr(exc))
+        for kind in ("5xx", "html", "truncated", "reset", "hang"):
+            sim.inject_fault(kind, count=5)
+            try:
+                client.get_printers()
+            except Exception as exc:
+                texts.append(str(exc))
+                texts.append(repr(exc))
+                texts.append(repr(exc.__cause__) + repr(exc.__context__))
+        texts.append(repr(client))
+    with make_client(sim, token=TOKEN + "-bad") as bad:
+        try:
+            bad.get_printers()
+        except Exception as exc:
+            texts.append(str(exc))
+    logged = [r.getMessage() for r in debug_logs.records] + [debug_logs.text]
+    assert any("get-orders" in line for line in logged), "DEBUG logging captured nothing"
+    assert any("HTTP Request" in line for line in logged), "httpx's own URL logging was not captured"
+    for text in texts + logged:
+        assert TOKEN not in text
+    assert logging.getLogger("httpx").isEnabledFor(logging.DEBUG)
+
+
+def test_amounts_in_json_numbers_are_decimal(sim: Simulator) -> None:
+    sim.set_envelope("list")
+    with make_client(sim) as client:
+        page = client.fetch("get-products")
+    numbers = [v for r in page.records for v in r.values() if isinstance(v, (int, Decimal, float))]
+    assert not any(isinstance(v, float) for v in numbers)
