@@ -165,9 +165,10 @@ class Backfill:
         cursor, window = self.sync.cursor(resource)
         window = min(max(window or settings.window, lo), hi)
         if cursor == 0 and self.since is not None and resource.filters and "date" in resource.filters:
-            found = self._first_id_since(resource, self.since)
-            if found is not None:
-                cursor = found - 1
+            today = self.clock().astimezone(self.config.api.tz).date()
+            found = self._call(partial(self._since, resource, self.since, today))
+            if found.max_id is not None:
+                cursor = found.max_id - 1
         summary.cursor = cursor
         probe = cursor  # where the next window starts; moves past empty space only while searching
         probes_left = START_PROBES if cursor == 0 else 0
@@ -212,25 +213,9 @@ class Backfill:
             elif result.nbytes < TARGET_BYTES // 4:
                 window = min(hi, window * 2)
 
-    def _first_id_since(self, resource: Resource, since: dt.date) -> int | None:
-        """The lowest id on the first day from `since` that has records (date probes)."""
-        today = self.clock().astimezone(self.config.api.tz).date()
-        for offset in range(SINCE_PROBES):
-            day = since + dt.timedelta(days=offset)
-            if day > today:
-                break
-            page = self._call(partial(self._probe, resource, day))
-            if page.max_id is not None:
-                log.info("%s: --since %s starts at id %d (%s)", resource.name, since, page.max_id, day)
-                return page.max_id
-        log.info("%s: no records in the %d days from %s; starting from the beginning",
-                 resource.name, SINCE_PROBES, since)
-        return None
-
-    def _probe(self, resource: Resource, day: dt.date) -> PullResult:
-        page = self.client.fetch(resource.function, {"date": day.isoformat()})
-        ids = [int(r["id"]) for r in page.records
-               if isinstance(r, dict) and str(r.get("id", "")).strip().isdigit()]
-        return PullResult(Counts(), len(page.records), page.nbytes, page.elapsed,
-                          min(ids) if ids else None)
-
+    def _since(self, resource: Resource, since: dt.date, today: dt.date) -> PullResult:
+        first = self.sync.first_id_since(resource, since, today, SINCE_PROBES)
+        if first is None:
+            log.info("%s: no records in the %d days from %s; starting from the beginning",
+                     resource.name, SINCE_PROBES, since)
+        return PullResult(Counts(), 0, 0, 0.0, first)

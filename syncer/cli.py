@@ -72,6 +72,8 @@ def setup_logging(level: str, fmt: str) -> None:
     # httpx logs every URL at INFO; the redaction covers it, but it is noise by default.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("httpcore").setLevel(max(logging.WARNING, root.level))
+    # APScheduler logs every job it adds and runs at INFO; our own lines say more.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -234,6 +236,65 @@ def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime |
     sys.exit(code)
 
 
+# --- run ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--http", "http_addr", default=None, metavar="HOST:PORT",
+              help="Serve /healthz and /metrics here (e.g. 0.0.0.0:9108).")
+@click.option("--license", "license_names", multiple=True, help="Only these licenses.")
+@click.option("--once", is_flag=True, help="Run the jobs that are due once, then exit (for cron).")
+@click.pass_obj
+def run(state: State, http_addr: str | None, license_names: tuple[str, ...], once: bool) -> None:
+    """The daemon: one scheduled job per resource within the budget; stops cleanly on SIGTERM/SIGINT."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from syncer.daemon import Daemon, DaemonConflict  # noqa: PLC0415
+
+    config = state.config
+    licenses = licenses_of(config, license_names)
+    if len(licenses) != len(config.licenses):
+        config = config.model_copy(update={"licenses": tuple(licenses)})
+    engine = open_database(config)
+    daemon = Daemon(engine, config)
+    if once:
+        results = daemon.run_due()
+        for r in results:
+            if r.ran:
+                console.print(f"{r.job}: {r.requests} request(s), {r.written} row(s) written"
+                              + (f" [yellow]{r.error}[/yellow]" if r.error else ""), highlight=False)
+        return
+    host, port = None, 0
+    if http_addr:
+        host, _, port_text = http_addr.rpartition(":")
+        if not host or not port_text.isdigit():
+            fail(f"--http {http_addr!r}: use HOST:PORT", EXIT_USAGE)
+        port = int(port_text)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.start()
+    except DaemonConflict as exc:
+        fail(str(exc))
+    server = None
+    if host is not None:
+        from syncer.ops import serve  # noqa: PLC0415
+
+        server = serve(daemon, host, port)
+    stop.wait()
+    if server is not None:
+        server.shutdown()
+    daemon.stop(timeout=8.0)
+    log.info("stopped")
+
+
 # --- migrate / check ----------------------------------------------------------------
 
 
@@ -307,12 +368,19 @@ def gather_status(engine: Engine, config: Config) -> list[dict[str, Any]]:
             states = {r.resource: r for r in conn.execute(
                 select(t.sync_state).where(t.sync_state.c.license == lic.name))}
             resources = []
-            for resource in res.RESOURCES:
-                row = states.get(resource.name)
-                count = conn.execute(select(func.count()).select_from(resource.table)
-                                     .where(resource.table.c.license == lic.name)).scalar_one()
+            from syncer.daemon import RECHECKS, RESCANS, plan_for  # noqa: PLC0415
+
+            planned = plan_for(engine, config, lic, now)
+            jobs = [(r.name, r.table) for r in res.RESOURCES] + [
+                (name, None) for name in (*RECHECKS, *RESCANS)]
+            for name, table in jobs:
+                row = states.get(name)
+                count = None if table is None else conn.execute(
+                    select(func.count()).select_from(table).where(table.c.license == lic.name)
+                ).scalar_one()
                 resources.append({
-                    "resource": resource.name,
+                    "resource": name,
+                    "planned_requests_today": planned.expected.get(name, 0),
                     "rows": count,
                     "cursor": row.cursor if row else None,
                     "last_success_at": _iso(row.last_success_at) if row else None,
@@ -356,11 +424,13 @@ def print_status(report: list[dict[str, Any]], tz: Any) -> None:
             console.print(f"[yellow]  paused: {lic['blocked_reason']} until {lic['blocked_until']}"
                           "[/yellow]")
         table = RichTable()
-        for name in ("resource", "rows", "cursor", "last success", "next run", "last error"):
+        for name in ("job", "rows", "cursor", "last success", "next run", "planned today", "last error"):
             table.add_column(name)
         for r in lic["resources"]:
-            table.add_row(r["resource"], str(r["rows"]), "" if r["cursor"] is None else str(r["cursor"]),
+            table.add_row(r["resource"], "" if r["rows"] is None else str(r["rows"]),
+                          "" if r["cursor"] is None else str(r["cursor"]),
                           _local(r["last_success_at"], tz), _local(r["next_run_at"], tz),
+                          str(r["planned_requests_today"]),
                           (r["disabled"] and f"disabled: {r['disabled']}") or (r["last_error"] or ""))
         console.print(table)
 

@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from syncer.planner import OpeningHours
+
 DEFAULT_BASE_URL = "https://cloudpos.be/api/"
 
 
@@ -94,6 +96,23 @@ class ResourceConfig(_Strict):
     enabled: bool = True
 
 
+class ScheduleConfig(_Strict):
+    # "10:00-23:00" for every day, or a table per weekday:
+    # { mon = "closed", tue = "11:30-14:00,18:00-22:30", default = "10:00-23:00" }
+    opening_hours: str | dict[str, str] = "10:00-23:00"
+    # A job lease older than this is taken over by another replica.
+    lease_seconds: int = Field(default=45, ge=10, le=600)
+
+    @field_validator("opening_hours")
+    @classmethod
+    def _valid_hours(cls, value: str | dict[str, str]) -> str | dict[str, str]:
+        OpeningHours.parse(value)
+        return value
+
+    def hours(self) -> OpeningHours:
+        return OpeningHours.parse(self.opening_hours)
+
+
 class PrivacyConfig(_Strict):
     # The national register number (users.secnr) is stored only as a keyed hash
     # unless this is set to true.
@@ -108,6 +127,7 @@ class Config(_Strict):
     licenses: tuple[LicenseConfig, ...] = ()
     resources: dict[str, ResourceConfig] = Field(default_factory=dict)
     privacy: PrivacyConfig = PrivacyConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     source: str = "defaults"
 
     def resource(self, name: str) -> ResourceConfig:
@@ -120,7 +140,7 @@ class Config(_Strict):
         return budget, reserve
 
 
-def _find_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+def _find_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file():
@@ -129,7 +149,7 @@ def _find_file(explicit: str | os.PathLike[str] | None) -> Path | None:
     local = Path("syncer.toml")
     if local.is_file():
         return local
-    env = os.environ.get("SYNCER_CONFIG")
+    env = environ.get("SYNCER_CONFIG")
     if env:
         path = Path(env)
         if not path.is_file():
@@ -161,7 +181,7 @@ def load_config(
 ) -> Config:
     """Read, merge and validate the configuration."""
     env = os.environ if environ is None else environ
-    file = _find_file(path)
+    file = _find_file(path, env)
     raw: dict[str, Any] = {}
     source = "defaults"
     if file is not None:
@@ -172,10 +192,11 @@ def load_config(
             raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
         _warn_if_readable_by_others(file, raw)
 
-    if env.get("SYNCER_DATABASE_URL"):
-        raw.setdefault("database", {})["url"] = env["SYNCER_DATABASE_URL"]
-    if env.get("CLOUDPOS_BASE_URL"):
-        raw.setdefault("api", {})["base_url"] = env["CLOUDPOS_BASE_URL"]
+    # A section that is not a table is left as it is, for validation to report by name.
+    if env.get("SYNCER_DATABASE_URL") and isinstance(raw.setdefault("database", {}), dict):
+        raw["database"]["url"] = env["SYNCER_DATABASE_URL"]
+    if env.get("CLOUDPOS_BASE_URL") and isinstance(raw.setdefault("api", {}), dict):
+        raw["api"]["base_url"] = env["CLOUDPOS_BASE_URL"]
     if not raw.get("licenses") and env.get("CLOUDPOS_LICNAME"):
         raw["licenses"] = [
             {"name": env["CLOUDPOS_LICNAME"], "token_env": "CLOUDPOS_TOKEN"}

@@ -174,6 +174,25 @@ class Sync:
         page = self.client.fetch(resource.function, {"date": day.isoformat()})
         return self._apply(resource, page, full_list=False, state={})
 
+    def first_id_since(self, resource: Resource, since: dt.date, today: dt.date,
+                       probes: int = 14) -> int | None:
+        """The lowest id on the first day from `since` that has records (`date` probes)."""
+        for offset in range(probes):
+            day = since + dt.timedelta(days=offset)
+            if day > today:
+                break
+            page = self.client.fetch(resource.function, {"date": day.isoformat()})
+            ids = [i for r in page.records if (i := _raw_id(r)) is not None]
+            if ids:
+                log.info("%s: history from %s starts at id %d (%s)", resource.name, since, min(ids), day)
+                return min(ids)
+        return None
+
+    def rescan_window(self, resource: Resource, start: int, end: int) -> PullResult:
+        """Re-pull a window of already stored ids (coupons' `used`); the cursor stays."""
+        page = self.client.fetch(resource.function, {"start": start, "end": end})
+        return self._apply(resource, page, full_list=False, state={})
+
     def record_error(self, resource: Resource, message: str, **values: Any) -> None:
         now = self.clock()
         with self.engine.begin() as conn:

@@ -427,3 +427,15 @@ quarantine = Table(
     Column("seen_count", Integer, nullable=False),
     UniqueConstraint("license", "resource", "raw_hash"),
 )
+
+# Which process runs a job right now: a replica claims a lease before running a
+# job and renews it while it runs; a lease past `expires_at` (a dead replica) is
+# free for another. Job "__daemon__" with license "*" guards SQLite's one daemon.
+job_lease = Table(
+    "job_lease",
+    metadata,
+    Column("license", String(100), primary_key=True),
+    Column("job", String(40), primary_key=True),
+    Column("owner", String(120)),
+    Column("expires_at", UtcDateTime()),
+)

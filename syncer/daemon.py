@@ -1,0 +1,492 @@
+"""`syncer run`: one scheduled job per (license, job), paced by the budget planner.
+
+Jobs are the 13 resources plus three re-scans: `orders_recheck` and
+`invoices_recheck` re-pull today and yesterday by `date` (late changes to recent
+documents), `coupons_rescan` walks the stored coupon ids one window per run so
+`used` changes arrive. Each run is one pull (one request, two for a recheck);
+afterwards the planner decides the job's next run and it is stored in
+`sync_state.next_run_at`, shared by every replica.
+
+Replicas: before running a job a process claims its lease in `job_lease` (an
+atomic UPDATE), renews it while the job runs, and re-reads `next_run_at` after
+claiming, so a job runs in one place at a time and never twice for one due
+time. A replica that dies leaves leases that expire after `schedule.lease_seconds`
+(45 s): another replica takes its jobs over at their next due time. SQLite is
+single-process: a second daemon on the same file is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine, and_, func, or_, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from syncer import resources as res
+from syncer import tables as t
+from syncer.client import (
+    AuthRejected,
+    CloudPosError,
+    DailyLimitReached,
+    IpBlocked,
+    ModuleNotLicensed,
+)
+from syncer.config import Config, LicenseConfig
+from syncer.ledger import (
+    BudgetExhausted,
+    Clock,
+    LicenseStopped,
+    api_day,
+    next_midnight,
+    spent_today,
+    upsert_ignore,
+    utcnow,
+)
+from syncer.planner import DEFAULT_JOBS, JobSpec, Plan, plan
+from syncer.runtime import make_client, make_ledger
+from syncer.sync import PullResult, Sync, parse_context, read_state, save_state
+
+log = logging.getLogger("syncer.daemon")
+
+RECHECKS = {"orders_recheck": res.ORDERS, "invoices_recheck": res.INVOICES}
+RESCANS = {"coupons_rescan": res.COUPONS}
+DAEMON_JOB = "__daemon__"
+
+
+class DaemonConflict(Exception):
+    """Another daemon already runs on this SQLite database."""
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+# --- leases ------------------------------------------------------------------------
+
+
+def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
+          ttl: dt.timedelta) -> bool:
+    """Take the job's lease if it is free, expired or already ours (atomic)."""
+    lease = t.job_lease.c
+    with engine.begin() as conn:
+        upsert_ignore(conn, t.job_lease, {"license": license, "job": job})
+        got = conn.execute(
+            update(t.job_lease)
+            .where(and_(lease.license == license, lease.job == job,
+                        or_(lease.owner.is_(None), lease.owner == owner, lease.expires_at < now)))
+            .values(owner=owner, expires_at=now + ttl)
+            .returning(lease.owner)
+        ).first()
+    return got is not None
+
+
+def release(engine: Engine, license: str, job: str, owner: str) -> None:
+    lease = t.job_lease.c
+    with engine.begin() as conn:
+        conn.execute(update(t.job_lease)
+                     .where(lease.license == license, lease.job == job, lease.owner == owner)
+                     .values(owner=None, expires_at=None))
+
+
+def renew(engine: Engine, owner: str, now: dt.datetime, ttl: dt.timedelta) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(t.job_lease).where(t.job_lease.c.owner == owner)
+                     .values(expires_at=now + ttl))
+
+
+def plan_for(engine: Engine, config: Config, license: LicenseConfig, now: dt.datetime,
+             jobs: Sequence[JobSpec] = DEFAULT_JOBS) -> Plan:
+    """The planner's view of one license right now, from the database."""
+    tz = config.api.tz
+    budget, reserve = config.budget_for(license)
+    with engine.connect() as conn:
+        spent = spent_today(conn, license.name, api_day(now, tz))
+        rows = conn.execute(select(t.sync_state.c.resource, t.sync_state.c.last_attempt_at)
+                            .where(t.sync_state.c.license == license.name)).all()
+    last = {r.resource: r.last_attempt_at for r in rows}
+    return plan(jobs, now=now, tz=tz, hours=config.schedule.hours(), spent=spent,
+                spendable=max(budget - reserve, 0), last_runs=last)
+
+
+# --- one license ---------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    job: str
+    next_run: dt.datetime
+    ran: bool = True
+    requests: int = 0
+    written: int = 0
+    error: str | None = None
+
+
+class LicenseJobs:
+    """The jobs of one license, and how to run one of them."""
+
+    def __init__(self, engine: Engine, config: Config, license: LicenseConfig, *, owner: str,
+                 clock: Clock = utcnow, jobs: Sequence[JobSpec] = DEFAULT_JOBS) -> None:
+        self.engine = engine
+        self.config = config
+        self.license = license
+        self.name = license.name
+        self.owner = owner
+        self.clock = clock
+        self.tz = config.api.tz
+        self.hours = config.schedule.hours()
+        self.ttl = dt.timedelta(seconds=config.schedule.lease_seconds)
+        enabled = {r.name for r in res.RESOURCES if config.resource(r.name).enabled}
+        self.jobs = [j for j in jobs
+                     if (res.BY_NAME.get(j.name) or RECHECKS.get(j.name) or RESCANS.get(j.name))
+                     is not None and _resource_of(j.name).name in enabled]
+        self.specs = {j.name: j for j in self.jobs}
+        budget, reserve = config.budget_for(license)
+        self.spendable = max(budget - reserve, 0)
+        self.ledger = make_ledger(engine, config, license, purpose="run", clock=clock)
+        self.client = make_client(config, license, self.ledger)
+        self.sync = Sync(engine, license.name, self.client, parse_context(config, license), clock)
+        self.written: dict[str, int] = defaultdict(int)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def due_times(self) -> dict[str, dt.datetime | None]:
+        """Each job's stored next run (None: never planned yet)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.sync_state.c.resource, t.sync_state.c.next_run_at)
+                                .where(t.sync_state.c.license == self.name)).all()
+        stored = {r.resource: r.next_run_at for r in rows}
+        return {j.name: stored.get(j.name) for j in self.jobs}
+
+    def make_plan(self, now: dt.datetime) -> Plan:
+        return plan_for(self.engine, self.config, self.license, now, self.jobs)
+
+    def run(self, job: str) -> RunResult:
+        """Run one job if it is due and ours to run; store and return its next run."""
+        now = self.clock()
+        if not claim(self.engine, self.name, job, self.owner, now, self.ttl):
+            return RunResult(job, now + dt.timedelta(seconds=10), ran=False)
+        try:
+            with self.engine.connect() as conn:
+                state = read_state(conn, self.name, job)
+            if state is not None and state.next_run_at is not None and state.next_run_at > now:
+                return RunResult(job, state.next_run_at, ran=False)  # another replica just ran it
+            before = self.ledger.sent
+            result = self._execute(job, now)
+            result.requests = self.ledger.sent - before
+            self.written[job] += result.written
+            with self.engine.begin() as conn:
+                save_state(conn, self.name, job, next_run_at=result.next_run,
+                           last_attempt_at=now)
+            return result
+        finally:
+            release(self.engine, self.name, job, self.owner)
+
+    def _execute(self, job: str, now: dt.datetime) -> RunResult:
+        forced: dt.datetime | None = None
+        error: str | None = None
+        written = 0
+        try:
+            result = self._pull(job, now)
+            written = result.written
+            if result.more:
+                forced = now + self.specs[job].min_interval
+        except BudgetExhausted as exc:
+            forced = exc.resets_at or next_midnight(now, self.tz)
+            error = str(exc)
+        except LicenseStopped as exc:
+            forced = exc.until or now + dt.timedelta(days=1)
+            error = str(exc)
+        except (DailyLimitReached, IpBlocked) as exc:
+            until = exc.retry_at if isinstance(exc, DailyLimitReached) else exc.until
+            forced = until or now + dt.timedelta(minutes=30)
+            error = str(exc)
+            self._error(job, error)
+        except AuthRejected as exc:
+            forced = now + dt.timedelta(days=1)
+            error = f"{exc}. Fix the license name or token in the config and restart."
+            self._error(job, error)
+        except ModuleNotLicensed as exc:
+            forced = now + dt.timedelta(days=1)
+            error = f"{exc}; this resource is skipped and re-tried once a day"
+            self._error(job, error, disabled_reason=str(exc))
+        except CloudPosError as exc:
+            error = str(exc)
+            self._error(job, error)
+            forced = now + dt.timedelta(minutes=5)
+        if error:
+            log.warning("%s/%s: %s", self.name, job, error)
+        planned = self.make_plan(self.clock()).next_run[job]
+        next_run = forced if forced is not None and forced > planned else planned
+        if forced is not None and error is None:
+            next_run = forced  # catching up: the window was full
+        return RunResult(job, next_run, written=written, error=error)
+
+    def _error(self, job: str, message: str, **values: Any) -> None:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            save_state(conn, self.name, job, last_error=message, last_error_at=now, **values)
+
+    def _pull(self, job: str, now: dt.datetime) -> _Pulled:
+        if job in RECHECKS:
+            resource = RECHECKS[job]
+            today = now.astimezone(self.tz).date()
+            total = _Pulled()
+            for day in (today - dt.timedelta(days=1), today):
+                total.add(self.sync.pull_date(resource, day))
+            self._success(job)
+            return total
+        if job in RESCANS:
+            return self._rescan(job, RESCANS[job])
+        resource = res.BY_NAME[job]
+        if resource.pull is res.Pull.FULL_LIST:
+            return _Pulled().add(self.sync.pull_full_list(resource))
+        cursor, window = self.sync.cursor(resource)
+        settings = self.config.resource(resource.name)
+        window = min(max(window or settings.window, settings.min_window), settings.max_window)
+        if cursor == 0 and "date" in resource.filters:
+            # `run` keeps today fresh; history is `syncer backfill`'s job.
+            today = now.astimezone(self.tz).date()
+            first = self.sync.first_id_since(resource, today - dt.timedelta(days=1), today, probes=2)
+            if first is not None:
+                cursor = first - 1
+        result = self.sync.pull_window(resource, cursor + 1, cursor + window, window=window)
+        pulled = _Pulled().add(result)
+        # A window that came back full may have more behind it: run again soon.
+        pulled.more = result.max_id is not None and result.max_id >= cursor + window * 0.9
+        return pulled
+
+    def _rescan(self, job: str, resource: res.Resource) -> _Pulled:
+        with self.engine.connect() as conn:
+            position = int(getattr(read_state(conn, self.name, job), "cursor", 0) or 0)
+        cursor, _ = self.sync.cursor(resource)
+        if position >= cursor:
+            position = 0
+        width = self.config.resource(resource.name).max_window
+        result = self.sync.rescan_window(resource, position + 1, min(position + width, cursor or width))
+        with self.engine.begin() as conn:
+            save_state(conn, self.name, job, cursor=position + width, last_success_at=self.clock(),
+                       last_error=None)
+        return _Pulled().add(result)
+
+    def _success(self, job: str) -> None:
+        with self.engine.begin() as conn:
+            save_state(conn, self.name, job, last_success_at=self.clock(), last_error=None)
+
+
+@dataclass
+class _Pulled:
+    written: int = 0
+    more: bool = False
+
+    def add(self, result: PullResult) -> _Pulled:
+        self.written += result.counts.written
+        return self
+
+
+def _resource_of(job: str) -> res.Resource:
+    return RECHECKS.get(job) or RESCANS.get(job) or res.BY_NAME[job]
+
+
+# --- the daemon ------------------------------------------------------------------------
+
+
+class Daemon:
+    """Every license's jobs on one APScheduler, plus the lease heartbeat."""
+
+    def __init__(self, engine: Engine, config: Config, *, clock: Clock = utcnow,
+                 jobs: Sequence[JobSpec] = DEFAULT_JOBS, max_workers: int = 4) -> None:
+        self.engine = engine
+        self.config = config
+        self.clock = clock
+        self.owner = owner_id()
+        self.ttl = dt.timedelta(seconds=config.schedule.lease_seconds)
+        self.licenses = [LicenseJobs(engine, config, lic, owner=self.owner, clock=clock, jobs=jobs)
+                         for lic in config.licenses]
+        self.scheduler = BackgroundScheduler(
+            timezone=dt.UTC,
+            executors={"default": {"type": "threadpool", "max_workers": max_workers}},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        self._stopping = threading.Event()
+        self._running = 0
+        self._idle = threading.Condition()
+        self._heartbeat: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.started_at: dt.datetime | None = None
+
+    # -- for tests and the simulated day: run what is due, in this thread --------------
+
+    def run_due(self) -> list[RunResult]:
+        """Run every job whose time has come, once, in order of due time."""
+        now = self.clock()
+        due: list[tuple[dt.datetime, LicenseJobs, str]] = []
+        for lic in self.licenses:
+            for job, when in lic.due_times().items():
+                if when is None or when <= now:
+                    due.append((when or now, lic, job))
+        due.sort(key=lambda item: (item[0], item[1].name, item[2]))
+        return [lic.run(job) for _, lic, job in due]
+
+    def next_due(self) -> dt.datetime | None:
+        times = [w for lic in self.licenses for w in lic.due_times().values() if w is not None]
+        return min(times) if times else None
+
+    # -- the real thing ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        now = self.clock()
+        if self.engine.dialect.name == "sqlite" and not claim(
+                self.engine, "*", DAEMON_JOB, self.owner, now, self.ttl):
+            with self.engine.connect() as conn:
+                holder = conn.execute(select(t.job_lease.c.owner).where(
+                    t.job_lease.c.license == "*", t.job_lease.c.job == DAEMON_JOB)).scalar()
+            raise DaemonConflict(
+                f"another `syncer run` ({holder}) already uses this SQLite database; SQLite "
+                "supports one daemon. Use Postgres to run replicas.")
+        for lic in self.licenses:
+            for job, when in lic.due_times().items():
+                self._schedule(lic, job, when or now)
+        self._heartbeat = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+        self._heartbeat.start()
+        self.scheduler.start()
+        self.started_at = now
+        log.info("syncer run: %d license(s), %d jobs scheduled (owner %s)", len(self.licenses),
+                 sum(len(lic.jobs) for lic in self.licenses), self.owner)
+
+    def _schedule(self, lic: LicenseJobs, job: str, when: dt.datetime) -> None:
+        self.scheduler.add_job(self._fire, "date", run_date=when, args=[lic, job],
+                               id=f"{lic.name}/{job}", replace_existing=True)
+
+    def _fire(self, lic: LicenseJobs, job: str) -> None:
+        if self._stopping.is_set():
+            return
+        with self._idle:
+            self._running += 1
+        try:
+            when = self._run_one(lic, job)
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+        if not self._stopping.is_set():
+            self._schedule(lic, job, when)
+
+    def _run_one(self, lic: LicenseJobs, job: str) -> dt.datetime:
+        try:
+            result = lic.run(job)
+            self.last_error = None
+            when = result.next_run
+        except SQLAlchemyError as exc:
+            # The database is away: keep the cursor (nothing committed), retry later.
+            self.last_error = f"database: {type(exc).__name__}"
+            log.warning("%s/%s: database error, retrying in 30 s: %s", lic.name, job,
+                        str(exc).splitlines()[0])
+            when = self.clock() + dt.timedelta(seconds=30)
+        except Exception:
+            log.exception("%s/%s: unexpected error; retrying in 5 minutes", lic.name, job)
+            when = self.clock() + dt.timedelta(minutes=5)
+        return when
+
+    def _beat(self) -> None:
+        interval = max(self.ttl.total_seconds() / 3, 1.0)
+        while not self._stopping.wait(interval):
+            try:
+                renew(self.engine, self.owner, self.clock(), self.ttl)
+            except SQLAlchemyError as exc:
+                log.warning("lease heartbeat failed: %s", str(exc).splitlines()[0])
+
+    def stop(self, timeout: float = 8.0) -> None:
+        """Stop scheduling, let running jobs finish (or abandon them after `timeout`)."""
+        self._stopping.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for lic in self.licenses:
+            lic.close()  # aborts requests in flight; their transactions never began
+        with self._idle:
+            self._idle.wait_for(lambda: self._running == 0, timeout)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(update(t.job_lease).where(t.job_lease.c.owner == self.owner)
+                             .values(owner=None, expires_at=None))
+        except SQLAlchemyError:
+            pass
+
+    # -- operability ------------------------------------------------------------------------
+
+    def healthy(self) -> tuple[bool, str]:
+        if not self.scheduler.running:
+            return False, "scheduler not running"
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            return False, f"database: {type(exc).__name__}"
+        return True, "ok"
+
+    def metrics(self) -> str:
+        """Prometheus text format."""
+        now = self.clock()
+        lines = [
+            "# HELP syncer_requests_spent_today Requests spent in the license's API day.",
+            "# TYPE syncer_requests_spent_today gauge",
+        ]
+        spent_lines, left_lines, rows_lines, success_lines, lag_lines, quarantine_lines = (
+            [], [], [], [], [], [])
+        with self.engine.connect() as conn:
+            for lic in self.licenses:
+                label = f'license="{_escape(lic.name)}"'
+                spent = spent_today(conn, lic.name, api_day(now, lic.tz))
+                spent_lines.append(f"syncer_requests_spent_today{{{label}}} {spent}")
+                left_lines.append(f"syncer_requests_left_today{{{label}}} {max(lic.spendable - spent, 0)}")
+                for job, count in sorted(lic.written.items()):
+                    rows_lines.append(f'syncer_rows_written_total{{{label},job="{job}"}} {count}')
+                states = conn.execute(select(t.sync_state.c.resource, t.sync_state.c.last_success_at)
+                                      .where(t.sync_state.c.license == lic.name)).all()
+                for state in states:
+                    if state.last_success_at is None:
+                        continue
+                    tag = f'{label},job="{_escape(state.resource)}"'
+                    stamp = state.last_success_at.timestamp()
+                    lag = (now - state.last_success_at).total_seconds()
+                    success_lines.append(f"syncer_last_success_timestamp_seconds{{{tag}}} {stamp:.0f}")
+                    lag_lines.append(f"syncer_job_lag_seconds{{{tag}}} {lag:.0f}")
+                quarantined = conn.execute(select(func.count()).select_from(t.quarantine)
+                                           .where(t.quarantine.c.license == lic.name)).scalar_one()
+                quarantine_lines.append(f"syncer_quarantine_records{{{label}}} {quarantined}")
+        lines += spent_lines
+        lines += ["# HELP syncer_requests_left_today Requests left for scheduled work today.",
+                  "# TYPE syncer_requests_left_today gauge", *left_lines]
+        lines += ["# HELP syncer_rows_written_total Rows inserted, updated or marked deleted.",
+                  "# TYPE syncer_rows_written_total counter", *rows_lines]
+        lines += ["# HELP syncer_last_success_timestamp_seconds Last successful run of a job.",
+                  "# TYPE syncer_last_success_timestamp_seconds gauge", *success_lines]
+        lines += ["# HELP syncer_job_lag_seconds Seconds since a job last succeeded.",
+                  "# TYPE syncer_job_lag_seconds gauge", *lag_lines]
+        lines += ["# HELP syncer_quarantine_records Records kept in the quarantine.",
+                  "# TYPE syncer_quarantine_records gauge", *quarantine_lines]
+        healthy, _ = self.healthy()
+        lines += ["# HELP syncer_up 1 when the scheduler runs and the database answers.",
+                  "# TYPE syncer_up gauge", f"syncer_up {1 if healthy else 0}"]
+        return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def run_forever(daemon: Daemon, stop: threading.Event, on_tick: Callable[[], None] | None = None) -> None:
+    """Block until `stop` is set (by a signal handler)."""
+    while not stop.wait(1.0):
+        if on_tick is not None:
+            on_tick()

@@ -1,0 +1,264 @@
+"""The budget planner: when each job of a license runs next. Pure: no I/O, no clock.
+
+Each job has a weight (its share of the budget while the shop is open), a small
+weight for closed hours, a cost per run, and bounds on its interval. Given the
+requests left in the license's API day and the open and closed time left in it,
+the planner finds one scale factor `rate` so that, with every job at interval
+`cost / (rate * weight)` (clamped to its bounds), the expected spend for the rest
+of the day fits the budget. It is re-run after every job, so anything that spent
+requests behind its back (a backfill, `syncer call`, a 1003 from another
+integration) simply stretches the plan. The ledger, not the planner, is the hard
+limit: `daily_budget - reserve` is never passed whatever the plan says.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+# While closed no job runs more often than this, whatever budget is left: at night
+# almost nothing happens, and what does can wait.
+CLOSED_MIN_INTERVAL = dt.timedelta(minutes=30)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """How one job competes for the budget."""
+
+    name: str
+    weight: float  # share while open
+    min_interval: dt.timedelta
+    max_interval: dt.timedelta  # while open: run at least this often
+    closed_weight: float = 0.0
+    # While closed: run at least this often; None = only when the budget allows.
+    closed_max_interval: dt.timedelta | None = None
+    cost: int = 1  # requests per run
+
+
+def minutes(n: float) -> dt.timedelta:
+    return dt.timedelta(minutes=n)
+
+
+def hours(n: float) -> dt.timedelta:
+    return dt.timedelta(hours=n)
+
+
+# Defaults for a typical restaurant on 500 requests a day: orders every few
+# minutes while open, tables and credits often, the catalog a few times a day,
+# almost nothing at night.
+DEFAULT_JOBS: tuple[JobSpec, ...] = (
+    JobSpec("orders", 10.0, minutes(1), minutes(15), 0.3, hours(2)),
+    JobSpec("pos_tables", 3.0, minutes(2), minutes(30)),
+    JobSpec("customer_credits", 1.0, minutes(5), hours(2)),
+    JobSpec("invoices", 0.8, minutes(5), hours(2), 0.05, hours(8)),
+    JobSpec("orders_recheck", 0.4, minutes(30), hours(4), 0.1, hours(12), cost=2),
+    JobSpec("coupons", 0.4, minutes(10), hours(4)),
+    JobSpec("customers", 0.3, minutes(15), hours(4), 0.02, hours(24)),
+    JobSpec("products", 0.3, minutes(15), hours(4), 0.02, hours(24)),
+    JobSpec("subproducts", 0.15, minutes(30), hours(6), 0.01, hours(24)),
+    JobSpec("gift_vouchers", 0.15, minutes(30), hours(6), 0.01, hours(24)),
+    JobSpec("invoices_recheck", 0.1, hours(1), hours(12), 0.05, hours(24), cost=2),
+    JobSpec("coupons_rescan", 0.1, hours(1), hours(12)),
+    JobSpec("categories", 0.05, hours(2), hours(12), 0.01, hours(24)),
+    JobSpec("users", 0.05, hours(2), hours(12), 0.01, hours(24)),
+    JobSpec("payment_methods", 0.05, hours(2), hours(12), 0.01, hours(24)),
+    JobSpec("printers", 0.05, hours(2), hours(12), 0.01, hours(24)),
+)
+
+
+@dataclass(frozen=True)
+class OpeningHours:
+    """Opening hours per weekday (0 = Monday): ranges of local time; an end at or
+    before its start runs past midnight."""
+
+    ranges: Mapping[int, tuple[tuple[dt.time, dt.time], ...]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: str | Mapping[str, str]) -> OpeningHours:
+        """`"10:00-23:00"` for every day, or `{"mon": "closed", "tue": "11:30-14:00,18:00-22:30"}`
+        (days not named use `"default"` if given, else closed)."""
+        if isinstance(value, str):
+            spec = {day: value for day in WEEKDAYS}
+        else:
+            unknown = set(value) - {*WEEKDAYS, "default"}
+            if unknown:
+                raise ValueError(f"unknown weekday {sorted(unknown)}; use {', '.join(WEEKDAYS)} or default")
+            default = value.get("default", "closed")
+            spec = {day: value.get(day, default) for day in WEEKDAYS}
+        ranges: dict[int, tuple[tuple[dt.time, dt.time], ...]] = {}
+        for index, day in enumerate(WEEKDAYS):
+            text = spec[day].strip().lower()
+            if text in ("", "closed"):
+                ranges[index] = ()
+                continue
+            parsed = []
+            for part in text.split(","):
+                match = _RANGE.match(part)
+                if not match:
+                    raise ValueError(f"{day}: {part.strip()!r} is not a range like 10:00-23:00")
+                h1, m1, h2, m2 = (int(g) for g in match.groups())
+                if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
+                    raise ValueError(f"{day}: {part.strip()!r} is not a valid time range")
+                parsed.append((_time(h1, m1), _time(h2, m2)))
+            ranges[index] = tuple(parsed)
+        return cls(ranges)
+
+    def _intervals(self, day: dt.date, tz: ZoneInfo) -> list[tuple[dt.datetime, dt.datetime]]:
+        """Open intervals (aware) that start on this local day."""
+        out = []
+        for start, end in self.ranges.get(day.weekday(), ()):
+            begin = dt.datetime.combine(day, start, tzinfo=tz)
+            finish_day = day if end > start else day + dt.timedelta(days=1)
+            finish = dt.datetime.combine(finish_day, end, tzinfo=tz)
+            out.append((begin, finish))
+        return out
+
+    def open_seconds(self, start: dt.datetime, end: dt.datetime, tz: ZoneInfo) -> float:
+        """Seconds of [start, end) that fall in opening hours."""
+        total = 0.0
+        day = start.astimezone(tz).date() - dt.timedelta(days=1)
+        last = end.astimezone(tz).date()
+        while day <= last:
+            for begin, finish in self._intervals(day, tz):
+                lo, hi = max(begin, start), min(finish, end)
+                if hi > lo:
+                    total += (hi - lo).total_seconds()
+            day += dt.timedelta(days=1)
+        return total
+
+    def is_open(self, moment: dt.datetime, tz: ZoneInfo) -> bool:
+        return self.open_seconds(moment, moment + dt.timedelta(seconds=1), tz) > 0
+
+    def next_opening(self, moment: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
+        """The next time the shop opens after `moment` (within a week), if ever."""
+        day = moment.astimezone(tz).date()
+        for offset in range(8):
+            for begin, _ in self._intervals(day + dt.timedelta(days=offset), tz):
+                if begin > moment:
+                    return begin
+        return None
+
+
+def _time(hour: int, minute: int) -> dt.time:
+    return dt.time(23, 59, 59) if hour == 24 else dt.time(hour, minute)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """When each job runs next, its interval now, and the requests expected for the rest of the day."""
+
+    next_run: dict[str, dt.datetime]
+    interval: dict[str, dt.timedelta | None]
+    expected: dict[str, int]
+    budget_left: int
+
+
+def _intervals_for(jobs: Sequence[JobSpec], rate: float, *, open_: bool) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for job in jobs:
+        weight = job.weight if open_ else job.closed_weight
+        low = job.min_interval.total_seconds()
+        if not open_:
+            low = max(low, CLOSED_MIN_INTERVAL.total_seconds())
+        high_td = job.max_interval if open_ else job.closed_max_interval
+        if weight <= 0 or rate <= 0:
+            out[job.name] = None if high_td is None else high_td.total_seconds()
+            continue
+        seconds = job.cost / (rate * weight)
+        if high_td is not None:
+            seconds = min(seconds, high_td.total_seconds())
+        out[job.name] = max(seconds, low)
+    return out
+
+
+def _demand(jobs: Sequence[JobSpec], open_s: float, closed_s: float, rate: float,
+            stretch: float = 1.0) -> float:
+    total = 0.0
+    for state, span in ((True, open_s), (False, closed_s)):
+        intervals = _intervals_for(jobs, rate, open_=state)
+        for job in jobs:
+            seconds = intervals[job.name]
+            if seconds is not None and span > 0:
+                total += job.cost * span / (seconds * stretch)
+    return total
+
+
+def plan(
+    jobs: Sequence[JobSpec],
+    *,
+    now: dt.datetime,
+    tz: ZoneInfo,
+    hours: OpeningHours,
+    spent: int,
+    spendable: int,
+    last_runs: Mapping[str, dt.datetime | None],
+    safety: float = 0.9,
+) -> Plan:
+    """Decide the next run of every job for the rest of the license's API day."""
+    local = now.astimezone(tz)
+    day_end = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    left = max(spendable - spent, 0)
+    open_s = hours.open_seconds(now, day_end, tz)
+    closed_s = max((day_end - now).total_seconds() - open_s, 0.0)
+    budget = left * safety
+
+    # The largest rate whose demand fits the budget (demand grows with the rate).
+    stretch = 1.0
+    lo, hi = 0.0, 1.0
+    if _demand(jobs, open_s, closed_s, 1e-12) > budget:
+        # Even at every job's longest interval the day does not fit: stretch them all.
+        floor = _demand(jobs, open_s, closed_s, 1e-12)
+        stretch = floor / budget if budget > 0 else math.inf
+        rate = 1e-12
+    else:
+        while _demand(jobs, open_s, closed_s, hi) <= budget and hi < 1e6:
+            lo, hi = hi, hi * 2
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if _demand(jobs, open_s, closed_s, mid) <= budget:
+                lo = mid
+            else:
+                hi = mid
+        rate = lo
+
+    is_open = hours.is_open(now, tz)
+    current = _intervals_for(jobs, rate, open_=is_open)
+    open_iv = _intervals_for(jobs, rate, open_=True)
+    closed_iv = _intervals_for(jobs, rate, open_=False)
+    next_run: dict[str, dt.datetime] = {}
+    interval: dict[str, dt.timedelta | None] = {}
+    expected: dict[str, int] = {}
+    for job in jobs:
+        seconds = current[job.name]
+        if left <= 0 or math.isinf(stretch):
+            next_run[job.name] = day_end + dt.timedelta(seconds=5)
+            interval[job.name] = None
+            expected[job.name] = 0
+            continue
+        if seconds is None:
+            opening = hours.next_opening(now, tz) or day_end
+            due = opening
+            interval[job.name] = None
+        else:
+            seconds *= stretch
+            interval[job.name] = dt.timedelta(seconds=seconds)
+            last = last_runs.get(job.name)
+            due = now if last is None else last + dt.timedelta(seconds=seconds)
+            if not is_open:
+                # Closed now: never later than the next opening.
+                reopens = hours.next_opening(now, tz)
+                if reopens is not None and reopens < due:
+                    due = reopens
+        next_run[job.name] = max(due, now)
+        runs = 0.0
+        for span, iv in ((open_s, open_iv[job.name]), (closed_s, closed_iv[job.name])):
+            if iv is not None and span > 0:
+                runs += span / (iv * stretch)
+        expected[job.name] = round(runs) * job.cost
+    return Plan(next_run, interval, expected, left)
