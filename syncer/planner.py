@@ -60,7 +60,7 @@ DEFAULT_JOBS: tuple[JobSpec, ...] = (
     JobSpec("orders_recheck", 0.4, minutes(30), hours(4), 0.1, hours(12), cost=2),
     JobSpec("coupons", 0.4, minutes(10), hours(4)),
     JobSpec("customers", 0.3, minutes(15), hours(4), 0.02, hours(24)),
-    JobSpec("products", 0.3, minutes(15), hours(4), 0.02, hours(24)),
+    JobSpec("products", 0.5, minutes(15), hours(4), 0.02, hours(24)),
     JobSpec("subproducts", 0.15, minutes(30), hours(6), 0.01, hours(24)),
     JobSpec("gift_vouchers", 0.15, minutes(30), hours(6), 0.01, hours(24)),
     JobSpec("invoices_recheck", 0.1, hours(1), hours(12), 0.05, hours(24), cost=2),
@@ -128,7 +128,9 @@ class OpeningHours:
             for begin, finish in self._intervals(day, tz):
                 lo, hi = max(begin, start), min(finish, end)
                 if hi > lo:
-                    total += (hi - lo).total_seconds()
+                    # Timestamps, not `hi - lo`: aware datetimes that share a tzinfo
+                    # subtract as wall-clock time, which is wrong across a DST change.
+                    total += hi.timestamp() - lo.timestamp()
             day += dt.timedelta(days=1)
         return total
 
@@ -198,15 +200,19 @@ def plan(
     spent: int,
     spendable: int,
     last_runs: Mapping[str, dt.datetime | None],
-    safety: float = 0.9,
+    margin: float = 0.05,
 ) -> Plan:
     """Decide the next run of every job for the rest of the license's API day."""
     local = now.astimezone(tz)
     day_end = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), tzinfo=tz)
     left = max(spendable - spent, 0)
     open_s = hours.open_seconds(now, day_end, tz)
-    closed_s = max((day_end - now).total_seconds() - open_s, 0.0)
-    budget = left * safety
+    closed_s = max(day_end.timestamp() - now.timestamp() - open_s, 0.0)
+    # Keep a margin (5% of the day) for retries and catch-up runs: re-planning a
+    # fraction of the rest would spend it all by midnight. Inside the margin only
+    # a trickle runs.
+    keep = math.ceil(margin * spendable)
+    budget = left - keep if left > keep else left / 4
 
     # The largest rate whose demand fits the budget (demand grows with the rate).
     stretch = 1.0
@@ -236,7 +242,7 @@ def plan(
     expected: dict[str, int] = {}
     for job in jobs:
         seconds = current[job.name]
-        if left <= 0 or math.isinf(stretch):
+        if left < job.cost or math.isinf(stretch):  # a run it cannot afford waits for tomorrow
             next_run[job.name] = day_end + dt.timedelta(seconds=5)
             interval[job.name] = None
             expected[job.name] = 0

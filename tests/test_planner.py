@@ -1,0 +1,443 @@
+"""The budget planner: opening hours, and a whole day of re-planning after every run.
+
+Pure: no I/O, no clock. The simulation below stands in for the daemon: it runs the job
+with the earliest `next_run`, counts its cost as spent and re-plans, from local
+midnight to the next one, in Europe/Brussels with `DEFAULT_JOBS` unless said otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import itertools
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from syncer.planner import (
+    CLOSED_MIN_INTERVAL,
+    DEFAULT_JOBS,
+    JobSpec,
+    OpeningHours,
+    Plan,
+    hours,
+    minutes,
+    plan,
+)
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+UTC = dt.UTC
+SHOP = OpeningHours.parse("10:00-23:00")
+SPENDABLE = 450  # 500 a day minus a reserve of 50
+
+ORDINARY_DAY = dt.date(2026, 3, 18)  # a Wednesday, far from any DST change
+SPRING_FORWARD = dt.date(2026, 3, 29)  # 23 hours in Brussels
+FALL_BACK = dt.date(2026, 10, 25)  # 25 hours in Brussels
+
+CATALOG = ("categories", "users", "payment_methods", "printers")
+COST = {job.name: job.cost for job in DEFAULT_JOBS}
+
+
+def local(day: dt.date, hour: int = 0, minute: int = 0, second: int = 0) -> dt.datetime:
+    """A wall-clock time in Brussels."""
+    return dt.datetime.combine(day, dt.time(hour, minute, second), tzinfo=BRUSSELS)
+
+
+def midnight_after(day: dt.date) -> dt.datetime:
+    return local(day + dt.timedelta(days=1))
+
+
+def make_plan(now: dt.datetime, *, spent: int = 0, spendable: int = SPENDABLE,
+              last_runs: Mapping[str, dt.datetime | None] | None = None,
+              jobs: Sequence[JobSpec] = DEFAULT_JOBS, shop: OpeningHours = SHOP) -> Plan:
+    return plan(jobs, now=now, tz=BRUSSELS, hours=shop, spent=spent, spendable=spendable,
+                last_runs=last_runs if last_runs is not None else {})
+
+
+# --- the simulation ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Day:
+    """What one simulated day ran: (job, when) in order, and the requests it spent."""
+
+    runs: tuple[tuple[str, dt.datetime], ...]
+    spent: int
+
+    def times(self, job: str) -> list[dt.datetime]:
+        return [when for name, when in self.runs if name == job]
+
+    def while_open(self, job: str) -> list[dt.datetime]:
+        return [when for when in self.times(job) if SHOP.is_open(when, BRUSSELS)]
+
+    def counts(self) -> Counter[str]:
+        return Counter(name for name, _ in self.runs)
+
+
+def simulate(day: dt.date, *, spendable: int = SPENDABLE, jobs: Sequence[JobSpec] = DEFAULT_JOBS,
+             shop: OpeningHours = SHOP) -> Day:
+    """Run the planner's choices from local midnight to the next one; `now` in UTC, like
+    the daemon's clock."""
+    cost = {job.name: job.cost for job in jobs}
+    now = local(day).astimezone(UTC)
+    end = midnight_after(day)
+    spent = 0
+    last_runs: dict[str, dt.datetime | None] = {}
+    runs: list[tuple[str, dt.datetime]] = []
+    for _ in range(5000):
+        current = plan(jobs, now=now, tz=BRUSSELS, hours=shop, spent=spent, spendable=spendable,
+                       last_runs=last_runs)
+        assert set(current.next_run) == set(cost)
+        assert all(when >= now for when in current.next_run.values()), "a next_run in the past"
+        job, when = min(current.next_run.items(), key=lambda item: (item[1], item[0]))
+        if when >= end:
+            return Day(tuple(runs), spent)
+        now = when
+        spent += cost[job]
+        last_runs[job] = now
+        runs.append((job, now))
+    raise AssertionError(f"no end of the day after {len(runs)} runs: {Counter(n for n, _ in runs)}")
+
+
+@functools.cache
+def typical_day(day: dt.date = ORDINARY_DAY) -> Day:
+    return simulate(day)
+
+
+def gaps(times: Sequence[dt.datetime]) -> list[dt.timedelta]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+# --- OpeningHours ----------------------------------------------------------------------
+
+
+def test_one_range_is_every_day() -> None:
+    parsed = OpeningHours.parse("10:00-23:00")
+    assert parsed.ranges == {day: ((dt.time(10), dt.time(23)),) for day in range(7)}
+
+
+def test_weekday_table_with_closed_and_default() -> None:
+    parsed = OpeningHours.parse({"mon": "closed", "sun": " 12:00 - 15:00 ", "default": "10:00-23:00"})
+    assert parsed.ranges[0] == ()
+    assert parsed.ranges[6] == ((dt.time(12), dt.time(15)),)
+    for day in range(1, 6):
+        assert parsed.ranges[day] == ((dt.time(10), dt.time(23)),)
+    # Without a default, days not named are closed; "Closed" and "" are closed too.
+    sparse = OpeningHours.parse({"fri": "18:00-23:00", "sat": "Closed", "sun": ""})
+    assert sparse.ranges[4] == ((dt.time(18), dt.time(23)),)
+    assert all(sparse.ranges[day] == () for day in (0, 1, 2, 3, 5, 6))
+    monday, tuesday = dt.date(2026, 3, 16), dt.date(2026, 3, 17)
+    assert not parsed.is_open(local(monday, 12), BRUSSELS)
+    assert parsed.is_open(local(tuesday, 12), BRUSSELS)
+    assert parsed.next_opening(local(monday, 9), BRUSSELS) == local(tuesday, 10)
+
+
+def test_range_past_midnight() -> None:
+    late = OpeningHours.parse("18:00-02:00")
+    assert late.ranges[0] == ((dt.time(18), dt.time(2)),)
+    day = ORDINARY_DAY
+    # The night before still counts: 00:00-02:00 from yesterday, 18:00-24:00 from today.
+    assert late.open_seconds(local(day), midnight_after(day), BRUSSELS) == 8 * 3600
+    assert late.is_open(local(day, 1, 59), BRUSSELS)
+    assert not late.is_open(local(day, 2), BRUSSELS)
+    assert not late.is_open(local(day, 17, 59, 59), BRUSSELS)
+    assert late.is_open(local(day, 18), BRUSSELS)
+    assert late.is_open(local(day, 23, 59, 59), BRUSSELS)
+    assert late.next_opening(local(day, 1), BRUSSELS) == local(day, 18)
+    # Only the night after a day the shop opens: Monday closed, so Tuesday 01:00 is closed.
+    weekly = OpeningHours.parse({"mon": "closed", "default": "18:00-02:00"})
+    assert not weekly.is_open(local(dt.date(2026, 3, 17), 1), BRUSSELS)
+    assert weekly.is_open(local(dt.date(2026, 3, 16), 1), BRUSSELS)  # Sunday night
+
+
+def test_several_ranges_a_day() -> None:
+    split = OpeningHours.parse("11:30-14:00,18:00-22:30")
+    assert split.ranges[2] == ((dt.time(11, 30), dt.time(14)), (dt.time(18), dt.time(22, 30)))
+    day = ORDINARY_DAY
+    assert split.open_seconds(local(day), midnight_after(day), BRUSSELS) == 7 * 3600
+    assert split.open_seconds(local(day, 13), local(day, 19), BRUSSELS) == 2 * 3600
+    assert [split.is_open(local(day, h, m), BRUSSELS)
+            for h, m in ((11, 29), (11, 30), (13, 59), (14, 0), (15, 0), (18, 0), (22, 29), (22, 30))] == [
+        False, True, True, False, False, True, True, False]
+    assert split.next_opening(local(day, 15), BRUSSELS) == local(day, 18)
+    assert split.next_opening(local(day, 12), BRUSSELS) == local(day, 18)
+    assert split.next_opening(local(day, 23), BRUSSELS) == local(day + dt.timedelta(days=1), 11, 30)
+
+
+@pytest.mark.parametrize(
+    ("value", "day"),
+    [
+        ("nonsense", "mon"),
+        ({"tue": "10-23"}, "tue"),
+        ({"wed": "10:00-25:00"}, "wed"),
+        ({"thu": "10:60-12:00"}, "thu"),
+        ({"fri": "10:00-12:00;14:00-16:00"}, "fri"),
+        ({"sat": "11:00-14:00,"}, "sat"),
+        ({"default": "10:00-23:00", "sun": "noon-late"}, "sun"),
+        ({"monday": "10:00-23:00"}, "monday"),
+    ],
+)
+def test_bad_opening_hours_name_the_day(value: str | dict[str, str], day: str) -> None:
+    with pytest.raises(ValueError, match=day):
+        OpeningHours.parse(value)
+
+
+@pytest.mark.parametrize(
+    ("day", "length"),
+    [(ORDINARY_DAY, 24), (SPRING_FORWARD, 23), (FALL_BACK, 25)],
+)
+def test_open_seconds_counts_real_seconds_on_dst_days(day: dt.date, length: int) -> None:
+    always = OpeningHours.parse("00:00-00:00")
+    start, end = local(day), midnight_after(day)
+    assert always.open_seconds(start, end, BRUSSELS) == length * 3600
+    # The same instants given in UTC.
+    assert always.open_seconds(start.astimezone(UTC), end.astimezone(UTC), BRUSSELS) == length * 3600
+    # Daytime hours do not cross the change: 13 hours whatever the day.
+    assert SHOP.open_seconds(start, end, BRUSSELS) == 13 * 3600
+    # A night that spans the change: Saturday 20:00 to Sunday 04:00.
+    night = OpeningHours.parse("20:00-04:00")
+    saturday = day - dt.timedelta(days=1)
+    assert night.open_seconds(local(saturday, 12), local(day, 12), BRUSSELS) == (length - 16) * 3600
+
+
+def test_is_open_and_next_opening() -> None:
+    day = ORDINARY_DAY
+    assert not SHOP.is_open(local(day, 9, 59, 59), BRUSSELS)
+    assert SHOP.is_open(local(day, 10), BRUSSELS)
+    assert SHOP.is_open(local(day, 22, 59, 59), BRUSSELS)
+    assert not SHOP.is_open(local(day, 23), BRUSSELS)
+    assert SHOP.is_open(local(day, 12).astimezone(UTC), BRUSSELS)
+    assert SHOP.next_opening(local(day, 8), BRUSSELS) == local(day, 10)
+    # Strictly after: at the opening itself, the next one is tomorrow's.
+    assert SHOP.next_opening(local(day, 10), BRUSSELS) == local(day + dt.timedelta(days=1), 10)
+    assert SHOP.next_opening(local(day, 23, 30).astimezone(UTC), BRUSSELS) == local(
+        day + dt.timedelta(days=1), 10)
+    assert SHOP.next_opening(local(SPRING_FORWARD, 1), BRUSSELS) == local(SPRING_FORWARD, 10)
+    assert OpeningHours.parse("closed").next_opening(local(day, 8), BRUSSELS) is None
+    assert not OpeningHours.parse({}).is_open(local(day, 12), BRUSSELS)
+
+
+# --- a whole day with the defaults ---------------------------------------------------------
+
+
+def test_a_typical_day_uses_the_budget_without_passing_it() -> None:
+    day = typical_day()
+    assert 300 <= day.spent <= SPENDABLE
+    assert all(when < midnight_after(ORDINARY_DAY) for _, when in day.runs)
+    assert [when for _, when in day.runs] == sorted(when for _, when in day.runs)
+
+
+def test_orders_get_most_of_the_budget_while_open() -> None:
+    day = typical_day()
+    opening, closing = local(ORDINARY_DAY, 10), local(ORDINARY_DAY, 23)
+    orders = day.while_open("orders")
+    assert orders[0] == opening
+    assert max(gaps([*orders, closing])) <= minutes(15)
+    assert statistics.median(gap.total_seconds() for gap in gaps(orders)) < 5 * 60
+    spent_open = Counter({job: COST[job] * len(day.while_open(job)) for job in COST})
+    assert spent_open.most_common(1)[0][0] == "orders"
+    hot = spent_open["orders"] + spent_open["pos_tables"] + spent_open["customer_credits"]
+    assert hot >= 2 / 3 * sum(spent_open.values())
+
+
+def test_tables_and_credits_run_many_times_while_open() -> None:
+    day = typical_day()
+    closing = local(ORDINARY_DAY, 23)
+    tables = day.while_open("pos_tables")
+    credits_ = day.while_open("customer_credits")
+    assert len(tables) >= 26  # more than twice an hour
+    assert max(gaps([*tables, closing])) <= minutes(30)
+    assert len(credits_) >= 13  # more than once an hour
+    assert len(tables) > len(credits_) > day.counts()["products"]
+
+
+def test_catalog_tables_run_a_few_times_a_day() -> None:
+    counts = typical_day().counts()
+    for job in CATALOG:
+        assert 1 <= counts[job] <= 4, (job, counts[job])
+
+
+def test_almost_nothing_runs_at_night() -> None:
+    day = typical_day()
+    night = [(job, when) for job, when in day.runs if when < local(ORDINARY_DAY, 9)]
+    assert len(night) <= 25, night
+    assert "pos_tables" not in {job for job, _ in night}
+    # No job without a share of the closed hours runs while the shop is closed.
+    idle = {job.name for job in DEFAULT_JOBS if job.closed_weight == 0 and job.closed_max_interval is None}
+    assert "pos_tables" in idle
+    assert not [(job, when) for job, when in day.runs if job in idle and not SHOP.is_open(when, BRUSSELS)]
+    # And what does run at night keeps CLOSED_MIN_INTERVAL apart.
+    for job in {job for job, _ in night}:
+        assert all(gap >= CLOSED_MIN_INTERVAL for gap in gaps([w for j, w in night if j == job]))
+
+
+@pytest.mark.parametrize("day", [SPRING_FORWARD, FALL_BACK], ids=["23h", "25h"])
+def test_dst_days_keep_the_budget(day: dt.date) -> None:
+    assert (midnight_after(day) - local(day).astimezone(UTC)) != dt.timedelta(hours=24)
+    ran = typical_day(day)
+    assert 300 <= ran.spent <= SPENDABLE
+    orders = [when.astimezone(BRUSSELS) for when in ran.while_open("orders")]
+    assert orders[0] == local(day, 10)
+    assert max(gaps([*orders, local(day, 23)])) <= minutes(15)
+    assert "pos_tables" not in {job for job, when in ran.runs if when < local(day, 9)}
+
+
+@pytest.mark.parametrize("day", [SPRING_FORWARD, FALL_BACK], ids=["23h", "25h"])
+@pytest.mark.parametrize("hour", [0, 1, 12])
+def test_the_plan_does_not_depend_on_the_clocks_timezone(day: dt.date, hour: int) -> None:
+    """The daemon's clock is UTC; a Brussels `now` (same instant) must plan the same day."""
+    now = local(day, hour)
+    last: dict[str, dt.datetime | None] = {"orders": now - minutes(3), "products": now - hours(3)}
+    in_utc = make_plan(now.astimezone(UTC), spent=20, last_runs=last)
+    in_brussels = make_plan(now, spent=20, last_runs=last)
+    assert in_utc.expected == in_brussels.expected
+    assert in_utc.interval == in_brussels.interval
+    assert in_utc.next_run == in_brussels.next_run
+
+
+# --- re-planning after requests spent elsewhere ---------------------------------------------
+
+
+def test_a_backfill_stretches_the_rest_of_the_day() -> None:
+    now = local(ORDINARY_DAY, 12)
+    last: dict[str, dt.datetime | None] = {job.name: now for job in DEFAULT_JOBS}
+    fresh = make_plan(now, spent=0, last_runs=last)
+    after_backfill = make_plan(now, spent=400, last_runs=last)
+    assert after_backfill.budget_left == 50
+    assert sum(after_backfill.expected.values()) <= 50
+    assert sum(fresh.expected.values()) <= SPENDABLE
+    assert sum(fresh.expected.values()) > sum(after_backfill.expected.values())
+    for job in DEFAULT_JOBS:
+        before, after = fresh.interval[job.name], after_backfill.interval[job.name]
+        assert before is not None and after is not None
+        assert after >= before, job.name
+        assert after_backfill.next_run[job.name] >= fresh.next_run[job.name]
+    assert after_backfill.interval["orders"] > fresh.interval["orders"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("spent", [SPENDABLE, SPENDABLE + 37])
+@pytest.mark.parametrize("hour", [0, 3, 12, 23])
+def test_a_spent_day_waits_for_the_next_midnight(spent: int, hour: int) -> None:
+    now = local(ORDINARY_DAY, hour, 30)
+    result = make_plan(now.astimezone(UTC), spent=spent, last_runs={"orders": now - minutes(1)})
+    assert result.budget_left == 0
+    assert all(when >= midnight_after(ORDINARY_DAY) for when in result.next_run.values())
+    assert set(result.expected.values()) == {0}
+
+
+@pytest.mark.parametrize("spendable", [1, 2, 5, 10, 25])
+def test_a_tiny_budget_stretches_every_interval(spendable: int) -> None:
+    now = local(ORDINARY_DAY).astimezone(UTC)
+    result = make_plan(now, spendable=spendable)
+    assert sum(result.expected.values()) <= spendable
+    # Not even every job at its longest interval fits: the plan stretches past the bounds.
+    if spendable == 10:
+        orders = result.interval["orders"]
+        assert orders is not None and orders > hours(2)  # its closed_max_interval
+
+
+@pytest.mark.parametrize("shop", ["10:00-23:00", "closed", "18:00-02:00"])
+@pytest.mark.parametrize("spendable", [1, 3, 5, 8, 11, 27, 60])
+def test_a_tiny_budget_is_never_overspent(spendable: int, shop: str) -> None:
+    # Jobs of cost 2 (the rechecks) must not start with a single request left.
+    day = simulate(ORDINARY_DAY, spendable=spendable, shop=OpeningHours.parse(shop))
+    assert spendable // 2 <= day.spent <= spendable
+
+
+def test_the_plan_fits_whenever_it_is_made() -> None:
+    for hour in range(0, 24, 3):
+        for spent in (0, 100, 300, 440):
+            result = make_plan(local(ORDINARY_DAY, hour, 7), spent=spent)
+            assert sum(result.expected.values()) <= SPENDABLE - spent, (hour, spent)
+
+
+# --- the rate logic on two jobs ------------------------------------------------------
+
+
+ALWAYS = OpeningHours.parse("00:00-00:00")
+
+
+def pair(a: JobSpec, b: JobSpec, *, spendable: int = 200) -> dict[str, float]:
+    """Intervals (seconds) of two jobs at noon with the shop always open."""
+    result = make_plan(local(ORDINARY_DAY, 12), spendable=spendable, jobs=(a, b), shop=ALWAYS)
+    out: dict[str, float] = {}
+    for name, interval in result.interval.items():
+        assert interval is not None
+        out[name] = interval.total_seconds()
+    assert sum(result.expected.values()) <= spendable
+    return out
+
+
+SECOND = dt.timedelta(seconds=1)
+DAY = dt.timedelta(days=1)
+
+
+def spec(name: str, weight: float = 1.0, *, cost: int = 1, low: dt.timedelta = SECOND,
+         high: dt.timedelta = DAY) -> JobSpec:
+    """A job free to run anywhere between every second and once a day."""
+    return JobSpec(name, weight, low, high, cost=cost)
+
+
+def test_equal_weights_get_equal_intervals() -> None:
+    intervals = pair(spec("a"), spec("b"))
+    assert intervals["a"] == pytest.approx(intervals["b"])
+    # 12 hours left and 200 requests: most of them shared by the two jobs.
+    runs = 12 * 3600 / intervals["a"]
+    assert 0.8 * 200 <= 2 * runs <= 200
+
+
+def test_double_weight_halves_the_interval() -> None:
+    intervals = pair(spec("a", 2.0), spec("b", 1.0))
+    assert intervals["a"] == pytest.approx(intervals["b"] / 2)
+
+
+def test_bounds_clamp_the_interval_and_the_others_get_the_rest() -> None:
+    free = pair(spec("a", 2.0), spec("b", 1.0))
+    capped = pair(spec("a", 2.0, low=hours(1)), spec("b", 1.0))
+    assert capped["a"] == 3600
+    assert capped["b"] < free["b"]  # the budget `a` cannot use goes to `b`
+    floored = pair(spec("a", 2.0), spec("b", 1.0, high=minutes(10)))
+    assert floored["b"] == 600
+    assert floored["a"] > free["a"]  # `b` runs more than its weight asks, `a` pays
+
+
+def test_double_cost_doubles_the_interval() -> None:
+    intervals = pair(spec("a", cost=2), spec("b", cost=1))
+    assert intervals["a"] == pytest.approx(2 * intervals["b"])
+
+
+# --- when a job is due ----------------------------------------------------------------------
+
+
+def test_a_job_never_run_is_due_now() -> None:
+    now = local(ORDINARY_DAY, 12)
+    result = make_plan(now, last_runs={job.name: None for job in DEFAULT_JOBS})
+    assert all(when == now for when in result.next_run.values())
+    assert make_plan(now, last_runs={}).next_run == result.next_run
+    # While closed too, for the jobs that run at night; the others wait for the opening.
+    night = local(ORDINARY_DAY, 3)
+    closed = make_plan(night, last_runs={"orders": None, "pos_tables": None})
+    assert closed.next_run["orders"] == night
+    assert closed.next_run["pos_tables"] == local(ORDINARY_DAY, 10)
+
+
+def test_next_run_is_the_last_run_plus_the_interval() -> None:
+    now = local(ORDINARY_DAY, 12).astimezone(UTC)
+    last = now - minutes(1)
+    result = make_plan(now, last_runs={"orders": last, "products": now - hours(9)})
+    interval = result.interval["orders"]
+    assert interval is not None and interval > minutes(1)
+    assert result.next_run["orders"] == last + interval
+    assert result.next_run["products"] == now  # overdue: now, not in the past
+
+
+def test_closed_jobs_wait_no_later_than_the_opening() -> None:
+    now = local(ORDINARY_DAY, 9, 45)
+    result = make_plan(now, last_runs={"orders": now - minutes(5)})
+    interval = result.interval["orders"]
+    assert interval is not None and interval >= CLOSED_MIN_INTERVAL
+    assert result.next_run["orders"] == local(ORDINARY_DAY, 10)
