@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from syncer import resources as res
 from syncer import tables as t
+from syncer.backfill import TARGET_BYTES
 from syncer.client import (
     AuthRejected,
     CloudPosError,
@@ -156,6 +157,22 @@ class LicenseJobs:
         self.client = make_client(config, license, self.ledger)
         self.sync = Sync(engine, license.name, self.client, parse_context(config, license), clock)
         self.written: dict[str, int] = defaultdict(int)
+        self._wake_if_credentials_changed()
+
+    def _wake_if_credentials_changed(self) -> None:
+        """Refused credentials that have since changed in the config: run everything now."""
+        state = t.license_state.c
+        with self.engine.begin() as conn:
+            refused = conn.execute(select(state.auth_rejected_fingerprint)
+                                   .where(state.license == self.name)).scalar()
+            if refused is None or refused == self.license.fingerprint():
+                return
+            conn.execute(update(t.license_state).where(state.license == self.name)
+                         .values(auth_rejected_fingerprint=None, auth_rejected_at=None,
+                                 auth_rejected_reason=None))
+            conn.execute(update(t.sync_state).where(t.sync_state.c.license == self.name)
+                         .values(next_run_at=None))
+        log.info("license %r: credentials changed since they were refused; trying again", self.name)
 
     def close(self) -> None:
         self.client.close()
@@ -253,17 +270,18 @@ class LicenseJobs:
             return _Pulled().add(self.sync.pull_full_list(resource))
         cursor, window = self.sync.cursor(resource)
         settings = self.config.resource(resource.name)
-        window = min(max(window or settings.window, settings.min_window), settings.max_window)
-        if cursor == 0 and "date" in resource.filters:
-            # `run` keeps today fresh; history is `syncer backfill`'s job.
-            today = now.astimezone(self.tz).date()
-            first = self.sync.first_id_since(resource, today - dt.timedelta(days=1), today, probes=2)
-            if first is not None:
-                cursor = first - 1
+        lo, hi = settings.min_window, max(settings.max_window, settings.min_window)
+        window = min(max(window or settings.window, lo), hi)
         result = self.sync.pull_window(resource, cursor + 1, cursor + window, window=window)
         pulled = _Pulled().add(result)
-        # A window that came back full may have more behind it: run again soon.
+        # A window that came back full may have more behind it: run again soon, with
+        # a window adapted to the answer's size as the backfill does.
         pulled.more = result.max_id is not None and result.max_id >= cursor + window * 0.9
+        if pulled.more:
+            adapted = adapt_window(window, result.nbytes, lo, hi)
+            if adapted != window:
+                with self.engine.begin() as conn:
+                    save_state(conn, self.name, resource.name, window=adapted)
         return pulled
 
     def _rescan(self, job: str, resource: res.Resource) -> _Pulled:
@@ -292,6 +310,15 @@ class _Pulled:
     def add(self, result: PullResult) -> _Pulled:
         self.written += result.counts.written
         return self
+
+
+def adapt_window(window: int, nbytes: int, lo: int, hi: int) -> int:
+    """Halve a window whose answer was huge, double one whose answer was small."""
+    if nbytes > TARGET_BYTES:
+        return max(lo, window // 2)
+    if nbytes * 2 <= TARGET_BYTES:
+        return min(hi, window * 2)
+    return window
 
 
 def _resource_of(job: str) -> res.Resource:
@@ -339,7 +366,9 @@ class Daemon:
         return [lic.run(job) for _, lic, job in due]
 
     def next_due(self) -> dt.datetime | None:
-        times = [w for lic in self.licenses for w in lic.due_times().values() if w is not None]
+        """The earliest due time of any job (a job never planned is due now)."""
+        now = self.clock()
+        times = [w or now for lic in self.licenses for w in lic.due_times().values()]
         return min(times) if times else None
 
     # -- the real thing ---------------------------------------------------------------------

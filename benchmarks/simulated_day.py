@@ -1,0 +1,198 @@
+"""A restaurant's day, simulated: the real planner and sync jobs against the simulator, on a fake clock.
+
+Orders arrive during opening hours (lunch and dinner peaks) and a few products
+change; the daemon's jobs run when the planner says, over real HTTP, into a real
+database. Reported: requests used per license (must stay <= daily_budget -
+reserve), and the delay from an order's creation (or a product change) to its
+arrival in the database during opening hours (median and 95th percentile).
+
+    python -m benchmarks.simulated_day                      # one shop
+    python -m benchmarks.simulated_day --licenses 200 --orders-per-day 120   # load check
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import random
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from syncer import tables as t
+from syncer.backfill import Backfill
+from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
+from syncer.daemon import Daemon
+from syncer.db import make_engine, migrate
+from syncer.resources import RESOURCES
+from syncer.runtime import make_client, make_ledger
+from syncer.simulator import Simulator, generate
+
+TZ = ZoneInfo("Europe/Brussels")
+TOKEN = "benchmark-token-0000"
+
+
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def arrivals(day: dt.date, count: int, rng: random.Random) -> list[dt.datetime]:
+    """Order times: a lunch peak, a dinner peak, a trickle in between (10:00-23:00)."""
+    out = []
+    for _ in range(count):
+        roll = rng.random()
+        if roll < 0.4:
+            minute = rng.gauss(12.75 * 60, 45)
+        elif roll < 0.9:
+            minute = rng.gauss(19.5 * 60, 60)
+        else:
+            minute = rng.uniform(10 * 60, 23 * 60)
+        minute = min(max(minute, 10 * 60 + 1), 23 * 60 - 1)
+        out.append(dt.datetime.combine(day, dt.time(), tzinfo=TZ) + dt.timedelta(minutes=minute))
+    return sorted(out)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--licenses", type=int, default=1)
+    parser.add_argument("--day", type=dt.date.fromisoformat, default=dt.date(2026, 11, 25))
+    parser.add_argument("--orders-per-day", type=int, default=250)
+    parser.add_argument("--history", type=int, default=2000, help="orders before the day")
+    parser.add_argument("--product-changes", type=int, default=12)
+    parser.add_argument("--db", default=None, help="database URL (default: a temporary SQLite file)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    rng = random.Random(args.seed)
+    day = args.day
+    start = dt.datetime.combine(day, dt.time(), tzinfo=TZ)
+    end = start + dt.timedelta(days=1)
+    clock = Clock(start - dt.timedelta(hours=1))
+    names = [f"shop{i:03d}" for i in range(args.licenses)]
+
+    sim = Simulator(generate(seed=args.seed, orders=args.history, anchor=day - dt.timedelta(days=1)),
+                    licenses=dict.fromkeys(names, TOKEN), clock=clock)
+    base_url = sim.start()
+    tmp = tempfile.TemporaryDirectory()
+    url = args.db or f"sqlite:///{Path(tmp.name) / 'day.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    config = Config(database=DatabaseConfig(url=url), api=ApiConfig(base_url=base_url),
+                    licenses=tuple(LicenseConfig(name=n, token=SecretStr(TOKEN)) for n in names))
+
+    # History is loaded the evening before, as a user would with `syncer backfill`.
+    for lic in config.licenses:
+        ledger = make_ledger(engine, config, lic, purpose="backfill", clock=clock)
+        with make_client(config, lic, ledger) as client:
+            Backfill(engine, config, lic, client, ledger, clock=clock).run(RESOURCES)
+
+    order_times = arrivals(day, args.orders_per_day, rng)
+    product_ids = sorted(sim.dataset.products)
+    change_times = sorted(start + dt.timedelta(minutes=rng.uniform(10 * 60, 23 * 60))
+                          for _ in range(args.product_changes))
+    clock.now = start
+    daemon = Daemon(engine, config, clock=clock)
+    created: dict[int, dt.datetime] = {}
+    arrived: dict[tuple[str, int], dt.datetime] = {}
+    touched: list[tuple[dt.datetime, int]] = []
+    product_seen: dict[tuple[str, int, dt.datetime], dt.datetime] = {}
+    runs = 0
+    cpu0 = time.process_time()
+    wall0 = time.perf_counter()
+    oi = ci = 0
+    while clock.now < end:
+        due = daemon.next_due() or end
+        nxt = min(due,
+                  order_times[oi] if oi < len(order_times) else end,
+                  change_times[ci] if ci < len(change_times) else end,
+                  end)
+        clock.now = max(nxt, clock.now)
+        while oi < len(order_times) and order_times[oi] <= clock.now:
+            for order_id in sim.add_orders(1, at=order_times[oi]):
+                created[order_id] = order_times[oi]
+            oi += 1
+        while ci < len(change_times) and change_times[ci] <= clock.now:
+            pid = rng.choice(product_ids)
+            sim.touch("products", [pid])
+            touched.append((change_times[ci], pid))
+            ci += 1
+        if due <= clock.now:
+            runs += len([r for r in daemon.run_due() if r.ran])
+            _record_arrivals(engine, names, created, arrived, touched, product_seen, clock.now)
+        if clock.now >= end:
+            break
+    cpu = time.process_time() - cpu0
+    wall = time.perf_counter() - wall0
+
+    with engine.connect() as conn:
+        spent = dict(conn.execute(select(t.request_budget.c.license, t.request_budget.c.spent)
+                                  .where(t.request_budget.c.day == day)).all())
+        stored = conn.execute(select(func.count()).select_from(t.orders)).scalar_one()
+    budget = config.api.spendable
+    order_delays = [(arrived[(n, i)] - c).total_seconds() / 60 for n in names
+                    for i, c in created.items() if (n, i) in arrived]
+    product_delays = [(seen - when).total_seconds() / 60
+                      for (_n, _pid, when), seen in product_seen.items()]
+    missing = len(created) * len(names) - len(order_delays)
+    print(f"simulated day {day} ({day:%A}), opening hours 10:00-23:00, {len(names)} license(s)")
+    print(f"orders created during the day: {len(created)}; not yet in the database at midnight: {missing}")
+    print(f"requests used: min {min(spent.values())}, max {max(spent.values())} per license "
+          f"(limit daily_budget - reserve = {budget}); job runs: {runs}")
+    print(f"order delay (min): median {statistics.median(order_delays):.2f}, "
+          f"p95 {percentile(order_delays, 0.95):.2f}, max {max(order_delays):.2f}")
+    if product_delays:
+        print(f"product change delay (min): median {statistics.median(product_delays):.1f}, "
+              f"p95 {percentile(product_delays, 0.95):.1f}, max {max(product_delays):.1f} "
+              f"({len(product_delays)} changes x licenses)")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process: CPU {cpu:.1f} s, wall {wall:.1f} s for the day, peak RSS {peak_mb:.0f} MB "
+          f"(simulator included); {stored} orders stored in all")
+    assert max(spent.values()) <= budget, "the budget was passed"
+    sim.stop()
+    engine.dispose()
+    tmp.cleanup()
+
+
+def _record_arrivals(engine: Any, names: list[str], created: dict[int, dt.datetime],
+                     arrived: dict[tuple[str, int], dt.datetime],
+                     touched: list[tuple[dt.datetime, int]],
+                     product_seen: dict[tuple[str, int, dt.datetime], dt.datetime],
+                     now: dt.datetime) -> None:
+    pending = [i for i in created if any((n, i) not in arrived for n in names)]
+    with engine.connect() as conn:
+        if pending:
+            rows = conn.execute(select(t.orders.c.license, t.orders.c.id)
+                                .where(t.orders.c.id.in_(pending))).all()
+            for lic, order_id in rows:
+                arrived.setdefault((lic, order_id), now)
+        for when, pid in touched:
+            waiting = [n for n in names if (n, pid, when) not in product_seen]
+            if not waiting:
+                continue
+            rows = conn.execute(select(t.products.c.license).where(
+                t.products.c.id == pid, t.products.c.modified_at >= when - dt.timedelta(seconds=1),
+                t.products.c.license.in_(waiting))).all()
+            for (lic,) in rows:
+                product_seen[(lic, pid, when)] = now
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""`syncer run`: lock-out safety, limits, replicas, shutdown and operability, over real HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, select, update
+
+from syncer import tables as t
+from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, ResourceConfig, ScheduleConfig
+from syncer.daemon import Daemon, LicenseJobs, claim
+from syncer.db import make_engine, migrate
+from syncer.simulator import Simulator, generate
+from tests.conftest import ANCHOR, LICENSE, TOKEN
+from tests.helpers import cli_env, ledger_count, run_cli, spawn_cli
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+
+
+class FakeClock:
+    """A clock the test moves by hand, shared by the daemon and the simulator."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+        self.lock = threading.Lock()
+
+    def __call__(self) -> dt.datetime:
+        with self.lock:
+            return self.now
+
+    def advance(self, **delta: float) -> None:
+        with self.lock:
+            self.now += dt.timedelta(**delta)
+
+    def set(self, moment: dt.datetime) -> None:
+        with self.lock:
+            self.now = moment
+
+
+def make_config(db_url: str, sim: Simulator, token: str = TOKEN, budget: int = 500, reserve: int = 50,
+                lease_seconds: int = 45, names: tuple[str, ...] = (LICENSE,)) -> Config:
+    return Config(
+        database=DatabaseConfig(url=db_url),
+        api=ApiConfig(base_url=sim.base_url, daily_budget=budget, reserve=reserve, max_attempts=2),
+        licenses=tuple(LicenseConfig(name=n, token=SecretStr(token)) for n in names),
+        schedule=ScheduleConfig(lease_seconds=lease_seconds),
+    )
+
+
+@pytest.fixture
+def db(db_url: str) -> Any:
+    engine = make_engine(db_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_ten_restarts_with_a_bad_token_send_exactly_one_request(
+    db_url: str, db: Engine, sim: Simulator, tmp_path: Path
+) -> None:
+    env = cli_env(db_url, sim.base_url, token="not-the-right-token")
+    outputs = [run_cli(["run", "--once"], env, cwd=tmp_path).output for _ in range(10)]
+    assert sim.stats()["requests"] == 1
+    assert sim.stats()["errors"] == {1002: 1}
+    assert "credentials" in outputs[0] or "1002" in outputs[0]
+    status = run_cli(["status", "--json"], env, cwd=tmp_path)
+    assert "name or token not valid" in status.output
+    # New credentials: the stop sign no longer applies.
+    run_cli(["run", "--once"], cli_env(db_url, sim.base_url), cwd=tmp_path)
+    assert sim.stats()["requests"] > 1
+
+
+def test_daily_limit_stops_the_license_until_the_given_time(db_url: str, db: Engine) -> None:
+    clock = FakeClock(dt.datetime(2026, 10, 27, 14, 0, tzinfo=BRUSSELS))
+    sim = Simulator(generate(seed=1, orders=300, anchor=ANCHOR), licenses={LICENSE: TOKEN},
+                    clock=clock, daily_limit=6)
+    sim.start()
+    try:
+        daemon = Daemon(db, make_config(db_url, sim), clock=clock)
+        results = daemon.run_due()
+        assert sim.stats()["errors"].get(1003) == 1  # another client's share: we saw it once
+        assert any(r.error and "1003" in r.error for r in results)
+        with db.connect() as conn:
+            until = conn.execute(select(t.license_state.c.blocked_until)).scalar_one()
+        assert until == dt.datetime(2026, 10, 28, 0, 0, tzinfo=BRUSSELS)
+        requests = sim.stats()["requests"]
+        for _ in range(9):  # until the API's midnight nothing is sent
+            clock.advance(hours=1)
+            daemon.run_due()
+        assert clock() < until
+        assert sim.stats()["requests"] == requests
+        clock.set(until + dt.timedelta(minutes=1))
+        sim.set_daily_limit(500)
+        daemon.run_due()
+        assert sim.stats()["requests"] > requests
+        assert sim.stats()["errors"].get(1003) == 1
+    finally:
+        sim.stop()
+
+
+def test_module_not_licensed_disables_only_that_resource(
+    db_url: str, db: Engine, sim: Simulator, tmp_path: Path
+) -> None:
+    sim.unlicense("get-giftvoucher")
+    env = cli_env(db_url, sim.base_url)
+    run_cli(["run", "--once"], env, cwd=tmp_path)
+    with db.connect() as conn:
+        states = {r.resource: r for r in conn.execute(select(t.sync_state))}
+    assert states["gift_vouchers"].disabled_reason
+    assert states["products"].last_success_at is not None
+    assert "not licensed" in run_cli(["status"], env, cwd=tmp_path).output.replace("\n", " ") or \
+        "disabled" in run_cli(["status"], env, cwd=tmp_path).output
+
+
+def test_a_dead_replicas_jobs_are_taken_over_after_its_leases_expire(db_url: str, db: Engine) -> None:
+    clock = FakeClock(dt.datetime(2026, 10, 27, 14, 0, tzinfo=BRUSSELS))
+    sim = Simulator(generate(seed=1, orders=300, anchor=ANCHOR), licenses={LICENSE: TOKEN}, clock=clock)
+    sim.start()
+    try:
+        config = make_config(db_url, sim, lease_seconds=30)
+        survivor = Daemon(db, config, clock=clock)
+        jobs = [j.name for j in survivor.licenses[0].jobs]
+        # The dead replica held every job when it was killed mid-run.
+        for job in jobs:
+            assert claim(db, LICENSE, job, "dead-replica", clock(), dt.timedelta(seconds=30))
+        assert [r for r in survivor.run_due() if r.ran] == []
+        assert sim.stats()["requests"] == 0
+        clock.advance(seconds=31)
+        ran = {r.job for r in survivor.run_due() if r.ran}
+        assert ran == set(jobs)
+    finally:
+        sim.stop()
+
+
+def test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    engine = make_engine(pg_url)
+    migrate(engine)
+    sim = Simulator(generate(seed=2, orders=400, anchor=ANCHOR), licenses={LICENSE: TOKEN}, daily_limit=60)
+    sim.start()
+    sim.inject_fault("slow", count=1000, delay=0.05)  # widen the windows where races could happen
+    running: dict[str, int] = defaultdict(int)
+    overlaps: list[str] = []
+    guard = threading.Lock()
+    original = LicenseJobs._execute
+
+    def watched(self: LicenseJobs, job: str, now: dt.datetime) -> Any:
+        with guard:
+            running[job] += 1
+            if running[job] > 1:
+                overlaps.append(job)
+        try:
+            return original(self, job, now)
+        finally:
+            with guard:
+                running[job] -= 1
+
+    LicenseJobs._execute = watched  # type: ignore[method-assign]
+    try:
+        config = make_config(pg_url, sim, budget=60, reserve=0)
+        daemons = [Daemon(make_engine(pg_url), config) for _ in range(2)]
+        stop = threading.Event()
+
+        def churn(daemon: Daemon) -> None:
+            while not stop.is_set():
+                daemon.run_due()
+                with daemon.engine.begin() as conn:  # make every job due again at once
+                    conn.execute(update(t.sync_state).values(next_run_at=None))
+
+        threads = [threading.Thread(target=churn, args=(d,)) for d in daemons]
+        for th in threads:
+            th.start()
+        (tmp_path / "syncer.toml").write_text(
+            "[api]\ndaily_budget = 60\nreserve = 0\n[resources.orders]\nwindow = 10\nmax_window = 10\n")
+        result = run_cli(["backfill"], cli_env(pg_url, sim.base_url), cwd=tmp_path)
+        deadline = time.monotonic() + 90
+        while ledger_count(engine) < 60 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the daemons keep spending until the day's budget is gone
+        time.sleep(1)
+        stop.set()
+        for th in threads:
+            th.join(60)
+        assert result.exit_code in (0, 3), result.output
+        assert sim.stats()["requests"] == 60
+        assert 1003 not in sim.stats()["errors"]
+        assert ledger_count(engine) == 60
+        assert overlaps == []
+    finally:
+        LicenseJobs._execute = original  # type: ignore[method-assign]
+        sim.stop()
+        engine.dispose()
+
+
+def test_sigterm_stops_the_daemon_within_ten_seconds(
+    db_url: str, db: Engine, sim: Simulator, tmp_path: Path
+) -> None:
+    sim.inject_fault("slow", count=1000, delay=1.0)
+    proc = spawn_cli(["run"], cli_env(db_url, sim.base_url), tmp_path)
+    deadline = time.monotonic() + 30
+    while sim.stats()["requests"] < 2:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=15)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 0
+    # Whatever was in flight: the ledger never counts less than the API saw.
+    assert ledger_count(db) >= sim.stats()["requests"]
+
+
+def test_sqlite_refuses_a_second_daemon(sqlite_url: str, sim: Simulator, tmp_path: Path) -> None:
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    first = Daemon(engine, make_config(sqlite_url, sim))
+    first.start()
+    try:
+        result = run_cli(["run"], cli_env(sqlite_url, sim.base_url), cwd=tmp_path)
+        assert result.exit_code == 1
+        assert "one daemon" in result.output
+    finally:
+        first.stop()
+        engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_healthz_and_metrics(db_url: str, db: Engine, sim: Simulator, tmp_path: Path) -> None:
+    port = _free_port()
+    proc = spawn_cli(["run", "--http", f"127.0.0.1:{port}"], cli_env(db_url, sim.base_url), tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        while sim.stats()["requests"] < 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert 'syncer_requests_spent_today{license="demo"}' in metrics
+        assert "syncer_requests_left_today" in metrics and "syncer_quarantine_records" in metrics
+        assert "syncer_up 1" in metrics
+        assert TOKEN not in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert TOKEN not in out
+
+
+def test_run_without_a_backfill_catches_up_on_history_then_stays_fresh(db_url: str, db: Engine) -> None:
+    clock = FakeClock(dt.datetime(2026, 10, 27, 18, 0, tzinfo=BRUSSELS))
+    sim = Simulator(generate(seed=1, orders=600, anchor=ANCHOR), licenses={LICENSE: TOKEN}, clock=clock)
+    sim.start()
+    config = make_config(db_url, sim)
+    config = config.model_copy(update={"resources": {"orders": ResourceConfig(window=50, max_window=400)}})
+    try:
+        daemon = Daemon(db, config, clock=clock)
+        for _ in range(30):
+            daemon.run_due()
+            clock.advance(minutes=2)
+        with db.connect() as conn:
+            stored = set(conn.execute(select(t.orders.c.id)).scalars())
+        assert stored == {o.id for o in sim.dataset.orders}  # history first, at a growing window
+        new = sim.add_orders(3, at=clock())
+        clock.advance(minutes=20)
+        daemon.run_due()
+        with db.connect() as conn:
+            stored = set(conn.execute(select(t.orders.c.id)).scalars())
+        assert set(new) <= stored
+    finally:
+        sim.stop()
