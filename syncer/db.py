@@ -93,6 +93,13 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return cfg
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` (default: newest)."""
-    command.upgrade(alembic_config(engine), revision)
+def migrate(engine: Engine, revision: str = "head", *, timezone: str | None = None) -> None:
+    """Bring the schema to `revision` (default: newest).
+
+    `timezone` (api.timezone, default Europe/Brussels) is the zone in which a data
+    migration reads the local day and hour of orders already stored.
+    """
+    cfg = alembic_config(engine)
+    if timezone is not None:
+        cfg.attributes["timezone"] = timezone
+    command.upgrade(cfg, revision)

@@ -227,11 +227,18 @@ orders = Table(
     Column("ordered_at", UtcDateTime()),
     Column("clock_in", UtcDateTime()),
     Column("clock_out", UtcDateTime()),
+    # Local wall-clock reading (api.timezone) of the moment the order counts for:
+    # ordered_at, or for a labour record its clock-in. Filled at parse time, because
+    # SQLite cannot convert time zones; the report views group on these.
+    Column("business_date", Date),
+    Column("local_hour", SmallInteger),  # 0-23
+    Column("local_weekday", SmallInteger),  # ISO: 1 Monday .. 7 Sunday
     # Hash of the whole source record, children included: a changed line or
     # payment changes it, so the order (and its children) is written again.
     Column("content_hash", String(32), nullable=False),
     *_synced(),
     Index(None, "license", "ordered_at"),
+    Index(None, "license", "business_date"),
 )
 
 order_lines = Table(

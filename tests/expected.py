@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select
 
 from syncer import tables as t
 from syncer.simulator import Dataset
+from syncer.simulator.data import Order
 from tests.helpers import SYNCED_TABLES
 
 SKIP = {"license", "synced_at", "deleted_at", "content_hash"}
@@ -27,6 +28,14 @@ def _utc(moment: dt.datetime | None) -> dt.datetime | None:
 
 def _modtime(seconds: int) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds else None
+
+
+def _local_reading(o: Order, ds: Dataset) -> dict[str, Any]:
+    """The documented rule: the local wall clock of ordertime, or of a labour record's clock-in."""
+    moment = o.clock_in if o.is_labour and o.clock_in is not None else o.ordered_at
+    # Through UTC: a wall time in the spring gap reads as the hour after it.
+    local = moment.astimezone(dt.UTC).astimezone(ds.zone)
+    return {"business_date": local.date(), "local_hour": local.hour, "local_weekday": local.isoweekday()}
 
 
 def _extra(extra: dict[str, Any]) -> dict[str, Any] | None:
@@ -88,7 +97,8 @@ def expected_rows(ds: Dataset, token: str) -> dict[str, list[dict[str, Any]]]:
         out["orders"].append({
             "id": o.id, "customer_id": o.customer_id, "register_id": o.register_id,
             "user_id": o.user_id, "total_price": o.total_price, "ordered_at": _utc(o.ordered_at),
-            "clock_in": _utc(o.clock_in), "clock_out": _utc(o.clock_out), "extra": _extra(o.extra)})
+            "clock_in": _utc(o.clock_in), "clock_out": _utc(o.clock_out), "extra": _extra(o.extra),
+            **_local_reading(o, ds)})
         for line_no, line in enumerate(o.lines, start=1):
             out["order_lines"].append({
                 "order_id": o.id, "line_no": line_no, "quantity": line.quantity,

@@ -249,6 +249,7 @@ SALE = Rows(
         "id": 5001, "customer_id": None, "register_id": 2, "user_id": 5,
         "total_price": D("32.50"), "ordered_at": utc(2026, 6, 12, 17, 45, 10),
         "clock_in": None, "clock_out": None, "content_hash": MD5, "extra": {"tablenr": "12"},
+        "business_date": dt.date(2026, 6, 12), "local_hour": 19, "local_weekday": 5,
     },
     {
         "order_lines": [
@@ -290,6 +291,8 @@ def test_labour_record_is_an_order_with_clock_times_and_no_children() -> None:
             "total_price": D(0), "ordered_at": None,
             "clock_in": utc(2026, 6, 12, 6, 0), "clock_out": utc(2026, 6, 12, 14, 30),
             "content_hash": MD5, "extra": None,
+            # A labour record counts on the local day (and hour) its shift began.
+            "business_date": dt.date(2026, 6, 12), "local_hour": 8, "local_weekday": 5,
         },
         {"order_lines": [], "order_line_subproducts": [], "order_payments": []},
     )
@@ -302,6 +305,7 @@ def test_local_time_in_the_spring_gap_is_shifted_forward() -> None:
             "id": 5003, "customer_id": None, "register_id": None, "user_id": None,
             "total_price": D(3), "ordered_at": utc(2026, 3, 29, 1, 30),
             "clock_in": None, "clock_out": None, "content_hash": MD5, "extra": None,
+            "business_date": dt.date(2026, 3, 29), "local_hour": 3, "local_weekday": 7,
         },
         {"order_lines": [], "order_line_subproducts": [],
          "order_payments": [{"order_id": 5003, "method": "voucher", "amount": D(3)}]},
@@ -315,10 +319,41 @@ def test_ambiguous_autumn_local_time_takes_its_first_occurrence() -> None:
             "id": 5004, "customer_id": None, "register_id": None, "user_id": None,
             "total_price": D(-3), "ordered_at": utc(2026, 10, 25, 0, 30),
             "clock_in": None, "clock_out": None, "content_hash": MD5, "extra": None,
+            "business_date": dt.date(2026, 10, 25), "local_hour": 2, "local_weekday": 7,
         },
         {"order_lines": [], "order_line_subproducts": [],
          "order_payments": [{"order_id": 5004, "method": "cash", "amount": D(-3)}]},
     )
+
+
+@pytest.mark.parametrize(
+    ("record", "reading"),
+    [
+        # 00:30 local is still the previous day in UTC: the local day counts.
+        ({"ordertime": "2026-06-13 00:30:00"}, (dt.date(2026, 6, 13), 0, 6)),
+        ({"ordertime": "2026-01-12 23:59:59"}, (dt.date(2026, 1, 12), 23, 1)),
+        # A night shift counts on the day it began, whatever its ordertime says.
+        ({"ordertime": "2026-06-13 02:00:00", "clockin": "2026-06-12 22:00:00",
+          "clockout": "2026-06-13 02:00:00"}, (dt.date(2026, 6, 12), 22, 5)),
+        ({"clockout": "2026-06-13 02:00:00"}, (dt.date(2026, 6, 13), 2, 6)),
+        ({"ordertime": ""}, (None, None, None)),
+    ],
+)
+def test_local_day_hour_and_weekday_of_an_order(
+    record: dict[str, Any], reading: tuple[Any, ...]
+) -> None:
+    parent = parse_order({"id": "1", **record}, CTX).parent
+    assert (parent["business_date"], parent["local_hour"], parent["local_weekday"]) == reading
+
+
+def test_local_reading_is_the_wall_clock_of_the_configured_zone() -> None:
+    record = {"id": "1", "ordertime": "2026-06-12 23:30:00"}
+    brussels = parse_order(record, CTX).parent
+    tokyo = parse_order(record, ParseContext(tz=ZoneInfo("Asia/Tokyo"), secnr_key=b"k")).parent
+    assert brussels["ordered_at"] != tokyo["ordered_at"]
+    for parent in (brussels, tokyo):
+        assert (parent["business_date"], parent["local_hour"], parent["local_weekday"]) == (
+            dt.date(2026, 6, 12), 23, 5)
 
 
 def test_content_hash_is_md5_of_the_canonical_parsed_record() -> None:
@@ -393,7 +428,8 @@ def test_unused_subproduct_slot_is_ignored_whatever_its_price_says() -> None:
     assert parse_order(record, CTX) == Rows(
         {"id": 1, "customer_id": None, "register_id": None, "user_id": None,
          "total_price": None, "ordered_at": None, "clock_in": None, "clock_out": None,
-         "content_hash": MD5, "extra": None},
+         "content_hash": MD5, "extra": None,
+         "business_date": None, "local_hour": None, "local_weekday": None},
         {"order_lines": [{"order_id": 1, "line_no": 1, "quantity": D(1), "product_id": 101,
                           "price": None, "tax_rate": None, "extra": None}],
          "order_line_subproducts": [], "order_payments": []},

@@ -1,0 +1,664 @@
+"""The report views, checked against figures computed here in Python from the simulator's
+canonical data (Decimal, the documented rounding rule), on SQLite and on Postgres."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Engine, insert
+
+from syncer import reports
+from syncer import tables as t
+from syncer.db import make_engine, migrate
+from syncer.simulator import Dataset, Simulator, generate
+from syncer.simulator.data import Order
+from tests.conftest import ANCHOR, LICENSE, PG_URL, TOKEN
+from tests.helpers import cli_env, run_cli
+
+OTHER = "other"  # a second shop in the same database
+BRUSSELS = ZoneInfo("Europe/Brussels")
+CENT = Decimal("0.01")
+DST_DAY = dt.date(2026, 10, 25)  # Brussels: 25 hours, 02:00-03:00 twice
+Key = tuple[Any, ...]
+
+
+# --- the documented rules, in Python ----------------------------------------------------
+
+
+def cents(amount: Decimal) -> Decimal:
+    """Round to the cent, half away from zero."""
+    return amount.quantize(CENT, ROUND_HALF_UP)
+
+
+def split_vat(gross: Decimal, rate: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+    """(base, VAT, total) of a group's VAT-inclusive amount: total and base rounded to the cent."""
+    total = cents(gross)
+    base = cents(total * 100 / (100 + rate))
+    return base, total - base, total
+
+
+def local(moment: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+    # Through UTC: a wall time in the spring gap reads as the hour after it.
+    return moment.astimezone(dt.UTC).astimezone(zone)
+
+
+def counts_on(order: Order, zone: ZoneInfo) -> dt.datetime:
+    """The moment an order counts for: its order time, a labour record's clock-in."""
+    if order.is_labour and order.clock_in is not None:
+        return local(order.clock_in, zone)
+    return local(order.ordered_at, zone)
+
+
+def sales(ds: Dataset) -> list[Order]:
+    return [o for o in ds.orders if not o.is_labour]
+
+
+def items(order: Order) -> Iterator[tuple[Decimal, Decimal]]:
+    """(rate, VAT-inclusive amount) of every line and every subproduct (per unit of its line)."""
+    for line in order.lines:
+        yield line.tax_rate, line.quantity * line.price
+        for sub in line.subproducts:
+            yield sub.tax_rate, line.quantity * sub.price
+
+
+@dataclass
+class Shop:
+    license: str
+    ds: Dataset
+    # Catalog names as they were before some rows were deleted at the source.
+    products: dict[int, Any]
+    categories: dict[int, Any]
+    customers: dict[int, Any]
+
+
+def expected_daily_sales(shop: Shop) -> dict[Key, Key]:
+    zone = shop.ds.zone
+    orders: dict[Key, int] = defaultdict(int)
+    sold: dict[Key, Decimal] = defaultdict(Decimal)
+    gross: dict[Key, dict[Decimal, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for o in sales(shop.ds):
+        key = (shop.license, counts_on(o, zone).date(), o.register_id)
+        orders[key] += 1
+        sold[key] += sum((line.quantity for line in o.lines), Decimal(0))
+        for rate, amount in items(o):
+            gross[key][rate] += amount
+    out = {}
+    for key, count in orders.items():
+        splits = [split_vat(amount, rate) for rate, amount in gross[key].items()]
+        revenue = sum((s[2] for s in splits), Decimal(0))
+        vat = sum((s[1] for s in splits), Decimal(0))
+        out[key] = (count, sold[key], revenue, vat, revenue - vat)
+    return out
+
+
+def expected_vat(shop: Shop) -> dict[Key, Key]:
+    gross: dict[Key, Decimal] = defaultdict(Decimal)
+    for o in sales(shop.ds):
+        day = counts_on(o, shop.ds.zone).date()
+        for rate, amount in items(o):
+            gross[shop.license, day, rate] += amount
+    return {key: split_vat(amount, key[2]) for key, amount in gross.items()}
+
+
+def expected_payments(shop: Shop) -> dict[Key, Key]:
+    count: dict[Key, int] = defaultdict(int)
+    amount: dict[Key, Decimal] = defaultdict(Decimal)
+    for o in shop.ds.orders:
+        for method, paid in o.payments.items():
+            key = (shop.license, counts_on(o, shop.ds.zone).date(), method)
+            count[key] += 1
+            amount[key] += paid
+    return {key: (count[key], cents(amount[key])) for key in count}
+
+
+def expected_product_sales(shop: Shop) -> dict[Key, Key]:
+    quantity: dict[Key, Decimal] = defaultdict(Decimal)
+    products: dict[Key, Decimal] = defaultdict(Decimal)
+    supplements: dict[Key, Decimal] = defaultdict(Decimal)
+    for o in sales(shop.ds):
+        day = counts_on(o, shop.ds.zone).date()
+        for line in o.lines:
+            key = (shop.license, day, line.product_id)
+            quantity[key] += line.quantity
+            products[key] += line.quantity * line.price
+            supplements[key] += sum((line.quantity * s.price for s in line.subproducts), Decimal(0))
+    out = {}
+    for key, sold in quantity.items():
+        product = shop.products[key[2]]
+        category = shop.categories[product.category_id]
+        out[key] = (product.name, product.category_id, category.name, sold,
+                    cents(products[key]), cents(supplements[key]),
+                    cents(products[key]) + cents(supplements[key]))
+    return out
+
+
+def expected_hourly(shop: Shop) -> dict[Key, Key]:
+    zone = shop.ds.zone
+    days: dict[int, set[dt.date]] = defaultdict(set)
+    orders: dict[Key, int] = defaultdict(int)
+    revenue: dict[Key, Decimal] = defaultdict(Decimal)
+    for o in sales(shop.ds):
+        at = counts_on(o, zone)
+        key = (shop.license, at.isoweekday(), at.hour)
+        days[at.isoweekday()].add(at.date())
+        orders[key] += 1
+        revenue[key] += sum((amount for _, amount in items(o)), Decimal(0))
+    return {key: (len(days[key[1]]), orders[key], cents(revenue[key])) for key in orders}
+
+
+def expected_labor(shop: Shop) -> dict[Key, Key]:
+    out = {}
+    for o in shop.ds.orders:
+        if not o.is_labour:
+            continue
+        assert o.clock_in is not None and o.clock_out is not None
+        seconds = int((o.clock_out.astimezone(dt.UTC) - o.clock_in.astimezone(dt.UTC)).total_seconds())
+        hours = (Decimal(seconds) / 3600).quantize(CENT, ROUND_HALF_UP)
+        key = (shop.license, counts_on(o, shop.ds.zone).date(), o.user_id,
+               o.clock_in.astimezone(dt.UTC))
+        assert o.user_id is not None
+        out[key] = (shop.ds.users[o.user_id].username, o.clock_out.astimezone(dt.UTC), hours)
+    return out
+
+
+def expected_liabilities(shop: Shop, today: dt.date) -> dict[Key, Key]:
+    out: dict[Key, Key] = {}
+    vouchers = [v for v in shop.ds.gift_vouchers.values()
+                if v.valid_until is None or v.valid_until >= today]
+    if vouchers:
+        out[shop.license, "gift_voucher", None] = (
+            None, len(vouchers), cents(sum((v.value for v in vouchers), Decimal(0))))
+    by_customer: dict[int, list[Decimal]] = defaultdict(list)
+    for credit in shop.ds.customer_credits.values():
+        by_customer[credit.customer_id].append(credit.value)
+    for customer_id, values in by_customer.items():
+        if sum(values) == 0:
+            continue
+        customer = shop.customers.get(customer_id)
+        name = None
+        if customer is not None:
+            name = f"{customer.first_name or ''} {customer.name or ''}".strip() or None
+        out[shop.license, "customer_credit", customer_id] = (
+            name, len(values), cents(sum(values, Decimal(0))))
+    return out
+
+
+# --- two shops synced through the CLI, some of their catalog deleted since --------------
+
+
+@dataclass
+class Synced:
+    engine: Engine
+    url: str
+    base_url: str
+    shops: list[Shop]
+    today: dt.date
+
+    def expected(self, compute: Any) -> dict[Key, Key]:
+        out: dict[Key, Key] = {}
+        for shop in self.shops:
+            out.update(compute(shop))
+        return out
+
+
+def add_edge_cases(sim: Simulator) -> None:
+    """Orders a UTC day would put on the wrong day, and shifts across midnight and DST."""
+    for moment in ("2026-10-25 00:15", "2026-10-25 02:45", "2026-10-25 23:40", "2026-10-26 00:30"):
+        sim.add_orders(2, dt.datetime.fromisoformat(moment).replace(tzinfo=BRUSSELS))
+    ds = sim.dataset
+    user = sorted(ds.users)[2]
+    shifts = (("2026-10-25 01:00", "2026-10-25 09:00"),  # 9 hours: the clocks went back at 03:00
+              ("2026-10-26 22:00", "2026-10-27 06:30"))  # a night shift counts on its first day
+    for start, end in shifts:
+        ds.last_order_id = ds.orders.max_id + 1
+        clock_in = dt.datetime.fromisoformat(start).replace(tzinfo=BRUSSELS)
+        clock_out = dt.datetime.fromisoformat(end).replace(tzinfo=BRUSSELS)
+        ds.orders.append(Order(ds.last_order_id, None, 1, user, Decimal("0.00"), clock_out,
+                               clock_in, clock_out, (), {}))
+
+
+def database(kind: str, tmp: Path) -> tuple[str, Any]:
+    """A fresh SQLite file or Postgres schema: its URL and how to drop it."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp}/reports.db", lambda: None
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("SYNCER_TEST_SKIP_PG") == "1":
+            pytest.skip(f"Postgres unreachable and SYNCER_TEST_SKIP_PG=1: {exc}")
+        pytest.fail(f"Postgres is required for this test and is unreachable at {PG_URL}: {exc}")
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+    return f"{PG_URL}?options=-csearch_path%3D{schema}", drop
+
+
+def backfill(url: str, sim: Simulator, cwd: Path, license: str) -> None:
+    result = run_cli(["backfill"], cli_env(url, sim.base_url, CLOUDPOS_LICNAME=license), cwd=cwd)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def synced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synced]:
+    """Two shops backfilled into one database; then the first deletes catalog rows and syncs again."""
+    tmp = tmp_path_factory.mktemp(f"reports-{request.param}")
+    url, drop = database(request.param, tmp)
+    main = Simulator(generate(seed=1, orders=600, anchor=ANCHOR), licenses={LICENSE: TOKEN})
+    other = Simulator(generate(seed=2, orders=300, anchor=ANCHOR), licenses={OTHER: TOKEN})
+    add_edge_cases(main)
+    try:
+        main.start()
+        other.start()
+        backfill(url, main, tmp, LICENSE)
+        backfill(url, other, tmp, OTHER)
+        shops = [Shop(name, sim.dataset, dict(sim.dataset.products), dict(sim.dataset.categories),
+                      dict(sim.dataset.customers)) for name, sim in ((LICENSE, main), (OTHER, other))]
+
+        ds = main.dataset
+        sold = sorted({line.product_id for o in ds.orders for line in o.lines})
+        gone_products = sold[:3]
+        gone_category = ds.products[sold[0]].category_id
+        assert gone_category is not None
+        credit_holders = sorted({c.customer_id for c in ds.customer_credits.values()})
+        valid_vouchers = sorted(v.id for v in ds.gift_vouchers.values()
+                                if v.valid_until is None or v.valid_until > dt.date.today())
+        main.delete("products", gone_products)
+        main.delete("categories", [gone_category])
+        main.delete("customers", credit_holders[:2])  # their credit stays, and their name
+        main.delete("customer_credits", credit_holders[2:4])
+        main.delete("gift_vouchers", valid_vouchers[:2])
+        backfill(url, main, tmp, LICENSE)
+
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(t.products)
+                                .where(t.products.c.deleted_at.is_not(None))).scalar_one() == 3
+            today = conn.execute(sa.text("SELECT CURRENT_DATE")).scalar_one()
+        if isinstance(today, str):  # SQLite
+            today = dt.date.fromisoformat(today)
+        yield Synced(engine, url, main.base_url, shops, today)
+        engine.dispose()
+    finally:
+        main.stop()
+        other.stop()
+        drop()
+
+
+def view(synced: Synced, name: str, width: int) -> dict[Key, Key]:
+    """The view's rows (read the way `syncer report` reads them) as key -> values."""
+    rows = reports.fetch(synced.engine, reports.get(name))
+    out = {}
+    for row in rows:
+        values = tuple(row.values())
+        key, rest = values[:width], values[width:]
+        assert key not in out, (name, key)
+        out[key] = rest
+    return out
+
+
+def assert_same(actual: dict[Key, Key], expected: dict[Key, Key]) -> None:
+    assert expected
+    assert sorted(actual, key=repr) == sorted(expected, key=repr)
+    for key, values in expected.items():
+        assert actual[key] == values, (key, actual[key], values)
+        for got in actual[key]:  # exact types, not floats
+            assert not isinstance(got, float), (key, actual[key])
+
+
+# --- the data set exercises what the views must get right ---------------------------------
+
+
+def test_the_data_exercises_dst_mixed_vat_labour_and_expiry(synced: Synced) -> None:
+    shop = synced.shops[0]
+    zone = shop.ds.zone
+    days = {counts_on(o, zone).date() for o in sales(shop.ds)}
+    assert DST_DAY in days
+    day_start = dt.datetime.combine(DST_DAY, dt.time(), zone)
+    day_end = dt.datetime.combine(DST_DAY + dt.timedelta(days=1), dt.time(), zone)
+    assert (day_end.astimezone(dt.UTC) - day_start.astimezone(dt.UTC)) == dt.timedelta(hours=25)
+    # Sales in the hour that happens twice, and around midnight where UTC has another day.
+    on_dst_day = [counts_on(o, zone) for o in sales(shop.ds) if counts_on(o, zone).date() == DST_DAY]
+    assert any(at.hour == 2 for at in on_dst_day)
+    assert any(counts_on(o, zone).date() != o.ordered_at.astimezone(dt.UTC).date()
+               for o in sales(shop.ds))
+    # A line whose supplement is taxed at another rate than its product (a drink in a menu).
+    assert any(sub.tax_rate != line.tax_rate
+               for o in sales(shop.ds) for line in o.lines for sub in line.subproducts)
+    assert {Decimal(0), Decimal(6), Decimal(12), Decimal(21)} <= {
+        rate for o in sales(shop.ds) for rate, _ in items(o)}
+    labour = [o for o in shop.ds.orders if o.is_labour]
+    assert len(labour) >= 3
+    assert any(o.clock_in is not None and o.clock_out is not None
+               and o.clock_out.astimezone(dt.UTC) - o.clock_in.astimezone(dt.UTC)
+               != o.clock_out.replace(tzinfo=None) - o.clock_in.replace(tzinfo=None) for o in labour)
+    until = [v.valid_until for v in shop.ds.gift_vouchers.values()]
+    assert None in until
+    assert any(u is not None and u < synced.today for u in until)
+    assert any(u is not None and u >= synced.today for u in until)
+
+
+# --- each view, exactly ----------------------------------------------------------------
+
+
+def test_daily_sales_per_local_day_and_register(synced: Synced) -> None:
+    actual = view(synced, "report_daily_sales", 3)
+    assert_same(actual, synced.expected(expected_daily_sales))
+    # The 25-hour day is one day, with the orders of all its hours.
+    assert any(key[1] == DST_DAY for key in actual)
+
+
+def test_vat_per_day_and_rate_from_lines_and_supplements(synced: Synced) -> None:
+    actual = view(synced, "report_vat", 3)
+    assert_same(actual, synced.expected(expected_vat))
+    for base, vat, total in actual.values():
+        assert base + vat == total
+
+
+def test_vat_and_daily_sales_agree_on_revenue(synced: Synced) -> None:
+    revenue: dict[Key, Decimal] = defaultdict(Decimal)
+    for (license, day, _register), values in view(synced, "report_daily_sales", 3).items():
+        revenue[license, day] += values[2]
+    totals: dict[Key, Decimal] = defaultdict(Decimal)
+    for (license, day, _rate), (_base, _vat, total) in view(synced, "report_vat", 3).items():
+        totals[license, day] += total
+    assert revenue == totals
+
+
+def test_payments_per_day_and_method(synced: Synced) -> None:
+    assert_same(view(synced, "report_payments", 3), synced.expected(expected_payments))
+
+
+def test_product_sales_keep_the_names_of_deleted_products(synced: Synced) -> None:
+    actual = view(synced, "report_product_sales", 3)
+    assert_same(actual, synced.expected(expected_product_sales))
+    shop = synced.shops[0]
+    assert any(values[5] > 0 for values in actual.values())  # supplements shown apart
+    with synced.engine.connect() as conn:
+        deleted = set(conn.execute(sa.select(t.products.c.id).where(
+            t.products.c.license == LICENSE, t.products.c.deleted_at.is_not(None))).scalars())
+    assert len(deleted) == 3
+    named = {key[2]: values[0] for key, values in actual.items() if key[0] == LICENSE}
+    assert all(named[p] == shop.products[p].name for p in deleted)
+
+
+def test_hourly_orders_and_revenue_per_weekday_and_hour(synced: Synced) -> None:
+    actual = view(synced, "report_hourly", 3)
+    assert_same(actual, synced.expected(expected_hourly))
+    assert all(1 <= weekday <= 7 and 0 <= hour <= 23 for _, weekday, hour in actual)
+
+
+def test_labor_pairs_and_hours_worked(synced: Synced) -> None:
+    rows = reports.fetch(synced.engine, reports.get("report_labor"))
+    actual = {(r["license"], r["day"], r["user_id"], r["clock_in"]):
+              (r["username"], r["clock_out"], r["hours_worked"]) for r in rows}
+    assert len(actual) == len(rows)
+    assert_same(actual, synced.expected(expected_labor))
+    assert Decimal("9.00") in {values[2] for values in actual.values()}  # across the DST change
+
+
+def test_liabilities_count_valid_vouchers_and_live_credits(synced: Synced) -> None:
+    actual = view(synced, "report_liabilities", 3)
+    assert_same(actual, synced.expected(lambda shop: expected_liabilities(shop, synced.today)))
+
+
+# --- syncer report --------------------------------------------------------------------------
+
+
+def report(synced: Synced, tmp_path: Path, *args: str) -> Any:
+    return run_cli(["report", *args], cli_env(synced.url, synced.base_url), cwd=tmp_path)
+
+
+def test_report_json_filters_days_and_license(synced: Synced, tmp_path: Path) -> None:
+    result = report(synced, tmp_path, "report_vat", "--from", "2026-10-25", "--to", "2026-10-26",
+                    "--license", LICENSE, "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    expected = {k: v for k, v in synced.expected(expected_vat).items()
+                if k[0] == LICENSE and DST_DAY <= k[1] <= dt.date(2026, 10, 26)}
+    assert len(rows) == len(expected)
+    for row in rows:
+        assert set(row) == {"license", "day", "tax_rate", "base", "vat", "total"}
+        base, vat, total = expected[LICENSE, dt.date.fromisoformat(row["day"]), Decimal(row["tax_rate"])]
+        # Money as strings with its cents: exact, and no float in between.
+        assert (row["base"], row["vat"], row["total"]) == (f"{base:.2f}", f"{vat:.2f}", f"{total:.2f}")
+
+
+def test_report_csv_has_a_header_and_every_row(synced: Synced, tmp_path: Path) -> None:
+    result = report(synced, tmp_path, "payments", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    expected = synced.expected(expected_payments)
+    assert len(rows) == len(expected)
+    for row in rows:
+        count, amount = expected[row["license"], dt.date.fromisoformat(row["day"]), row["method"]]
+        assert (int(row["payments"]), Decimal(row["amount"])) == (count, amount)
+
+
+def test_report_labor_json_shows_local_times(synced: Synced, tmp_path: Path) -> None:
+    result = report(synced, tmp_path, "labor", "--license", LICENSE, "--from", "2026-10-25",
+                    "--to", "2026-10-25", "--format", "json")
+    assert result.exit_code == 0, result.output
+    shifts = {(r["clock_in"], r["clock_out"], r["hours_worked"]) for r in json.loads(result.stdout)}
+    assert ("2026-10-25T01:00:00+02:00", "2026-10-25T09:00:00+01:00", "9.00") in shifts
+
+
+def test_report_table_for_people(synced: Synced, tmp_path: Path) -> None:
+    result = report(synced, tmp_path, "report_daily_sales", "--license", OTHER,
+                    "--from", "2026-10-27", "--to", "2026-10-27")
+    assert result.exit_code == 0, result.output
+    assert "report_daily_sales, license other" in result.stdout
+    assert "revenue incl vat" in result.stdout
+    day = {k: v for k, v in synced.expected(expected_daily_sales).items()
+           if k[0] == OTHER and k[1] == dt.date(2026, 10, 27)}
+    assert day
+    for values in day.values():
+        assert f"{values[2]:.2f}" in result.stdout
+
+
+def test_report_without_rows_says_so(synced: Synced, tmp_path: Path) -> None:
+    result = report(synced, tmp_path, "vat", "--from", "2001-01-01", "--to", "2001-01-31")
+    assert result.exit_code == 0, result.output
+    assert "no rows" in result.stdout
+    result = report(synced, tmp_path, "vat", "--to", "2001-01-31", "--format", "json")
+    assert json.loads(result.stdout) == []
+
+
+def test_unknown_report_is_a_usage_error_listing_the_names(synced: Synced, tmp_path: Path) -> None:
+    result = report(synced, tmp_path, "report_turnover")
+    assert result.exit_code == 2
+    for name in reports.NAMES:
+        assert name in result.output.replace("\n", " ")
+
+
+def test_dates_on_a_report_without_days_are_a_usage_error(synced: Synced, tmp_path: Path) -> None:
+    result = report(synced, tmp_path, "hourly", "--from", "2026-10-25")
+    assert result.exit_code == 2
+    assert "no day column" in result.output
+    result = report(synced, tmp_path, "vat", "--from", "25/10/2026")
+    assert result.exit_code == 2
+
+
+def test_money_columns_of_the_views_are_numeric_on_postgres(synced: Synced) -> None:
+    if synced.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite views carry no column types")
+    with synced.engine.connect() as conn:
+        types: dict[str, str] = dict(conn.execute(sa.text(
+            "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name LIKE 'report_%'")).all())
+    money = [f"{r.name}.{c.name}" for r in reports.REPORTS for c in r.view.columns
+             if isinstance(c.type, sa.Numeric)]
+    assert money
+    assert {name: types[name] for name in money} == dict.fromkeys(money, "numeric")
+
+
+# --- rounding and pairing, on hand-made rows ------------------------------------------------
+
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+
+
+def put_order(conn: Any, order_id: int, day: dt.date, *, lines: Sequence[tuple[Any, ...]] = (),
+              **columns: Any) -> None:
+    """An order with lines (quantity, price, rate, [(supplement price, rate), ...])."""
+    conn.execute(insert(t.orders).values(
+        license="shop", id=order_id, business_date=day, local_hour=12, local_weekday=day.isoweekday(),
+        content_hash="0" * 32, synced_at=NOW, **columns))
+    for line_no, (quantity, price, rate, subs) in enumerate(lines, start=1):
+        conn.execute(insert(t.order_lines).values(
+            license="shop", order_id=order_id, line_no=line_no, quantity=Decimal(quantity),
+            product_id=1, price=Decimal(price), tax_rate=Decimal(rate), synced_at=NOW))
+        for slot, (sub_price, sub_rate) in enumerate(subs, start=1):
+            conn.execute(insert(t.order_line_subproducts).values(
+                license="shop", order_id=order_id, line_no=line_no, slot=slot, subproduct_id=slot,
+                price=Decimal(sub_price), tax_rate=Decimal(sub_rate), synced_at=NOW))
+
+
+@pytest.mark.parametrize(
+    ("lines", "rate", "expected"),
+    [
+        # 0.14 / 1.12 = 0.125 exactly: half a cent, rounded up on both databases.
+        ([("1", "0.14", "12", [])], Decimal(12), (Decimal("0.13"), Decimal("0.01"), Decimal("0.14"))),
+        ([("1", "10.00", "12", []), ("1", "4.14", "12", [])], Decimal(12),
+         (Decimal("12.63"), Decimal("1.51"), Decimal("14.14"))),
+        # A refund: away from zero.
+        ([("-1", "0.14", "12", [])], Decimal(12),
+         (Decimal("-0.13"), Decimal("-0.01"), Decimal("-0.14"))),
+        # The supplement at 21% goes to the 21% group, per unit of its line.
+        ([("2", "15.00", "12", [("2.80", "21")])], Decimal(21),
+         (Decimal("4.63"), Decimal("0.97"), Decimal("5.60"))),
+        ([("0.5", "3.30", "5.5", [])], Decimal("5.5"),
+         (Decimal("1.56"), Decimal("0.09"), Decimal("1.65"))),
+    ],
+)
+def test_vat_split_is_the_same_cents_on_both_databases(
+    engine: Engine, lines: list[tuple[Any, ...]], rate: Decimal, expected: tuple[Decimal, ...]
+) -> None:
+    day = dt.date(2026, 10, 25)
+    with engine.begin() as conn:
+        put_order(conn, 1, day, lines=lines)
+    rows = {r["tax_rate"]: (r["base"], r["vat"], r["total"])
+            for r in reports.fetch(engine, reports.get("vat"))}
+    assert rows[rate] == expected
+    gross = sum((Decimal(q) * Decimal(p) for q, p, r, _ in lines if Decimal(r) == rate), Decimal(0))
+    gross += sum((Decimal(q) * Decimal(sp) for q, _, _, subs in lines for sp, sr in subs
+                  if Decimal(sr) == rate), Decimal(0))
+    assert split_vat(gross, rate) == expected
+
+
+def brussels(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=BRUSSELS)
+
+
+def test_separate_clock_in_and_clock_out_records_pair_up(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(t.users).values(license="shop", id=7, username="Lotte", synced_at=NOW))
+        # Lotte: in, out; in, out across midnight; an in that never got its out; a stray out.
+        events = [(10, "clock_in", "2026-10-20 08:00"), (11, "clock_out", "2026-10-20 12:30"),
+                  (12, "clock_in", "2026-10-20 22:00"), (13, "clock_out", "2026-10-21 02:15"),
+                  (14, "clock_in", "2026-10-22 09:00"), (15, "clock_in", "2026-10-23 09:00"),
+                  (16, "clock_out", "2026-10-23 17:00"), (17, "clock_out", "2026-10-23 18:00")]
+        for order_id, kind, when in events:
+            moment = brussels(when)
+            put_order(conn, order_id, moment.date(), user_id=7,
+                      clock_in=moment if kind == "clock_in" else None,
+                      clock_out=moment if kind == "clock_out" else None)
+        # Another user's complete record in between changes nothing for Lotte.
+        put_order(conn, 20, dt.date(2026, 10, 20), user_id=8, clock_in=brussels("2026-10-20 09:00"),
+                  clock_out=brussels("2026-10-20 10:00"))
+    rows = reports.fetch(engine, reports.get("labor"))
+    got = sorted(((r["user_id"], r["day"], r["clock_in"], r["clock_out"], r["hours_worked"])
+                  for r in rows), key=repr)
+
+    def utc(text: str | None) -> dt.datetime | None:
+        return None if text is None else brussels(text).astimezone(dt.UTC)
+
+    want = [
+        (7, dt.date(2026, 10, 20), utc("2026-10-20 08:00"), utc("2026-10-20 12:30"), Decimal("4.50")),
+        (7, dt.date(2026, 10, 20), utc("2026-10-20 22:00"), utc("2026-10-21 02:15"), Decimal("4.25")),
+        (7, dt.date(2026, 10, 22), utc("2026-10-22 09:00"), None, None),
+        (7, dt.date(2026, 10, 23), utc("2026-10-23 09:00"), utc("2026-10-23 17:00"), Decimal("8.00")),
+        (7, dt.date(2026, 10, 23), None, utc("2026-10-23 18:00"), None),
+        (8, dt.date(2026, 10, 20), utc("2026-10-20 09:00"), utc("2026-10-20 10:00"), Decimal("1.00")),
+    ]
+    assert got == sorted(want, key=repr)
+
+
+def test_hours_worked_round_to_the_hundredth(engine: Engine) -> None:
+    with engine.begin() as conn:
+        # 18 seconds is 0.005 hours: half a hundredth, rounded up; 17 seconds is 0.0047.
+        for order_id, seconds in ((1, 18), (2, 17), (3, 7 * 3600 + 20 * 60)):
+            start = brussels("2026-10-20 08:00")
+            put_order(conn, order_id, start.date(), user_id=order_id, clock_in=start,
+                      clock_out=start + dt.timedelta(seconds=seconds))
+    hours = {r["user_id"]: r["hours_worked"] for r in reports.fetch(engine, reports.get("labor"))}
+    assert hours == {1: Decimal("0.01"), 2: Decimal("0.00"), 3: Decimal("7.33")}
+
+
+def test_upgrade_gives_stored_orders_their_local_day(db_url: str) -> None:
+    engine = make_engine(db_url)
+    migrate(engine, "0001")
+    old_columns = [c for c in t.orders.columns
+                   if c.name not in ("business_date", "local_hour", "local_weekday")]
+    rows: list[dict[str, Any]] = [
+        {"id": 1, "ordered_at": brussels("2026-10-26 00:30")},  # still 10-25 in UTC
+        {"id": 2, "ordered_at": brussels("2026-10-25 02:30"), "clock_in": None},
+        {"id": 3, "ordered_at": brussels("2026-10-26 02:00"), "clock_in": brussels("2026-10-25 22:00"),
+         "clock_out": brussels("2026-10-26 02:00")},
+        {"id": 4, "ordered_at": None},
+    ]
+    with engine.begin() as conn:
+        for row in rows:
+            conn.execute(sa.insert(sa.table("orders", *(sa.column(c.name, c.type) for c in old_columns)))
+                         .values(license="shop", content_hash="0" * 32, synced_at=NOW, **row))
+    migrate(engine, timezone="Europe/Brussels")
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(t.orders.c.id, t.orders.c.business_date, t.orders.c.local_hour,
+                                     t.orders.c.local_weekday).order_by(t.orders.c.id)).all()
+    assert [tuple(r) for r in got] == [
+        (1, dt.date(2026, 10, 26), 0, 1),
+        (2, dt.date(2026, 10, 25), 2, 7),
+        (3, dt.date(2026, 10, 25), 22, 7),
+        (4, None, None, None),
+    ]
+    engine.dispose()
+
+
+def test_demo_ends_with_daily_sales_and_vat(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
+    result = run_cli(["demo", "--db", str(tmp_path / "demo.db"), "--orders", "400"], env, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    tail = result.stdout[result.stdout.index("report_daily_sales (last"):]
+    assert "report_vat (last" in tail
+    assert "syncer report" in tail
+
+
+def test_the_readme_reporting_sql_runs_on_both_databases(synced: Synced) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Reporting"):readme.index("## Three queries to start with")]
+    block = section[section.index("```sql") + len("```sql"):section.rindex("```")]
+    statements = [s.strip() for s in block.split(";") if s.strip()]
+    assert len(statements) >= 7
+    with synced.engine.connect() as conn:
+        for statement in statements:
+            rows = conn.execute(sa.text(statement.replace("'myshop'", f"'{LICENSE}'"))).all()
+            assert rows is not None, statement
