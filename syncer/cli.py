@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table as RichTable
 from sqlalchemy import Engine, func, select
 
+from syncer import reports
 from syncer import resources as res
 from syncer import tables as t
 from syncer.backfill import Backfill, Reporter, Summary
@@ -122,7 +123,7 @@ def open_database(config: Config, *, migrate_first: bool = True) -> Engine:
         if ctx is not None:
             ctx.call_on_close(engine.dispose)
         if migrate_first:
-            migrate(engine)
+            migrate(engine, timezone=config.api.timezone)
     except (ValueError, ImportError) as exc:
         fail(f"database.url in {config.source}: {exc}", EXIT_USAGE)
     except Exception as exc:
@@ -231,6 +232,10 @@ def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime |
                                    since=since.date() if since else None, max_requests=max_requests)
     console.print(summary_table(summaries))
     console.print(f"{sum(s.requests for s in summaries)} requests in {time.monotonic() - started:.1f} s")
+    # The table cuts notes short: say in full why work stopped or failed, once per reason.
+    for lic_name, note in dict.fromkeys((s.license, s.note) for s in summaries
+                                        if s.status in ("stopped", "failed") and s.note):
+        errors.print(f"{lic_name}: {redact(note)}", markup=False, highlight=False)
     if code == EXIT_BUDGET:
         errors.print("stopped by the request budget with work left; run again to continue")
     sys.exit(code)
@@ -324,7 +329,8 @@ def check(state: State, online: bool) -> None:
             where = f"${lic.token_env}" if lic.token_env else "token"
             console.print(f"[red]license {lic.name}: no token ({where} is empty)[/red]")
             problems += 1
-    engine = open_database(config, migrate_first=False)
+    # --online records its request in the ledger, so it brings the schema up first.
+    engine = open_database(config, migrate_first=online)
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     try:
         with engine.connect() as conn:
@@ -338,8 +344,6 @@ def check(state: State, online: bool) -> None:
                       "run `syncer migrate`")
         problems += 1
     if online:
-        if current != head:
-            migrate(engine)
         for lic in config.licenses:
             ledger = make_ledger(engine, config, lic, purpose="check")
             try:
@@ -455,6 +459,45 @@ def status(state: State, as_json: bool) -> None:
         print_status(report, config.api.tz)
 
 
+# --- report ------------------------------------------------------------------------------
+
+
+@cli.command(epilog="Reports: " + ", ".join(reports.NAMES) + " (the report_ prefix may be left out).")
+@click.argument("name")
+@click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="First day (YYYY-MM-DD), inclusive.")
+@click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Last day (YYYY-MM-DD), inclusive.")
+@click.option("--license", "license_name", default=None, help="Only this license.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="A table for people, CSV or JSON for scripts.")
+@click.pass_obj
+def report(state: State, name: str, date_from: dt.datetime | None, date_to: dt.datetime | None,
+           license_name: str | None, fmt: str) -> None:
+    """Print one of the reporting views (the same rows any SQL tool sees)."""
+    try:
+        chosen = reports.get(name)
+    except KeyError:
+        fail(f"unknown report {name!r}; choose one of: {', '.join(reports.NAMES)}", EXIT_USAGE)
+    if chosen.day_column is None and (date_from or date_to):
+        fail(f"{chosen.name} has no day column; --from/--to do not apply", EXIT_USAGE)
+    config = state.config
+    engine = open_database(config)
+    rows = reports.fetch(engine, chosen, since=date_from.date() if date_from else None,
+                         until=date_to.date() if date_to else None, license=license_name)
+    tz = config.api.tz
+    if fmt == "json":
+        click.echo(reports.to_json(chosen, rows, tz))
+    elif fmt == "csv":
+        click.echo(reports.to_csv(chosen, rows, tz), nl=False)
+    else:
+        # Off a terminal rich would squeeze the columns into 80 characters.
+        out = console if console.is_terminal else Console(width=200)
+        out.print(reports.to_table(chosen, rows, tz))
+        if not rows:
+            out.print("no rows")
+
+
 # --- call -------------------------------------------------------------------------------
 
 
@@ -524,6 +567,14 @@ def sales_per_day(engine: Engine, license: str, tz: Any, days: int = 7) -> RichT
     return table
 
 
+def last_days_of(engine: Engine, report: reports.Report, tz: Any, days: int = 3) -> RichTable:
+    """A report's rows of its last `days` days."""
+    rows = reports.fetch(engine, report)
+    shown = sorted({row["day"] for row in rows})[-days:]
+    return reports.to_table(report, [row for row in rows if row["day"] in shown], tz,
+                            title=f"{report.name} (last {len(shown)} days)")
+
+
 @cli.command()
 @click.option("--db", "db_path", default="cloudpos-demo.db", show_default=True,
               type=click.Path(dir_okay=False), help="SQLite file to sync into.")
@@ -552,8 +603,11 @@ def demo(db_path: str, orders: int, seed: int) -> None:
     console.print(summary_table(summaries))
     print_status(gather_status(engine, config), config.api.tz)
     console.print(sales_per_day(engine, "demo", config.api.tz))
+    for name in ("report_daily_sales", "report_vat"):
+        console.print(last_days_of(engine, reports.get(name), config.api.tz))
     console.print(f"demo done in {time.monotonic() - started:.1f} s; "
-                  f"{sum(s.requests for s in summaries)} requests. Query it: sqlite3 {db_path}")
+                  f"{sum(s.requests for s in summaries)} requests. Query it: sqlite3 {db_path}, or "
+                  f"SYNCER_DATABASE_URL=sqlite:///{db_path} syncer report report_vat")
     sys.exit(code)
 
 
