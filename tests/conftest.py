@@ -13,6 +13,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -48,9 +49,9 @@ def _pg_admin() -> Engine:
     return sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh Postgres schema for this test, as a database URL."""
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh Postgres schema as a database URL, dropped afterwards; fails if Postgres is away."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = _pg_admin()
     try:
@@ -67,6 +68,13 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh Postgres schema for this test, as a database URL."""
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import datetime as dt
 import io
 import json
 import os
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -26,7 +26,7 @@ from syncer import tables as t
 from syncer.db import make_engine, migrate
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import Order
-from tests.conftest import ANCHOR, LICENSE, PG_URL, TOKEN
+from tests.conftest import ANCHOR, LICENSE, TOKEN, pg_schema
 from tests.helpers import cli_env, run_cli
 
 OTHER = "other"  # a second shop in the same database
@@ -231,27 +231,14 @@ def add_edge_cases(sim: Simulator) -> None:
                                clock_in, clock_out, (), {}))
 
 
-def database(kind: str, tmp: Path) -> tuple[str, Any]:
-    """A fresh SQLite file or Postgres schema: its URL and how to drop it."""
+@contextmanager
+def database(kind: str, tmp: Path) -> Iterator[str]:
+    """A fresh SQLite file or Postgres schema, as a URL."""
     if kind == "sqlite":
-        return f"sqlite:///{tmp}/reports.db", lambda: None
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        if os.environ.get("SYNCER_TEST_SKIP_PG") == "1":
-            pytest.skip(f"Postgres unreachable and SYNCER_TEST_SKIP_PG=1: {exc}")
-        pytest.fail(f"Postgres is required for this test and is unreachable at {PG_URL}: {exc}")
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-
-    return f"{PG_URL}?options=-csearch_path%3D{schema}", drop
+        yield f"sqlite:///{tmp}/reports.db"
+        return
+    with pg_schema() as url:
+        yield url
 
 
 def backfill(url: str, sim: Simulator, cwd: Path, license: str) -> None:
@@ -263,7 +250,8 @@ def backfill(url: str, sim: Simulator, cwd: Path, license: str) -> None:
 def synced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synced]:
     """Two shops backfilled into one database; then the first deletes catalog rows and syncs again."""
     tmp = tmp_path_factory.mktemp(f"reports-{request.param}")
-    url, drop = database(request.param, tmp)
+    cleanup = ExitStack()
+    url = cleanup.enter_context(database(request.param, tmp))
     main = Simulator(generate(seed=1, orders=600, anchor=ANCHOR), licenses={LICENSE: TOKEN})
     other = Simulator(generate(seed=2, orders=300, anchor=ANCHOR), licenses={OTHER: TOKEN})
     add_edge_cases(main)
@@ -302,7 +290,7 @@ def synced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     finally:
         main.stop()
         other.stop()
-        drop()
+        cleanup.close()
 
 
 def view(synced: Synced, name: str, width: int) -> dict[Key, Key]:
@@ -499,17 +487,21 @@ def test_dates_on_a_report_without_days_are_a_usage_error(synced: Synced, tmp_pa
     assert result.exit_code == 2
 
 
-def test_money_columns_of_the_views_are_numeric_on_postgres(synced: Synced) -> None:
-    if synced.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite views carry no column types")
+def test_money_columns_of_the_views_are_exact_numbers(synced: Synced) -> None:
+    money = [(r, c.name) for r in reports.REPORTS for c in r.view.columns if isinstance(c.type, sa.Numeric)]
+    assert money
+    if synced.engine.dialect.name == "sqlite":
+        # SQLite views carry no column types: what `syncer report` reads must still be Decimal.
+        for report, column in money:
+            values = [row[column] for row in reports.fetch(synced.engine, report)]
+            assert all(isinstance(v, Decimal) for v in values if v is not None), (report.name, column)
+        return
     with synced.engine.connect() as conn:
         types: dict[str, str] = dict(conn.execute(sa.text(
             "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = current_schema() AND table_name LIKE 'report_%'")).all())
-    money = [f"{r.name}.{c.name}" for r in reports.REPORTS for c in r.view.columns
-             if isinstance(c.type, sa.Numeric)]
-    assert money
-    assert {name: types[name] for name in money} == dict.fromkeys(money, "numeric")
+    names = [f"{r.name}.{column}" for r, column in money]
+    assert {name: types[name] for name in names} == dict.fromkeys(names, "numeric")
 
 
 # --- rounding and pairing, on hand-made rows ------------------------------------------------
