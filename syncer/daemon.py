@@ -354,21 +354,26 @@ class Daemon:
 
     # -- for tests and the simulated day: run what is due, in this thread --------------
 
+    def _due(self) -> list[tuple[dt.datetime | None, LicenseJobs, str]]:
+        """Every job's stored next run, for all licenses in one query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.sync_state.c.license, t.sync_state.c.resource,
+                                       t.sync_state.c.next_run_at)).all()
+        stored = {(r.license, r.resource): r.next_run_at for r in rows}
+        return [(stored.get((lic.name, job.name)), lic, job.name)
+                for lic in self.licenses for job in lic.jobs]
+
     def run_due(self) -> list[RunResult]:
         """Run every job whose time has come, once, in order of due time."""
         now = self.clock()
-        due: list[tuple[dt.datetime, LicenseJobs, str]] = []
-        for lic in self.licenses:
-            for job, when in lic.due_times().items():
-                if when is None or when <= now:
-                    due.append((when or now, lic, job))
+        due = [(when or now, lic, job) for when, lic, job in self._due() if when is None or when <= now]
         due.sort(key=lambda item: (item[0], item[1].name, item[2]))
         return [lic.run(job) for _, lic, job in due]
 
     def next_due(self) -> dt.datetime | None:
         """The earliest due time of any job (a job never planned is due now)."""
         now = self.clock()
-        times = [w or now for lic in self.licenses for w in lic.due_times().values()]
+        times = [when or now for when, _, _ in self._due()]
         return min(times) if times else None
 
     # -- the real thing ---------------------------------------------------------------------
