@@ -1,0 +1,170 @@
+"""The loader on its own, on SQLite and Postgres: what is written, what is left alone, what is counted."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from syncer import tables as t
+from syncer.load import Counts, load
+from syncer.parse import Rows
+from syncer.resources import ORDERS, PRODUCTS
+
+LICENSE = "shop"
+T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(hours=1)
+T2 = T0 + dt.timedelta(hours=2)
+
+
+def order(order_id: int, total: str = "10.00", lines: int = 2, extra: Any = None) -> Rows:
+    parent = {
+        "id": order_id, "customer_id": None, "register_id": 1, "user_id": 2,
+        "total_price": Decimal(total), "ordered_at": T0, "clock_in": None, "clock_out": None,
+        "business_date": dt.date(2026, 3, 1), "local_hour": 13, "local_weekday": 7,
+        "content_hash": f"{order_id}-{total}-{lines}", "extra": extra,
+    }
+    order_lines = [{"order_id": order_id, "line_no": n, "quantity": Decimal(1), "product_id": 7,
+                    "price": Decimal("5.00"), "tax_rate": Decimal(21), "extra": None}
+                   for n in range(1, lines + 1)]
+    slots = [{"order_id": order_id, "line_no": 1, "slot": 1, "subproduct_id": 3,
+              "price": Decimal("0.50"), "tax_rate": Decimal(21)}]
+    payments = [{"order_id": order_id, "method": "cash", "amount": Decimal(total)}]
+    return Rows(parent, {"order_lines": order_lines, "order_line_subproducts": slots,
+                         "order_payments": payments})
+
+
+def product(product_id: int, name: str = "Spaghetti") -> Rows:
+    return Rows({"id": product_id, "name": name, "category_id": 1, "price": Decimal("12.50"),
+                 "quantity": None, "has_popup": False, "has_menu_popup": False,
+                 "has_open_price": False, "modified_at": T0, "extra": None})
+
+
+def load_orders(engine: Engine, records: list[Rows], now: dt.datetime) -> Counts:
+    with engine.begin() as conn:
+        return load(conn, ORDERS.table, ORDERS.children, LICENSE, records, now, full_list=False)
+
+
+def load_products(engine: Engine, records: list[Rows], now: dt.datetime) -> Counts:
+    with engine.begin() as conn:
+        return load(conn, PRODUCTS.table, (), LICENSE, records, now, full_list=True)
+
+
+def synced(engine: Engine, table: Any, *key: Any) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(*key, table.c.synced_at).order_by(*key))]
+
+
+def t_keys(table: Any) -> list[Any]:
+    return [c for c in table.primary_key.columns if c.name != "license"]
+
+
+def test_first_load_inserts_parents_and_children_and_counts_them(engine: Engine) -> None:
+    counts = load_orders(engine, [order(1), order(2, lines=3)], T0)
+
+    assert counts == Counts(inserted=2)
+    with engine.connect() as conn:
+        assert conn.execute(select(t.orders.c.id, t.orders.c.total_price).order_by(t.orders.c.id)).all() \
+            == [(1, Decimal("10.00")), (2, Decimal("10.00"))]
+        assert len(conn.execute(select(t.order_lines)).all()) == 5
+        assert len(conn.execute(select(t.order_line_subproducts)).all()) == 2
+        assert len(conn.execute(select(t.order_payments)).all()) == 2
+
+
+def test_unchanged_reload_writes_nothing(engine: Engine) -> None:
+    records = [order(1, extra={"b": "2", "a": [1, "x"]}), order(2)]
+    load_orders(engine, records, T0)
+    before = {tbl.name: synced(engine, tbl, *t_keys(tbl)) for tbl in ORDERS.tables}
+
+    # Same content; the JSON keys in another order are the same JSON.
+    again = [order(1, extra={"a": [1, "x"], "b": "2"}), order(2)]
+    counts = load_orders(engine, again, T1)
+
+    assert counts == Counts(unchanged=2)
+    assert {tbl.name: synced(engine, tbl, *t_keys(tbl)) for tbl in ORDERS.tables} == before
+
+
+def test_changed_order_is_updated_and_only_its_children_replaced(engine: Engine) -> None:
+    load_orders(engine, [order(1, lines=3), order(2, lines=3)], T0)
+
+    counts = load_orders(engine, [order(1, total="12.00", lines=1), order(2, lines=3)], T1)
+
+    assert counts == Counts(inserted=0, updated=1, unchanged=1)
+    lines = synced(engine, t.order_lines, t.order_lines.c.order_id, t.order_lines.c.line_no)
+    assert lines == [(1, 1, T1), (2, 1, T0), (2, 2, T0), (2, 3, T0)]
+    payments = synced(engine, t.order_payments, t.order_payments.c.order_id)
+    assert payments == [(1, T1), (2, T0)]
+
+
+def test_new_and_changed_orders_in_one_window_are_counted_apart(engine: Engine) -> None:
+    load_orders(engine, [order(1)], T0)
+
+    counts = load_orders(engine, [order(1, total="11.00"), order(2), order(3)], T1)
+
+    assert counts == Counts(inserted=2, updated=1)
+
+
+def test_a_key_sent_twice_in_one_load_keeps_the_last(engine: Engine) -> None:
+    counts = load_orders(engine, [order(1, total="5.00"), order(1, total="7.00", lines=1)], T0)
+
+    assert counts.inserted == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(t.orders.c.total_price)).scalar_one() == Decimal("7.00")
+        assert len(conn.execute(select(t.order_lines)).all()) == 1
+
+
+def test_full_list_marks_the_missing_deleted_and_clears_the_mark_when_they_return(engine: Engine) -> None:
+    assert load_products(engine, [product(1), product(2)], T0) == Counts(inserted=2)
+
+    assert load_products(engine, [product(1)], T1) == Counts(unchanged=1, deleted=1)
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.products.c.id, t.products.c.deleted_at, t.products.c.synced_at)
+                            .order_by(t.products.c.id)).all()
+    assert [tuple(r) for r in rows] == [(1, None, T0), (2, T1, T1)]
+
+    assert load_products(engine, [product(1), product(2)], T2) == Counts(updated=1, unchanged=1)
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.products.c.id, t.products.c.deleted_at, t.products.c.synced_at)
+                            .order_by(t.products.c.id)).all()
+    assert [tuple(r) for r in rows] == [(1, None, T0), (2, None, T2)]
+
+
+def test_an_empty_full_list_marks_everything_deleted_once(engine: Engine) -> None:
+    load_products(engine, [product(1), product(2)], T0)
+
+    assert load_products(engine, [], T1) == Counts(deleted=2)
+    assert load_products(engine, [], T2) == Counts()
+
+
+def test_two_loads_in_one_transaction(engine: Engine) -> None:
+    with engine.begin() as conn:
+        first = load(conn, ORDERS.table, ORDERS.children, LICENSE, [order(1)], T0, full_list=False)
+        second = load(conn, ORDERS.table, ORDERS.children, LICENSE, [order(1, total="3.00"), order(2)],
+                      T0, full_list=False)
+
+    assert first == Counts(inserted=1)
+    assert second == Counts(inserted=1, updated=1)
+
+
+def test_a_failed_transaction_leaves_nothing_behind(engine: Engine) -> None:
+    try:
+        with engine.begin() as conn:
+            load(conn, ORDERS.table, ORDERS.children, LICENSE, [order(1)], T0, full_list=False)
+            raise RuntimeError("crash after the load, before the commit")
+    except RuntimeError:
+        pass
+
+    assert load_orders(engine, [order(1)], T1) == Counts(inserted=1)
+
+
+def test_rows_stored_by_a_plain_insert_are_not_rewritten(engine: Engine) -> None:
+    """Rows an earlier version stored row by row (JSON 'null' for no extra) count as unchanged."""
+    record = order(1)
+    with engine.begin() as conn:
+        conn.execute(t.orders.insert(), {**record.parent, "license": LICENSE, "synced_at": T0})
+
+    assert load_orders(engine, [record], T1) == Counts(unchanged=1)
+    assert synced(engine, t.orders, t.orders.c.id) == [(1, T0)]
