@@ -191,7 +191,9 @@ def records_from(body: Any, function: str) -> list[Any]:
             return _records_in(body[key], function)
     rest = {k: v for k, v in body.items() if k not in _META_KEYS}
     if not rest:
-        return []
+        # The API says "nothing" with 2000. A success without records is malformed, and
+        # read as an empty list it would mark a whole full list deleted.
+        raise BadResponse(f"{function}: a success without records (keys {sorted(body)[:8]})")
     lists = [v for v in rest.values() if isinstance(v, list)]
     if len(rest) == 1 and lists:
         return lists[0]
@@ -341,8 +343,13 @@ class CloudPosClient:
         params: Mapping[str, str | int | None] | None = None,
         *,
         max_attempts: int | None = None,
+        unwrap: bool = False,
     ) -> Page:
-        """Send one logical request (with bounded retries) and return its page."""
+        """Send one logical request (with bounded retries) and return its page.
+
+        `unwrap`: a list function; its records are taken out of the envelope inside
+        the attempt, so an unknown envelope is retried like any other broken body.
+        """
         if not self.licname.strip() or not self._token.get_secret_value().strip():
             # The API would answer 1001; nothing is sent for something fixable locally.
             raise EmptyCredentials(
@@ -361,12 +368,13 @@ class CloudPosClient:
             for attempt in retrying:
                 with attempt:
                     number = attempt.retry_state.attempt_number
-                    return self._attempt(function, clean, number, attempts)
+                    return self._attempt(function, clean, number, attempts, unwrap)
         except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
             raise TransportFailed(f"{function}: gave up") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _attempt(self, function: str, params: dict[str, str], number: int, of: int) -> Page:
+    def _attempt(self, function: str, params: dict[str, str], number: int, of: int,
+                 unwrap: bool = False) -> Page:
         info = RequestInfo(self.licname, function, dict(params), number)
         ticket = self.door.before_send(info)
         url = self._url(function, params)
@@ -384,6 +392,7 @@ class CloudPosClient:
             status = response.status_code
             body = self._decode(function, response, content)
             empty = raise_for_api_error(body, function, self.tz)
+            records = records_from(body, function) if unwrap and not empty else []
         except CloudPosError as exc:
             duration = int((time.perf_counter() - started) * 1000)
             outcome = "api_error" if exc.code is not None else "failed"
@@ -397,7 +406,8 @@ class CloudPosClient:
         self.door.after_response(ticket, result)
         log.debug("GET %s %s -> %s, %d bytes in %d ms (attempt %d/%d)", function, shown,
                   "empty" if empty else "ok", len(content), duration, number, of)
-        return Page(body=body, nbytes=len(content), elapsed=duration / 1000, empty=empty)
+        return Page(body=body, records=records, nbytes=len(content), elapsed=duration / 1000,
+                    empty=empty)
 
     def _url(self, function: str, params: Mapping[str, str]) -> str:
         # The function and flag filters are bare keys (`&get-orders&clockinclockout`),
@@ -434,9 +444,7 @@ class CloudPosClient:
         max_attempts: int | None = None,
     ) -> Page:
         """A list function's page with its records unwrapped from any envelope."""
-        page = self.request(function, params, max_attempts=max_attempts)
-        page.records = [] if page.empty else records_from(page.body, function)
-        return page
+        return self.request(function, params, max_attempts=max_attempts, unwrap=True)
 
     def get_categories(self) -> list[Any]:
         return self.fetch("get-categories").records

@@ -37,16 +37,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out (deselect, not skip) the `slow` tests unless --slow is given."""
     if config.getoption("--slow"):
         return
-    skip = pytest.mark.skip(reason="slow: run with --slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 def _pg_admin() -> Engine:
-    return sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    # pre_ping: a test may restart the server (tests/reliability) between setup and teardown.
+    return sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
 
 
 @contextmanager

@@ -226,7 +226,11 @@ def test_envelope_shapes_without_a_server() -> None:
     assert records_from({"success": "1", "products": [{"id": 1}]}, "get-products") == [{"id": 1}]
     assert records_from({"success": 1, "7": {"name": "x"}}, "get-products") == [{"id": "7", "name": "x"}]
     assert records_from({"success": 1, "data": {"7": {"id": 7}}}, "get-products") == [{"id": 7}]
-    assert records_from({"success": 1}, "get-products") == []
+    assert records_from({"success": 1, "data": []}, "get-products") == []
+    with pytest.raises(BadResponse):  # would otherwise read as "everything was deleted"
+        records_from({"success": 1}, "get-products")
+    with pytest.raises(BadResponse):
+        records_from({"success": 1, "count": 5}, "get-products")
     with pytest.raises(BadResponse):
         records_from({"success": 1, "a": 1, "b": 2}, "get-products")
 

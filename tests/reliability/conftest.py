@@ -1,0 +1,209 @@
+"""The reliability suite's fixtures: the secrets guard, the figures, a shared simulator.
+
+Secrets guard (autouse): every log record (DEBUG and up, any logger), everything the
+test printed (capfd), every text a test hands to `leaks.add` (subprocess output,
+status, metrics pages, exception texts) and the test's own failure report are
+searched for `tests.conftest.TOKEN`; a hit fails the test.
+
+Figures: a test adds counters with `figures.add(row, **counts)`; when
+`SYNCER_RELIABILITY_FIGURES` names a directory, one JSON file per test lands
+there and `python -m benchmarks.reliability` sums them into the README table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections import Counter
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncer import cli as cli_module
+from syncer.db import make_engine
+from syncer.simulator import Simulator, generate
+from tests.conftest import ANCHOR, LICENSE, TOKEN
+from tests.helpers import cli_env, dump, run_cli
+
+FIGURES_ENV = "SYNCER_RELIABILITY_FIGURES"
+COUNTERS = ("inputs", "faults", "crashes", "sim_requests", "ledger_requests", "rows_lost",
+            "rows_doubled")
+Dump = dict[str, list[tuple[Any, ...]]]
+
+
+# --- secrets --------------------------------------------------------------------------
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.texts: list[str] = []
+        self._guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # a broken record must not hide what it carried
+            text = f"{record.msg!r} {record.args!r}"
+        with self._guard:
+            self.texts.append(text)
+
+
+class Leaks:
+    """Texts produced during a test, searched for the token at its end."""
+
+    def __init__(self) -> None:
+        self.texts: list[tuple[str, str]] = []
+        self.records = 0
+
+    def add(self, where: str, text: object) -> None:
+        self.texts.append((where, text if isinstance(text, str) else repr(text)))
+
+    def found(self) -> list[str]:
+        return [where for where, text in self.texts if TOKEN in text]
+
+
+@pytest.fixture(autouse=True)
+def leaks(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Leaks]:
+    handler = _Capture()
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in ("", "httpx", "httpcore", "syncer")}
+
+    def capture_everything() -> None:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+        for name in levels:
+            logging.getLogger(name).setLevel(logging.DEBUG)
+
+    # The CLI replaces the root handlers and quiets httpx: capture again after it did.
+    original_setup = cli_module.setup_logging
+
+    def setup_and_capture(level: str, fmt: str) -> None:
+        original_setup(level, fmt)
+        capture_everything()
+
+    monkeypatch.setattr(cli_module, "setup_logging", setup_and_capture)
+    capture_everything()
+    guard = Leaks()
+    try:
+        yield guard
+    finally:
+        root.removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    out, err = capfd.readouterr()
+    guard.add("stdout", out)
+    guard.add("stderr", err)
+    for text in handler.texts:
+        guard.add("log record", text)
+    guard.records = len(handler.texts)
+    where = guard.found()
+    assert not where, f"the token leaked into: {sorted(set(where))}"
+    # Hand the captured output back, so a failing test still shows it.
+    print(out, end="")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                               ) -> Generator[None, Any, None]:
+    """A failure's own report (exception text, captured sections) must not show the token."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    texts = [report.longreprtext, *(content for _, content in report.sections)]
+    if any(TOKEN in text for text in texts):
+        report.outcome = "failed"
+        report.longrepr = f"the token leaked into the {report.when} report of {item.nodeid}"
+
+
+# --- figures --------------------------------------------------------------------------
+
+
+class Figures:
+    def __init__(self) -> None:
+        self.rows: dict[str, Counter[str]] = {}
+
+    def add(self, row: str, **counts: int) -> None:
+        unknown = set(counts) - set(COUNTERS)
+        assert not unknown, unknown
+        self.rows.setdefault(row, Counter()).update(counts)
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
+    collected = Figures()
+    yield collected
+    target = os.environ.get(FIGURES_ENV)
+    if target and collected.rows:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-180:]
+        Path(target).mkdir(parents=True, exist_ok=True)
+        Path(target, f"{name}.json").write_text(json.dumps(
+            {"test": request.node.nodeid, "rows": {k: dict(v) for k, v in collected.rows.items()}}))
+
+
+def compare(actual: Dump, reference: Dump, tables: list[str] | None = None) -> tuple[int, int]:
+    """(rows lost, rows doubled or extra) of `actual` against `reference`, as multisets."""
+    lost = doubled = 0
+    for name in tables or list(reference):
+        want, got = Counter(map(repr, reference[name])), Counter(map(repr, actual[name]))
+        lost += sum((want - got).values())
+        doubled += sum((got - want).values())
+    return lost, doubled
+
+
+# --- a shared simulator and its clean reference -----------------------------------------
+
+
+def new_simulator(orders: int = 600, seed: int = 1) -> Simulator:
+    # A session's tests share it: no daily limit (the budget tests bring their own simulator).
+    sim = Simulator(generate(seed=seed, orders=orders, anchor=ANCHOR), licenses={LICENSE: TOKEN},
+                    daily_limit=10**9)
+    sim.start()
+    return sim
+
+
+def clear_faults(sim: Simulator) -> None:
+    """Drop faults a test queued but did not use (faults are a queue on the simulator)."""
+    with sim._lock:
+        sim._faults.clear()
+
+
+@pytest.fixture(scope="session")
+def shared_sim() -> Iterator[Simulator]:
+    """One simulator per session (per xdist worker) for tests that do not change its data."""
+    sim = new_simulator()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def quiet_sim(shared_sim: Simulator) -> Iterator[Simulator]:
+    clear_faults(shared_sim)
+    shared_sim.reset_stats()
+    yield shared_sim
+    clear_faults(shared_sim)
+
+
+def clean_backfill_dump(sim: Simulator, directory: Path) -> tuple[Dump, int]:
+    """A clean, uninterrupted backfill into a fresh SQLite file: its dump and request count."""
+    directory.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{directory}/reference.db"
+    before = sim.stats()["requests"]
+    result = run_cli(["backfill"], cli_env(url, sim.base_url), cwd=directory)
+    assert result.exit_code == 0, result.output
+    engine = make_engine(url)
+    try:
+        return dump(engine), sim.stats()["requests"] - before
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def reference(shared_sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Dump:
+    clear_faults(shared_sim)
+    return clean_backfill_dump(shared_sim, tmp_path_factory.mktemp("reference"))[0]
