@@ -1,4 +1,10 @@
-"""Shared fixtures: real SQLite and Postgres databases, and the simulator over real HTTP.
+"""Shared fixtures: real SQLite and Postgres databases, the simulator over real HTTP,
+and the secrets guard.
+
+Secrets guard (`leaks`, autouse for every test): every log record (DEBUG and up, any
+logger), everything the test printed (capfd), every text a test hands to `leaks.add`
+(subprocess output, status, metrics pages, exception texts) and the test's own
+failure report are searched for TOKEN; a hit fails the test.
 
 Postgres: `SYNCER_TEST_PG_URL` (default postgresql+psycopg://postgres@127.0.0.1:5432/test).
 Each test gets its own schema, so tests can run in parallel. A test that needs
@@ -11,8 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from syncer import cli as cli_module
 from syncer.db import make_engine, migrate
 from syncer.redact import install_log_redaction
 from syncer.simulator import Simulator, generate
@@ -114,3 +122,88 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     for name in ("httpx", "httpcore", "syncer"):
         logging.getLogger(name).setLevel(logging.DEBUG)
     return caplog
+
+
+# --- secrets --------------------------------------------------------------------------
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.texts: list[str] = []
+        self._guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # a broken record must not hide what it carried
+            text = f"{record.msg!r} {record.args!r}"
+        with self._guard:
+            self.texts.append(text)
+
+
+class Leaks:
+    """Texts produced during a test, searched for the token at its end."""
+
+    def __init__(self) -> None:
+        self.texts: list[tuple[str, str]] = []
+        self.records = 0
+
+    def add(self, where: str, text: object) -> None:
+        self.texts.append((where, text if isinstance(text, str) else repr(text)))
+
+    def found(self) -> list[str]:
+        return [where for where, text in self.texts if TOKEN in text]
+
+
+@pytest.fixture(autouse=True)
+def leaks(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Leaks]:
+    handler = _Capture()
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in ("", "httpx", "httpcore", "syncer")}
+
+    def capture_everything() -> None:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+        for name in levels:
+            logging.getLogger(name).setLevel(logging.DEBUG)
+
+    # The CLI replaces the root handlers and quiets httpx: capture again after it did.
+    original_setup = cli_module.setup_logging
+
+    def setup_and_capture(level: str, fmt: str) -> None:
+        original_setup(level, fmt)
+        capture_everything()
+
+    monkeypatch.setattr(cli_module, "setup_logging", setup_and_capture)
+    capture_everything()
+    guard = Leaks()
+    try:
+        yield guard
+    finally:
+        root.removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    out, err = capfd.readouterr()
+    guard.add("stdout", out)
+    guard.add("stderr", err)
+    for text in handler.texts:
+        guard.add("log record", text)
+    guard.records = len(handler.texts)
+    where = guard.found()
+    assert not where, f"the token leaked into: {sorted(set(where))}"
+    # Hand the captured output back, so a failing test still shows it.
+    print(out, end="")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                               ) -> Generator[None, Any, None]:
+    """A failure's own report (exception text, captured sections) must not show the token."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    texts = [report.longreprtext, *(content for _, content in report.sections)]
+    if any(TOKEN in text for text in texts):
+        report.outcome = "failed"
+        report.longrepr = f"the token leaked into the {report.when} report of {item.nodeid}"

@@ -1,9 +1,6 @@
-"""The reliability suite's fixtures: the secrets guard, the figures, a shared simulator.
+"""The reliability suite's fixtures: the figures and a shared simulator.
 
-Secrets guard (autouse): every log record (DEBUG and up, any logger), everything the
-test printed (capfd), every text a test hands to `leaks.add` (subprocess output,
-status, metrics pages, exception texts) and the test's own failure report are
-searched for `tests.conftest.TOKEN`; a hit fails the test.
+The secrets guard (`leaks`, autouse for every test) lives in tests/conftest.py.
 
 Figures: a test adds counters with `figures.add(row, **counts)`; when
 `SYNCER_RELIABILITY_FIGURES` names a directory, one JSON file per test lands
@@ -13,18 +10,15 @@ there and `python -m benchmarks.reliability` sums them into the README table.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-import threading
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from syncer import cli as cli_module
 from syncer.db import make_engine
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN
@@ -34,91 +28,6 @@ FIGURES_ENV = "SYNCER_RELIABILITY_FIGURES"
 COUNTERS = ("inputs", "faults", "crashes", "sim_requests", "ledger_requests", "rows_lost",
             "rows_doubled")
 Dump = dict[str, list[tuple[Any, ...]]]
-
-
-# --- secrets --------------------------------------------------------------------------
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.texts: list[str] = []
-        self._guard = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = self.format(record)
-        except Exception:  # a broken record must not hide what it carried
-            text = f"{record.msg!r} {record.args!r}"
-        with self._guard:
-            self.texts.append(text)
-
-
-class Leaks:
-    """Texts produced during a test, searched for the token at its end."""
-
-    def __init__(self) -> None:
-        self.texts: list[tuple[str, str]] = []
-        self.records = 0
-
-    def add(self, where: str, text: object) -> None:
-        self.texts.append((where, text if isinstance(text, str) else repr(text)))
-
-    def found(self) -> list[str]:
-        return [where for where, text in self.texts if TOKEN in text]
-
-
-@pytest.fixture(autouse=True)
-def leaks(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Leaks]:
-    handler = _Capture()
-    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    levels = {name: logging.getLogger(name).level for name in ("", "httpx", "httpcore", "syncer")}
-
-    def capture_everything() -> None:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-        for name in levels:
-            logging.getLogger(name).setLevel(logging.DEBUG)
-
-    # The CLI replaces the root handlers and quiets httpx: capture again after it did.
-    original_setup = cli_module.setup_logging
-
-    def setup_and_capture(level: str, fmt: str) -> None:
-        original_setup(level, fmt)
-        capture_everything()
-
-    monkeypatch.setattr(cli_module, "setup_logging", setup_and_capture)
-    capture_everything()
-    guard = Leaks()
-    try:
-        yield guard
-    finally:
-        root.removeHandler(handler)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-    out, err = capfd.readouterr()
-    guard.add("stdout", out)
-    guard.add("stderr", err)
-    for text in handler.texts:
-        guard.add("log record", text)
-    guard.records = len(handler.texts)
-    where = guard.found()
-    assert not where, f"the token leaked into: {sorted(set(where))}"
-    # Hand the captured output back, so a failing test still shows it.
-    print(out, end="")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                               ) -> Generator[None, Any, None]:
-    """A failure's own report (exception text, captured sections) must not show the token."""
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
-    texts = [report.longreprtext, *(content for _, content in report.sections)]
-    if any(TOKEN in text for text in texts):
-        report.outcome = "failed"
-        report.longrepr = f"the token leaked into the {report.when} report of {item.nodeid}"
 
 
 # --- figures --------------------------------------------------------------------------

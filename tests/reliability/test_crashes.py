@@ -22,8 +22,9 @@ from syncer import tables as t
 from syncer.db import make_engine, migrate
 from syncer.resources import RESOURCES, Pull
 from syncer.simulator import Simulator
+from tests.conftest import Leaks
 from tests.helpers import cli_env, dump, ledger_count, run_cli, spawn_cli
-from tests.reliability.conftest import Dump, Figures, Leaks, compare
+from tests.reliability.conftest import Dump, Figures, compare
 
 DELAY = 0.08  # every answer is this slow, so a kill lands where we aim
 BACKFILL_CONFIG = ("[resources.orders]\nwindow = 40\nmax_window = 40\n"

@@ -29,9 +29,9 @@ from syncer.daemon import Daemon
 from syncer.db import make_engine, migrate
 from syncer.resources import RESOURCES, Pull
 from syncer.simulator import Simulator
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, Leaks
 from tests.helpers import cli_env, dump, ledger_count, run_cli, spawn_cli
-from tests.reliability.conftest import Dump, Figures, Leaks, compare
+from tests.reliability.conftest import Dump, Figures, compare
 from tests.reliability.test_faults import _Clock, daemon_config
 
 WIDE = {"orders": 5000, "invoices": 5000, "coupons": 5000}

@@ -24,9 +24,9 @@ from syncer.planner import DEFAULT_JOBS
 from syncer.resources import BY_NAME, RESOURCES, Pull
 from syncer.simulator import Simulator
 from syncer.simulator.server import FAULTS
-from tests.conftest import LICENSE, TOKEN
+from tests.conftest import LICENSE, TOKEN, Leaks
 from tests.helpers import cli_env, dump, ledger_count, run_cli
-from tests.reliability.conftest import Dump, Figures, Leaks, compare
+from tests.reliability.conftest import Dump, Figures, compare
 
 TIMEOUT = 1.0  # seconds; a "hang" costs this much per attempt
 SLOW_DELAY = 0.3  # under the timeout: a slow answer is still an answer

@@ -18,9 +18,9 @@ import pytest
 
 from syncer.db import make_engine, migrate
 from syncer.simulator import Simulator, generate
-from tests.conftest import ANCHOR, LICENSE, TOKEN
+from tests.conftest import ANCHOR, LICENSE, TOKEN, Leaks
 from tests.helpers import cli_env, ledger_count, run_cli, spawn_cli
-from tests.reliability.conftest import Figures, Leaks
+from tests.reliability.conftest import Figures
 
 COMMANDS = (["run", "--once"], ["backfill"], ["check", "--online"], ["call", "get-products"],
             ["backfill", "--resource", "orders"])

@@ -21,9 +21,9 @@ from syncer.config import load_config
 from syncer.daemon import Daemon
 from syncer.db import make_engine
 from syncer.simulator import Simulator
-from tests.conftest import LICENSE, TOKEN
+from tests.conftest import LICENSE, TOKEN, Leaks
 from tests.helpers import cli_env, run_cli
-from tests.reliability.conftest import Figures, Leaks
+from tests.reliability.conftest import Figures
 from tests.reliability.test_faults import daemon_config
 
 TOML = f'[[licenses]]\nname = "{LICENSE}"\ntoken = "{TOKEN}"\n'
