@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +120,10 @@ class ServerError(Retriable):
 
 class BadResponse(Retriable):
     """An answer that is not the API's JSON: HTML, truncated, or of unknown shape."""
+
+
+class Cancelled(CloudPosError):
+    """The client was closed (the process is stopping): nothing more is sent or retried."""
 
 
 class HttpError(CloudPosError):
@@ -307,7 +312,7 @@ class CloudPosClient:
         max_attempts: int = 3,
         door: Door | None = None,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         backoff_max: float = 8.0,
     ) -> None:
         self.base_url = base_url
@@ -317,7 +322,10 @@ class CloudPosClient:
         self.tz = ZoneInfo(tz) if isinstance(tz, str) else tz
         self.max_attempts = max_attempts
         self.door: Door = door or OpenDoor()
-        self._sleep = sleep
+        self._closed = threading.Event()
+        # Backoff waits end early when the client is closed, so a stopping daemon
+        # never sits out a retry delay.
+        self._sleep: Callable[[float], None] = sleep or self._pause
         self._backoff_max = backoff_max
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout), transport=transport, follow_redirects=False
@@ -326,7 +334,12 @@ class CloudPosClient:
     def __repr__(self) -> str:
         return f"CloudPosClient(base_url={self.base_url!r}, licname={self.licname!r})"
 
+    def _pause(self, seconds: float) -> None:
+        self._closed.wait(seconds)
+
     def close(self) -> None:
+        """Close the connections; a request in flight fails and nothing more is sent."""
+        self._closed.set()
         self._http.close()
 
     def __enter__(self) -> CloudPosClient:
@@ -375,6 +388,8 @@ class CloudPosClient:
 
     def _attempt(self, function: str, params: dict[str, str], number: int, of: int,
                  unwrap: bool = False) -> Page:
+        if self._closed.is_set():
+            raise Cancelled(f"{function}: not sent; the client is closed")
         info = RequestInfo(self.licname, function, dict(params), number)
         ticket = self.door.before_send(info)
         url = self._url(function, params)
@@ -385,10 +400,14 @@ class CloudPosClient:
             try:
                 response = self._http.get(url)
                 content = response.content
-            except httpx.TimeoutException:
-                raise ResponseTimeout(f"{function}: no answer within the timeout") from None
-            except httpx.TransportError as exc:
-                raise TransportFailed(f"{function}: {type(exc).__name__}: {exc}") from None
+            except (httpx.TransportError, RuntimeError) as exc:
+                if self._closed.is_set():
+                    raise Cancelled(f"{function}: abandoned in flight; the client was closed") from None
+                if isinstance(exc, httpx.TimeoutException):
+                    raise ResponseTimeout(f"{function}: no answer within the timeout") from None
+                if isinstance(exc, httpx.TransportError):
+                    raise TransportFailed(f"{function}: {type(exc).__name__}: {exc}") from None
+                raise
             status = response.status_code
             body = self._decode(function, response, content)
             empty = raise_for_api_error(body, function, self.tz)

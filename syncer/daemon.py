@@ -37,6 +37,7 @@ from syncer import tables as t
 from syncer.backfill import TARGET_BYTES
 from syncer.client import (
     AuthRejected,
+    Cancelled,
     CloudPosError,
     DailyLimitReached,
     IpBlocked,
@@ -218,6 +219,8 @@ class LicenseJobs:
             written = result.written
             if result.more:
                 forced = now + self.specs[job].min_interval
+        except Cancelled:
+            raise  # stopping: no error to record, the job stays due
         except BudgetExhausted as exc:
             forced = exc.resets_at or next_midnight(now, self.tz)
             error = str(exc)
@@ -421,6 +424,10 @@ class Daemon:
             result = lic.run(job)
             self.last_error = None
             when = result.next_run
+        except Cancelled:
+            # Stopping: what committed stays, the rest is pulled again on the next start.
+            log.info("%s/%s: stopped mid-run; it resumes from its last commit", lic.name, job)
+            when = self.clock()
         except SQLAlchemyError as exc:
             # The database is away: keep the cursor (nothing committed), retry later.
             self.last_error = f"database: {type(exc).__name__}"
@@ -440,21 +447,27 @@ class Daemon:
             except SQLAlchemyError as exc:
                 log.warning("lease heartbeat failed: %s", str(exc).splitlines()[0])
 
-    def stop(self, timeout: float = 8.0) -> None:
-        """Stop scheduling, let running jobs finish (or abandon them after `timeout`)."""
+    def stop(self, timeout: float = 8.0) -> bool:
+        """Stop scheduling and cancel running jobs; False if one still runs after `timeout`.
+
+        Closing the clients makes every job end at its next request (nothing more is
+        sent or retried). A job blocked in a socket read cannot be woken: it ends
+        when the answer or the read timeout comes, which may be after `timeout`.
+        """
         self._stopping.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         for lic in self.licenses:
             lic.close()  # aborts requests in flight; their transactions never began
         with self._idle:
-            self._idle.wait_for(lambda: self._running == 0, timeout)
+            finished = self._idle.wait_for(lambda: self._running == 0, timeout)
         try:
             with self.engine.begin() as conn:
                 conn.execute(update(t.job_lease).where(t.job_lease.c.owner == self.owner)
                              .values(owner=None, expires_at=None))
         except SQLAlchemyError:
             pass
+        return finished
 
     # -- operability ------------------------------------------------------------------------
 

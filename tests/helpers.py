@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -41,9 +42,31 @@ def run_cli(args: Sequence[str], env: dict[str, str], cwd: Path | None = None) -
 
 
 def spawn_cli(args: Sequence[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    """The real CLI in a subprocess (for kills and signals)."""
-    return subprocess.Popen([sys.executable, "-m", "syncer", *args], env=env, cwd=cwd,
+    """The real CLI in a subprocess (for kills and signals).
+
+    Its output is a pipe: read it with `finish` (or communicate), never `wait`, or a
+    chatty child blocks on a full pipe. Faulthandler is on, so `finish` can show where
+    a child that does not end is stuck.
+    """
+    return subprocess.Popen([sys.executable, "-m", "syncer", *args],
+                            env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The child's output once it exits; if it does not within `timeout`, fail with
+    every thread's stack (SIGABRT makes faulthandler print them)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        raise AssertionError(f"the CLI did not exit within {timeout} s:\n{out[-6000:]}") from None
+    return out
 
 
 def dump(engine: Engine, *, keep_synced_at: bool = False) -> dict[str, list[tuple[Any, ...]]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,6 +15,7 @@ import pytest
 from syncer.client import (
     AuthRejected,
     BadResponse,
+    Cancelled,
     CloudPosClient,
     DailyLimitReached,
     EmptyCredentials,
@@ -266,6 +269,25 @@ def test_retry_bound_counts_every_attempt(sim: Simulator, kind: str, error: type
         client.get_printers()
     assert requests_seen(sim) == 3
     assert len(door.seen) == 3
+
+
+def test_closing_the_client_ends_a_retry_wait_and_sends_nothing_more(sim: Simulator) -> None:
+    """A stopping daemon closes its clients: a job waiting out a backoff ends at once."""
+    sim.inject_fault("5xx", count=10)
+    door = CountingDoor()
+    client = CloudPosClient(sim.base_url, LICENSE, TOKEN, tz=BRUSSELS, door=door,
+                            max_attempts=5, backoff_max=30.0)  # the real, interruptible wait
+    timer = threading.Timer(0.3, client.close)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled, match="not sent"):
+        client.get_printers()
+    assert time.monotonic() - started < 2  # the 0.5 s + 1 s backoff was cut short
+    timer.join()
+    assert requests_seen(sim) == len(door.seen) <= 2  # nothing after close passed the door
+    with pytest.raises(Cancelled):
+        client.get_printers()
+    assert len(door.seen) == requests_seen(sim)
 
 
 def test_api_errors_are_not_retried(sim: Simulator) -> None:
