@@ -23,7 +23,7 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -101,13 +101,44 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+@functools.cache
+def _plain_number(precision: int, scale: int) -> re.Pattern[str]:
+    """Text that fits NUMERIC(precision, scale) as it is written: "12.50", "-3", "0.0600"."""
+    return re.compile(rf"-?[0-9]{{1,{precision - scale}}}(?:\.[0-9]{{1,{scale}}})?")
+
+
+_ZERO = Decimal(0)
+_LIMITS = tuple(10**digits for digits in range(40))  # 10 ** (precision - scale), looked up
+
+
 def _decimal(
     value: Any,
     name: str,
     precision: int = tables.MONEY_PRECISION,
     scale: int = tables.MONEY_SCALE,
 ) -> Decimal | None:
-    """An exact number that fits NUMERIC(precision, scale); "" and None are None."""
+    """An exact number that fits NUMERIC(precision, scale); "" and None are None.
+
+    Equal numbers come out as equal Decimals with equal digits ("12.50" and 12.5
+    are both Decimal("12.5")), so a re-sent record compares unchanged.
+    """
+    kind = type(value)
+    if kind is str or kind is Decimal:
+        # The common case, on a fast path (most of a page's values): plain text that
+        # fits as written needs only its trailing zeros cut.
+        text = value if kind is str else str(value)
+        if _plain_number(precision, scale).fullmatch(text):
+            if "." in text:
+                text = text.rstrip("0").rstrip(".")
+            number = Decimal(text)
+            return number if number else _ZERO
+    elif kind is int and -_LIMITS[precision - scale] < value < _LIMITS[precision - scale]:
+        return Decimal(value) if value else _ZERO
+    return _decimal_checked(value, name, precision, scale)
+
+
+def _decimal_checked(value: Any, name: str, precision: int, scale: int) -> Decimal | None:
+    """`_decimal` for every other spelling: commas, exponents, blanks, ints, floats."""
     if _missing(value):
         return None
     # The client reads JSON numbers with a fraction as Decimal (exact); floats and
@@ -136,7 +167,7 @@ def _decimal(
         significant.pop()
         exponent += 1
     if not significant:
-        return Decimal(0)
+        return _ZERO
     decimals = max(0, -exponent)
     integer_digits = max(0, len(significant) + exponent)
     if decimals > scale or integer_digits > precision - scale:
@@ -363,16 +394,23 @@ def _columns(
     """The columns `fields` map from `record`; `prefix` locates a line in error messages."""
     row = {}
     for column, keys, convert in fields:
-        key, value = _pick(record, keys)
-        row[column] = convert(value, prefix + key)
+        if type(keys) is str:  # one spelling: the common case, without a call
+            row[column] = convert(record.get(keys), prefix + keys if prefix else keys)
+        else:
+            key, value = _pick(record, keys)
+            row[column] = convert(value, prefix + key)
     return row
 
 
 def _extra(
     record: Mapping[str, Any], known: Iterable[str], prefix: str = ""
 ) -> dict[str, Any] | None:
-    """The fields no column reads, kept as sent; None when there are none."""
-    skip = _IGNORED.union(known)
+    """The fields no column reads, kept as sent; None when there are none.
+
+    `known`: the keys columns read; a frozenset is taken as the whole skip set
+    (built once, with `_IGNORED`), any other iterable gets `_IGNORED` added.
+    """
+    skip = known if isinstance(known, frozenset) else _IGNORED.union(known)
     extra = {
         _storable(str(key), prefix + "extra"): _json_value(value, prefix + str(key))
         for key, value in record.items()
@@ -381,14 +419,20 @@ def _extra(
     return extra or None
 
 
-def _parent(record: Mapping[str, Any], fields: Sequence[Field], *read: str) -> dict[str, Any]:
+@functools.lru_cache(maxsize=64)
+def _skipped(fields: tuple[Field, ...], read: tuple[str, ...]) -> frozenset[str]:
+    """The keys `_extra` leaves out for a parent read by `fields` (built once per kind)."""
+    return frozenset(_keys(fields).union(read, _IGNORED))
+
+
+def _parent(record: Mapping[str, Any], fields: tuple[Field, ...], *read: str) -> dict[str, Any]:
     """The parent row from `fields`; `read` names the keys handled outside `fields`."""
     parent = _columns(record, fields)
-    parent["extra"] = _extra(record, _keys(fields).union(read))
+    parent["extra"] = _extra(record, _skipped(fields, read))
     return parent
 
 
-def _simple(raw: Any, fields: Sequence[Field]) -> Rows:
+def _simple(raw: Any, fields: tuple[Field, ...]) -> Rows:
     """A record that is only a mapping of fields to columns."""
     return Rows(parent=_parent(_record(raw), fields))
 
@@ -548,7 +592,8 @@ _SLOT_KEYS = {
     slot: (f"subproduct{slot}id", f"subproduct{slot}price", f"subproduct{slot}tax")
     for slot in range(1, 11)
 }
-_ORDER_LINE_KEYS = _keys(_ORDER_LINE).union(*_SLOT_KEYS.values())
+# Frozen, with _IGNORED: `_extra` takes a frozenset as the whole set of keys to skip.
+_ORDER_LINE_KEYS = frozenset(_keys(_ORDER_LINE).union(*_SLOT_KEYS.values(), _IGNORED))
 
 _INVOICE: tuple[Field, ...] = (
     ("id", "id", _int_id),
@@ -569,7 +614,7 @@ _INVOICE_LINE: tuple[Field, ...] = (
     ("price", "productprice", _decimal),
     ("tax_rate", "producttax", _rate),
 )
-_INVOICE_LINE_KEYS = _keys(_INVOICE_LINE)
+_INVOICE_LINE_KEYS = frozenset(_keys(_INVOICE_LINE) | _IGNORED)
 
 
 def parse_category(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
@@ -661,8 +706,11 @@ def _order_line(
     row = {"order_id": order_id, "line_no": line_no, **_columns(line, _ORDER_LINE, prefix)}
     slots = []
     for slot, (id_key, price_key, tax_key) in _SLOT_KEYS.items():
-        subproduct_id = _optional_id(line.get(id_key), prefix + id_key)
-        if subproduct_id is None:  # an unused slot: "", 0 or "0" as id, or no keys at all
+        raw_id = line.get(id_key)
+        if raw_id is None or raw_id in ("", "0") or (type(raw_id) is int and not raw_id):
+            continue  # an unused slot (most of them), without a parse
+        subproduct_id = _optional_id(raw_id, prefix + id_key)
+        if subproduct_id is None:  # unused too: "00", blanks
             continue
         slots.append({
             "order_id": order_id,
@@ -676,11 +724,12 @@ def _order_line(
     return row, slots
 
 
-def parse_order(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
-    """An order (or labour record) with its lines, their subproducts and its payments."""
-    record = _record(raw)
-    local = functools.partial(_local_datetime, tz=ctx.tz)
-    fields: tuple[Field, ...] = (
+@functools.lru_cache(maxsize=8)
+def _order_fields(tz: ZoneInfo) -> tuple[Field, ...]:
+    """An order's columns; its local times are read in `tz` (one tuple per zone, so
+    the keys to skip are worked out once)."""
+    local = functools.partial(_local_datetime, tz=tz)
+    return (
         ("id", "id", _int_id),
         ("customer_id", "customerid", _optional_id),
         ("register_id", "kassaid", _optional_id),
@@ -690,7 +739,12 @@ def parse_order(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
         ("clock_in", "clockin", local),
         ("clock_out", "clockout", local),
     )
-    parent = _parent(record, fields, "orderdetail", *_PAYMENT_KEYS.values())
+
+
+def parse_order(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
+    """An order (or labour record) with its lines, their subproducts and its payments."""
+    record = _record(raw)
+    parent = _parent(record, _order_fields(ctx.tz), "orderdetail", *_PAYMENT_KEYS.values())
     order_id = parent["id"]
     lines: list[dict[str, Any]] = []
     slots: list[dict[str, Any]] = []

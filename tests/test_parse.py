@@ -22,6 +22,8 @@ from syncer.parse import (
     ParseContext,
     ParseError,
     Rows,
+    _decimal,
+    _decimal_checked,
     parse_category,
     parse_coupon,
     parse_customer,
@@ -98,6 +100,29 @@ def test_products_read_strings_decimal_commas_and_numbers_alike() -> None:
         "quantity": D(-2), "has_popup": True, "has_menu_popup": False,
         "has_open_price": True, "modified_at": MODTIME, "extra": None,
     })
+
+
+_NUMBER_TEXT = st.from_regex(r"-?[0-9]{1,13}(\.[0-9]{0,6})?", fullmatch=True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_NUMBER_TEXT, _NUMBER_TEXT.map(Decimal), st.integers(-(10**13), 10**13),
+                 st.decimals(allow_nan=False, allow_infinity=False, places=5)),
+       st.sampled_from([(tables.MONEY_PRECISION, tables.MONEY_SCALE),
+                        (tables.RATE_PRECISION, tables.RATE_SCALE)]))
+def test_the_fast_number_path_agrees_with_the_checked_one(value: Any, numeric: tuple[int, int]) -> None:
+    """Same Decimal, same digits (or the same refusal) on both paths; equal numbers
+    written differently ("12.50", "12.5", 12.5) must never look like a change."""
+    precision, scale = numeric
+
+    def outcome(read: Any) -> Any:
+        try:
+            number = read(value, "x", precision, scale)
+        except ParseError as exc:
+            return str(exc)
+        return None if number is None else number.as_tuple()
+
+    assert outcome(_decimal) == outcome(_decimal_checked)
 
 
 def test_empty_strings_are_null_and_unknown_fields_go_to_extra() -> None:
