@@ -35,13 +35,12 @@ from syncer.config import Config, LicenseConfig
 from syncer.ledger import BudgetExhausted, Ledger, LicenseStopped, utcnow
 from syncer.load import Counts
 from syncer.resources import Pull, Resource
-from syncer.sync import PullResult, Sync
+from syncer.sync import PullResult, Sync, adapt_window
 
 log = logging.getLogger("syncer.backfill")
 
 # An answer larger than this halves the window; one that stays under it when doubled
 # doubles it. 5,000 API orders are ~7 MB of JSON, so max_window is reachable.
-TARGET_BYTES = 16 * 1024 * 1024
 START_PROBES = 8  # growing probes to find the first id when history does not start at 1
 SINCE_PROBES = 14  # days probed with `date` to find the first id on or after --since
 
@@ -165,10 +164,7 @@ class Backfill:
             raise Stop(str(exc), 3) from None
 
     def _windows(self, resource: Resource, summary: Summary) -> None:
-        settings = self.config.resource(resource.name)
-        lo, hi = settings.min_window, max(settings.max_window, settings.min_window)
-        cursor, window = self.sync.cursor(resource)
-        window = min(max(window or settings.window, lo), hi)
+        cursor, window, lo, hi = self.sync.window_plan(resource, self.config.resource(resource.name))
         if cursor == 0 and self.since is not None and resource.filters and "date" in resource.filters:
             today = self.clock().astimezone(self.config.api.tz).date()
             found = self._call(partial(self._since, resource, self.since, today))
@@ -213,10 +209,7 @@ class Backfill:
             cursor = probe = result.max_id
             summary.cursor = cursor
             self.reporter.advanced(summary, result)
-            if result.nbytes > TARGET_BYTES:
-                window = max(lo, window // 2)
-            elif result.nbytes * 2 <= TARGET_BYTES:
-                window = min(hi, window * 2)
+            window = adapt_window(window, result.nbytes, lo, hi)
 
     def _since(self, resource: Resource, since: dt.date, today: dt.date) -> PullResult:
         first = self.sync.first_id_since(resource, since, today, SINCE_PROBES)

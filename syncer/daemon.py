@@ -34,7 +34,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from syncer import resources as res
 from syncer import tables as t
-from syncer.backfill import TARGET_BYTES
 from syncer.client import (
     AuthRejected,
     Cancelled,
@@ -56,7 +55,7 @@ from syncer.ledger import (
 )
 from syncer.planner import DEFAULT_JOBS, JobSpec, Plan, plan
 from syncer.runtime import make_client, make_ledger
-from syncer.sync import PullResult, Sync, parse_context, read_state, save_state
+from syncer.sync import PullResult, Sync, adapt_window, parse_context, read_state, save_state
 
 log = logging.getLogger("syncer.daemon")
 
@@ -271,10 +270,7 @@ class LicenseJobs:
         resource = res.BY_NAME[job]
         if resource.pull is res.Pull.FULL_LIST:
             return _Pulled().add(self.sync.pull_full_list(resource))
-        cursor, window = self.sync.cursor(resource)
-        settings = self.config.resource(resource.name)
-        lo, hi = settings.min_window, max(settings.max_window, settings.min_window)
-        window = min(max(window or settings.window, lo), hi)
+        cursor, window, lo, hi = self.sync.window_plan(resource, self.config.resource(resource.name))
         result = self.sync.pull_window(resource, cursor + 1, cursor + window, window=window)
         pulled = _Pulled().add(result)
         # A window that came back full may have more behind it: run again soon, with
@@ -313,15 +309,6 @@ class _Pulled:
     def add(self, result: PullResult) -> _Pulled:
         self.written += result.counts.written
         return self
-
-
-def adapt_window(window: int, nbytes: int, lo: int, hi: int) -> int:
-    """Halve a window whose answer was huge, double one whose answer was small."""
-    if nbytes > TARGET_BYTES:
-        return max(lo, window // 2)
-    if nbytes * 2 <= TARGET_BYTES:
-        return min(hi, window * 2)
-    return window
 
 
 def _resource_of(job: str) -> res.Resource:

@@ -20,13 +20,27 @@ from sqlalchemy import Connection, Engine, select, update
 
 from syncer import tables as t
 from syncer.client import CloudPosClient, Page
-from syncer.config import Config, LicenseConfig
+from syncer.config import Config, LicenseConfig, ResourceConfig
 from syncer.ledger import upsert_ignore, utcnow
 from syncer.load import Counts, Rejected, key_columns, load, quarantine
 from syncer.parse import ParseContext, ParseError, Rows
 from syncer.resources import Pull, Resource
 
 log = logging.getLogger("syncer.sync")
+
+# An id window's answer aims at this size: few requests for a long history, one page
+# held and parsed at a time (5,000 orders are about 7 MB).
+TARGET_BYTES = 16 * 1024 * 1024
+
+
+def adapt_window(window: int, nbytes: int, lo: int, hi: int) -> int:
+    """The next window after an answer of `nbytes`: halved when it was huge, doubled
+    when small, within lo..hi (the backfill and the daemon's catch-up share this)."""
+    if nbytes > TARGET_BYTES:
+        return max(lo, window // 2)
+    if nbytes * 2 <= TARGET_BYTES:
+        return min(hi, window * 2)
+    return window
 
 
 def parse_context(config: Config, license: LicenseConfig) -> ParseContext:
@@ -217,6 +231,13 @@ class Sync:
         with self.engine.begin() as conn:
             save_state(conn, self.license, resource.name, last_attempt_at=now, last_error=message,
                        last_error_at=now, **values)
+
+    def window_plan(self, resource: Resource, settings: ResourceConfig) -> tuple[int, int, int, int]:
+        """(cursor, window, lo, hi): where the next id window starts, its size (the one
+        stored by the last pull, else the configured one) and the bounds it adapts in."""
+        cursor, stored = self.cursor(resource)
+        lo, hi = settings.min_window, max(settings.max_window, settings.min_window)
+        return cursor, min(max(stored or settings.window, lo), hi), lo, hi
 
     def cursor(self, resource: Resource) -> tuple[int, int | None]:
         """(cursor, window) of an id-window resource; (0, None) before its first pull."""

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from syncer import tables as t
 from syncer.db import make_engine, migrate
 from syncer.simulator import Simulator
+from syncer.sync import TARGET_BYTES, adapt_window
 from tests.conftest import TOKEN
 from tests.expected import expected_rows, stored_rows
 from tests.helpers import cli_env, dump, ledger_count, pg_writes, run_cli, spawn_cli, synced_at_by_table
@@ -265,3 +266,12 @@ def test_malformed_records_are_quarantined_and_the_rest_lands(
                               .where(t.sync_state.c.resource == "orders")).scalar_one()
     assert cursor == ds.orders.max_id
     engine.dispose()
+
+
+def test_a_window_doubles_on_small_answers_and_halves_on_huge_ones() -> None:
+    """The one rule the backfill and the daemon's catch-up both follow."""
+    assert adapt_window(500, 1_000_000, 50, 5000) == 1000
+    assert adapt_window(4000, 1_000_000, 50, 5000) == 5000  # never past max_window
+    assert adapt_window(500, TARGET_BYTES + 1, 50, 5000) == 250
+    assert adapt_window(60, TARGET_BYTES * 3, 50, 5000) == 50  # never under min_window
+    assert adapt_window(500, TARGET_BYTES * 3 // 4, 50, 5000) == 500  # about right: kept
