@@ -23,11 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-PG_URL = os.environ.get("SYNCER_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from benchmarks.scratch import scratch_url
+
 MAX_WINDOW = 5000  # the default [resources.X] max_window
 FULL_LISTS = 10
 TIMINGS = re.compile(r"time in HTTP \+ JSON ([\d.]+) s, parsing to rows ([\d.]+) s, database ([\d.]+) s")
@@ -82,31 +82,6 @@ def run_backfill(db_url: str, base_url: str, cwd: Path) -> dict[str, Any]:
             "parse": parse, "database": database}
 
 
-class Target:
-    """A fresh Postgres schema or SQLite file."""
-
-    def __init__(self, kind: str, tmp: Path) -> None:
-        import sqlalchemy as sa
-
-        self.kind = kind
-        if kind == "postgresql":
-            self.schema = f"bench_{uuid.uuid4().hex[:10]}"
-            self.admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-            with self.admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
-            self.url = f"{PG_URL}?options=-csearch_path%3D{self.schema}"
-        else:
-            self.url = f"sqlite:///{tmp}/e2e-{uuid.uuid4().hex[:10]}.db"
-
-    def close(self) -> None:
-        if self.kind == "postgresql":
-            import sqlalchemy as sa
-
-            with self.admin.connect() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{self.schema}" CASCADE'))
-            self.admin.dispose()
-
-
 def backfill_in_child(db_url: str, base_url: str, cwd: Path) -> dict[str, Any]:
     """One backfill in a fresh intermediate process, so RUSAGE_CHILDREN's peak is this backfill's alone."""
     code = (
@@ -143,18 +118,15 @@ def main() -> None:
                 print(f"(simulator: {orders} orders generated and listening in {ready:.1f} s, "
                       f"{cpu_seconds(sim.pid):.1f} s CPU)")
                 for kind in args.db:
-                    target = Target(kind, Path(tmp))
-                    try:
+                    with scratch_url(kind, Path(tmp), "e2e") as url:
                         for run in ("first", "second"):
                             cpu = cpu_seconds(sim.pid)
-                            r = backfill_in_child(target.url, base_url, Path(tmp))
+                            r = backfill_in_child(url, base_url, Path(tmp))
                             served = cpu_seconds(sim.pid) - cpu
                             print(f"{kind:<10} {orders:>7} {run:<7} {r['wall']:>6.1f} {r['requests']:>8} "
                                   f"{r['peak_rss_mb']:>6.0f} {r['http_json']:>9.1f} {r['parse']:>6.1f} "
                                   f"{r['database']:>8.1f} {r['database'] / r['wall']:>8.0%} "
                                   f"{served:>9.1f}", flush=True)
-                    finally:
-                        target.close()
                 print(f"  -> ideal requests for the order history alone: ceil({orders}/{MAX_WINDOW}) = "
                       f"{math.ceil(orders / MAX_WINDOW)}")
             finally:

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -40,13 +39,13 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from benchmarks.scratch import scratch_url
 from syncer.db import dumps, make_engine, migrate
 from syncer.load import Counts, load
 from syncer.parse import ParseContext, Rows
 from syncer.resources import ORDERS
 from syncer.sync import parse_records
 
-PG_URL = os.environ.get("SYNCER_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 LICENSE = "bench"
 CTX = ParseContext(tz=ZoneInfo("Europe/Brussels"), secnr_key=b"benchmark", store_national_number=False)
 ORDER_TABLES = [ORDERS.table, *ORDERS.children]
@@ -96,19 +95,12 @@ def row_count(rows: list[Rows]) -> int:
 
 
 class Database:
-    """A fresh Postgres schema or SQLite file, migrated; removed on close."""
+    """A scratch database (see benchmarks.scratch), migrated."""
 
-    def __init__(self, kind: str, tmp: Path) -> None:
+    def __init__(self, kind: str, url: str) -> None:
         self.kind = kind
-        if kind == "postgresql":
-            self.schema = f"bench_{uuid.uuid4().hex[:10]}"
-            self.admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-            with self.admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
-            self.url = f"{PG_URL}?options=-csearch_path%3D{self.schema}"
-        else:
-            self.url = f"sqlite:///{tmp}/bench-{uuid.uuid4().hex[:10]}.db"
-        self.engine = make_engine(self.url)
+        self.url = url
+        self.engine = make_engine(url)
         migrate(self.engine)
 
     def writes(self) -> int:
@@ -132,10 +124,6 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
-        if self.kind == "postgresql":
-            with self.admin.connect() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{self.schema}" CASCADE'))
-            self.admin.dispose()
 
 
 # --- loaders -------------------------------------------------------------------------------
@@ -232,8 +220,8 @@ def peak_rss_mb() -> float:
 
 def worker(args: argparse.Namespace) -> None:
     gc.collect()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Database(args.db, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, scratch_url(args.db, Path(tmp)) as url:
+        db = Database(args.db, url)
         try:
             if args.worker == "ours":
                 result = run_ours(db, Path(args.pages))
