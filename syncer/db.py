@@ -26,9 +26,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, *, ensure_ascii: bool = False) -> str:
     """Deterministic JSON (sorted keys), so equal content compares equal in SQL."""
-    return json.dumps(value, sort_keys=True, default=_json_default, ensure_ascii=False)
+    return json.dumps(value, sort_keys=True, default=_json_default, ensure_ascii=ensure_ascii)
 
 
 def normalize_url(url: str) -> str:

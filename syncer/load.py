@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -29,6 +30,7 @@ from sqlalchemy import (
     JSON,
     Column,
     Connection,
+    Integer,
     Table,
     and_,
     delete,
@@ -46,6 +48,9 @@ from syncer.db import dumps
 from syncer.parse import Rows
 
 CHUNK = 500  # keys per IN (...) list: far below SQLite's and Postgres's limits
+# Valid in JSON, refused by the databases: lone UTF-16 surrogates (no UTF-8 text) and,
+# in Postgres JSONB, NUL too.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 @dataclass
@@ -215,14 +220,20 @@ def load(
     now: dt.datetime,
     *,
     full_list: bool,
+    unparsed: Collection[tuple[Any, ...]] = (),
 ) -> Counts:
-    """Load parsed records of one resource; for a full list, mark the missing as deleted."""
+    """Load parsed records of one resource; for a full list, mark the missing as deleted.
+
+    `unparsed`: the keys of listed records that failed to parse (quarantined). Their rows
+    are not written and not marked deleted: they keep their last good version.
+    """
     names = [c.name for c in key_columns(parent)]
     # One record per key, the last one winning (as sequential upserts would end): one
     # statement may not touch a row twice, and children would collide.
     records = list({_key_of(r.parent, names): r for r in records}.values())
     if conn.dialect.name == "postgresql":
-        return _load_postgres(conn, parent, children, license, records, now, full_list=full_list)
+        return _load_postgres(conn, parent, children, license, records, now, full_list=full_list,
+                              unparsed=unparsed)
     counts, written = upsert_parents(conn, parent, license, [r.parent for r in records], now)
     if children and written:
         names = [c.name for c in key_columns(parent)]
@@ -238,8 +249,9 @@ def load(
             replace_children(conn, child, parent_column, license, written, rows, now)
     if full_list:
         names = [c.name for c in key_columns(parent)]
-        counts.deleted = mark_deleted(conn, parent, license,
-                                      {_key_of(r.parent, names) for r in records}, now)
+        seen = {_key_of(r.parent, names) for r in records}
+        seen.update(key[0] if len(names) == 1 else key for key in unparsed)
+        counts.deleted = mark_deleted(conn, parent, license, seen, now)
     return counts
 
 
@@ -291,6 +303,7 @@ def _load_postgres(
     now: dt.datetime,
     *,
     full_list: bool,
+    unparsed: Collection[tuple[Any, ...]] = (),
 ) -> Counts:
     counts = Counts()
     names = [c.name for c in key_columns(parent)]
@@ -369,12 +382,20 @@ def _load_postgres(
         if full_list:
             same_key = pg_sql.SQL(" AND ").join(
                 pg_sql.SQL("s.{} = t.{}").format(ident(n), ident(n)) for n in names)
+            # The keys of unparsed records count as listed: one array per key column,
+            # zipped back into keys by `unnest`.
+            unparsed_columns = [[key[i] for key in unparsed] for i in range(len(names))]
+            arrays = [pg_sql.SQL("%s::bigint[]" if isinstance(parent.c[n].type, Integer)
+                                 else "%s::text[]") for n in names]
             cur.execute(
                 pg_sql.SQL("UPDATE {} AS t SET deleted_at = %s, synced_at = %s "
                            "WHERE t.license = %s AND t.deleted_at IS NULL AND NOT EXISTS "
-                           "(SELECT 1 FROM {} AS s WHERE s.license = t.license AND {})")
-                .format(target, staged, same_key),
-                (now, now, license),
+                           "(SELECT 1 FROM {} AS s WHERE s.license = t.license AND {}) "
+                           "AND ({}) NOT IN (SELECT * FROM unnest({}))")
+                .format(target, staged, same_key,
+                        comma.join(pg_sql.SQL("t.{}").format(ident(n)) for n in names),
+                        comma.join(arrays)),
+                (now, now, license, *unparsed_columns),
             )
             counts.deleted = cur.rowcount
         cur.execute(pg_sql.SQL("DROP TABLE {}").format(staged))
@@ -388,10 +409,47 @@ def _parent_column(parent: Table, child: Table) -> str:
     return parent.name.removesuffix("s") + "_id"
 
 
+def _storable(raw: Any) -> bool:
+    """Whether no key or string anywhere in `raw` holds a NUL or a lone surrogate."""
+    stack = [raw]  # a loop, not recursion: a record may nest as deep as json.loads allows
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return True
+
+
+def quarantine_raw(raw: Any) -> str:
+    """A rejected record as the quarantine's `raw` stores it: its JSON text (`dumps`).
+
+    A record holding a NUL or a lone surrogate anywhere (`"\\u0000"`, `"\\ud800"`: valid
+    JSON, but a surrogate has no UTF-8 text and Postgres JSONB refuses both) is stored as
+    `{"unstorable_json": <its JSON text, ASCII-escaped>}` instead: `json.loads` of that
+    string gives back exactly the record `dumps` would have written, and `raw` stays valid
+    UTF-8, JSON and JSONB.
+    """
+    try:
+        if _storable(raw):
+            return dumps(raw)
+        return dumps({"unstorable_json": dumps(raw, ensure_ascii=True)})
+    except (TypeError, ValueError):
+        return repr(raw)  # repr escapes NUL and surrogates
+
+
 def quarantine(
     conn: Connection, license: str, resource: str, rejected: Sequence[Rejected], now: dt.datetime
 ) -> int:
-    """Keep records that could not be loaded, with their raw JSON and the reason."""
+    """Keep records that could not be loaded, with their raw JSON and the reason.
+
+    Every record can be kept, whatever it holds (see `quarantine_raw`): one bad record
+    must not roll back its page.
+    """
     if not rejected:
         return 0
     stmt = _insert(conn, t.quarantine)
@@ -405,10 +463,7 @@ def quarantine(
     )
     by_hash: dict[str, dict[str, Any]] = {}
     for item in rejected:
-        try:
-            raw = dumps(item.raw)
-        except (TypeError, ValueError):
-            raw = repr(item.raw)
+        raw = quarantine_raw(item.raw)
         digest = hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
         by_hash[digest] = {
             "license": license,
@@ -416,7 +471,8 @@ def quarantine(
             "record_key": item.key,
             "raw": raw,
             "raw_hash": digest,
-            "reason": item.reason[:2000],
+            # A reason quotes values with repr(); escaped here too, whatever raised it.
+            "reason": _UNSTORABLE.sub(lambda m: f"\\u{ord(m[0]):04x}", item.reason[:2000]),
             "first_seen_at": now,
             "last_seen_at": now,
             "seen_count": 1,

@@ -23,7 +23,7 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -579,6 +579,25 @@ _CUSTOMER_CREDIT: tuple[Field, ...] = (
     ("value", "value", _decimal),
     ("tag_type", "tagtype", _text),
 )
+
+# Each key column as the parse functions read it, so a record that fails to parse can
+# still be recognized by its key (a full list then keeps its stored row).
+_KEY_FIELDS: dict[str, Field] = {
+    field[0]: field
+    for field in (("id", "id", _int_id), *_CUSTOMER_CREDIT)
+    if field[0] in ("id", "customer_id", "tag_id")
+}
+
+
+def parse_key(raw: Any, columns: Sequence[str]) -> tuple[Any, ...] | None:
+    """The key `columns` of a record, read as its parse reads them; None if unreadable."""
+    if not isinstance(raw, Mapping) or not all(c in _KEY_FIELDS for c in columns):
+        return None
+    try:
+        return tuple(_columns(raw, [_KEY_FIELDS[c] for c in columns]).values())
+    except ParseError:
+        return None
+
 
 _PAYMENT_KEYS = {method: f"{method}payment" for method in tables.PAYMENT_METHODS}
 

@@ -23,7 +23,7 @@ from syncer.client import CloudPosClient, Page
 from syncer.config import Config, LicenseConfig, ResourceConfig
 from syncer.ledger import upsert_ignore, utcnow
 from syncer.load import Counts, Rejected, key_columns, load, quarantine
-from syncer.parse import ParseContext, ParseError, Rows
+from syncer.parse import ParseContext, ParseError, Rows, parse_key
 from syncer.resources import Pull, Resource
 
 log = logging.getLogger("syncer.sync")
@@ -61,6 +61,8 @@ def parse_context(config: Config, license: LicenseConfig) -> ParseContext:
 class Parsed:
     rows: list[Rows] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    # Keys of records that failed to parse: still listed, so a full list keeps their rows.
+    unparsed_keys: set[tuple[Any, ...]] = field(default_factory=set)
     max_id: int | None = None  # the highest record id seen, parsed or not
 
 
@@ -100,10 +102,14 @@ def parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseCont
             rows = resource.parse(raw, ctx)
         except ParseError as exc:
             out.rejected.append(Rejected(_keepable(raw, ctx), str(exc), key_text))
+            if (unparsed := parse_key(raw, names)) is not None:
+                out.unparsed_keys.add(unparsed)
             continue
         except Exception as exc:  # one record must never stop the batch (rule 6)
             out.rejected.append(Rejected(_keepable(raw, ctx), f"unexpected {type(exc).__name__}: {exc}",
                                          key_text))
+            if (unparsed := parse_key(raw, names)) is not None:
+                out.unparsed_keys.add(unparsed)
             continue
         key = tuple(rows.parent[n] for n in names)
         if key in by_key and by_key[key][0] != rows:
@@ -170,7 +176,7 @@ class Sync:
         loading = time.perf_counter()
         with self.engine.begin() as conn:
             counts = load(conn, resource.table, resource.children, self.license, parsed.rows, now,
-                          full_list=full_list)
+                          full_list=full_list, unparsed=parsed.unparsed_keys)
             counts.quarantined = quarantine(conn, self.license, resource.name, parsed.rejected, now)
             save_state(conn, self.license, resource.name, last_success_at=now, last_attempt_at=now,
                        last_error=None, **state)

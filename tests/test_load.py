@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from syncer import tables as t
-from syncer.load import Counts, load
+from syncer.load import Counts, Rejected, load, quarantine
 from syncer.parse import Rows
 from syncer.resources import ORDERS, PRODUCTS
 
@@ -168,3 +169,46 @@ def test_rows_stored_by_a_plain_insert_are_not_rewritten(engine: Engine) -> None
 
     assert load_orders(engine, [record], T1) == Counts(unchanged=1)
     assert synced(engine, t.orders, t.orders.c.id) == [(1, T0)]
+
+
+def test_a_full_list_keeps_the_rows_of_listed_records_that_failed_to_parse(engine: Engine) -> None:
+    load_products(engine, [product(1), product(2), product(3)], T0)
+    assert load_products(engine, [product(1), product(3)], T1) == Counts(unchanged=2, deleted=1)
+
+    # 2 and 3 are listed again but failed to parse: 3 keeps its row, 2 stays deleted as it was.
+    with engine.begin() as conn:
+        counts = load(conn, PRODUCTS.table, (), LICENSE, [product(1)], T2, full_list=True,
+                      unparsed={(2,), (3,)})
+
+    assert counts == Counts(unchanged=1)
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.products.c.id, t.products.c.synced_at, t.products.c.deleted_at)
+                            .order_by(t.products.c.id)).all()
+    assert [tuple(r) for r in rows] == [(1, T0, None), (2, T1, T1), (3, T0, None)]
+
+
+def test_the_quarantine_keeps_records_with_a_nul_or_a_lone_surrogate_losslessly(engine: Engine) -> None:
+    records: list[Any] = [
+        {"id": "1", "name": "\ud800"},
+        {"id": "2", "no\x00te": "x"},
+        {"id": "3", "\udfff": ["a\x00b", {"deep": "\udbff"}]},
+        "\ud800",
+        {"id": "4", "name": "\\u0000 and \\ud800 as plain text"},  # storable: kept as it is
+    ]
+    with engine.begin() as conn:
+        quarantine(conn, LICENSE, "products",
+                   [Rejected(r, f"name: odd \ud800\x00 {i}", str(i)) for i, r in enumerate(records)], T0)
+
+    with engine.connect() as conn:
+        stored = {r.record_key: r for r in conn.execute(select(t.quarantine))}
+        if engine.dialect.name == "postgresql":  # every raw is valid JSONB too
+            assert conn.execute(text("SELECT count(raw::jsonb) FROM quarantine")).scalar_one() == 5
+    assert len(stored) == len(records)
+    for i, record in enumerate(records):
+        raw = json.loads(stored[str(i)].raw)
+        if i == 4:
+            assert raw == record
+        else:
+            assert set(raw) == {"unstorable_json"}
+            assert json.loads(raw["unstorable_json"]) == record
+        assert stored[str(i)].reason == f"name: odd \\ud800\\u0000 {i}"

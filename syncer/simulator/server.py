@@ -132,7 +132,11 @@ class _BadRequest(ValueError):
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8: sent as an escape, "\ud800"
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _api_error(code: int, message: str) -> _Response:
