@@ -7,12 +7,20 @@ from the day's counter with a single atomic `UPDATE ... WHERE spent < cap`, and
 so no crash, restart or second process can spend behind the budget's back.
 After the answer, the row gets its outcome, and 1001/1002/1003/1004 become
 persisted license state that every process honours.
+
+Credentials are probed one request at a time: until the API has accepted a
+license's name and token once in this process, its requests go out singly, so
+jobs that start together cost one bad login between them, not one each. Such a
+probe is also refused while `MAX_BAD_LOGINS` bad logins (any license, any
+process on this database) fall in the last `BAD_LOGIN_WINDOW`: the API blocks
+the IP after five, and other software of the shop may share that IP.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +35,13 @@ from syncer.client import Outcome, RequestInfo, RequestRefused
 log = logging.getLogger("syncer.ledger")
 
 Clock = Callable[[], dt.datetime]
+
+# The API blocks an IP for 30 minutes after 5 bad logins; we stay well under.
+MAX_BAD_LOGINS = 3
+BAD_LOGIN_WINDOW = dt.timedelta(minutes=30)
+_AUTH_CODES = (1001, 1002)
+# Answers the API gives only to a good login: not found, module not licensed, input refused.
+_PROVEN_BY = frozenset({2000, 1005, 2001, 2002, 2003})
 
 
 def utcnow() -> dt.datetime:
@@ -96,6 +111,12 @@ def spent_today(conn: Connection, license: str, day: dt.date) -> int:
     return int(value or 0)
 
 
+@dataclass(frozen=True)
+class _Ticket:
+    ledger_id: int
+    probe: bool  # this request tries credentials not yet accepted
+
+
 class Ledger:
     """The door for one license: spends the budget and records every request."""
 
@@ -120,12 +141,42 @@ class Ledger:
         self.max_requests = max_requests
         self.clock = clock
         self.sent = 0  # requests this door let through
+        # Whether the API has accepted these credentials in this process; until it
+        # has, one request at a time is the probe and the others wait for its answer.
+        self._accepted = False
+        self._probing = False
+        self._gate = threading.Condition()
 
     # -- Door protocol ----------------------------------------------------------
 
     def before_send(self, info: RequestInfo) -> object:
         if self.max_requests is not None and self.sent >= self.max_requests:
             raise BudgetExhausted(f"--max-requests {self.max_requests} reached")
+        probe = self._enter()
+        try:
+            return _Ticket(self._spend(info, probe), probe)
+        except BaseException:
+            if probe:
+                self._leave(accepted=False)
+            raise
+
+    def _enter(self) -> bool:
+        """Wait while another request probes the credentials; True: this one probes."""
+        with self._gate:
+            while not self._accepted and self._probing:
+                self._gate.wait()
+            if self._accepted:
+                return False
+            self._probing = True
+            return True
+
+    def _leave(self, *, accepted: bool) -> None:
+        with self._gate:
+            self._probing = False
+            self._accepted = self._accepted or accepted
+            self._gate.notify_all()
+
+    def _spend(self, info: RequestInfo, probe: bool) -> int:
         now = self.clock()
         day = api_day(now, self.tz)
         with self.engine.begin() as conn:
@@ -135,6 +186,8 @@ class Ledger:
                     f"license {self.license!r}: credentials were refused ({status.auth_reason}); "
                     "nothing is sent until its name or token changes in the config"
                 )
+            if probe:
+                self._refuse_near_ip_block(conn, now)
             if status.blocked_until is not None and status.blocked_until > now:
                 raise LicenseStopped(
                     f"license {self.license!r}: {status.blocked_reason}; "
@@ -171,14 +224,42 @@ class Ledger:
                 .returning(t.request_ledger.c.id)
             ).scalar_one()
         self.sent += 1
-        return ledger_id
+        return int(ledger_id)
+
+    def _refuse_near_ip_block(self, conn: Connection, now: dt.datetime) -> None:
+        """Refuse to try unproven credentials while recent bad logins near the IP block."""
+        ledger = t.request_ledger.c
+        recent = conn.execute(
+            select(ledger.sent_at)
+            .where(ledger.error_code.in_(_AUTH_CODES), ledger.sent_at > now - BAD_LOGIN_WINDOW)
+            .order_by(ledger.sent_at)
+        ).scalars().all()
+        if len(recent) >= MAX_BAD_LOGINS:
+            until = recent[-MAX_BAD_LOGINS] + BAD_LOGIN_WINDOW
+            raise LicenseStopped(
+                f"license {self.license!r}: {len(recent)} bad logins from this database's "
+                f"licenses in the last {BAD_LOGIN_WINDOW.seconds // 60} minutes; unproven "
+                f"credentials wait until {until.astimezone(self.tz):%H:%M %Z} so the API does "
+                "not block this IP", until)
 
     def after_response(self, ticket: object, outcome: Outcome) -> None:
+        assert isinstance(ticket, _Ticket)
+        try:
+            self._record(ticket.ledger_id, outcome)
+        finally:
+            if ticket.probe:
+                # Records, or an answer about the function itself, prove the credentials;
+                # a transport failure or a limit proves nothing, so the next request
+                # probes again.
+                self._leave(accepted=outcome.outcome in ("ok", "empty")
+                            or outcome.error_code in _PROVEN_BY)
+
+    def _record(self, ledger_id: int, outcome: Outcome) -> None:
         now = self.clock()
         with self.engine.begin() as conn:
             conn.execute(
                 update(t.request_ledger)
-                .where(t.request_ledger.c.id == ticket)
+                .where(t.request_ledger.c.id == ledger_id)
                 .values(outcome=outcome.outcome, error_code=outcome.error_code,
                         http_status=outcome.http_status, duration_ms=outcome.duration_ms)
             )

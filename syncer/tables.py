@@ -417,6 +417,7 @@ request_ledger = Table(
     Column("http_status", SmallInteger),
     Column("duration_ms", Integer),
     Index(None, "license", "day"),
+    Index(None, "error_code", "sent_at"),  # recent bad logins, across licenses
 )
 
 quarantine = Table(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal
@@ -351,6 +353,23 @@ def test_no_token_in_debug_logs_or_errors(sim: Simulator, debug_logs: pytest.Log
     for text in texts + logged:
         assert TOKEN not in text
     assert logging.getLogger("httpx").isEnabledFor(logging.DEBUG)
+
+
+def test_the_client_as_a_library_keeps_the_token_out_of_httpx_debug_logs(sim: Simulator) -> None:
+    """A fresh interpreter (no CLI, no test hooks) that logs httpx and httpcore at DEBUG."""
+    script = (
+        "import logging, sys\n"
+        "from syncer.client import CloudPosClient\n"
+        "logging.basicConfig(level=logging.DEBUG, stream=sys.stdout)\n"
+        "with CloudPosClient(sys.argv[1], sys.argv[2], sys.argv[3]) as client:\n"
+        "    print(len(client.get_printers()), 'printers')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, sim.base_url, LICENSE, TOKEN],
+                          capture_output=True, text=True, timeout=60, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "printers" in output and "httpx" in output  # it did log the request
+    assert TOKEN not in output
 
 
 def test_amounts_in_json_numbers_are_decimal(sim: Simulator) -> None:

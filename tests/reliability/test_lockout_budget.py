@@ -15,31 +15,49 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 
+from syncer import tables as t
 from syncer.db import make_engine, migrate
+from syncer.ledger import BAD_LOGIN_WINDOW, MAX_BAD_LOGINS
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN, Leaks
-from tests.helpers import cli_env, ledger_count, run_cli, spawn_cli
+from tests.helpers import cli_env, finish, ledger_count, run_cli, spawn_cli
 from tests.reliability.conftest import Figures
 
 COMMANDS = (["run", "--once"], ["backfill"], ["check", "--online"], ["call", "get-products"],
             ["backfill", "--resource", "orders"])
 
 
+def _bad_logins(sim: Simulator) -> int:
+    return sum(sim.stats()["bad_logins"].values())
+
+
+def _restart_loop(env: dict[str, str], sim: Simulator, tmp_path: Path, restarts: int,
+                  leaks: Leaks) -> list[str]:
+    """Every command that can send, `restarts` times over; their outputs."""
+    outputs = []
+    for _ in range(restarts):
+        for command in COMMANDS:
+            result = run_cli(command, env, cwd=tmp_path)
+            leaks.add(" ".join(command), result.output)
+            outputs.append(result.output)
+    return outputs
+
+
+def _wrong(n: int) -> str:
+    return f"wrong-token-{n}-{TOKEN[::-1]}"
+
+
 def test_restart_loops_with_bad_credentials_never_pass_one_bad_login_per_change(
     sqlite_url: str, sim: Simulator, tmp_path: Path, figures: Figures, leaks: Leaks,
     request: pytest.FixtureRequest
 ) -> None:
-    slow = bool(request.config.getoption("--slow"))
-    changes = 4 if slow else 2  # the fifth bad login would block the IP for 30 minutes
-    restarts = 3 if slow else 1
-    for n in range(changes):
-        env = cli_env(sqlite_url, sim.base_url, token=f"wrong-token-{n}-{TOKEN[::-1]}")
-        for _ in range(restarts):
-            for command in COMMANDS:
-                result = run_cli(command, env, cwd=tmp_path)
-                leaks.add(" ".join(command), result.output)
-        assert sum(sim.stats()["bad_logins"].values()) == n + 1, f"after change {n + 1}"
+    restarts = 3 if request.config.getoption("--slow") else 1
+    for n in range(2):
+        _restart_loop(cli_env(sqlite_url, sim.base_url, token=_wrong(n)), sim, tmp_path,
+                      restarts, leaks)
+        assert _bad_logins(sim) == n + 1, f"after change {n + 1}"
     assert 1004 not in sim.stats()["errors"]
     good = run_cli(["backfill", "--resource", "products"], cli_env(sqlite_url, sim.base_url),
                    cwd=tmp_path)
@@ -49,6 +67,64 @@ def test_restart_loops_with_bad_credentials_never_pass_one_bad_login_per_change(
     figures.add("5 lock-out and budget", sim_requests=sim.stats()["requests"],
                 ledger_requests=ledger_count(engine))
     assert ledger_count(engine) >= sim.stats()["requests"]
+    engine.dispose()
+
+
+def test_many_wrong_tokens_stop_short_of_the_ip_block(
+    sqlite_url: str, sim: Simulator, tmp_path: Path, figures: Figures, leaks: Leaks
+) -> None:
+    """Wrong tokens, changed again and again (or many licenses with wrong tokens):
+    new credentials wait once MAX_BAD_LOGINS fall in half an hour; the fifth, which
+    would block the IP, never comes."""
+    for n in range(MAX_BAD_LOGINS + 2):
+        outputs = _restart_loop(cli_env(sqlite_url, sim.base_url, token=_wrong(n)), sim,
+                                tmp_path, 1, leaks)
+        assert _bad_logins(sim) == min(n + 1, MAX_BAD_LOGINS), f"after change {n + 1}"
+        if n >= MAX_BAD_LOGINS:
+            # Each command that tried says why it waits (`run --once` may find nothing due).
+            said = [" ".join(out.split()) for out in outputs if LICENSE in out]  # rich wraps
+            assert len(said) >= len(COMMANDS) - 1, outputs
+            assert all("bad logins" in out and "wait until" in out for out in said), said
+    assert 1004 not in sim.stats()["errors"]
+    # Half an hour later (the ledger's bad logins moved back in time), the right token works.
+    engine = make_engine(sqlite_url)
+    ledger = t.request_ledger.c
+    with engine.begin() as conn:
+        for row in conn.execute(select(ledger.id, ledger.sent_at)
+                                .where(ledger.error_code.is_not(None))).all():
+            conn.execute(update(t.request_ledger).where(ledger.id == row.id)
+                         .values(sent_at=row.sent_at - BAD_LOGIN_WINDOW))
+    good = run_cli(["backfill", "--resource", "products"], cli_env(sqlite_url, sim.base_url),
+                   cwd=tmp_path)
+    leaks.add("backfill", good.output)
+    assert good.exit_code == 0, good.output
+    figures.add("5 lock-out and budget", sim_requests=sim.stats()["requests"],
+                ledger_requests=ledger_count(engine))
+    engine.dispose()
+
+
+def test_a_daemon_starting_with_a_wrong_token_costs_one_bad_login(
+    db_url: str, sim: Simulator, tmp_path: Path, figures: Figures, leaks: Leaks
+) -> None:
+    """`syncer run` starts every job at once on a pool of threads: the first request
+    probes the credentials, the others wait for its answer instead of each trying."""
+    sim.inject_fault("slow", count=20, delay=0.3)  # all jobs are in flight together
+    env = cli_env(db_url, sim.base_url, token=_wrong(0))
+    proc = spawn_cli(["run"], env, tmp_path)
+    deadline = time.monotonic() + 30
+    while _bad_logins(sim) == 0:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(2)  # time for any other job to try
+    proc.send_signal(signal.SIGTERM)
+    out = finish(proc, timeout=20)
+    leaks.add("daemon output", out)
+    assert _bad_logins(sim) == 1, out
+    assert sim.stats()["requests"] == 1, out
+    assert "credentials refused" in out
+    engine = make_engine(db_url)
+    figures.add("5 lock-out and budget", sim_requests=sim.stats()["requests"],
+                ledger_requests=ledger_count(engine))
     engine.dispose()
 
 
