@@ -80,6 +80,10 @@ class Stop(Exception):
         self.exit_code = exit_code
 
 
+class SinceNotFound(Exception):
+    """`--since`: no record on the days probed; the resource is left alone."""
+
+
 class Backfill:
     """Backfill one license."""
 
@@ -133,6 +137,9 @@ class Backfill:
                 stop = exc
                 summary.status, summary.note = "stopped", str(exc)
                 exit_code = max(exit_code, exc.exit_code)
+            except SinceNotFound as exc:
+                summary.status, summary.note = "failed", str(exc)
+                exit_code = max(exit_code, 1)
             except ModuleNotLicensed as exc:
                 summary.status, summary.note = "skipped", f"not licensed: {exc}"
                 self.sync.record_error(resource, str(exc), disabled_reason=str(exc))
@@ -168,8 +175,13 @@ class Backfill:
         if cursor == 0 and self.since is not None and resource.filters and "date" in resource.filters:
             today = self.clock().astimezone(self.config.api.tz).date()
             found = self._call(partial(self._since, resource, self.since, today))
-            if found.max_id is not None:
-                cursor = found.max_id - 1
+            if found.max_id is None:
+                # Starting at id 1 would load the whole history the user asked to skip.
+                raise SinceNotFound(
+                    f"no {resource.name} on the {SINCE_PROBES} days from {self.since} "
+                    f"(one `date` request per day): nothing loaded for it rather than its whole "
+                    "history. Give a --since with records soon after it, or none.")
+            cursor = found.max_id - 1
         summary.cursor = cursor
         probe = cursor  # where the next window starts; moves past empty space only while searching
         probes_left = START_PROBES if cursor == 0 else 0
@@ -213,7 +225,4 @@ class Backfill:
 
     def _since(self, resource: Resource, since: dt.date, today: dt.date) -> PullResult:
         first = self.sync.first_id_since(resource, since, today, SINCE_PROBES)
-        if first is None:
-            log.info("%s: no records in the %d days from %s; starting from the beginning",
-                     resource.name, SINCE_PROBES, since)
         return PullResult(Counts(), 0, 0, 0.0, first)

@@ -240,7 +240,8 @@ def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime |
                                         if s.status in ("stopped", "failed") and s.note):
         errors.print(f"{lic_name}: {redact(note)}", markup=False, highlight=False)
     if code == EXIT_BUDGET:
-        errors.print("stopped by the request budget with work left; run again to continue")
+        errors.print("stopped with work left (request budget, or the license waits until the "
+                     "time above); run again to continue")
     sys.exit(code)
 
 
@@ -266,7 +267,10 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
     engine = open_database(config)
     daemon = Daemon(engine, config)
     if once:
-        results = daemon.run_due()
+        try:
+            results = daemon.run_once()
+        except DaemonConflict as exc:
+            fail(str(exc))
         for r in results:
             if r.ran:
                 console.print(f"{r.job}: {r.requests} request(s), {r.written} row(s) written"

@@ -117,7 +117,9 @@ class PrivacyConfig(_Strict):
     # The national register number (users.secnr) is stored only as a keyed hash
     # unless this is set to true.
     store_national_number: bool = False
-    # Key for that hash; without one, a key derived from the license name is used.
+    # Key for that hash; without one, a key derived from the license token is used
+    # (secret, but rotating the token then changes every stored hash once: set a key
+    # of your own to keep hashes stable across token changes).
     hash_key: SecretStr | None = None
 
 

@@ -68,8 +68,38 @@ class DaemonConflict(Exception):
     """Another daemon already runs on this SQLite database."""
 
 
+def _this_host() -> str:
+    """The host name, with the PID namespace where there is one: two containers may
+    share a host name, never a PID namespace."""
+    try:
+        return f"{socket.gethostname()}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
 def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """`host:pid:random`: who holds a lease, and whether it can still be alive."""
+    return f"{_this_host()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _dead_here(owner: str | None) -> bool:
+    """Whether `owner` was a process on this host that no longer runs (a crash, a
+    SIGKILL): its leases need not wait for their expiry."""
+    if owner is None:
+        return False
+    host, pid_text, _ = [*owner.rsplit(":", 2), "", ""][:3]
+    if host != _this_host() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, but belongs to someone else
+        return False
+    return False
 
 
 # --- leases ------------------------------------------------------------------------
@@ -77,7 +107,8 @@ def owner_id() -> str:
 
 def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
           ttl: dt.timedelta) -> bool:
-    """Take the job's lease if it is free, expired or already ours (atomic)."""
+    """Take the job's lease if it is free, expired, ours, or held by a dead process of
+    this host (atomic: the UPDATE names the holder it replaces)."""
     lease = t.job_lease.c
     with engine.begin() as conn:
         upsert_ignore(conn, t.job_lease, {"license": license, "job": job})
@@ -88,6 +119,20 @@ def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
             .values(owner=owner, expires_at=now + ttl)
             .returning(lease.owner)
         ).first()
+        if got is not None:
+            return True
+        holder = conn.execute(select(lease.owner).where(lease.license == license,
+                                                        lease.job == job)).scalar()
+        if not _dead_here(holder):
+            return False
+        got = conn.execute(
+            update(t.job_lease)
+            .where(lease.license == license, lease.job == job, lease.owner == holder)
+            .values(owner=owner, expires_at=now + ttl)
+            .returning(lease.owner)
+        ).first()
+    if got is not None:
+        log.info("%s/%s: took over the lease of %s, which no longer runs", license, job, holder)
     return got is not None
 
 
@@ -311,6 +356,11 @@ class _Pulled:
         return self
 
 
+def db_retry_delay(failures: int) -> dt.timedelta:
+    """How long a job waits after its `failures`-th database error in a row."""
+    return dt.timedelta(seconds=min(30 * 2 ** min(failures - 1, 5), 600))
+
+
 def _resource_of(job: str) -> res.Resource:
     return RECHECKS.get(job) or RESCANS.get(job) or res.BY_NAME[job]
 
@@ -336,6 +386,7 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self._stopping = threading.Event()
+        self._db_failures: dict[tuple[str, str], int] = defaultdict(int)  # in a row, per job
         self._running = 0
         self._idle = threading.Condition()
         self._heartbeat: threading.Thread | None = None
@@ -368,16 +419,30 @@ class Daemon:
 
     # -- the real thing ---------------------------------------------------------------------
 
+    def run_once(self) -> list[RunResult]:
+        """`syncer run --once`: the due jobs, under the same one-daemon rule as `start`."""
+        self._claim_sqlite()
+        try:
+            return self.run_due()
+        finally:
+            release(self.engine, "*", DAEMON_JOB, self.owner)
+
+    def _claim_sqlite(self) -> None:
+        """SQLite has one writer: one daemon (or `run --once`) per database file. A
+        holder that crashed on this host is taken over at once, not after its lease."""
+        if self.engine.dialect.name != "sqlite" or claim(
+                self.engine, "*", DAEMON_JOB, self.owner, self.clock(), self.ttl):
+            return
+        with self.engine.connect() as conn:
+            holder = conn.execute(select(t.job_lease.c.owner).where(
+                t.job_lease.c.license == "*", t.job_lease.c.job == DAEMON_JOB)).scalar()
+        raise DaemonConflict(
+            f"another `syncer run` ({holder}) already uses this SQLite database; SQLite "
+            "supports one daemon. Use Postgres to run replicas.")
+
     def start(self) -> None:
         now = self.clock()
-        if self.engine.dialect.name == "sqlite" and not claim(
-                self.engine, "*", DAEMON_JOB, self.owner, now, self.ttl):
-            with self.engine.connect() as conn:
-                holder = conn.execute(select(t.job_lease.c.owner).where(
-                    t.job_lease.c.license == "*", t.job_lease.c.job == DAEMON_JOB)).scalar()
-            raise DaemonConflict(
-                f"another `syncer run` ({holder}) already uses this SQLite database; SQLite "
-                "supports one daemon. Use Postgres to run replicas.")
+        self._claim_sqlite()
         for lic in self.licenses:
             for job, when in lic.due_times().items():
                 self._schedule(lic, job, when or now)
@@ -410,17 +475,21 @@ class Daemon:
         try:
             result = lic.run(job)
             self.last_error = None
+            self._db_failures.pop((lic.name, job), None)
             when = result.next_run
         except Cancelled:
             # Stopping: what committed stays, the rest is pulled again on the next start.
             log.info("%s/%s: stopped mid-run; it resumes from its last commit", lic.name, job)
             when = self.clock()
         except SQLAlchemyError as exc:
-            # The database is away: keep the cursor (nothing committed), retry later.
+            # The database is away: keep the cursor (nothing committed), retry later,
+            # 30 s at first and twice as long each time after, up to 10 minutes.
             self.last_error = f"database: {type(exc).__name__}"
-            log.warning("%s/%s: database error, retrying in 30 s: %s", lic.name, job,
-                        str(exc).splitlines()[0])
-            when = self.clock() + dt.timedelta(seconds=30)
+            failures = self._db_failures[lic.name, job] = self._db_failures[lic.name, job] + 1
+            delay = db_retry_delay(failures)
+            log.warning("%s/%s: database error, retrying in %d s: %s", lic.name, job,
+                        delay.total_seconds(), str(exc).splitlines()[0])
+            return self.clock() + delay
         except Exception:
             log.exception("%s/%s: unexpected error; retrying in 5 minutes", lic.name, job)
             when = self.clock() + dt.timedelta(minutes=5)

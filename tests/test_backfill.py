@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from syncer import tables as t
 from syncer.db import make_engine, migrate
 from syncer.simulator import Simulator
+from syncer.simulator.data import render_coupon
 from syncer.sync import TARGET_BYTES, adapt_window
 from tests.conftest import TOKEN
 from tests.expected import expected_rows, stored_rows
@@ -179,6 +180,22 @@ def test_since_starts_history_at_a_date(db_url: str, sim: Simulator, tmp_path: P
     engine.dispose()
 
 
+def test_since_without_records_after_it_loads_nothing_rather_than_everything(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    last = max(o.ordered_at for o in sim.dataset.orders).date()
+    since = last + dt.timedelta(days=3)  # after the history ends, before today
+    result = run_cli(["backfill", "--resource", "orders", "--since", since.isoformat()],
+                     cli_env(db_url, sim.base_url), cwd=tmp_path)
+    assert result.exit_code == 1, result.output
+    assert f"no orders on the 14 days from {since}" in " ".join(result.output.split())
+    assert sim.stats()["requests"] <= 14  # the date probes, nothing else
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.orders)).scalar_one() == 0
+    engine.dispose()
+
+
 def test_killed_backfill_resumes_to_the_same_database(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
@@ -266,6 +283,72 @@ def test_malformed_records_are_quarantined_and_the_rest_lands(
                               .where(t.sync_state.c.resource == "orders")).scalar_one()
     assert cursor == ds.orders.max_id
     engine.dispose()
+
+
+def test_records_with_a_lone_surrogate_or_a_nul_are_quarantined_and_the_cursor_moves(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    ds = sim.dataset
+    # Valid JSON that no database stores as text. Coupons sent without floats: the
+    # quarantine then holds exactly what the API sent.
+    plain = [c for c in ds.coupons if not any(isinstance(v, float) for v in render_coupon(c).values())]
+    surrogate = replace(plain[-1], barcode="99\ud800")
+    nul = replace(plain[-2], extra={"no\x00te": "in a key"})
+    ds.coupons.replace(surrogate)
+    ds.coupons.replace(nul)
+
+    assert backfill(db_url, sim, tmp_path, "--resource", "coupons") == 0
+
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(t.coupons.c.id)).scalars())
+        rows = conn.execute(select(t.quarantine.c.record_key, t.quarantine.c.reason, t.quarantine.c.raw)
+                            .where(t.quarantine.c.resource == "coupons")).all()
+        cursor = conn.execute(select(t.sync_state.c.cursor)
+                              .where(t.sync_state.c.resource == "coupons")).scalar_one()
+    engine.dispose()
+    assert stored == {c.id for c in ds.coupons} - {surrogate.id, nul.id}
+    quarantined = {r.record_key: r for r in rows}
+    assert set(quarantined) == {str(surrogate.id), str(nul.id)}
+    assert quarantined[str(surrogate.id)].reason.startswith("barcode: not valid Unicode")
+    assert quarantined[str(nul.id)].reason.startswith("extra: contains a NUL character")
+    for record in (surrogate, nul):
+        raw = json.loads(quarantined[str(record.id)].raw)
+        assert json.loads(raw["unstorable_json"]) == render_coupon(record)
+    assert cursor == ds.coupons.max_id
+
+
+@pytest.mark.parametrize(("resource", "money"), [("products", "price"), ("customer_credits", "value")])
+def test_a_listed_record_that_fails_to_parse_keeps_its_row_and_a_removed_one_is_marked(
+    db_url: str, sim: Simulator, tmp_path: Path, resource: str, money: str
+) -> None:
+    assert backfill(db_url, sim, tmp_path, "--resource", resource) == 0
+    store: dict[Any, Any] = getattr(sim.dataset, resource)
+    keys = sorted(store)
+    unparsable, removed = keys[3], keys[7]
+    store[unparsable] = replace(store[unparsable], extra={money: "abc"})
+    del store[removed]
+    engine = make_engine(db_url)
+    table = getattr(t, resource)
+
+    def rows_by_key() -> dict[Any, Any]:
+        """Stored rows by the data set's key: id, or (customer_id, tag_id)."""
+        with engine.connect() as conn:
+            rows = conn.execute(select(table)).all()
+        return {(r.id if resource == "products" else (r.customer_id, r.tag_id)): r for r in rows}
+
+    before = rows_by_key()
+    assert backfill(db_url, sim, tmp_path, "--resource", resource) == 0
+    after = rows_by_key()
+    with engine.connect() as conn:
+        reasons = conn.execute(select(t.quarantine.c.reason)
+                               .where(t.quarantine.c.resource == resource)).scalars().all()
+    engine.dispose()
+
+    assert after[unparsable] == before[unparsable]  # its last good version, not marked deleted
+    assert after[unparsable].deleted_at is None
+    assert {k for k, r in after.items() if r.deleted_at is not None} == {removed}
+    assert len(reasons) == 1 and reasons[0].startswith(f"{money}: ")
 
 
 def test_a_window_doubles_on_small_answers_and_halves_on_huge_ones() -> None:

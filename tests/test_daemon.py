@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +22,7 @@ from sqlalchemy import Engine, select, update
 from syncer import tables as t
 from syncer.cli import STOP_TIMEOUT
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, ResourceConfig, ScheduleConfig
-from syncer.daemon import Daemon, LicenseJobs, claim
+from syncer.daemon import Daemon, LicenseJobs, claim, db_retry_delay
 from syncer.db import make_engine, migrate
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN
@@ -252,12 +253,31 @@ def test_sqlite_refuses_a_second_daemon(sqlite_url: str, sim: Simulator, tmp_pat
     first = Daemon(engine, make_config(sqlite_url, sim))
     first.start()
     try:
-        result = run_cli(["run"], cli_env(sqlite_url, sim.base_url), cwd=tmp_path)
-        assert result.exit_code == 1
-        assert "one daemon" in result.output
+        for command in (["run"], ["run", "--once"]):  # cron beside a daemon: refused too
+            result = run_cli(command, cli_env(sqlite_url, sim.base_url), cwd=tmp_path)
+            assert result.exit_code == 1, command
+            assert "one daemon" in result.output
     finally:
         first.stop()
         engine.dispose()
+
+
+def test_a_daemon_killed_on_sqlite_can_be_restarted_at_once(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    """The one-daemon guard knows a holder that died on this host: no false "another
+    daemon" for the lease's 45 s after a crash or an OOM kill."""
+    env = cli_env(sqlite_url, sim.base_url)
+    crashed = spawn_cli(["run"], env, tmp_path)
+    deadline = time.monotonic() + 30
+    while sim.stats()["requests"] < 3:
+        assert time.monotonic() < deadline and crashed.poll() is None
+        time.sleep(0.05)
+    crashed.kill()
+    finish(crashed, timeout=10)
+    again = run_cli(["run", "--once"], env, cwd=tmp_path)
+    assert again.exit_code == 0, again.output
+    assert "one daemon" not in again.output
 
 
 def _free_port() -> int:
@@ -317,3 +337,47 @@ def test_run_without_a_backfill_catches_up_on_history_then_stays_fresh(db_url: s
         assert set(new) <= stored
     finally:
         sim.stop()
+
+
+def test_database_retries_back_off_to_ten_minutes() -> None:
+    assert [db_retry_delay(n).total_seconds() for n in range(1, 9)] == [
+        30, 60, 120, 240, 480, 600, 600, 600]
+
+
+def test_healthz_says_503_and_why_when_the_scheduler_or_the_database_is_down(
+    sqlite_url: str, sim: Simulator
+) -> None:
+    from syncer.ops import serve
+
+    def health(daemon: Daemon) -> tuple[int, str]:
+        server = serve(daemon, "127.0.0.1", 0)
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    return resp.status, resp.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+        finally:
+            server.shutdown()
+
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    daemon = Daemon(engine, make_config(sqlite_url, sim))
+    assert health(daemon) == (503, "scheduler not running\n")
+    daemon.start()
+    try:
+        assert health(daemon) == (200, "ok\n")
+    finally:
+        daemon.stop()
+    away = make_engine("postgresql://postgres@127.0.0.1:1/nowhere")  # nothing listens on port 1
+    down = Daemon(engine, make_config(sqlite_url, sim))
+    down.engine = away
+    down.scheduler.start()
+    try:
+        status, body = health(down)
+    finally:
+        down.scheduler.shutdown(wait=False)
+        away.dispose()
+        engine.dispose()
+    assert status == 503 and body.startswith("database: OperationalError"), body
