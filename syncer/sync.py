@@ -178,8 +178,9 @@ class Sync:
             counts = load(conn, resource.table, resource.children, self.license, parsed.rows, now,
                           full_list=full_list, unparsed=parsed.unparsed_keys)
             counts.quarantined = quarantine(conn, self.license, resource.name, parsed.rejected, now)
+            # An answer with records: the module is licensed (again), whatever a 1005 said.
             save_state(conn, self.license, resource.name, last_success_at=now, last_attempt_at=now,
-                       last_error=None, **state)
+                       last_error=None, disabled_reason=None, **state)
         self.timings["http_json"] += page.elapsed
         self.timings["parse"] += loading - started
         self.timings["database"] += time.perf_counter() - loading

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -418,3 +420,22 @@ def test_the_token_never_shows_in_output_or_debug_logs(
     assert len(params) == 2
     assert TOKEN not in json.dumps(params) and unseen not in json.dumps(params)
 
+
+
+def test_json_logs_are_one_object_per_line_without_the_token(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    """`--log-format json` for log shippers: every stderr line parses, DEBUG included
+    (each request is logged there), and none carries the token."""
+    done = subprocess.run(
+        [sys.executable, "-m", "syncer", "--log-format", "json", "--log-level", "debug",
+         "backfill", "--resource", "printers"],
+        env=cli_env(sqlite_url, sim.base_url), cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert lines and all(set(rec) >= {"time", "level", "logger", "message"} for rec in lines)
+    loggers = {rec["logger"] for rec in lines}
+    assert {"syncer.client", "syncer.backfill"} <= loggers, loggers
+    assert all(rec["time"].endswith("+00:00") for rec in lines)  # aware UTC times
+    assert TOKEN not in done.stderr and TOKEN not in done.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import socket
 import subprocess
@@ -124,6 +125,16 @@ def test_module_not_licensed_disables_only_that_resource(
     assert states["products"].last_success_at is not None
     assert "not licensed" in run_cli(["status"], env, cwd=tmp_path).output.replace("\n", " ") or \
         "disabled" in run_cli(["status"], env, cwd=tmp_path).output
+    # Licensed again: the next answer with records clears the mark.
+    sim.relicense("get-giftvoucher")
+    assert run_cli(["backfill", "--resource", "gift_vouchers"], env, cwd=tmp_path).exit_code == 0
+    with db.connect() as conn:
+        state = conn.execute(select(t.sync_state).where(
+            t.sync_state.c.resource == "gift_vouchers")).one()
+    assert state.disabled_reason is None and state.last_error is None
+    report = json.loads(run_cli(["status", "--json"], env, cwd=tmp_path).stdout)["licenses"][0]
+    [gift] = [r for r in report["resources"] if r["resource"] == "gift_vouchers"]
+    assert gift["disabled"] is None and gift["last_error"] is None
 
 
 def test_a_dead_replicas_jobs_are_taken_over_after_its_leases_expire(db_url: str, db: Engine) -> None:
