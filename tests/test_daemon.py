@@ -25,6 +25,7 @@ from syncer.cli import STOP_TIMEOUT
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, ResourceConfig, ScheduleConfig
 from syncer.daemon import Daemon, LicenseJobs, claim, db_retry_delay
 from syncer.db import make_engine, migrate
+from syncer.ledger import utcnow
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN
 from tests.helpers import cli_env, finish, ledger_count, run_cli, spawn_cli
@@ -392,3 +393,48 @@ def test_healthz_says_503_and_why_when_the_scheduler_or_the_database_is_down(
         away.dispose()
         engine.dispose()
     assert status == 503 and body.startswith("database: OperationalError"), body
+
+
+def test_killing_one_daemon_hands_its_jobs_to_the_other(
+    pg_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    """Two real `syncer run` replicas on one Postgres; SIGKILL the one holding leases:
+    the survivor runs every job the dead one held, without waiting for an operator."""
+    (tmp_path / "syncer.toml").write_text("[schedule]\nlease_seconds = 10\n")
+    env = cli_env(pg_url, sim.base_url)
+    engine = make_engine(pg_url)
+    migrate(engine)
+    sim.inject_fault("slow", count=100_000, delay=0.2)  # jobs are in flight when it dies
+    victim = spawn_cli(["run"], env, tmp_path)
+    survivor = spawn_cli(["run"], env, tmp_path)
+    lease = t.job_lease.c
+    try:
+        deadline = time.monotonic() + 30
+        held: list[str] = []
+        while not held:
+            assert time.monotonic() < deadline and victim.poll() is None
+            with engine.connect() as conn:
+                held = [r.job for r in conn.execute(select(lease.job, lease.owner))
+                        if r.owner and f":{victim.pid}:" in r.owner]
+            time.sleep(0.02)
+        killed_at = utcnow()
+        victim.kill()
+        finish(victim, timeout=10)
+        with engine.connect() as conn:  # what it held when it died (it may have let some go)
+            held = [r.job for r in conn.execute(select(lease.job, lease.owner))
+                    if r.owner and f":{victim.pid}:" in r.owner]
+        assert held, "the victim held no lease when it died; nothing to hand over"
+        deadline = time.monotonic() + 45
+        while True:
+            with engine.connect() as conn:
+                attempts = dict(conn.execute(select(t.sync_state.c.resource,
+                                                    t.sync_state.c.last_attempt_at)).all())
+            if all(attempts.get(job) and attempts[job] > killed_at for job in held):
+                break
+            assert time.monotonic() < deadline, (held, attempts)
+            time.sleep(0.2)
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        out = finish(survivor, timeout=20)
+        engine.dispose()
+    assert survivor.returncode == 0, out
