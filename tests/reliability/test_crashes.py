@@ -6,6 +6,7 @@ simulator has seen `k` requests (plus `d` seconds: 0 lands in a request in fligh
 is past data that is not stored, restarts, and compares with a clean run. The ledger
 must count at least every request the simulator saw (a row written just before the
 kill may never have left). Fast subset: 3 backfill and 3 daemon points; `--slow`: 32.
+Every point runs on SQLite and on Postgres.
 """
 
 from __future__ import annotations
@@ -97,12 +98,12 @@ def _finish(url: str, sim: Simulator, reference: Dump, figures: Figures, crashed
 
 @pytest.mark.parametrize(("requests", "delay"), _points(FAST_BACKFILL, SLOW_BACKFILL))
 def test_backfill_killed_at_any_point_resumes_to_a_clean_run(
-    requests: int, delay: float, quiet_sim: Simulator, reference: Dump, tmp_path: Path,
-    figures: Figures, leaks: Leaks
+    requests: int, delay: float, db_url: str, quiet_sim: Simulator, reference: Dump,
+    tmp_path: Path, figures: Figures, leaks: Leaks
 ) -> None:
     sim = quiet_sim
     (tmp_path / "syncer.toml").write_text(BACKFILL_CONFIG)
-    url = f"sqlite:///{tmp_path}/db.sqlite"
+    url = db_url
     env = cli_env(url, sim.base_url)
     sim.inject_fault("slow", count=10_000, delay=DELAY)
     crashed = _kill_after(spawn_cli(["backfill"], env, tmp_path), sim, requests, delay, leaks)
@@ -120,12 +121,12 @@ def test_backfill_killed_at_any_point_resumes_to_a_clean_run(
 
 @pytest.mark.parametrize(("requests", "delay"), _points(FAST_DAEMON, SLOW_DAEMON))
 def test_daemon_killed_at_any_point_restarts_to_a_clean_run(
-    requests: int, delay: float, quiet_sim: Simulator, reference: Dump, tmp_path: Path,
-    figures: Figures, leaks: Leaks
+    requests: int, delay: float, db_url: str, quiet_sim: Simulator, reference: Dump,
+    tmp_path: Path, figures: Figures, leaks: Leaks
 ) -> None:
     sim = quiet_sim
     (tmp_path / "syncer.toml").write_text(DAEMON_CONFIG)
-    url = f"sqlite:///{tmp_path}/db.sqlite"
+    url = db_url
     env = cli_env(url, sim.base_url)
     sim.inject_fault("slow", count=10_000, delay=DELAY)
     crashed = _kill_after(spawn_cli(["run"], env, tmp_path), sim, requests, delay, leaks)

@@ -5,7 +5,7 @@ daemon): the sync completes, the database ends equal to a clean run, and every
 request the simulator saw is in the ledger. A fault that outlasts the bound is
 reported (exit 1) and nothing of it is applied; the next run completes.
 Fast subset: each fault kind against one full list (products) and one id window
-(orders); `--slow` runs all 13 resources.
+(orders); `--slow` runs all 13 resources. Every case runs on SQLite and on Postgres.
 """
 
 from __future__ import annotations
@@ -65,12 +65,12 @@ def _check(url: str, sim: Simulator, reference: Dump, resource: str, figures: Fi
 
 @pytest.mark.parametrize(("resource", "kind"), _matrix())
 def test_backfill_heals_every_fault_within_the_retry_bound(
-    resource: str, kind: str, quiet_sim: Simulator, reference: Dump, tmp_path: Path,
+    resource: str, kind: str, db_url: str, quiet_sim: Simulator, reference: Dump, tmp_path: Path,
     figures: Figures, leaks: Leaks
 ) -> None:
     sim = quiet_sim
     (tmp_path / "syncer.toml").write_text(CONFIG)
-    url = f"sqlite:///{tmp_path}/db.sqlite"
+    url = db_url
     # Two of the three attempts fail (a slow answer is an answer: one is enough).
     injected = 1 if kind == "slow" else 2
     sim.inject_fault(kind, count=injected, delay=SLOW_DELAY)
@@ -106,11 +106,11 @@ def daemon_config(url: str, sim: Simulator, max_attempts: int = 2) -> Config:
 
 @pytest.mark.parametrize(("resource", "kind"), _matrix())
 def test_run_heals_every_fault_within_the_retry_bound(
-    resource: str, kind: str, quiet_sim: Simulator, reference: Dump, tmp_path: Path,
+    resource: str, kind: str, db_url: str, quiet_sim: Simulator, reference: Dump, tmp_path: Path,
     figures: Figures
 ) -> None:
     sim = quiet_sim
-    url = f"sqlite:///{tmp_path}/db.sqlite"
+    url = db_url
     engine = make_engine(url)
     migrate(engine)
     clock = _Clock(dt.datetime(2026, 10, 27, 14, 0, tzinfo=dt.UTC))
