@@ -142,6 +142,11 @@ class _Capture(logging.Handler):
             self.texts.append(text)
 
 
+# What the CLI printed during the current test (tests.helpers.run_cli and finish add
+# to it), so the leak guard sees every command's output without each test saying so.
+CLI_OUTPUTS: list[tuple[str, str]] = []
+
+
 class Leaks:
     """Texts produced during a test, searched for the token at its end."""
 
@@ -179,6 +184,7 @@ def leaks(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(cli_module, "setup_logging", setup_and_capture)
     capture_everything()
     guard = Leaks()
+    CLI_OUTPUTS.clear()
     try:
         yield guard
     finally:
@@ -190,6 +196,9 @@ def leaks(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) ->
     guard.add("stderr", err)
     for text in handler.texts:
         guard.add("log record", text)
+    for command, output in CLI_OUTPUTS:
+        guard.add(f"output of `syncer {command}`", output)
+    CLI_OUTPUTS.clear()
     guard.records = len(handler.texts)
     where = guard.found()
     assert not where, f"the token leaked into: {sorted(set(where))}"

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select
 from syncer import tables as t
 from syncer.cli import cli
 from syncer.resources import RESOURCES
-from tests.conftest import LICENSE, TOKEN
+from tests.conftest import CLI_OUTPUTS, LICENSE, TOKEN
 
 SYNCED_TABLES = [tbl for r in RESOURCES for tbl in r.tables]
 
@@ -36,9 +36,11 @@ def run_cli(args: Sequence[str], env: dict[str, str], cwd: Path | None = None) -
     if cwd is not None:
         os.chdir(cwd)
     try:
-        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+        result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
     finally:
         os.chdir(old)
+    CLI_OUTPUTS.append((" ".join(args), result.output))  # the leak guard reads it
+    return result
 
 
 def spawn_cli(args: Sequence[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
@@ -66,6 +68,7 @@ def finish(proc: subprocess.Popen[str], timeout: float) -> str:
             proc.kill()
             out, _ = proc.communicate()
         raise AssertionError(f"the CLI did not exit within {timeout} s:\n{out[-6000:]}") from None
+    CLI_OUTPUTS.append((str(proc.args), out))  # the leak guard reads it
     return out
 
 
