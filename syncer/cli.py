@@ -36,7 +36,7 @@ from syncer.config import (
     load_config,
 )
 from syncer.db import describe, make_engine, migrate
-from syncer.ledger import api_day, license_status, spent_today, utcnow
+from syncer.ledger import api_day, license_status, login_pause, spent_today, utcnow
 from syncer.redact import install_log_redaction, redact
 from syncer.runtime import make_client, make_ledger
 from syncer.sync import PullResult
@@ -468,9 +468,16 @@ def status(state: State, as_json: bool) -> None:
     config = state.config
     engine = open_database(config)
     report = gather_status(engine, config)
+    with engine.connect() as conn:
+        bad_logins, wait_until = login_pause(conn, utcnow())
     if as_json:
-        click.echo(json.dumps({"licenses": report}, indent=2))
+        click.echo(json.dumps({"licenses": report, "bad_logins_last_30_min": bad_logins,
+                               "new_credentials_wait_until": _iso(wait_until)}, indent=2))
     else:
+        if wait_until is not None:
+            console.print(f"[yellow]{bad_logins} bad logins in the last 30 minutes: new "
+                          f"credentials wait until {_local(_iso(wait_until), config.api.tz)} so "
+                          "the API does not block this IP[/yellow]")
         print_status(report, config.api.tz)
 
 

@@ -102,6 +102,20 @@ def license_status(conn: Connection, license: str, fingerprint: str) -> LicenseS
                          row.blocked_until, row.blocked_reason)
 
 
+def login_pause(conn: Connection, now: dt.datetime) -> tuple[int, dt.datetime | None]:
+    """Bad logins (any license) in the last `BAD_LOGIN_WINDOW`, and until when unproven
+    credentials must wait (None: they may be tried)."""
+    ledger = t.request_ledger.c
+    recent = conn.execute(
+        select(ledger.sent_at)
+        .where(ledger.error_code.in_(_AUTH_CODES), ledger.sent_at > now - BAD_LOGIN_WINDOW)
+        .order_by(ledger.sent_at)
+    ).scalars().all()
+    if len(recent) < MAX_BAD_LOGINS:
+        return len(recent), None
+    return len(recent), recent[-MAX_BAD_LOGINS] + BAD_LOGIN_WINDOW
+
+
 def spent_today(conn: Connection, license: str, day: dt.date) -> int:
     value = conn.execute(
         select(t.request_budget.c.spent).where(
@@ -228,16 +242,10 @@ class Ledger:
 
     def _refuse_near_ip_block(self, conn: Connection, now: dt.datetime) -> None:
         """Refuse to try unproven credentials while recent bad logins near the IP block."""
-        ledger = t.request_ledger.c
-        recent = conn.execute(
-            select(ledger.sent_at)
-            .where(ledger.error_code.in_(_AUTH_CODES), ledger.sent_at > now - BAD_LOGIN_WINDOW)
-            .order_by(ledger.sent_at)
-        ).scalars().all()
-        if len(recent) >= MAX_BAD_LOGINS:
-            until = recent[-MAX_BAD_LOGINS] + BAD_LOGIN_WINDOW
+        count, until = login_pause(conn, now)
+        if until is not None:
             raise LicenseStopped(
-                f"license {self.license!r}: {len(recent)} bad logins from this database's "
+                f"license {self.license!r}: {count} bad logins from this database's "
                 f"licenses in the last {BAD_LOGIN_WINDOW.seconds // 60} minutes; unproven "
                 f"credentials wait until {until.astimezone(self.tz):%H:%M %Z} so the API does "
                 "not block this IP", until)

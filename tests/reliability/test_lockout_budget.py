@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import urllib.request
@@ -86,6 +87,10 @@ def test_many_wrong_tokens_stop_short_of_the_ip_block(
             assert len(said) >= len(COMMANDS) - 1, outputs
             assert all("bad logins" in out and "wait until" in out for out in said), said
     assert 1004 not in sim.stats()["errors"]
+    shown = json.loads(run_cli(["status", "--json"], cli_env(sqlite_url, sim.base_url),
+                               cwd=tmp_path).stdout)
+    assert shown["bad_logins_last_30_min"] == MAX_BAD_LOGINS
+    assert shown["new_credentials_wait_until"] is not None
     # Half an hour later (the ledger's bad logins moved back in time), the right token works.
     engine = make_engine(sqlite_url)
     ledger = t.request_ledger.c
@@ -98,6 +103,9 @@ def test_many_wrong_tokens_stop_short_of_the_ip_block(
                    cwd=tmp_path)
     leaks.add("backfill", good.output)
     assert good.exit_code == 0, good.output
+    shown = json.loads(run_cli(["status", "--json"], cli_env(sqlite_url, sim.base_url),
+                               cwd=tmp_path).stdout)
+    assert shown["new_credentials_wait_until"] is None
     figures.add("5 lock-out and budget", sim_requests=sim.stats()["requests"],
                 ledger_requests=ledger_count(engine))
     engine.dispose()
