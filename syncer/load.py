@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
+import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from typing import Any
 
 from psycopg import sql as pg_sql
@@ -425,8 +428,29 @@ def _storable(raw: Any) -> bool:
     return True
 
 
+def record_json(raw: Any, *, ensure_ascii: bool = False) -> str:
+    """A record's JSON text as the API sent it (sorted keys): the numbers the client read
+    as exact Decimals go back as the same JSON numbers ("12.50" stays 12.50, not a string),
+    so `json.loads(text, parse_float=Decimal)` gives the record back."""
+    numbers: list[str] = []
+    marker = uuid.uuid4().hex  # no string of a record holds it
+
+    def number(value: Any) -> Any:
+        if isinstance(value, Decimal) and value.is_finite():
+            numbers.append(str(value))  # "12.50", "-0", "1E+3": all JSON numbers
+            return f"{marker}{len(numbers) - 1}"
+        if isinstance(value, Decimal):
+            return str(value)
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    text = json.dumps(raw, sort_keys=True, default=number, ensure_ascii=ensure_ascii)
+    if not numbers:
+        return text
+    return re.sub(f'"{marker}([0-9]+)"', lambda m: numbers[int(m.group(1))], text)
+
+
 def quarantine_raw(raw: Any) -> str:
-    """A rejected record as the quarantine's `raw` stores it: its JSON text (`dumps`).
+    """A rejected record as the quarantine's `raw` stores it: its JSON text (`record_json`).
 
     A record holding a NUL or a lone surrogate anywhere (`"\\u0000"`, `"\\ud800"`: valid
     JSON, but a surrogate has no UTF-8 text and Postgres JSONB refuses both) is stored as
@@ -436,8 +460,8 @@ def quarantine_raw(raw: Any) -> str:
     """
     try:
         if _storable(raw):
-            return dumps(raw)
-        return dumps({"unstorable_json": dumps(raw, ensure_ascii=True)})
+            return record_json(raw)
+        return dumps({"unstorable_json": record_json(raw, ensure_ascii=True)})
     except (TypeError, ValueError):
         return repr(raw)  # repr escapes NUL and surrogates
 

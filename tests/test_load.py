@@ -187,6 +187,21 @@ def test_a_full_list_keeps_the_rows_of_listed_records_that_failed_to_parse(engin
     assert [tuple(r) for r in rows] == [(1, T0, None), (2, T1, T1), (3, T0, None)]
 
 
+def test_the_quarantine_keeps_numbers_as_the_api_sent_them(engine: Engine) -> None:
+    """The client reads JSON numbers with a fraction as exact Decimals; the quarantine
+    writes them back as the same numbers, not as strings, trailing zeros and all."""
+    sent = '{"id": 7, "price": 12.50, "quantity": "1,5", "rate": 1E+1, "tiny": 0.000001}'
+    record = json.loads(sent, parse_float=Decimal)
+    with engine.begin() as conn:
+        quarantine(conn, LICENSE, "products", [Rejected(record, "quantity: not a number", "7")], T0)
+    with engine.connect() as conn:
+        raw = conn.execute(select(t.quarantine.c.raw)).scalar_one()
+        if engine.dialect.name == "postgresql":
+            assert conn.execute(text("SELECT count(raw::jsonb) FROM quarantine")).scalar_one() == 1
+    assert raw == '{"id": 7, "price": 12.50, "quantity": "1,5", "rate": 1E+1, "tiny": 0.000001}'
+    assert json.loads(raw, parse_float=Decimal) == record
+
+
 def test_the_quarantine_keeps_records_with_a_nul_or_a_lone_surrogate_losslessly(engine: Engine) -> None:
     records: list[Any] = [
         {"id": "1", "name": "\ud800"},
