@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from syncer.db import make_engine
 from syncer.tables import metadata
@@ -34,6 +34,12 @@ def run_migrations_online() -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Replicas that each migrate on start (ExecStartPre, an entrypoint) take
+                # turns: the second sees the first one's work instead of redoing it.
+                connection.execute(text(
+                    "SELECT pg_advisory_xact_lock(hashtext('cloudpos-syncer migrate ' "
+                    "|| current_schema()))"))
             context.run_migrations()
         connection.commit()
 

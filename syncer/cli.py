@@ -18,15 +18,17 @@ from typing import Any, NoReturn
 import click
 from pydantic import SecretStr
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, make_url, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from syncer import reports
 from syncer import resources as res
 from syncer import tables as t
 from syncer.backfill import Backfill, Reporter, Summary
-from syncer.client import CloudPosError
+from syncer.client import CloudPosError, RequestRefused
 from syncer.config import (
     ApiConfig,
     Config,
@@ -35,15 +37,30 @@ from syncer.config import (
     LicenseConfig,
     load_config,
 )
-from syncer.db import describe, make_engine, migrate
-from syncer.ledger import api_day, license_status, login_pause, spent_today, utcnow
+from syncer.db import describe, make_engine, migrate, normalize_url
+from syncer.ledger import (
+    BudgetExhausted,
+    api_day,
+    license_status,
+    login_pause,
+    spent_today,
+    utcnow,
+)
 from syncer.redact import install_log_redaction, redact
 from syncer.runtime import make_client, make_ledger
 from syncer.sync import PullResult
 
 log = logging.getLogger("syncer")
-console = Console(stderr=False)
-errors = Console(stderr=True)
+
+
+def _width(stream: Any) -> int | None:
+    """A terminal's own width; elsewhere (cron mail, a log file, a pipe) 200 columns, so
+    that tables keep whole words where rich would assume 80."""
+    return None if stream.isatty() else 200
+
+
+console = Console(stderr=False, width=_width(sys.stdout))
+errors = Console(stderr=True, width=_width(sys.stderr))
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 # `syncer run` waits this long for running jobs on SIGTERM, inside Docker's 10 s grace.
@@ -81,7 +98,8 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    errors.print(f"[red]error:[/red] {redact(message)}", highlight=False)
+    # escape(): a message may quote config syntax such as [[licenses]], not markup.
+    errors.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
     sys.exit(code)
 
 
@@ -119,7 +137,14 @@ def licenses_of(config: Config, names: Sequence[str]) -> list[LicenseConfig]:
     return [known[n] for n in names]
 
 
-def open_database(config: Config, *, migrate_first: bool = True) -> Engine:
+def open_database(config: Config, *, migrate_first: bool = True, existing: bool = False) -> Engine:
+    """The configured database, migrated. `existing`: for commands that only read (status,
+    report), a SQLite file that is not there is a typo in the path, not a new database."""
+    if existing:
+        url = make_url(normalize_url(config.database.url))
+        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+            fail(f"no database at {url.database} (database.url in {config.source}); check the "
+                 "path, or load data first with `syncer backfill`")
     try:
         engine = make_engine(config.database.url)
         ctx = click.get_current_context(silent=True)
@@ -279,8 +304,8 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
     host, port = None, 0
     if http_addr:
         host, _, port_text = http_addr.rpartition(":")
-        if not host or not port_text.isdigit():
-            fail(f"--http {http_addr!r}: use HOST:PORT", EXIT_USAGE)
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            fail(f"--http {http_addr!r}: use HOST:PORT with a port from 1 to 65535", EXIT_USAGE)
         port = int(port_text)
     received: list[int] = []
 
@@ -291,15 +316,20 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    try:
-        daemon.start()
-    except DaemonConflict as exc:
-        fail(str(exc))
     server = None
     if host is not None:
         from syncer.ops import serve  # noqa: PLC0415
 
-        server = serve(daemon, host, port)
+        try:  # before the daemon starts: a port in use must not leave a daemon behind
+            server = serve(daemon, host, port)
+        except OSError as exc:
+            fail(f"--http {http_addr}: cannot listen there: {exc.strerror or exc}", EXIT_USAGE)
+    try:
+        daemon.start()
+    except DaemonConflict as exc:
+        if server is not None:
+            server.shutdown()
+        fail(str(exc))
     while not received:
         time.sleep(0.2)
     log.info("received %s; stopping", signal.Signals(received[0]).name)
@@ -466,7 +496,7 @@ def _local(value: str | None, tz: Any) -> str:
 def status(state: State, as_json: bool) -> None:
     """Per license: requests used and left today; per resource: rows, cursor, last success, errors."""
     config = state.config
-    engine = open_database(config)
+    engine = open_database(config, existing=True)
     report = gather_status(engine, config)
     with engine.connect() as conn:
         bad_logins, wait_until = login_pause(conn, utcnow())
@@ -503,8 +533,10 @@ def report(state: State, name: str, date_from: dt.datetime | None, date_to: dt.d
         fail(f"unknown report {name!r}; choose one of: {', '.join(reports.NAMES)}", EXIT_USAGE)
     if chosen.day_column is None and (date_from or date_to):
         fail(f"{chosen.name} has no day column; --from/--to do not apply", EXIT_USAGE)
+    if date_from and date_to and date_from > date_to:
+        fail(f"--from {date_from:%Y-%m-%d} is after --to {date_to:%Y-%m-%d}", EXIT_USAGE)
     config = state.config
-    engine = open_database(config)
+    engine = open_database(config, existing=True)
     rows = reports.fetch(engine, chosen, since=date_from.date() if date_from else None,
                          until=date_to.date() if date_to else None, license=license_name)
     tz = config.api.tz
@@ -514,7 +546,7 @@ def report(state: State, name: str, date_from: dt.datetime | None, date_to: dt.d
         click.echo(reports.to_csv(chosen, rows, tz), nl=False)
     else:
         # Off a terminal rich would squeeze the columns into 80 characters.
-        out = console if console.is_terminal else Console(width=200)
+        out = console
         out.print(reports.to_table(chosen, rows, tz))
         if not rows:
             out.print("no rows")
@@ -537,13 +569,20 @@ def call(state: State, function: str, params: tuple[str, ...], license_name: str
         key, sep, value = item.partition("=")
         if not key:
             fail(f"bad parameter {item!r}; use key=value", EXIT_USAGE)
+        if key.lower() in ("licname", "token"):
+            # Sent after the real credentials, the API would check these instead, and a
+            # wrong one would stop the license for everyone (and count a bad login).
+            fail(f"{key} cannot be a parameter: the license's credentials come from the "
+                 "config (use --license to choose one)", EXIT_USAGE)
         query[key] = value if sep else ""
     engine = open_database(config)
     ledger = make_ledger(engine, config, lic, purpose="call")
     try:
         with make_client(config, lic, ledger) as client:
             page = client.request(function, query)
-    except CloudPosError as exc:
+    except BudgetExhausted as exc:
+        fail(str(exc), EXIT_BUDGET)
+    except (CloudPosError, RequestRefused) as exc:
         fail(str(exc))
     except Exception as exc:
         fail(f"{type(exc).__name__}: {exc}")
@@ -634,4 +673,14 @@ def demo(db_path: str, orders: int, seed: int) -> None:
 
 
 def main() -> None:
-    cli(prog_name="syncer")
+    try:
+        cli(prog_name="syncer")
+    except SQLAlchemyError as exc:
+        # The database refused or went away mid-command (read-only file, full disk, a
+        # restart): one line, not a traceback. Nothing past the last commit was kept,
+        # and every cursor moved with its rows, so running the command again continues.
+        cause = getattr(exc, "orig", None) or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        errors.print(f"[red]error:[/red] database: {escape(redact(first))}; nothing after the "
+                     "last commit was kept: fix it and run the command again", highlight=False)
+        sys.exit(EXIT_ERROR)

@@ -16,9 +16,18 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from syncer.planner import OpeningHours
 
@@ -36,6 +45,16 @@ class _Strict(BaseModel):
 class DatabaseConfig(_Strict):
     url: str = "sqlite:///cloudpos.db"
 
+    @field_validator("url")
+    @classmethod
+    def _lasting(cls, value: str) -> str:
+        text = value.strip()
+        if text.startswith("sqlite") and (text.rstrip("/").endswith(("sqlite:", ":memory:"))
+                                          or "mode=memory" in text):
+            raise ValueError("an in-memory SQLite database forgets the data and the request "
+                             "ledger (the budget) at exit; give a file, e.g. sqlite:///cloudpos.db")
+        return value
+
 
 class ApiConfig(_Strict):
     base_url: str = DEFAULT_BASE_URL
@@ -45,6 +64,22 @@ class ApiConfig(_Strict):
     timeout_seconds: float = Field(default=30.0, gt=0)
     # Attempts per logical request for transport faults, 5xx and broken bodies.
     max_attempts: int = Field(default=3, ge=1, le=10)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"not an http(s) URL: {value!r} (e.g. {DEFAULT_BASE_URL})")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _reserve_below_budget(self) -> ApiConfig:
+        if self.reserve >= self.daily_budget:
+            raise ValueError(f"reserve ({self.reserve}) must be below daily_budget "
+                             f"({self.daily_budget}): the scheduler and backfills spend the "
+                             "difference")
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -66,19 +101,34 @@ class ApiConfig(_Strict):
 
 
 class LicenseConfig(_Strict):
-    name: str
+    name: str = Field(max_length=100)  # the tables' license columns are VARCHAR(100)
     token: SecretStr | None = None
     token_env: str | None = None
     # Optional per-license budget; falls back to [api].
     daily_budget: int | None = Field(default=None, ge=1)
     reserve: int | None = Field(default=None, ge=0)
 
+    @model_validator(mode="after")
+    def _one_token_source(self) -> LicenseConfig:
+        if self.token is not None and self.token_env:
+            raise ValueError("give token or token_env, not both")
+        if (self.daily_budget is not None and self.reserve is not None
+                and self.reserve >= self.daily_budget):
+            raise ValueError(f"reserve ({self.reserve}) must be below daily_budget "
+                             f"({self.daily_budget})")
+        return self
+
     def resolved_token(self) -> SecretStr:
-        """The token from the config or from the named environment variable."""
+        """The token from the config or from the named environment variable.
+
+        Surrounding blanks and newlines are dropped (a copied token or a file read into
+        a variable often ends in one); a token never holds them, and sending one costs a
+        bad login.
+        """
         if self.token is not None:
-            return self.token
+            return SecretStr(self.token.get_secret_value().strip())
         if self.token_env:
-            return SecretStr(os.environ.get(self.token_env, ""))
+            return SecretStr(os.environ.get(self.token_env, "").strip())
         return SecretStr("")
 
     def fingerprint(self) -> str:
@@ -94,6 +144,15 @@ class ResourceConfig(_Strict):
     min_window: int = Field(default=50, ge=1)
     max_window: int = Field(default=5000, ge=1)
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _ordered_windows(self) -> ResourceConfig:
+        # Only when both are given: a max_window under the default min_window (50) just
+        # lowers the floor with it (see Sync.window_plan).
+        if "min_window" in self.model_fields_set and self.min_window > self.max_window:
+            raise ValueError(f"min_window ({self.min_window}) is above max_window "
+                             f"({self.max_window})")
+        return self
 
 
 class ScheduleConfig(_Strict):
@@ -192,6 +251,11 @@ def load_config(
             raw = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file}: not UTF-8 text; save it as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot be read ({exc.strerror}); the user running "
+                              "syncer needs read access") from None
         _warn_if_readable_by_others(file, raw)
 
     # A section that is not a table is left as it is, for validation to report by name.

@@ -218,9 +218,12 @@ class Ledger:
                 .returning(budget.spent)
             ).scalar()
             if spent is None:
+                allowed = ("the whole daily_budget" if self.purpose in ("call", "check")
+                           else "daily_budget - reserve")
                 raise BudgetExhausted(
                     f"license {self.license!r}: {self.cap} requests spent today "
-                    f"({self.purpose} may use daily_budget - reserve)",
+                    f"({self.purpose} may use {allowed}); the day resets at "
+                    f"{next_midnight(now, self.tz):%Y-%m-%d %H:%M %Z}",
                     next_midnight(now, self.tz),
                 )
             ledger_id = conn.execute(

@@ -243,7 +243,7 @@ class Sync:
         """(cursor, window, lo, hi): where the next id window starts, its size (the one
         stored by the last pull, else the configured one) and the bounds it adapts in."""
         cursor, stored = self.cursor(resource)
-        lo, hi = settings.min_window, max(settings.max_window, settings.min_window)
+        lo, hi = min(settings.min_window, settings.max_window), settings.max_window
         return cursor, min(max(stored or settings.window, lo), hi), lo, hi
 
     def cursor(self, resource: Resource) -> tuple[int, int | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -439,3 +440,71 @@ def test_json_logs_are_one_object_per_line_without_the_token(
     assert {"syncer.client", "syncer.backfill"} <= loggers, loggers
     assert all(rec["time"].endswith("+00:00") for rec in lines)  # aware UTC times
     assert TOKEN not in done.stderr and TOKEN not in done.stdout
+
+
+def test_call_refuses_credentials_as_parameters(sqlite_url: str, sim: Simulator,
+                                                tmp_path: Path) -> None:
+    """`call get-printers token=x` would make the API check x and stop a good license."""
+    for param in ("token=evil", "licname=other", "TOKEN=evil"):
+        result = run_cli(["call", "get-printers", param], cli_env(sqlite_url, sim.base_url),
+                         cwd=tmp_path)
+        assert result.exit_code == 2, result.output
+        assert "cannot be a parameter" in result.output
+    assert sim.stats()["requests"] == 0
+
+
+def test_reading_commands_refuse_a_sqlite_path_that_is_not_there(sim: Simulator,
+                                                                 tmp_path: Path) -> None:
+    """A typo in the path must not answer "no rows" from a new, empty database."""
+    typo = tmp_path / "cloudpos-dmeo.db"
+    for command in (["status"], ["report", "vat"]):
+        result = run_cli(command, cli_env(f"sqlite:///{typo}", sim.base_url), cwd=tmp_path)
+        assert result.exit_code == 1, result.output
+        assert f"nodatabaseat{typo}" in "".join(result.output.split())  # rich wraps paths
+    assert not typo.exists()
+
+
+def test_a_database_that_refuses_writes_is_one_line_not_a_traceback(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    path = sqlite_url.removeprefix("sqlite:///")
+    assert run_cli(["migrate"], cli_env(sqlite_url, sim.base_url), cwd=tmp_path).exit_code == 0
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    done = subprocess.run([sys.executable, "-m", "syncer", "backfill", "--resource", "printers"],
+                          env=cli_env(read_only, sim.base_url), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "error: database: attempt to write a readonly database" in done.stderr
+    assert "run the command again" in done.stderr
+
+
+def test_run_with_a_port_in_use_says_so_and_leaves_no_daemon(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(["run", "--http", f"127.0.0.1:{port}"],
+                         cli_env(sqlite_url, sim.base_url), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "cannot listen there" in result.output
+    assert sim.stats()["requests"] == 0
+    for bad in ("127.0.0.1:99999", "127.0.0.1:0"):
+        result = run_cli(["run", "--http", bad], cli_env(sqlite_url, sim.base_url), cwd=tmp_path)
+        assert result.exit_code == 2 and "port from 1 to 65535" in result.output
+    # No lease left behind: a daemon may start at once.
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.job_lease)
+                            .where(t.job_lease.c.owner.is_not(None))).scalar_one() == 0
+    engine.dispose()
+
+
+def test_no_license_message_shows_the_config_syntax(sqlite_url: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in cli_env(sqlite_url, "http://127.0.0.1:1/api/").items()
+           if k not in ("CLOUDPOS_LICNAME", "CLOUDPOS_TOKEN")}
+    result = run_cli(["backfill"], env, cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "[[licenses]]" in result.output

@@ -127,10 +127,26 @@ def test_token_env_reads_the_named_variable(tmp_path: Path, monkeypatch: pytest.
     assert c.resolved_token().get_secret_value() == ""
 
 
-def test_a_token_in_the_file_wins_over_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SHOP_TOKEN", "from-the-environment")
-    lic = LicenseConfig.model_validate({"name": "a", "token": SECRET, "token_env": "SHOP_TOKEN"})
-    assert lic.resolved_token().get_secret_value() == SECRET
+def test_blanks_around_a_token_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pasted token or `$(cat token.txt)` often ends in a newline: sent as it is, it
+    would cost a bad login and stop the license."""
+    monkeypatch.setenv("SHOP_TOKEN", f"  {SECRET}\n")
+    from_env = LicenseConfig.model_validate({"name": "a", "token_env": "SHOP_TOKEN"})
+    in_file = LicenseConfig.model_validate({"name": "a", "token": f"{SECRET} "})
+    assert from_env.resolved_token().get_secret_value() == SECRET
+    assert in_file.resolved_token().get_secret_value() == SECRET
+    assert from_env.fingerprint() == in_file.fingerprint()
+
+
+def test_an_unreadable_or_non_utf8_config_is_a_config_error(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b"[api]\ntimezone = 'Europe/Bruxelles \xe9'\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(latin, environ={})
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    with pytest.raises(ConfigError):
+        load_config(folder, environ={})
 
 
 def test_the_fingerprint_changes_with_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,6 +175,20 @@ def test_the_fingerprint_changes_with_the_token(monkeypatch: pytest.MonkeyPatch)
         ("[resources.order]\nwindow = 100\n", "resources", "unknown resource ['order']"),
         ("[[licenses]]\nname = 'a'\n[[licenses]]\nname = 'a'\n", "licenses", "duplicate name ['a']"),
         ("[[licenses]]\nname = '  '\n", "licenses.name", "must not be empty"),
+        ("[[licenses]]\nname = '" + "x" * 101 + "'\n", "licenses.0.name", "at most 100"),
+        ("[[licenses]]\nname = 'a'\ntoken = 't'\ntoken_env = 'T'\n", "licenses.0",
+         "token or token_env, not both"),
+        ("[api]\ndaily_budget = 100\nreserve = 100\n", "api", "must be below daily_budget"),
+        ("[[licenses]]\nname = 'a'\ndaily_budget = 10\nreserve = 20\n", "licenses.0",
+         "must be below daily_budget"),
+        ("[api]\nbase_url = 'not a url'\n", "api.base_url", "not an http(s) URL"),
+        ("[api]\nbase_url = 'ftp://cloudpos.be/api/'\n", "api.base_url", "not an http(s) URL"),
+        ("[resources.orders]\nmin_window = 500\nmax_window = 100\n", "resources.orders",
+         "min_window (500) is above max_window (100)"),
+        ("[resources.orders]\nmin_window = 6000\n", "resources.orders",
+         "min_window (6000) is above max_window (5000)"),
+        ("[database]\nurl = 'sqlite://'\n", "database.url", "in-memory SQLite"),
+        ("[database]\nurl = 'sqlite:///:memory:'\n", "database.url", "in-memory SQLite"),
     ],
 )
 def test_a_config_error_names_the_key_and_the_file(
@@ -261,3 +291,9 @@ def test_defaults_give_500_requests_with_50_in_reserve() -> None:
     config = Config.model_validate({"licenses": [{"name": "a"}]})
     assert config.budget_for(config.licenses[0]) == (500, 50)
     assert config.api.spendable == 450
+
+
+def test_a_max_window_under_the_default_min_window_lowers_the_floor(tmp_path: Path) -> None:
+    file = write(tmp_path / "shop.toml", "[resources.orders]\nmax_window = 40\n")
+    settings = load_config(file, environ={}).resource("orders")
+    assert (settings.min_window, settings.max_window) == (50, 40)  # as given; the plan clamps

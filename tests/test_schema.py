@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -163,3 +167,14 @@ def test_a_naive_datetime_is_refused(empty_engine: Engine) -> None:
     with pytest.raises(sa.exc.StatementError, match="naive datetime"), empty_engine.begin() as conn:
         conn.execute(insert(t.printers).values(license="shop", id=1, name="Bar",
                                                synced_at=dt.datetime(2026, 1, 1, 12, 0)))
+
+
+def test_replicas_migrating_at_once_take_turns(pg_url: str, tmp_path: Path) -> None:
+    """Each replica runs `syncer migrate` on start; on a new database they must not
+    both create the schema (duplicate types and tables)."""
+    env = {**os.environ, "SYNCER_DATABASE_URL": pg_url}
+    procs = [subprocess.Popen([sys.executable, "-m", "syncer", "migrate"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(3)]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], outputs

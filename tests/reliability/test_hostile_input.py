@@ -298,7 +298,7 @@ def test_broken_responses_are_retried_within_the_budget_then_reported_never_appl
         nonlocal tried
         tried += 1
         license = f"r{next(_licenses)}-{uuid.uuid4().hex[:6]}"
-        config = Config(database=DatabaseConfig(url="sqlite://"),
+        config = Config(database=DatabaseConfig(url="sqlite:///unused.db"),
                         api=ApiConfig(base_url=BASE_URL, max_attempts=3, daily_budget=budget,
                                       reserve=0),
                         licenses=(LicenseConfig(name=license, token=SecretStr(TOKEN)),))
