@@ -80,6 +80,9 @@ class Stop(Exception):
         self.exit_code = exit_code
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
+
+
 class SinceNotFound(Exception):
     """`--since`: no record on the days probed; the resource is left alone."""
 
@@ -113,7 +116,8 @@ class Backfill:
         self.sync = Sync(engine, license.name, client, parse_context(config, license), clock)
 
     def run(self, resources: Sequence[Resource]) -> tuple[list[Summary], int]:
-        """Backfill these resources; returns the summaries and the exit code (0, 1 or 3)."""
+        """Backfill these resources; returns the summaries and the exit code (0, 1, 3, or
+        130 after Ctrl-C)."""
         summaries: list[Summary] = []
         exit_code = 0
         stop: Stop | None = None
@@ -140,6 +144,13 @@ class Backfill:
             except SinceNotFound as exc:
                 summary.status, summary.note = "failed", str(exc)
                 exit_code = max(exit_code, 1)
+            except KeyboardInterrupt:
+                # Ctrl-C: the page in hand rolled back with its transaction; every cursor
+                # is where its last commit left it, so a rerun continues from there.
+                stop = Stop("interrupted; what was committed stays, run again to continue",
+                            INTERRUPTED)
+                summary.status, summary.note = "stopped", str(stop)
+                exit_code = INTERRUPTED
             except ModuleNotLicensed as exc:
                 summary.status, summary.note = "skipped", f"not licensed: {exc}"
                 self.sync.record_error(resource, str(exc), disabled_reason=str(exc))
@@ -172,6 +183,9 @@ class Backfill:
 
     def _windows(self, resource: Resource, summary: Summary) -> None:
         cursor, window, lo, hi = self.sync.window_plan(resource, self.config.resource(resource.name))
+        if cursor > 0 and self.since is not None:
+            log.warning("%s: --since %s does not apply: it continues from its cursor (id %d)",
+                        resource.name, self.since, cursor)
         if cursor == 0 and self.since is not None and resource.filters and "date" in resource.filters:
             today = self.clock().astimezone(self.config.api.tz).date()
             found = self._call(partial(self._since, resource, self.since, today))

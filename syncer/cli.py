@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from syncer import reports
 from syncer import resources as res
 from syncer import tables as t
-from syncer.backfill import Backfill, Reporter, Summary
+from syncer.backfill import INTERRUPTED, Backfill, Reporter, Summary
 from syncer.client import CloudPosError, RequestRefused
 from syncer.config import (
     ApiConfig,
@@ -80,6 +81,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload)
 
 
+def _only_upgrades(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.INFO or record.getMessage().startswith("Running ")
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning for the user (a token file others can read) as one line, not source code."""
+    errors.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+
+
 def setup_logging(level: str, fmt: str) -> None:
     install_log_redaction()
     handler = logging.StreamHandler(sys.stderr)
@@ -95,6 +106,9 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("httpcore").setLevel(max(logging.WARNING, root.level))
     # APScheduler logs every job it adds and runs at INFO; our own lines say more.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
+    # Alembic says which engine it talks to on every command; keep only the upgrades.
+    logging.getLogger("alembic.runtime.migration").addFilter(_only_upgrades)
+    warnings.showwarning = _show_warning
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -134,7 +148,7 @@ def licenses_of(config: Config, names: Sequence[str]) -> list[LicenseConfig]:
     unknown = [n for n in names if n not in known]
     if unknown:
         fail(f"unknown license {unknown}; configured: {sorted(known)}", EXIT_USAGE)
-    return [known[n] for n in names]
+    return [known[n] for n in dict.fromkeys(names)]  # a name given twice runs once
 
 
 def open_database(config: Config, *, migrate_first: bool = True, existing: bool = False) -> Engine:
@@ -236,6 +250,8 @@ def run_backfill(
                                       reporter=reporter).run(resources)
             summaries.extend(done)
             exit_code = max(exit_code, code)
+            if code == INTERRUPTED:
+                break  # Ctrl-C ends the whole backfill, not one license's
     return summaries, exit_code
 
 
@@ -254,7 +270,8 @@ def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime |
     config = state.config
     licenses = licenses_of(config, license_names)
     engine = open_database(config)
-    chosen = [res.get(n) for n in resource_names] if resource_names else list(res.RESOURCES)
+    chosen = ([res.get(n) for n in dict.fromkeys(resource_names)] if resource_names
+              else list(res.RESOURCES))
     started = time.monotonic()
     summaries, code = run_backfill(engine, config, licenses, chosen,
                                    since=since.date() if since else None, max_requests=max_requests)

@@ -415,8 +415,8 @@ class CloudPosClient:
             body = self._decode(function, response, content)
             empty = raise_for_api_error(body, function, self.tz)
             records = records_from(body, function) if unwrap and not empty else []
-        except Exception as exc:
-            if not isinstance(exc, CloudPosError):  # a bug: the door still hears of it
+        except BaseException as exc:
+            if not isinstance(exc, CloudPosError):  # a bug or Ctrl-C: the door still hears of it
                 self.door.after_response(ticket, Outcome(
                     "failed", None, status, int((time.perf_counter() - started) * 1000)))
                 raise

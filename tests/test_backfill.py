@@ -21,7 +21,16 @@ from syncer.simulator.data import render_coupon
 from syncer.sync import TARGET_BYTES, adapt_window
 from tests.conftest import TOKEN
 from tests.expected import expected_rows, stored_rows
-from tests.helpers import cli_env, dump, ledger_count, pg_writes, run_cli, spawn_cli, synced_at_by_table
+from tests.helpers import (
+    cli_env,
+    dump,
+    finish,
+    ledger_count,
+    pg_writes,
+    run_cli,
+    spawn_cli,
+    synced_at_by_table,
+)
 
 FULL_LISTS = 10
 WINDOWED = 3
@@ -358,3 +367,27 @@ def test_a_window_doubles_on_small_answers_and_halves_on_huge_ones() -> None:
     assert adapt_window(500, TARGET_BYTES + 1, 50, 5000) == 250
     assert adapt_window(60, TARGET_BYTES * 3, 50, 5000) == 50  # never under min_window
     assert adapt_window(500, TARGET_BYTES * 3 // 4, 50, 5000) == 500  # about right: kept
+
+
+def test_ctrl_c_ends_a_backfill_with_its_summary_and_the_rerun_continues(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    env = cli_env(db_url, sim.base_url)
+    sim.inject_fault("slow", count=1000, delay=0.2)
+    proc = spawn_cli(["backfill"], env, tmp_path)
+    deadline = time.monotonic() + 60
+    while sim.stats()["requests"] < 4:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out = finish(proc, timeout=30)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "Aborted" not in out
+    assert "interrupted; what was committed stays, run again to continue" in " ".join(out.split())
+    with sim._lock:
+        sim._faults.clear()
+    again = run_cli(["backfill"], env, cwd=tmp_path)
+    assert again.exit_code == 0, again.output
+    engine = make_engine(db_url)
+    assert dump(engine) == reference_dump(sim, tmp_path)
+    engine.dispose()

@@ -508,3 +508,25 @@ def test_no_license_message_shows_the_config_syntax(sqlite_url: str, tmp_path: P
     result = run_cli(["backfill"], env, cwd=tmp_path)
     assert result.exit_code == 2, result.output
     assert "[[licenses]]" in result.output
+
+
+def test_logs_keep_the_upgrades_and_warnings_are_one_line(sqlite_url: str, tmp_path: Path) -> None:
+    (tmp_path / "syncer.toml").write_text(
+        "[[licenses]]\nname = 'shop'\ntoken = 'a-token-in-the-file'\n")
+    (tmp_path / "syncer.toml").chmod(0o644)
+
+    def migrate() -> str:
+        env = {k: v for k, v in cli_env(sqlite_url, "http://127.0.0.1:1/api/").items()
+               if not k.startswith("CLOUDPOS_")}
+        done = subprocess.run([sys.executable, "-m", "syncer", "migrate"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    first, second = migrate(), migrate()
+    assert "Running upgrade" in first and "Running upgrade" not in second
+    assert "Context impl" not in first + second
+    warning = [line for line in second.splitlines() if "readable by other users" in line]
+    assert warning == ["warning: syncer.toml holds a token and is readable by other users; "
+                       "run: chmod 600 syncer.toml"], second
+    assert "UserWarning" not in second and "warnings.warn" not in second
