@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
-from sqlalchemy import Engine, func, make_url, select
+from sqlalchemy import Engine, false, func, make_url, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncer import reports
@@ -401,6 +401,15 @@ def check(state: State, online: bool) -> None:
         fail(f"database {describe(engine)}: {exc}")
     if current == head:
         console.print(f"database: {describe(engine)}: ok (revision {current})")
+        try:  # a write that changes nothing: a read-only file or a missing grant shows here
+            with engine.connect() as conn, conn.begin() as tx:
+                conn.execute(update(t.request_budget).where(false())
+                             .values(spent=t.request_budget.c.spent))
+                tx.rollback()
+        except SQLAlchemyError as exc:
+            cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            console.print(f"[red]database: cannot write: {escape(redact(cause))}[/red]")
+            problems += 1
     else:
         console.print(f"database: {describe(engine)}: revision {current}, newest {head}; "
                       "run `syncer migrate`")

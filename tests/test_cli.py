@@ -477,6 +477,11 @@ def test_a_database_that_refuses_writes_is_one_line_not_a_traceback(
     assert "Traceback" not in done.stderr + done.stdout
     assert "error: database: attempt to write a readonly database" in done.stderr
     assert "run the command again" in done.stderr
+    # `check` finds it before a backfill does.
+    checked = run_cli(["check"], cli_env(read_only, sim.base_url), cwd=tmp_path)
+    assert checked.exit_code == 1, checked.output
+    assert "cannot write: attempt to write a readonly database" in checked.output
+    assert run_cli(["check"], cli_env(sqlite_url, sim.base_url), cwd=tmp_path).exit_code == 0
 
 
 def test_run_with_a_port_in_use_says_so_and_leaves_no_daemon(
