@@ -512,6 +512,10 @@ class Daemon:
         """
         self._stopping.set()
         if self.scheduler.running:
+            # remove_all_jobs waits for a scheduling pass in progress: APScheduler's
+            # shutdown() flags the scheduler stopped mid-pass, and the pass then fails to
+            # remove the date job it just ran (JobLookupError in its thread).
+            self.scheduler.remove_all_jobs()
             self.scheduler.shutdown(wait=False)
         for lic in self.licenses:
             lic.close()  # aborts requests in flight; their transactions never began
