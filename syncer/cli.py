@@ -563,6 +563,12 @@ def report(state: State, name: str, date_from: dt.datetime | None, date_to: dt.d
         fail(f"--from {date_from:%Y-%m-%d} is after --to {date_to:%Y-%m-%d}", EXIT_USAGE)
     config = state.config
     engine = open_database(config, existing=True)
+    if license_name is not None:
+        with engine.connect() as conn:
+            synced = set(conn.execute(select(t.sync_state.c.license).distinct()).scalars())
+        if license_name not in synced:
+            fail(f"no data for license {license_name!r} in this database; it holds: "
+                 f"{', '.join(sorted(synced)) or 'none yet'}", EXIT_USAGE)
     rows = reports.fetch(engine, chosen, since=date_from.date() if date_from else None,
                          until=date_to.date() if date_to else None, license=license_name)
     tz = config.api.tz

@@ -267,6 +267,9 @@ def load_config(
         raw["licenses"] = [
             {"name": env["CLOUDPOS_LICNAME"], "token_env": "CLOUDPOS_TOKEN"}
         ]
+    elif env.get("CLOUDPOS_LICNAME"):
+        warnings.warn(f"CLOUDPOS_LICNAME and CLOUDPOS_TOKEN are ignored: {source} lists its "
+                      "licenses", stacklevel=2)
     raw["source"] = source
     try:
         config = Config.model_validate(raw)

@@ -110,7 +110,10 @@ def test_licname_and_token_from_the_environment_make_a_single_license(
 
 def test_licenses_in_the_file_win_over_licname_from_the_environment(tmp_path: Path) -> None:
     file = write(tmp_path / "syncer.toml", '[[licenses]]\nname = "fromfile"\ntoken = "abcdef"\n')
-    config = load_config(file, environ={"CLOUDPOS_LICNAME": "fromenv", "CLOUDPOS_TOKEN": SECRET})
+    with pytest.warns(UserWarning, match=rf"CLOUDPOS_LICNAME and CLOUDPOS_TOKEN are ignored: "
+                                           rf"{file} lists its licenses"):
+        config = load_config(file, environ={"CLOUDPOS_LICNAME": "fromenv",
+                                            "CLOUDPOS_TOKEN": SECRET})
     assert [lic.name for lic in config.licenses] == ["fromfile"]
 
 

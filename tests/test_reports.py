@@ -654,3 +654,9 @@ def test_the_readme_reporting_sql_runs_on_both_databases(synced: Synced) -> None
         for statement in statements:
             rows = conn.execute(sa.text(statement.replace("'myshop'", f"'{LICENSE}'"))).all()
             assert rows is not None, statement
+
+
+def test_report_for_a_license_the_database_does_not_hold_says_so(synced: Synced, tmp_path: Path) -> None:
+    result = report(synced, tmp_path, "vat", "--license", "nope")
+    assert result.exit_code == 2, result.output
+    assert "no data for license 'nope'" in result.output
