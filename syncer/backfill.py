@@ -210,11 +210,16 @@ class Backfill:
                 if failures >= self.config.api.max_attempts:
                     raise
                 window = max(lo, window // 2)
+                log.warning("%s: ids %d-%d timed out; trying %d ids (try %d of %d)",
+                            resource.name, start, end, window, failures + 1,
+                            self.config.api.max_attempts)
                 continue
-            except Retriable:
+            except Retriable as exc:
                 failures += 1
                 if failures >= self.config.api.max_attempts:
                     raise
+                log.warning("%s: ids %d-%d failed (%s); again (try %d of %d)", resource.name,
+                            start, end, type(exc).__name__, failures + 1, self.config.api.max_attempts)
                 self.sleep(min(2.0**failures * 0.5, 8.0))
                 continue
             failures = 0

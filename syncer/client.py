@@ -284,6 +284,12 @@ def raise_for_api_error(body: Any, function: str, tz: ZoneInfo) -> bool:
     raise UnknownApiError(text, code)
 
 
+def _attempt_note(number: int, of: int) -> str:
+    """The log's attempt note, e.g. ' (attempt 2/3)', when the client retries; none when
+    its caller retries instead (the backfill's windows log their own tries)."""
+    return f" (attempt {number}/{of})" if of > 1 else ""
+
+
 # --- the client ----------------------------------------------------------------
 
 
@@ -425,13 +431,13 @@ class CloudPosClient:
             until = getattr(exc, "retry_at", None) or getattr(exc, "until", None)
             self.door.after_response(ticket, Outcome(outcome, exc.code, status, duration, until))
             level = logging.WARNING if isinstance(exc, Retriable) else logging.INFO
-            log.log(level, "GET %s %s -> %s (attempt %d/%d)", function, shown, exc, number, of)
+            log.log(level, "GET %s %s -> %s%s", function, shown, exc, _attempt_note(number, of))
             raise
         duration = int((time.perf_counter() - started) * 1000)
         result = Outcome("empty" if empty else "ok", 2000 if empty else None, status, duration)
         self.door.after_response(ticket, result)
-        log.debug("GET %s %s -> %s, %d bytes in %d ms (attempt %d/%d)", function, shown,
-                  "empty" if empty else "ok", len(content), duration, number, of)
+        log.debug("GET %s %s -> %s, %d bytes in %d ms%s", function, shown,
+                  "empty" if empty else "ok", len(content), duration, _attempt_note(number, of))
         return Page(body=body, records=records, nbytes=len(content), elapsed=duration / 1000,
                     empty=empty)
 
