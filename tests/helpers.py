@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,26 @@ from syncer.resources import RESOURCES
 from tests.conftest import CLI_OUTPUTS, LICENSE, TOKEN
 
 SYNCED_TABLES = [tbl for r in RESOURCES for tbl in r.tables]
+
+
+class FakeClock:
+    """A clock the test moves by hand, shared by the daemon, the ledger and the simulator."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+        self.lock = threading.Lock()
+
+    def __call__(self) -> dt.datetime:
+        with self.lock:
+            return self.now
+
+    def advance(self, **delta: float) -> None:
+        with self.lock:
+            self.now += dt.timedelta(**delta)
+
+    def set(self, moment: dt.datetime) -> None:
+        with self.lock:
+            self.now = moment
 
 
 def cli_env(db_url: str, base_url: str, token: str = TOKEN, **extra: str) -> dict[str, str]:

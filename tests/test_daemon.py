@@ -28,29 +28,9 @@ from syncer.db import make_engine, migrate
 from syncer.ledger import utcnow
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN
-from tests.helpers import cli_env, finish, ledger_count, run_cli, spawn_cli
+from tests.helpers import FakeClock, cli_env, finish, ledger_count, run_cli, spawn_cli
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
-
-
-class FakeClock:
-    """A clock the test moves by hand, shared by the daemon and the simulator."""
-
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-        self.lock = threading.Lock()
-
-    def __call__(self) -> dt.datetime:
-        with self.lock:
-            return self.now
-
-    def advance(self, **delta: float) -> None:
-        with self.lock:
-            self.now += dt.timedelta(**delta)
-
-    def set(self, moment: dt.datetime) -> None:
-        with self.lock:
-            self.now = moment
 
 
 def make_config(db_url: str, sim: Simulator, token: str = TOKEN, budget: int = 500, reserve: int = 50,

@@ -15,21 +15,12 @@ import pytest
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import PAYMENT_METHODS, RESOURCES, render
 from syncer.simulator.server import FUNCTIONS, LIST_FUNCTIONS
+from tests.helpers import FakeClock
 
 TZ = ZoneInfo("Europe/Brussels")
 UTC = dt.UTC
 ANCHOR = dt.date(2026, 10, 27)  # two days after the autumn DST change
 AUTH = {"licname": "demo", "token": "demo-token"}
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture(scope="module")

@@ -96,27 +96,33 @@ def _finish(url: str, sim: Simulator, reference: Dump, figures: Figures, crashed
     assert ledger >= seen, "the simulator saw a request the ledger does not count"
 
 
-@pytest.mark.parametrize(("requests", "delay"), _points(FAST_BACKFILL, SLOW_BACKFILL))
-def test_backfill_killed_at_any_point_resumes_to_a_clean_run(
-    requests: int, delay: float, db_url: str, quiet_sim: Simulator, reference: Dump,
-    tmp_path: Path, figures: Figures, leaks: Leaks
-) -> None:
-    sim = quiet_sim
-    (tmp_path / "syncer.toml").write_text(BACKFILL_CONFIG)
-    url = db_url
+def _crash_and_resume(command: list[str], restart: list[str], config: str, requests: int,
+                     delay: float, url: str, sim: Simulator, reference: Dump, tmp_path: Path,
+                     figures: Figures, leaks: Leaks) -> None:
+    """SIGKILL `command` at a point, check the cursors, run `restart`, compare."""
+    (tmp_path / "syncer.toml").write_text(config)
     env = cli_env(url, sim.base_url)
     sim.inject_fault("slow", count=10_000, delay=DELAY)
-    crashed = _kill_after(spawn_cli(["backfill"], env, tmp_path), sim, requests, delay, leaks)
+    crashed = _kill_after(spawn_cli(command, env, tmp_path), sim, requests, delay, leaks)
     with sim._lock:
         sim._faults.clear()
     engine = make_engine(url)
     migrate(engine)
     _check_cursors(engine, sim)
     engine.dispose()
-    result = run_cli(["backfill"], env, cwd=tmp_path)
-    leaks.add("backfill output", result.output)
+    result = run_cli(restart, env, cwd=tmp_path)
+    leaks.add(f"{' '.join(restart)} output", result.output)
     assert result.exit_code == 0, result.output
     _finish(url, sim, reference, figures, crashed)
+
+
+@pytest.mark.parametrize(("requests", "delay"), _points(FAST_BACKFILL, SLOW_BACKFILL))
+def test_backfill_killed_at_any_point_resumes_to_a_clean_run(
+    requests: int, delay: float, db_url: str, quiet_sim: Simulator, reference: Dump,
+    tmp_path: Path, figures: Figures, leaks: Leaks
+) -> None:
+    _crash_and_resume(["backfill"], ["backfill"], BACKFILL_CONFIG, requests, delay, db_url,
+                      quiet_sim, reference, tmp_path, figures, leaks)
 
 
 @pytest.mark.parametrize(("requests", "delay"), _points(FAST_DAEMON, SLOW_DAEMON))
@@ -124,21 +130,7 @@ def test_daemon_killed_at_any_point_restarts_to_a_clean_run(
     requests: int, delay: float, db_url: str, quiet_sim: Simulator, reference: Dump,
     tmp_path: Path, figures: Figures, leaks: Leaks
 ) -> None:
-    sim = quiet_sim
-    (tmp_path / "syncer.toml").write_text(DAEMON_CONFIG)
-    url = db_url
-    env = cli_env(url, sim.base_url)
-    sim.inject_fault("slow", count=10_000, delay=DELAY)
-    crashed = _kill_after(spawn_cli(["run"], env, tmp_path), sim, requests, delay, leaks)
-    with sim._lock:
-        sim._faults.clear()
-    engine = make_engine(url)
-    migrate(engine)
-    _check_cursors(engine, sim)
-    engine.dispose()
-    # No waiting for the dead process's leases to expire: a restart on the same host
-    # sees that their holder no longer runs and takes them over.
-    result = run_cli(["run", "--once"], env, cwd=tmp_path)
-    leaks.add("run output", result.output)
-    assert result.exit_code == 0, result.output
-    _finish(url, sim, reference, figures, crashed)
+    # The restart does not wait for the dead process's leases to expire: on the same
+    # host it sees that their holder no longer runs and takes them over.
+    _crash_and_resume(["run"], ["run", "--once"], DAEMON_CONFIG, requests, delay, db_url,
+                      quiet_sim, reference, tmp_path, figures, leaks)

@@ -30,9 +30,9 @@ from syncer.db import make_engine, migrate
 from syncer.resources import RESOURCES, Pull
 from syncer.simulator import Simulator
 from tests.conftest import PG_URL, Leaks
-from tests.helpers import cli_env, dump, ledger_count, run_cli, spawn_cli
+from tests.helpers import FakeClock, cli_env, dump, ledger_count, run_cli, spawn_cli
 from tests.reliability.conftest import Dump, Figures, compare
-from tests.reliability.test_faults import _Clock, daemon_config
+from tests.reliability.test_faults import daemon_config
 
 WIDE = {"orders": 5000, "invoices": 5000, "coupons": 5000}
 
@@ -49,7 +49,7 @@ def _daemon_rounds(url: str, sim: Simulator, rounds: int = 2) -> None:
     """Run the daemon's due jobs the way its scheduler does (`_run_one`), twice, 31 s apart."""
     engine = make_engine(url)
     migrate(engine)
-    clock = _Clock(dt.datetime(2026, 10, 27, 14, 0, tzinfo=dt.UTC))
+    clock = FakeClock(dt.datetime(2026, 10, 27, 14, 0, tzinfo=dt.UTC))
     daemon = Daemon(engine, _config(url, sim), clock=clock)
     # As `Daemon.start` does: first the stored due times, then what each run returns.
     schedule = {(lic, job): when or clock() for lic in daemon.licenses

@@ -11,7 +11,6 @@ Fast subset: each fault kind against one full list (products) and one id window
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from syncer.resources import BY_NAME, RESOURCES, Pull
 from syncer.simulator import Simulator
 from syncer.simulator.server import FAULTS
 from tests.conftest import LICENSE, TOKEN, Leaks
-from tests.helpers import cli_env, dump, ledger_count, run_cli
+from tests.helpers import FakeClock, cli_env, dump, ledger_count, run_cli
 from tests.reliability.conftest import Dump, Figures, compare
 
 TIMEOUT = 1.0  # seconds; a "hang" costs this much per attempt
@@ -83,20 +82,6 @@ def test_backfill_heals_every_fault_within_the_retry_bound(
     _check(url, sim, reference, resource, figures, injected=injected)
 
 
-class _Clock:
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-        self.lock = threading.Lock()
-
-    def __call__(self) -> dt.datetime:
-        with self.lock:
-            return self.now
-
-    def advance(self, minutes: float) -> None:
-        with self.lock:
-            self.now += dt.timedelta(minutes=minutes)
-
-
 def daemon_config(url: str, sim: Simulator, max_attempts: int = 2) -> Config:
     return Config(database=DatabaseConfig(url=url),
                   api=ApiConfig(base_url=sim.base_url, timeout_seconds=TIMEOUT,
@@ -113,7 +98,7 @@ def test_run_heals_every_fault_within_the_retry_bound(
     url = db_url
     engine = make_engine(url)
     migrate(engine)
-    clock = _Clock(dt.datetime(2026, 10, 27, 14, 0, tzinfo=dt.UTC))
+    clock = FakeClock(dt.datetime(2026, 10, 27, 14, 0, tzinfo=dt.UTC))
     jobs = [j for j in DEFAULT_JOBS if j.name == resource]
     daemon = Daemon(engine, daemon_config(url, sim), clock=clock, jobs=jobs)
     try:
