@@ -38,7 +38,7 @@ from syncer.config import (
     LicenseConfig,
     load_config,
 )
-from syncer.db import describe, make_engine, migrate, normalize_url
+from syncer.db import describe, error_summary, make_engine, migrate, normalize_url
 from syncer.ledger import (
     BudgetExhausted,
     api_day,
@@ -407,8 +407,8 @@ def check(state: State, online: bool) -> None:
                              .values(spent=t.request_budget.c.spent))
                 tx.rollback()
         except SQLAlchemyError as exc:
-            cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            console.print(f"[red]database: cannot write: {escape(redact(cause))}[/red]")
+            console.print(f"[red]database: cannot write: {escape(redact(error_summary(exc)))}"
+                          "[/red]")
             problems += 1
     else:
         console.print(f"database: {describe(engine)}: revision {current}, newest {head}; "
@@ -711,8 +711,7 @@ def main() -> None:
         # The database refused or went away mid-command (read-only file, full disk, a
         # restart): one line, not a traceback. Nothing past the last commit was kept,
         # and every cursor moved with its rows, so running the command again continues.
-        cause = getattr(exc, "orig", None) or exc
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        errors.print(f"[red]error:[/red] database: {escape(redact(first))}; nothing after the "
+        errors.print(f"[red]error:[/red] database: {escape(redact(error_summary(exc)))}; "
+                     "nothing after the "
                      "last commit was kept: fix it and run the command again", highlight=False)
         sys.exit(EXIT_ERROR)

@@ -421,17 +421,17 @@ class CloudPosClient:
             body = self._decode(function, response, content)
             empty = raise_for_api_error(body, function, self.tz)
             records = records_from(body, function) if unwrap and not empty else []
-        except BaseException as exc:
-            if not isinstance(exc, CloudPosError):  # a bug or Ctrl-C: the door still hears of it
-                self.door.after_response(ticket, Outcome(
-                    "failed", None, status, int((time.perf_counter() - started) * 1000)))
-                raise
+        except CloudPosError as exc:
             duration = int((time.perf_counter() - started) * 1000)
             outcome = "api_error" if exc.code is not None else "failed"
             until = getattr(exc, "retry_at", None) or getattr(exc, "until", None)
             self.door.after_response(ticket, Outcome(outcome, exc.code, status, duration, until))
             level = logging.WARNING if isinstance(exc, Retriable) else logging.INFO
             log.log(level, "GET %s %s -> %s%s", function, shown, exc, _attempt_note(number, of))
+            raise
+        except BaseException:  # a bug or Ctrl-C: the door still hears of the attempt
+            duration = int((time.perf_counter() - started) * 1000)
+            self.door.after_response(ticket, Outcome("failed", None, status, duration))
             raise
         duration = int((time.perf_counter() - started) * 1000)
         result = Outcome("empty" if empty else "ok", 2000 if empty else None, status, duration)

@@ -43,6 +43,7 @@ from syncer.client import (
     ModuleNotLicensed,
 )
 from syncer.config import Config, LicenseConfig
+from syncer.db import error_summary
 from syncer.ledger import (
     BudgetExhausted,
     Clock,
@@ -488,7 +489,7 @@ class Daemon:
             failures = self._db_failures[lic.name, job] = self._db_failures[lic.name, job] + 1
             delay = db_retry_delay(failures)
             log.warning("%s/%s: database error, retrying in %d s: %s", lic.name, job,
-                        delay.total_seconds(), str(exc).splitlines()[0])
+                        delay.total_seconds(), error_summary(exc))
             return self.clock() + delay
         except Exception:
             log.exception("%s/%s: unexpected error; retrying in 5 minutes", lic.name, job)
@@ -501,7 +502,7 @@ class Daemon:
             try:
                 renew(self.engine, self.owner, self.clock(), self.ttl)
             except SQLAlchemyError as exc:
-                log.warning("lease heartbeat failed: %s", str(exc).splitlines()[0])
+                log.warning("lease heartbeat failed: %s", error_summary(exc))
 
     def stop(self, timeout: float = 8.0) -> bool:
         """Stop scheduling and cancel running jobs; False if one still runs after `timeout`.

@@ -70,6 +70,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     raise ValueError(f"unsupported database {dialect!r} in database.url; use sqlite or postgresql")
 
 
+def error_summary(exc: BaseException) -> str:
+    """One line for a database error: the driver's own message (SQLAlchemy wraps it with
+    the statement and its parameters, which belong in no log line)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
 def describe(engine: Engine) -> str:
     """The database URL without its password, for messages."""
     return redact(engine.url.render_as_string(hide_password=True))
