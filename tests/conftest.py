@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import signal
 import threading
 import uuid
 from collections.abc import Generator, Iterator
@@ -31,6 +32,12 @@ from syncer import cli as cli_module
 from syncer.db import make_engine, migrate
 from syncer.redact import install_log_redaction
 from syncer.simulator import Simulator, generate
+
+# A shell starting the tests as a background job (`pytest &` in a script) makes them
+# ignore SIGINT, and the CLIs they spawn would inherit that: the Ctrl-C tests would
+# then see nothing happen. A handled SIGINT becomes the default again in a child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PG_URL = os.environ.get("SYNCER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TOKEN = "demo-token-7f3a9c2e"  # long and unusual, so a leak is easy to find
