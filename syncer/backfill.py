@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 from sqlalchemy import Engine
 
@@ -39,10 +40,11 @@ from syncer.sync import PullResult, Sync, adapt_window
 
 log = logging.getLogger("syncer.backfill")
 
+T = TypeVar("T")
+
 # An answer larger than this halves the window; one that stays under it when doubled
 # doubles it. 5,000 API orders are ~7 MB of JSON, so max_window is reachable.
 START_PROBES = 8  # growing probes to find the first id when history does not start at 1
-SINCE_PROBES = 14  # days probed with `date` to find the first id on or after --since
 
 
 @dataclass
@@ -81,10 +83,6 @@ class Stop(Exception):
 
 
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
-
-
-class SinceNotFound(Exception):
-    """`--since`: no record on the days probed; the resource is left alone."""
 
 
 class Backfill:
@@ -141,9 +139,6 @@ class Backfill:
                 stop = exc
                 summary.status, summary.note = "stopped", str(exc)
                 exit_code = max(exit_code, exc.exit_code)
-            except SinceNotFound as exc:
-                summary.status, summary.note = "failed", str(exc)
-                exit_code = max(exit_code, 1)
             except KeyboardInterrupt:
                 # Ctrl-C: the page in hand rolled back with its transaction; every cursor
                 # is where its last commit left it, so a rerun continues from there.
@@ -166,7 +161,7 @@ class Backfill:
                  self.license.name, spent["http_json"], spent["parse"], spent["database"])
         return summaries, exit_code
 
-    def _call(self, fn: Callable[[], PullResult]) -> PullResult:
+    def _call(self, fn: Callable[[], T]) -> T:
         """Run one pull, turning budget and license stops into `Stop`."""
         try:
             return fn()
@@ -188,14 +183,7 @@ class Backfill:
                         resource.name, self.since, cursor)
         if cursor == 0 and self.since is not None and resource.filters and "date" in resource.filters:
             today = self.clock().astimezone(self.config.api.tz).date()
-            found = self._call(partial(self._since, resource, self.since, today))
-            if found.max_id is None:
-                # Starting at id 1 would load the whole history the user asked to skip.
-                raise SinceNotFound(
-                    f"no {resource.name} on the {SINCE_PROBES} days from {self.since} "
-                    f"(one `date` request per day): nothing loaded for it rather than its whole "
-                    "history. Give a --since with records soon after it, or none.")
-            cursor = found.max_id - 1
+            cursor = self._call(partial(self.sync.start_history, resource, self.since, today))
         summary.cursor = cursor
         probe = cursor  # where the next window starts; moves past empty space only while searching
         probes_left = START_PROBES if cursor == 0 else 0
@@ -241,7 +229,3 @@ class Backfill:
             summary.cursor = cursor
             self.reporter.advanced(summary, result)
             window = adapt_window(window, result.nbytes, lo, hi)
-
-    def _since(self, resource: Resource, since: dt.date, today: dt.date) -> PullResult:
-        first = self.sync.first_id_since(resource, since, today, SINCE_PROBES)
-        return PullResult(Counts(), 0, 0, 0.0, first)

@@ -32,6 +32,12 @@ log = logging.getLogger("syncer.sync")
 # held and parsed at a time (5,000 orders are about 7 MB).
 TARGET_BYTES = 16 * 1024 * 1024
 
+# `--since` probes (one `date` request each): days after it, days before it one by
+# one, and how far back powers of two reach (see Sync._history_start).
+SINCE_AHEAD = 14
+SINCE_BEHIND = 7
+SINCE_REACH = 4096
+
 
 def adapt_window(window: int, nbytes: int, lo: int, hi: int) -> int:
     """The next window after an answer of `nbytes`: halved when it was huge, doubled
@@ -214,19 +220,55 @@ class Sync:
         page = self.client.fetch(resource.function, {"date": day.isoformat()})
         return self._apply(resource, page, full_list=False, state={})
 
-    def first_id_since(self, resource: Resource, since: dt.date, today: dt.date,
-                       probes: int = 14) -> int | None:
-        """The lowest id on the first day from `since` that has records (`date` probes)."""
-        for offset in range(probes):
+    def start_history(self, resource: Resource, since: dt.date, today: dt.date) -> int:
+        """Set the cursor of a resource with none yet so its history starts at `since`
+        (the choice is kept: later runs and the daemon go on from there)."""
+        cursor = self._history_start(resource, since, today)
+        if cursor > 0:
+            with self.engine.begin() as conn:
+                save_state(conn, self.license, resource.name, cursor=cursor)
+        return cursor
+
+    def _history_start(self, resource: Resource, since: dt.date, today: dt.date) -> int:
+        """The cursor a history from `since` starts after, found with `date` probes.
+
+        1. The `SINCE_AHEAD` days from `since`, one by one: the first with records
+           gives the exact start (its lowest id, minus one).
+        2. Otherwise the records after `since` (if any) come later, and the last id
+           before `since` bounds them: the `SINCE_BEHIND` days before it one by one,
+           then every power of two further back, up to `SINCE_REACH` days. The first
+           day with records gives its highest id. Records on days skipped between it
+           and `since` are loaded too: loading a little too much beats losing some.
+        3. No record on any probed day: 0, the history from its first id.
+        Ids grow with time (the register numbers its documents as it makes them).
+        """
+        def ids_on(day: dt.date) -> list[int]:
+            if day > today:
+                return []
+            page = self.client.fetch(resource.function, {"date": day.isoformat()})
+            return [i for r in page.records if (i := _raw_id(r)) is not None]
+
+        for offset in range(SINCE_AHEAD):
             day = since + dt.timedelta(days=offset)
             if day > today:
                 break
-            page = self.client.fetch(resource.function, {"date": day.isoformat()})
-            ids = [i for r in page.records if (i := _raw_id(r)) is not None]
-            if ids:
-                log.info("%s: history from %s starts at id %d (%s)", resource.name, since, min(ids), day)
-                return min(ids)
-        return None
+            if ids := ids_on(day):
+                log.info("%s: history from %s starts at id %d (%s)", resource.name, since,
+                         min(ids), day)
+                return min(ids) - 1
+        back = [*range(1, SINCE_BEHIND + 1),
+                *(2**k for k in range(SINCE_BEHIND.bit_length(), SINCE_REACH.bit_length()))]
+        for offset in back:
+            day = since - dt.timedelta(days=offset)
+            if ids := ids_on(day):
+                log.info("%s: none in the %d days from %s; loading the ids after %d, the last "
+                         "on %s%s", resource.name, SINCE_AHEAD, since, max(ids), day,
+                         "" if offset <= SINCE_BEHIND else
+                         " (records of the unprobed days before --since come too)")
+                return max(ids)
+        log.info("%s: no record on or near %s, nor on the days probed before it; loading "
+                 "from the first id", resource.name, since)
+        return 0
 
     def rescan_window(self, resource: Resource, start: int, end: int) -> PullResult:
         """Re-pull a window of already stored ids (coupons' `used`); the cursor stays."""

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from syncer import tables as t
 from syncer.db import make_engine, migrate
 from syncer.simulator import Simulator
-from syncer.simulator.data import render_coupon
+from syncer.simulator.data import generate, render_coupon
 from syncer.sync import TARGET_BYTES, adapt_window
-from tests.conftest import TOKEN
+from tests.conftest import ANCHOR, LICENSE, TOKEN
 from tests.expected import expected_rows, stored_rows
 from tests.helpers import (
     cli_env,
@@ -189,20 +189,68 @@ def test_since_starts_history_at_a_date(db_url: str, sim: Simulator, tmp_path: P
     engine.dispose()
 
 
-def test_since_without_records_after_it_loads_nothing_rather_than_everything(
-    db_url: str, sim: Simulator, tmp_path: Path
-) -> None:
-    last = max(o.ordered_at for o in sim.dataset.orders).date()
-    since = last + dt.timedelta(days=3)  # after the history ends, before today
+def _since_backfill(db_url: str, sim: Simulator, tmp_path: Path, since: dt.date) -> set[int]:
+    """`backfill --resource orders --since`; the order ids it stored."""
     result = run_cli(["backfill", "--resource", "orders", "--since", since.isoformat()],
                      cli_env(db_url, sim.base_url), cwd=tmp_path)
-    assert result.exit_code == 1, result.output
-    assert f"no orders on the 14 days from {since}" in " ".join(result.output.split())
-    assert sim.stats()["requests"] <= 14  # the date probes, nothing else
+    assert result.exit_code == 0, result.output
     engine = make_engine(db_url)
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(t.orders)).scalar_one() == 0
+        stored = set(conn.execute(select(t.orders.c.id)).scalars())
     engine.dispose()
+    return stored
+
+
+def _local_day(sim: Simulator, days: int) -> dt.datetime:
+    return dt.datetime.combine(ANCHOR + dt.timedelta(days=days), dt.time(12), sim.dataset.zone)
+
+
+def test_since_past_the_history_keeps_its_place_for_later_orders(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    """Nothing on the 14 days from --since: the last id before it bounds the history,
+    nothing older is loaded, and the cursor stays there for the next run."""
+    last = max(o.ordered_at for o in sim.dataset.orders).date()
+    assert last == ANCHOR
+    assert _since_backfill(db_url, sim, tmp_path, ANCHOR + dt.timedelta(days=3)) == set()
+    # 14 days ahead, then ANCHOR+2, ANCHOR+1 and ANCHOR (found) behind, then one window.
+    assert sim.stats()["requests"] == 14 + 3 + 1
+    later = set(sim.add_orders(5, _local_day(sim, 20)))
+    assert backfill(db_url, sim, tmp_path, "--resource", "orders") == 0  # no --since now
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert set(conn.execute(select(t.orders.c.id)).scalars()) == later
+    engine.dispose()
+
+
+def test_since_in_a_long_gap_loads_every_order_after_it(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A gap longer than the probes: powers of two back find a day with orders; what
+    lies after that day comes too (a little more than asked, never less)."""
+    sim = Simulator(generate(seed=3, orders=5000, anchor=ANCHOR), licenses={LICENSE: TOKEN})
+    sim.start()
+    try:
+        later = set(sim.add_orders(40, _local_day(sim, 30)))
+        since = ANCHOR + dt.timedelta(days=12)  # ANCHOR+4 .. ANCHOR+25 hold no orders
+        bound = max(o.id for o in sim.dataset.orders
+                    if o.ordered_at.date() == since - dt.timedelta(days=16))
+        stored = _since_backfill(db_url, sim, tmp_path, since)
+        assert later <= stored
+        assert stored == {o.id for o in sim.dataset.orders if o.id > bound}
+        assert len(stored) < len(list(sim.dataset.orders))
+        assert sim.stats()["requests"] <= 14 + 7 + 2 + 3  # probes, then a few windows
+    finally:
+        sim.stop()
+
+
+def test_since_before_the_history_loads_all_of_it(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    first = min(o.ordered_at for o in sim.dataset.orders).date()
+    stored = _since_backfill(db_url, sim, tmp_path, first - dt.timedelta(days=20))
+    assert stored == {o.id for o in sim.dataset.orders}
+    assert sim.stats()["requests"] <= 14 + 7 + 10 + 3  # every probe finds nothing
 
 
 def test_killed_backfill_resumes_to_the_same_database(
