@@ -384,44 +384,60 @@ def test_killing_one_daemon_hands_its_jobs_to_the_other(
     env = cli_env(pg_url, sim.base_url)
     engine = make_engine(pg_url)
     migrate(engine)
-    sim.inject_fault("slow", count=100_000, delay=0.2)  # jobs are in flight when it dies
-    victim = spawn_cli(["run"], env, tmp_path)
-    survivor = spawn_cli(["run"], env, tmp_path)
+    # The victim's first requests (its credential probe among them) hang for seconds:
+    # the jobs it holds are in flight when it dies. Everything after is just slow.
+    sim.inject_fault("slow", count=4, delay=5.0)
+    sim.inject_fault("slow", count=100_000, delay=0.2)
     lease = t.job_lease.c
+
+    def leases_of(proc: subprocess.Popen[str]) -> list[str]:
+        with engine.connect() as conn:
+            return [r.job for r in conn.execute(select(lease.job, lease.owner))
+                    if r.owner and f":{proc.pid}:" in r.owner]
+
+    def planned_after(when: dt.datetime) -> set[str]:
+        """Jobs whose next run lies after `when`: someone has run them since."""
+        with engine.connect() as conn:
+            return {r.resource for r in conn.execute(select(t.sync_state.c.resource,
+                                                            t.sync_state.c.next_run_at))
+                    if r.next_run_at is not None and r.next_run_at > when}
+
+    victim = spawn_cli(["run"], env, tmp_path)
+    survivor: subprocess.Popen[str] | None = None
     try:
         deadline = time.monotonic() + 30
-        held: list[str] = []
-        while not held:
+        while not (leases_of(victim) and sim.stats()["requests"]):
             assert time.monotonic() < deadline and victim.poll() is None
-            with engine.connect() as conn:
-                held = [r.job for r in conn.execute(select(lease.job, lease.owner))
-                        if r.owner and f":{victim.pid}:" in r.owner]
+            time.sleep(0.02)
+        survivor = spawn_cli(["run"], env, tmp_path)
+        while not leases_of(survivor):  # the replica is up and claiming jobs
+            assert time.monotonic() < deadline and survivor.poll() is None
             time.sleep(0.02)
         killed_at = utcnow()
         victim.kill()
         finish(victim, timeout=10)
-        with engine.connect() as conn:
-            # The plan first, then the leases: a lease still in the victim's name means
-            # the survivor has not run that job since, so the plan read is the victim's.
-            planned = {r.resource: r.next_run_at for r in conn.execute(
-                select(t.sync_state.c.resource, t.sync_state.c.next_run_at))}
-            held = [r.job for r in conn.execute(select(lease.job, lease.owner))
-                    if r.owner and f":{victim.pid}:" in r.owner]
+        # The plan first, then the leases: a lease still in the victim's name means the
+        # survivor has not run that job since, so the plan read is the victim's.
+        done = planned_after(killed_at)
+        held = leases_of(victim)
         # A job it finished but died before releasing is planned ahead: nothing is owed.
-        owed = [job for job in held if not (planned.get(job) and planned[job] > killed_at)]
+        owed = [job for job in held if job not in done]
         assert owed, f"the victim held no unfinished job when it died ({held}); nothing to hand over"
         deadline = time.monotonic() + 45
         while True:  # the survivor runs each owed job: it gets planned ahead
-            with engine.connect() as conn:
-                planned = {r.resource: r.next_run_at for r in conn.execute(
-                    select(t.sync_state.c.resource, t.sync_state.c.next_run_at))}
-            waiting = [job for job in owed if not (planned.get(job) and planned[job] > killed_at)]
+            waiting = sorted(set(owed) - planned_after(killed_at))
             if not waiting or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
     finally:
-        survivor.send_signal(signal.SIGTERM)
-        out = finish(survivor, timeout=20)
+        if victim.poll() is None:
+            victim.kill()
+            finish(victim, timeout=10)
+        out = ""
+        if survivor is not None:
+            survivor.send_signal(signal.SIGTERM)
+            out = finish(survivor, timeout=20)
         engine.dispose()
+    assert survivor is not None
     assert not waiting, f"the survivor never ran {waiting} of {owed}:\n{out[-8000:]}"
     assert survivor.returncode == 0, out
