@@ -234,7 +234,8 @@ def test_sigterm_exits_in_time_even_when_the_api_hangs(
     sim.inject_fault("hang", count=1000)
     proc = spawn_cli(["run"], cli_env(sqlite_url, sim.base_url), tmp_path)
     seconds, code, out = _sigterm_after(proc, sim, 1)
-    assert seconds < STOP_TIMEOUT + 2.5, out
+    assert seconds > STOP_TIMEOUT - 0.5, out  # it waited for the job...
+    assert seconds < 10, out  # ...and still exits inside Docker's grace period
     assert code == 0, out
     assert "still waits on the API" in out
 
