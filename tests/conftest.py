@@ -80,7 +80,8 @@ def pg_schema() -> Iterator[str]:
             pytest.skip(f"Postgres unreachable and SYNCER_TEST_SKIP_PG=1: {exc}")
         pytest.fail(f"Postgres is required for this test and is unreachable at {PG_URL}: {exc}")
     try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+        # application_name tells this test's connections apart (see helpers.pg_writes).
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}&application_name={schema}"
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

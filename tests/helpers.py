@@ -113,28 +113,31 @@ def synced_at_by_table(engine: Engine) -> dict[str, list[Any]]:
 
 
 def pg_writes(engine: Engine) -> dict[str, tuple[int, int, int]]:
-    """Postgres's own count of inserted, updated, deleted tuples per synced table."""
+    """Postgres's own count of inserted, updated, deleted tuples per synced table.
+
+    A server process flushes its counters when it exits (and now and then while
+    idle). So: close our pool, wait until no other connection of this test (same
+    application_name) is left, then read once.
+    """
     import time
 
     from sqlalchemy import text
 
-    # Backends flush their counters when they exit: close the pool, then read
-    # until two reads a little apart agree.
     engine.dispose()
     names = {tbl.name for tbl in SYNCED_TABLES}
-    previous: dict[str, tuple[int, int, int]] | None = None
-    for _ in range(50):
-        time.sleep(0.2)
-        with engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables "
-                "WHERE schemaname = current_schema()")).all()
-        engine.dispose()
-        current = {r[0]: (r[1], r[2], r[3]) for r in rows if r[0] in names}
-        if current == previous:
-            return current
-        previous = current
-    raise AssertionError("pg_stat_user_tables did not settle")
+    deadline = time.monotonic() + 30
+    with engine.connect() as conn:
+        while conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND application_name = current_setting('application_name')")).scalar():
+            assert time.monotonic() < deadline, "the test's other connections did not close"
+            time.sleep(0.05)
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        rows = conn.execute(text(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables "
+            "WHERE schemaname = current_schema()")).all()
+    engine.dispose()
+    return {r[0]: (r[1], r[2], r[3]) for r in rows if r[0] in names}
 
 
 def ledger_count(engine: Engine) -> int:
