@@ -434,8 +434,7 @@ def test_ctrl_c_ends_a_backfill_with_its_summary_and_the_rerun_continues(
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "Aborted" not in out
     assert "interrupted; what was committed stays, run again to continue" in " ".join(out.split())
-    with sim._lock:
-        sim._faults.clear()
+    sim.clear_faults()
     again = run_cli(["backfill"], env, cwd=tmp_path)
     assert again.exit_code == 0, again.output
     engine = make_engine(db_url)

@@ -271,6 +271,11 @@ class Simulator:
         with self._lock:
             self._faults.extend([(kind, float(delay))] * count)
 
+    def clear_faults(self) -> None:
+        """Drop the faults queued and not yet used."""
+        with self._lock:
+            self._faults.clear()
+
     def set_envelope(self, style: str) -> None:
         with self._lock:
             self._envelope = self._check_envelope(style)

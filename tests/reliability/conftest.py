@@ -76,12 +76,6 @@ def new_simulator(orders: int = 600, seed: int = 1) -> Simulator:
     return sim
 
 
-def clear_faults(sim: Simulator) -> None:
-    """Drop faults a test queued but did not use (faults are a queue on the simulator)."""
-    with sim._lock:
-        sim._faults.clear()
-
-
 @pytest.fixture(scope="session")
 def shared_sim() -> Iterator[Simulator]:
     """One simulator per session (per xdist worker) for tests that do not change its data."""
@@ -92,10 +86,10 @@ def shared_sim() -> Iterator[Simulator]:
 
 @pytest.fixture
 def quiet_sim(shared_sim: Simulator) -> Iterator[Simulator]:
-    clear_faults(shared_sim)
+    shared_sim.clear_faults()
     shared_sim.reset_stats()
     yield shared_sim
-    clear_faults(shared_sim)
+    shared_sim.clear_faults()
 
 
 def clean_backfill_dump(sim: Simulator, directory: Path) -> tuple[Dump, int]:
@@ -114,5 +108,5 @@ def clean_backfill_dump(sim: Simulator, directory: Path) -> tuple[Dump, int]:
 
 @pytest.fixture(scope="session")
 def reference(shared_sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Dump:
-    clear_faults(shared_sim)
+    shared_sim.clear_faults()
     return clean_backfill_dump(shared_sim, tmp_path_factory.mktemp("reference"))[0]

@@ -104,8 +104,7 @@ def _crash_and_resume(command: list[str], restart: list[str], config: str, reque
     env = cli_env(url, sim.base_url)
     sim.inject_fault("slow", count=10_000, delay=DELAY)
     crashed = _kill_after(spawn_cli(command, env, tmp_path), sim, requests, delay, leaks)
-    with sim._lock:
-        sim._faults.clear()
+    sim.clear_faults()
     engine = make_engine(url)
     migrate(engine)
     _check_cursors(engine, sim)

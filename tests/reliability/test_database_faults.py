@@ -143,8 +143,7 @@ def test_the_daemon_recovers_by_itself_from_a_postgres_restart(
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
         subprocess.run(RESTART.split(), check=True, capture_output=True, timeout=120)
-        with sim._lock:
-            sim._faults.clear()
+        sim.clear_faults()
         deadline = time.monotonic() + 120
         while True:
             try:

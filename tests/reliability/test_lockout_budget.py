@@ -165,8 +165,7 @@ def _race(pg_url: str, sim: Simulator, tmp_path: Path, budget: int, leaks: Leaks
     daemon.send_signal(signal.SIGTERM)
     out, _ = daemon.communicate(timeout=30)
     leaks.add("daemon output", out)
-    with sim._lock:
-        sim._faults.clear()
+    sim.clear_faults()
     count = ledger_count(engine)
     engine.dispose()
     return count
