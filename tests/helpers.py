@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +78,37 @@ def spawn_cli(args: Sequence[str], env: dict[str, str], cwd: Path) -> subprocess
     return subprocess.Popen([sys.executable, "-m", "syncer", *args],
                             env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def spawn_serving_daemon(env: dict[str, str], cwd: Path, *,
+                         command: Sequence[str] = (sys.executable, "-m", "syncer"),
+                         timeout: float = 60) -> tuple[subprocess.Popen[str], int]:
+    """`syncer run --http 127.0.0.1:PORT` on a free port, once /healthz answers.
+
+    A free port found here can be taken by someone else before the child binds it;
+    the child then exits with "cannot listen there" and is started again elsewhere.
+    """
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        proc = subprocess.Popen([*command, "run", "--http", f"127.0.0.1:{port}"],
+                                env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=cwd,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    return proc, port
+            except OSError:  # refused, reset, timed out, or a 503 before the start
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise AssertionError(f"/healthz never answered:\n{finish(proc, 10)}") from None
+                time.sleep(0.1)
+        out = finish(proc, 10)
+        if "cannot listen there" not in out:
+            raise AssertionError(f"the daemon exited before serving /healthz:\n{out}")
+    raise AssertionError("no free port could be bound in three tries")
 
 
 def finish(proc: subprocess.Popen[str], timeout: float) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -28,7 +27,15 @@ from syncer.db import make_engine, migrate
 from syncer.ledger import utcnow
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN
-from tests.helpers import FakeClock, cli_env, finish, ledger_count, run_cli, spawn_cli
+from tests.helpers import (
+    FakeClock,
+    cli_env,
+    finish,
+    ledger_count,
+    run_cli,
+    spawn_cli,
+    spawn_serving_daemon,
+)
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -273,25 +280,10 @@ def test_a_daemon_killed_on_sqlite_can_be_restarted_at_once(
     assert "one daemon" not in again.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_healthz_and_metrics(db_url: str, db: Engine, sim: Simulator, tmp_path: Path) -> None:
-    port = _free_port()
-    proc = spawn_cli(["run", "--http", f"127.0.0.1:{port}"], cli_env(db_url, sim.base_url), tmp_path)
+    proc, port = spawn_serving_daemon(cli_env(db_url, sim.base_url), tmp_path)
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-                    assert resp.status == 200
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.2)
         while sim.stats()["requests"] < 10:
             assert time.monotonic() < deadline
             time.sleep(0.1)
@@ -303,8 +295,8 @@ def test_healthz_and_metrics(db_url: str, db: Engine, sim: Simulator, tmp_path: 
         assert TOKEN not in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)
-    assert proc.returncode == 0
+        out = finish(proc, timeout=20)
+    assert proc.returncode == 0, out
     assert TOKEN not in out
 
 

@@ -9,12 +9,8 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +22,7 @@ from syncer import reports
 from syncer.config import load_config
 from syncer.db import make_engine, migrate
 from syncer.simulator import Simulator
-from tests.helpers import cli_env, run_cli
+from tests.helpers import cli_env, finish, run_cli, spawn_serving_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -259,39 +255,18 @@ def test_dockerfile_and_compose_commands_work_in_a_plain_venv(tmp_path: Path) ->
             assert option in shown.output, (command, option)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_compose_healthcheck_passes_against_a_running_daemon(sim: Simulator, tmp_path: Path) -> None:
-    port = free_port()
+    env = cli_env(f"sqlite:///{tmp_path}/daemon.db", sim.base_url)
+    daemon, port = spawn_serving_daemon(env, tmp_path, command=[str(console_script())])
     check = compose()["services"]["syncer"]["healthcheck"]["test"]
     probe = [sys.executable, *check[2:-1], check[-1].replace("9108", str(port))]
-    env = cli_env(f"sqlite:///{tmp_path}/daemon.db", sim.base_url)
-    daemon = subprocess.Popen([str(console_script()), "run", "--http", f"127.0.0.1:{port}"], env=env,
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert daemon.poll() is None, daemon.communicate()[0]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "the daemon never answered /healthz"
-                time.sleep(0.2)
         assert run(probe, timeout=30).returncode == 0
         assert run([*probe[:-1], probe[-1].replace("/healthz", "/nothing")],
                               capture_output=True, timeout=30).returncode != 0
     finally:
         daemon.send_signal(signal.SIGTERM)
-        try:
-            output = daemon.communicate(timeout=20)[0]
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            raise
+        output = finish(daemon, timeout=20)
     assert daemon.returncode == 0, output
     grace = compose()["services"]["syncer"]["stop_grace_period"]
     assert int(grace.rstrip("s")) >= 10
