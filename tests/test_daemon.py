@@ -175,11 +175,16 @@ def test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_o
         daemons = [Daemon(make_engine(pg_url), config) for _ in range(2)]
         stop = threading.Event()
 
+        failures: list[BaseException] = []
+
         def churn(daemon: Daemon) -> None:
-            while not stop.is_set():
-                daemon.run_due()
-                with daemon.engine.begin() as conn:  # make every job due again at once
-                    conn.execute(update(t.sync_state).values(next_run_at=None))
+            try:
+                while not stop.is_set():
+                    daemon.run_due()
+                    with daemon.engine.begin() as conn:  # make every job due again at once
+                        conn.execute(update(t.sync_state).values(next_run_at=None))
+            except BaseException as exc:  # a thread's error would otherwise vanish
+                failures.append(exc)
 
         threads = [threading.Thread(target=churn, args=(d,)) for d in daemons]
         for th in threads:
@@ -194,6 +199,8 @@ def test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_o
         stop.set()
         for th in threads:
             th.join(60)
+        assert not any(th.is_alive() for th in threads)
+        assert not failures, failures
         assert result.exit_code in (0, 3), result.output
         assert sim.stats()["requests"] == 60
         assert 1003 not in sim.stats()["errors"]
