@@ -273,8 +273,8 @@ def test_killed_backfill_resumes_to_the_same_database(
             assert time.monotonic() < deadline
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        sim.inject_fault("slow", count=0)
+        finish(proc, timeout=10)
+        sim.clear_faults()
     result = run_cli(["backfill"], env, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     engine = make_engine(db_url)
