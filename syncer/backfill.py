@@ -213,9 +213,11 @@ class Backfill:
             failures = 0
             summary.counts += result.counts
             if result.max_id is None:
-                if probes_left > 0:
-                    # History may not start at id 1: look further, with growing windows.
-                    probes_left -= 1
+                if probes_left > 0 or self.sync.stored_past(resource, end):
+                    # History may not start at id 1, or voided documents left a run of
+                    # ids wider than the window before ones the daemon's day re-check
+                    # stored: look further, with growing windows.
+                    probes_left = max(probes_left - 1, 0)
                     probe = end
                     window = min(window * 2, hi)
                     continue

@@ -317,8 +317,18 @@ class LicenseJobs:
         if resource.pull is res.Pull.FULL_LIST:
             return _Pulled().add(self.sync.pull_full_list(resource))
         cursor, window, lo, hi = self.sync.window_plan(resource, self.config.resource(resource.name))
-        result = self.sync.pull_window(resource, cursor + 1, cursor + window, window=window)
+        end = cursor + window
+        result = self.sync.pull_window(resource, cursor + 1, end, window=window)
         pulled = _Pulled().add(result)
+        if result.max_id is None and self.sync.stored_past(resource, end):
+            # Empty, yet later ids are stored: voided documents left a run of ids wider
+            # than the window. Step over it (wider each time), or wait there for ever.
+            with self.engine.begin() as conn:
+                save_state(conn, self.name, resource.name, cursor=end, window=min(window * 2, hi))
+            log.info("%s/%s: ids %d-%d are empty and later ones exist; going on past them",
+                     self.name, job, cursor + 1, end)
+            pulled.more = True
+            return pulled
         # A window that came back full may have more behind it: run again soon, with
         # a window adapted to the answer's size as the backfill does.
         pulled.more = result.max_id is not None and result.max_id >= cursor + window * 0.9

@@ -288,6 +288,15 @@ class Sync:
         lo, hi = min(settings.min_window, settings.max_window), settings.max_window
         return cursor, min(max(stored or settings.window, lo), hi), lo, hi
 
+    def stored_past(self, resource: Resource, end: int) -> bool:
+        """Whether the database holds a record of this license with an id past `end`
+        (the day re-check stores new orders and invoices before the id windows reach
+        them): then an empty window up to `end` is a run of ids that will not come."""
+        table = resource.table
+        with self.engine.connect() as conn:
+            return conn.execute(select(table.c.id).where(
+                table.c.license == self.license, table.c.id > end).limit(1)).first() is not None
+
     def cursor(self, resource: Resource) -> tuple[int, int | None]:
         """(cursor, window) of an id-window resource; (0, None) before its first pull."""
         with self.engine.connect() as conn:

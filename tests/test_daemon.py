@@ -25,6 +25,7 @@ from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, Reso
 from syncer.daemon import Daemon, LicenseJobs, claim, db_retry_delay
 from syncer.db import make_engine, migrate
 from syncer.ledger import utcnow
+from syncer.planner import DEFAULT_JOBS
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN
 from tests.helpers import (
@@ -329,6 +330,66 @@ def test_run_without_a_backfill_catches_up_on_history_then_stays_fresh(db_url: s
         assert set(new) <= stored
     finally:
         sim.stop()
+
+
+def test_the_order_cursor_crosses_a_gap_of_missing_ids_wider_than_its_window(
+    db_url: str, db: Engine
+) -> None:
+    """Voided orders can leave a run of ids wider than the window. An empty window
+    alone means "nothing new yet"; once the day re-check has stored orders past it,
+    the empty window is skipped, so the cursor does not wait there for ever."""
+    clock = FakeClock(dt.datetime(2026, 10, 27, 18, 0, tzinfo=BRUSSELS))
+    sim = Simulator(generate(seed=1, orders=600, anchor=ANCHOR), licenses={LICENSE: TOKEN}, clock=clock)
+    sim.start()
+    config = make_config(db_url, sim)
+    config = config.model_copy(update={"resources": {"orders": ResourceConfig(window=50, max_window=400)}})
+
+    def cursor() -> int:
+        with db.connect() as conn:
+            return int(conn.execute(select(t.sync_state.c.cursor).where(
+                t.sync_state.c.resource == "orders")).scalar_one())
+
+    try:
+        daemon = Daemon(db, config, clock=clock)
+        for _ in range(30):
+            daemon.run_due()
+            clock.advance(minutes=2)
+        assert cursor() == sim.dataset.orders.max_id
+        added = sim.add_orders(1000, at=clock())
+        sim.delete("orders", added[:900])  # 900 ids in a row that will never come
+        for _ in range(60):
+            daemon.run_due()
+            clock.advance(minutes=2)
+        assert cursor() == added[-1]
+        later = sim.add_orders(3, at=clock())
+        clock.advance(minutes=10)
+        daemon.run_due()
+        assert cursor() == later[-1]  # the id windows see new orders again
+        with db.connect() as conn:
+            stored = set(conn.execute(select(t.orders.c.id)).scalars())
+        assert stored == {o.id for o in sim.dataset.orders}
+    finally:
+        sim.stop()
+
+
+def test_a_backfill_crosses_a_gap_the_day_recheck_has_seen_past(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    (tmp_path / "syncer.toml").write_text("[resources.orders]\nwindow = 100\nmax_window = 400\n")
+    env = cli_env(db_url, sim.base_url)
+    assert run_cli(["backfill", "--resource", "orders"], env, cwd=tmp_path).exit_code == 0
+    added = sim.add_orders(1000)  # today, on the simulator's (real) clock
+    sim.delete("orders", added[:900])
+    engine = make_engine(db_url)
+    recheck = [spec for spec in DEFAULT_JOBS if spec.name == "orders_recheck"]
+    Daemon(engine, make_config(db_url, sim), jobs=recheck).run_due()  # stores the last 100
+    result = run_cli(["backfill", "--resource", "orders"], env, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    with engine.connect() as conn:
+        cursor = conn.execute(select(t.sync_state.c.cursor).where(
+            t.sync_state.c.resource == "orders")).scalar_one()
+    engine.dispose()
+    assert cursor == added[-1]
 
 
 def test_database_retries_back_off_to_ten_minutes() -> None:
