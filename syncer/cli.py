@@ -393,7 +393,8 @@ def check(state: State, online: bool) -> None:
             console.print(f"[red]license {lic.name}: no token ({where} is empty)[/red]")
             problems += 1
     # --online records its request in the ledger, so it brings the schema up first.
-    engine = open_database(config, migrate_first=online)
+    # Offline, a SQLite path that is not there is a typo: say so, do not create it.
+    engine = open_database(config, migrate_first=online, existing=not online)
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     try:
         with engine.connect() as conn:
@@ -636,9 +637,8 @@ def simulate(host: str, port: int, seed: int, orders: int, daily_limit: int) -> 
     from syncer.simulator import Simulator, generate  # noqa: PLC0415
 
     sim = Simulator(generate(seed=seed, orders=orders), daily_limit=daily_limit)
-    console.print(f"CloudPOS simulator on http://{host}:{port}/api/ "
-                  "(licname=demo, token=demo-token); Ctrl-C stops it")
-    sim.serve_forever(host, port)
+    sim.serve_forever(host, port, on_start=lambda url: console.print(
+        f"CloudPOS simulator on {url} (licname=demo, token=demo-token); Ctrl-C stops it"))
 
 
 def sales_per_day(engine: Engine, license: str, tz: Any, days: int = 7) -> RichTable:
@@ -707,7 +707,15 @@ def demo(db_path: str, orders: int, seed: int) -> None:
 
 def main() -> None:
     try:
-        cli(prog_name="syncer")
+        # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1.
+        code = cli.main(prog_name="syncer", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+    except click.exceptions.Abort:  # Ctrl-C (or end of input at a prompt)
+        errors.print("interrupted; what was committed stays, run again to continue")
+        sys.exit(INTERRUPTED)
+    except click.ClickException as exc:  # bad usage: click's message and exit code 2
+        exc.show()
+        sys.exit(exc.exit_code)
     except SQLAlchemyError as exc:
         # The database refused or went away mid-command (read-only file, full disk, a
         # restart): one line, not a traceback. Nothing past the last commit was kept,

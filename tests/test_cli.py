@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,7 +29,7 @@ from syncer.db import make_engine
 from syncer.ledger import next_midnight, utcnow
 from syncer.simulator import Simulator
 from tests.conftest import LICENSE, TOKEN
-from tests.helpers import cli_env, run_cli, spawn_cli, synced_at_by_table
+from tests.helpers import cli_env, finish, run_cli, spawn_cli, synced_at_by_table
 
 WRONG_TOKEN = "wrong-token-5b8d1e0c9a41"  # as unusual as TOKEN, so a leak is easy to find
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -204,9 +207,21 @@ def test_check_passes_with_a_good_config_without_sending_anything(
 def test_check_on_an_unmigrated_database_says_to_migrate(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
+    if db_url.startswith("sqlite:///"):
+        Path(db_url.removeprefix("sqlite:///")).touch()  # there, but empty
     result = syncer(db_url, sim, tmp_path, "check")
     assert result.exit_code == 1, result.output
     assert "run `syncer migrate`" in said(result)
+
+
+def test_check_does_not_create_a_sqlite_file_at_a_mistyped_path(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    missing = tmp_path / "typo.db"
+    result = syncer(f"sqlite:///{missing}", sim, tmp_path, "check")
+    assert result.exit_code == 1, result.output
+    assert f"no database at {missing}" in said(result)
+    assert not missing.exists()
 
 
 def test_check_names_the_license_whose_token_is_empty(
@@ -537,3 +552,36 @@ def test_logs_keep_the_upgrades_and_warnings_are_one_line(sqlite_url: str, tmp_p
     assert warning == ["warning: syncer.toml holds a token and is readable by other users; "
                        "run: chmod 600 syncer.toml"], second
     assert "UserWarning" not in second and "warnings.warn" not in second
+
+
+# --- the console script as a user's shell runs it -----------------------------------------------
+
+
+def test_ctrl_c_exits_130_from_any_command(sqlite_url: str, sim: Simulator, tmp_path: Path) -> None:
+    """Not click's "Aborted!" and 1: the shell's code for an interrupted command."""
+    sim.inject_fault("hang", count=3)
+    proc = spawn_cli(["call", "get-printers"], cli_env(sqlite_url, sim.base_url), tmp_path)
+    deadline = time.monotonic() + 30
+    while sim.stats()["requests"] < 1:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out = finish(proc, timeout=20)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out and "Aborted" not in out and "Traceback" not in out
+
+
+def test_simulate_on_port_0_says_the_port_it_listens_on(tmp_path: Path) -> None:
+    proc = spawn_cli(["simulate", "--port", "0", "--orders", "10"], {**os.environ}, tmp_path)
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        found = re.search(r"on (http://127\.0\.0\.1:(\d+)/api/)", banner)
+        assert found and found[2] != "0", banner
+        url = f"{found[1]}?get-printers&licname=demo&token=demo-token"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert json.loads(resp.read())["success"] == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        finish(proc, timeout=20)
+    assert proc.returncode == 0

@@ -211,9 +211,13 @@ class Simulator:
             thread.join(timeout=5)
         self._server = self._thread = None
 
-    def serve_forever(self, host: str = "127.0.0.1", port: int = 8080) -> None:
-        """Serve until KeyboardInterrupt (the `syncer simulate` command)."""
-        self.start(host, port)
+    def serve_forever(self, host: str = "127.0.0.1", port: int = 8080,
+                      on_start: Callable[[str], None] | None = None) -> None:
+        """Serve until KeyboardInterrupt (the `syncer simulate` command); `on_start`
+        gets the base URL once listening (port 0 picks a free port)."""
+        url = self.start(host, port)
+        if on_start is not None:
+            on_start(url)
         try:
             while not self._stopping.wait(1.0):
                 pass
