@@ -208,5 +208,7 @@ def test_when_another_client_spent_the_day_each_process_sees_1003_at_most_once(
 ) -> None:
     budget = 45
     stats = _race_on_its_own_sim(pg_url, tmp_path, figures, leaks, budget, spent_elsewhere=30)
-    assert stats["errors"].get(1003, 0) <= 4, "a stopped license kept asking"
+    # Only the requests already in flight when the first 1003 came back may see one
+    # too: a backfill sends one at a time, the daemon one per worker thread (4).
+    assert stats["errors"].get(1003, 0) <= 3 + 4, "a stopped license kept asking"
     assert stats["requests"] - stats["errors"].get(1003, 0) <= budget - 30
