@@ -282,9 +282,15 @@ def load_config(
         raise ConfigError(
             f"invalid config in {source}: licenses: duplicate name {sorted(duplicates)}"
         )
-    for lic in config.licenses:
+    for i, lic in enumerate(config.licenses):
         if not lic.name.strip():
             raise ConfigError(f"invalid config in {source}: licenses.name: must not be empty")
+        budget, reserve = config.budget_for(lic)
+        if reserve >= budget:  # one of the two comes from [api]
+            raise ConfigError(
+                f"invalid config in {source}: licenses.{i}: license {lic.name!r} would have "
+                f"reserve {reserve} and daily_budget {budget} (each from the license or "
+                "else [api]): the reserve must be below the budget")
     from syncer.resources import RESOURCES  # noqa: PLC0415 - avoid an import cycle
 
     unknown = set(config.resources) - {r.name for r in RESOURCES}

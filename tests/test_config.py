@@ -184,6 +184,10 @@ def test_the_fingerprint_changes_with_the_token(monkeypatch: pytest.MonkeyPatch)
         ("[api]\ndaily_budget = 100\nreserve = 100\n", "api", "must be below daily_budget"),
         ("[[licenses]]\nname = 'a'\ndaily_budget = 10\nreserve = 20\n", "licenses.0",
          "must be below daily_budget"),
+        ("[[licenses]]\nname = 'a'\ndaily_budget = 40\n", "licenses.0",
+         "license 'a' would have reserve 50 and daily_budget 40"),
+        ("[api]\ndaily_budget = 100\nreserve = 10\n[[licenses]]\nname = 'a'\nreserve = 600\n",
+         "licenses.0", "would have reserve 600 and daily_budget 100"),
         ("[api]\nbase_url = 'not a url'\n", "api.base_url", "not an http(s) URL"),
         ("[api]\nbase_url = 'ftp://cloudpos.be/api/'\n", "api.base_url", "not an http(s) URL"),
         ("[resources.orders]\nmin_window = 500\nmax_window = 100\n", "resources.orders",
@@ -300,3 +304,12 @@ def test_a_max_window_under_the_default_min_window_lowers_the_floor(tmp_path: Pa
     file = write(tmp_path / "shop.toml", "[resources.orders]\nmax_window = 40\n")
     settings = load_config(file, environ={}).resource("orders")
     assert (settings.min_window, settings.max_window) == (50, 40)  # as given; the plan clamps
+
+
+def test_the_example_config_loads_as_shipped() -> None:
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    config = load_config(example, environ={})
+    assert [lic.name for lic in config.licenses] == ["myshop"]
+    assert config.licenses[0].token_env == "CLOUDPOS_TOKEN_MYSHOP"
+    assert config.schedule.opening_hours == "10:00-23:00"
+    assert config.budget_for(config.licenses[0]) == (500, 50)
