@@ -42,8 +42,6 @@ log = logging.getLogger("syncer.backfill")
 
 T = TypeVar("T")
 
-# An answer larger than this halves the window; one that stays under it when doubled
-# doubles it. 5,000 API orders are ~7 MB of JSON, so max_window is reachable.
 START_PROBES = 8  # growing probes to find the first id when history does not start at 1
 
 
