@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 from pydantic import SecretStr
@@ -157,9 +158,13 @@ def open_database(config: Config, *, migrate_first: bool = True, existing: bool 
     report), a SQLite file that is not there is a typo in the path, not a new database."""
     if existing:
         url = make_url(normalize_url(config.database.url))
-        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-            fail(f"no database at {url.database} (database.url in {config.source}); check the "
-                 "path, or load data first with `syncer backfill`")
+        if url.get_backend_name() == "sqlite" and url.database:
+            # sqlite:///path, or a URI (sqlite:///file:path?mode=ro&uri=true)
+            path = (urlsplit(url.database).path if url.query.get("uri") == "true"
+                    and url.database.startswith("file:") else url.database)
+            if not Path(path).exists():
+                fail(f"no database at {path} (database.url in {config.source}); check the "
+                     "path, or load data first with `syncer backfill`")
     try:
         engine = make_engine(config.database.url)
         ctx = click.get_current_context(silent=True)

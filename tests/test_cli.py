@@ -498,6 +498,11 @@ def test_a_database_that_refuses_writes_is_one_line_not_a_traceback(
     checked = run_cli(["check"], cli_env(read_only, sim.base_url), cwd=tmp_path)
     assert checked.exit_code == 1, checked.output
     assert "cannot write: attempt to write a readonly database" in checked.output
+    # Reading it is fine: a URI path is a path like any other.
+    assert run_cli(["status"], cli_env(read_only, sim.base_url), cwd=tmp_path).exit_code == 0
+    missing = f"sqlite:///file:{path}.typo?mode=ro&uri=true"
+    refused = run_cli(["status"], cli_env(missing, sim.base_url), cwd=tmp_path)
+    assert refused.exit_code == 1 and f"no database at {path}.typo " in refused.output
     assert run_cli(["check"], cli_env(sqlite_url, sim.base_url), cwd=tmp_path).exit_code == 0
 
 
