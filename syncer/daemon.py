@@ -3,7 +3,8 @@
 Jobs are the 13 resources plus three re-scans: `orders_recheck` and
 `invoices_recheck` re-pull today and yesterday by `date` (late changes to recent
 documents), `coupons_rescan` walks the stored coupon ids one window per run so
-`used` changes arrive. Each run is one pull (one request, two for a recheck);
+`used` changes arrive. Each run is one pull (one request, two for a recheck, and
+for coupons a look one window further on the first empty window of a day);
 afterwards the planner decides the job's next run and it is stored in
 `sync_state.next_run_at`, shared by every replica.
 
@@ -62,6 +63,7 @@ log = logging.getLogger("syncer.daemon")
 
 RECHECKS = {"orders_recheck": res.ORDERS, "invoices_recheck": res.INVOICES}
 RESCANS = {"coupons_rescan": res.COUPONS}
+RECHECKED = frozenset(r.name for r in RECHECKS.values())
 DAEMON_JOB = "__daemon__"
 
 
@@ -203,6 +205,7 @@ class LicenseJobs:
         self.client = make_client(config, license, self.ledger)
         self.sync = Sync(engine, license.name, self.client, parse_context(config, license), clock)
         self.written: dict[str, int] = defaultdict(int)
+        self._looked_ahead: dict[str, dt.date] = {}  # job: API day of its last look-ahead
         self._wake_if_credentials_changed()
 
     def _wake_if_credentials_changed(self) -> None:
@@ -328,6 +331,19 @@ class LicenseJobs:
             log.info("%s/%s: ids %d-%d are empty and later ones exist; going on past them",
                      self.name, job, cursor + 1, end)
             pulled.more = True
+            return pulled
+        if result.max_id is None and resource.name not in RECHECKED:
+            # Coupons have no day re-check to store ids past a gap: once an API day, an
+            # empty window looks one max_window further (one request a day).
+            today = now.astimezone(self.tz).date()
+            if self._looked_ahead.get(job) != today:
+                self._looked_ahead[job] = today
+                ahead = self.sync.pull_window(resource, end + 1, end + hi, window=window)
+                pulled.add(ahead)
+                if ahead.max_id is not None:
+                    log.info("%s/%s: ids %d-%d are empty and later ones exist; the cursor "
+                             "went on to %d", self.name, job, cursor + 1, end, ahead.max_id)
+                    pulled.more = True
             return pulled
         # A window that came back full may have more behind it: run again soon, with
         # a window adapted to the answer's size as the backfill does.

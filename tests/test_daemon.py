@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -368,6 +369,50 @@ def test_the_order_cursor_crosses_a_gap_of_missing_ids_wider_than_its_window(
         with db.connect() as conn:
             stored = set(conn.execute(select(t.orders.c.id)).scalars())
         assert stored == {o.id for o in sim.dataset.orders}
+    finally:
+        sim.stop()
+
+
+def test_coupons_look_past_a_gap_once_a_day(db_url: str, db: Engine) -> None:
+    """Coupons have no day re-check to show ids past a gap: an empty window looks
+    one max_window further, once an API day (one request)."""
+    clock = FakeClock(dt.datetime(2026, 10, 27, 18, 0, tzinfo=BRUSSELS))
+    sim = Simulator(generate(seed=1, orders=200, anchor=ANCHOR), licenses={LICENSE: TOKEN}, clock=clock)
+    sim.start()
+    config = make_config(db_url, sim)
+    config = config.model_copy(update={"resources": {"coupons": ResourceConfig(window=50, max_window=400)}})
+    coupons = sim.dataset.coupons
+    try:
+        daemon = Daemon(db, config, clock=clock,
+                        jobs=[spec for spec in DEFAULT_JOBS if spec.name == "coupons"])
+        for _ in range(10):
+            daemon.run_due()
+            clock.advance(minutes=10)
+        last = coupons.max_id
+
+        def runs(hours: int) -> None:
+            for _ in range(6 * hours):
+                daemon.run_due()
+                clock.advance(minutes=10)
+
+        def looked_ahead() -> int:  # windows past the first empty one after `last`
+            return sum(1 for r in sim.request_log if r.function == "get-coupon"
+                       and int(r.params.get("start", 0)) > last + 1)
+
+        runs(30)  # nothing new: one look-ahead per API day, not one per run
+        coupon_runs = sum(1 for r in sim.request_log if r.function == "get-coupon")
+        assert 1 <= looked_ahead() <= 2 < coupon_runs // 5
+        template = coupons.get(last)
+        assert template is not None
+        for new_id in (last + 300, last + 301):  # 299 ids in a row that never come
+            coupons.append(replace(template, id=new_id, barcode=f"GAP{new_id}"))
+        runs(30)  # the next API day's look-ahead finds them
+        with db.connect() as conn:
+            stored = set(conn.execute(select(t.coupons.c.id)).scalars())
+            cursor = conn.execute(select(t.sync_state.c.cursor).where(
+                t.sync_state.c.resource == "coupons")).scalar_one()
+        assert {last + 300, last + 301} <= stored
+        assert cursor == last + 301
     finally:
         sim.stop()
 
