@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 from syncer import tables as t
 from syncer.cli import cli
 from syncer.resources import RESOURCES
+from syncer.simulator import Simulator
 from tests.conftest import CLI_OUTPUTS, LICENSE, TOKEN
 
 SYNCED_TABLES = [tbl for r in RESOURCES for tbl in r.tables]
@@ -78,6 +79,20 @@ def spawn_cli(args: Sequence[str], env: dict[str, str], cwd: Path) -> subprocess
     return subprocess.Popen([sys.executable, "-m", "syncer", *args],
                             env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def signal_after(proc: subprocess.Popen[str], sim: Simulator, requests: int,
+                 sig: int = signal.SIGTERM, timeout: float = 20) -> tuple[float, str]:
+    """Send `sig` once the simulator has seen `requests`; seconds until the child
+    exited, and its output (see `finish`)."""
+    deadline = time.monotonic() + 30
+    while sim.stats()["requests"] < requests:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    started = time.monotonic()
+    proc.send_signal(sig)
+    out = finish(proc, timeout=timeout)
+    return time.monotonic() - started, out
 
 
 def spawn_serving_daemon(env: dict[str, str], cwd: Path, *,

@@ -28,6 +28,7 @@ from tests.helpers import (
     ledger_count,
     pg_writes,
     run_cli,
+    signal_after,
     spawn_cli,
     synced_at_by_table,
 )
@@ -425,12 +426,7 @@ def test_ctrl_c_ends_a_backfill_with_its_summary_and_the_rerun_continues(
     env = cli_env(db_url, sim.base_url)
     sim.inject_fault("slow", count=1000, delay=0.2)
     proc = spawn_cli(["backfill"], env, tmp_path)
-    deadline = time.monotonic() + 60
-    while sim.stats()["requests"] < 4:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    out = finish(proc, timeout=30)
+    _, out = signal_after(proc, sim, 4, signal.SIGINT, timeout=30)
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "Aborted" not in out
     assert "interrupted; what was committed stays, run again to continue" in " ".join(out.split())

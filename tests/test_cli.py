@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from syncer.db import make_engine
 from syncer.ledger import next_midnight, utcnow
 from syncer.simulator import Simulator
 from tests.conftest import LICENSE, TOKEN
-from tests.helpers import cli_env, finish, run_cli, spawn_cli, synced_at_by_table
+from tests.helpers import cli_env, finish, run_cli, signal_after, spawn_cli, synced_at_by_table
 
 WRONG_TOKEN = "wrong-token-5b8d1e0c9a41"  # as unusual as TOKEN, so a leak is easy to find
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -566,12 +565,7 @@ def test_ctrl_c_exits_130_from_any_command(sqlite_url: str, sim: Simulator, tmp_
     """Not click's "Aborted!" and 1: the shell's code for an interrupted command."""
     sim.inject_fault("hang", count=3)
     proc = spawn_cli(["call", "get-printers"], cli_env(sqlite_url, sim.base_url), tmp_path)
-    deadline = time.monotonic() + 30
-    while sim.stats()["requests"] < 1:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    out = finish(proc, timeout=20)
+    _, out = signal_after(proc, sim, 1, signal.SIGINT)
     assert proc.returncode == 130, out
     assert "interrupted" in out and "Aborted" not in out and "Traceback" not in out
 

@@ -35,6 +35,7 @@ from tests.helpers import (
     finish,
     ledger_count,
     run_cli,
+    signal_after,
     spawn_cli,
     spawn_serving_daemon,
 )
@@ -214,25 +215,13 @@ def test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_o
         engine.dispose()
 
 
-def _sigterm_after(proc: subprocess.Popen[str], sim: Simulator,
-                   requests: int) -> tuple[float, int, str]:
-    """SIGTERM once the API has seen `requests`: seconds to exit, exit code, output."""
-    deadline = time.monotonic() + 30
-    while sim.stats()["requests"] < requests:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    out = finish(proc, timeout=20)
-    return time.monotonic() - started, proc.returncode, out
-
-
 def test_sigterm_stops_the_daemon_within_ten_seconds(
     db_url: str, db: Engine, sim: Simulator, tmp_path: Path
 ) -> None:
     sim.inject_fault("slow", count=1000, delay=1.0)
     proc = spawn_cli(["run"], cli_env(db_url, sim.base_url), tmp_path)
-    seconds, code, out = _sigterm_after(proc, sim, 2)
+    seconds, out = signal_after(proc, sim, 2)
+    code = proc.returncode
     # Jobs are cancelled at their next request, not after their retries and windows.
     assert seconds < 5, out
     assert code == 0, out
@@ -249,7 +238,8 @@ def test_sigterm_exits_in_time_even_when_the_api_hangs(
     rather than overrun a supervisor's grace period (and get SIGKILLed)."""
     sim.inject_fault("hang", count=1000)
     proc = spawn_cli(["run"], cli_env(sqlite_url, sim.base_url), tmp_path)
-    seconds, code, out = _sigterm_after(proc, sim, 1)
+    seconds, out = signal_after(proc, sim, 1)
+    code = proc.returncode
     assert seconds > STOP_TIMEOUT - 0.5, out  # it waited for the job...
     assert seconds < 10, out  # ...and still exits inside Docker's grace period
     assert code == 0, out
@@ -278,12 +268,7 @@ def test_a_daemon_killed_on_sqlite_can_be_restarted_at_once(
     daemon" for the lease's 45 s after a crash or an OOM kill."""
     env = cli_env(sqlite_url, sim.base_url)
     crashed = spawn_cli(["run"], env, tmp_path)
-    deadline = time.monotonic() + 30
-    while sim.stats()["requests"] < 3:
-        assert time.monotonic() < deadline and crashed.poll() is None
-        time.sleep(0.05)
-    crashed.kill()
-    finish(crashed, timeout=10)
+    signal_after(crashed, sim, 3, signal.SIGKILL)
     again = run_cli(["run", "--once"], env, cwd=tmp_path)
     assert again.exit_code == 0, again.output
     assert "one daemon" not in again.output
