@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, and_, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Engine, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncer import resources as res
@@ -114,29 +114,24 @@ def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
     this host (atomic: the UPDATE names the holder it replaces)."""
     lease = t.job_lease.c
     with engine.begin() as conn:
+
+        def take(held_by: ColumnElement[bool]) -> bool:
+            return conn.execute(
+                update(t.job_lease)
+                .where(lease.license == license, lease.job == job, held_by)
+                .values(owner=owner, expires_at=now + ttl)
+                .returning(lease.owner)
+            ).first() is not None
+
         upsert_ignore(conn, t.job_lease, {"license": license, "job": job})
-        got = conn.execute(
-            update(t.job_lease)
-            .where(and_(lease.license == license, lease.job == job,
-                        or_(lease.owner.is_(None), lease.owner == owner, lease.expires_at < now)))
-            .values(owner=owner, expires_at=now + ttl)
-            .returning(lease.owner)
-        ).first()
-        if got is not None:
+        if take(or_(lease.owner.is_(None), lease.owner == owner, lease.expires_at < now)):
             return True
         holder = conn.execute(select(lease.owner).where(lease.license == license,
                                                         lease.job == job)).scalar()
-        if not _dead_here(holder):
+        if not (_dead_here(holder) and take(lease.owner == holder)):
             return False
-        got = conn.execute(
-            update(t.job_lease)
-            .where(lease.license == license, lease.job == job, lease.owner == holder)
-            .values(owner=owner, expires_at=now + ttl)
-            .returning(lease.owner)
-        ).first()
-    if got is not None:
-        log.info("%s/%s: took over the lease of %s, which no longer runs", license, job, holder)
-    return got is not None
+    log.info("%s/%s: took over the lease of %s, which no longer runs", license, job, holder)
+    return True
 
 
 def release(engine: Engine, license: str, job: str, owner: str) -> None:
@@ -323,36 +318,45 @@ class LicenseJobs:
         end = cursor + window
         result = self.sync.pull_window(resource, cursor + 1, end, window=window)
         pulled = _Pulled().add(result)
-        if result.max_id is None and self.sync.stored_past(resource, end):
-            # Empty, yet later ids are stored: voided documents left a run of ids wider
-            # than the window. Step over it (wider each time), or wait there for ever.
+        if result.max_id is None:
+            return self._past_empty_window(pulled, job, resource, cursor, end, window, hi, now)
+        # A window that came back full may have more behind it: run again soon, with
+        # a window adapted to the answer's size as the backfill does.
+        pulled.more = result.max_id >= cursor + window * 0.9
+        if pulled.more:
+            adapted = adapt_window(window, result.nbytes, lo, hi)
+            if adapted != window:
+                with self.engine.begin() as conn:
+                    save_state(conn, self.name, resource.name, window=adapted)
+        return pulled
+
+    def _past_empty_window(self, pulled: _Pulled, job: str, resource: res.Resource,
+                           cursor: int, end: int, window: int, hi: int,
+                           now: dt.datetime) -> _Pulled:
+        """After an empty window (cursor+1..end), `pulled` with more=True if later ids
+        exist and the cursor went on past it. An empty window alone means "nothing new
+        yet"; a run of ids that will never come (voided documents, more in a row than
+        the window) must not hold the cursor there for ever."""
+        if self.sync.stored_past(resource, end):
+            # The day re-check stored later orders or invoices: step over, wider each time.
             with self.engine.begin() as conn:
                 save_state(conn, self.name, resource.name, cursor=end, window=min(window * 2, hi))
             log.info("%s/%s: ids %d-%d are empty and later ones exist; going on past them",
                      self.name, job, cursor + 1, end)
             pulled.more = True
             return pulled
-        if result.max_id is None and resource.name not in RECHECKED:
-            # Coupons have no day re-check to store ids past a gap: once an API day, an
-            # empty window looks one max_window further (one request a day).
-            today = now.astimezone(self.tz).date()
-            if self._looked_ahead.get(job) != today:
-                self._looked_ahead[job] = today
-                ahead = self.sync.pull_window(resource, end + 1, end + hi, window=window)
-                pulled.add(ahead)
-                if ahead.max_id is not None:
-                    log.info("%s/%s: ids %d-%d are empty and later ones exist; the cursor "
-                             "went on to %d", self.name, job, cursor + 1, end, ahead.max_id)
-                    pulled.more = True
+        today = now.astimezone(self.tz).date()
+        if resource.name in RECHECKED or self._looked_ahead.get(job) == today:
             return pulled
-        # A window that came back full may have more behind it: run again soon, with
-        # a window adapted to the answer's size as the backfill does.
-        pulled.more = result.max_id is not None and result.max_id >= cursor + window * 0.9
-        if pulled.more:
-            adapted = adapt_window(window, result.nbytes, lo, hi)
-            if adapted != window:
-                with self.engine.begin() as conn:
-                    save_state(conn, self.name, resource.name, window=adapted)
+        # Coupons have no day re-check: once an API day, look one max_window further
+        # (one request a day); what it finds moves the cursor with its rows.
+        self._looked_ahead[job] = today
+        ahead = self.sync.pull_window(resource, end + 1, end + hi, window=window)
+        pulled.add(ahead)
+        if ahead.max_id is not None:
+            log.info("%s/%s: ids %d-%d are empty and later ones exist; the cursor went on "
+                     "to %d", self.name, job, cursor + 1, end, ahead.max_id)
+            pulled.more = True
         return pulled
 
     def _rescan(self, job: str, resource: res.Resource) -> _Pulled:
