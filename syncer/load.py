@@ -239,7 +239,6 @@ def load(
                               unparsed=unparsed)
     counts, written = upsert_parents(conn, parent, license, [r.parent for r in records], now)
     if children and written:
-        names = [c.name for c in key_columns(parent)]
         wanted = set(written)
         for child in children:
             parent_column = _parent_column(parent, child)
@@ -251,7 +250,6 @@ def load(
             ]
             replace_children(conn, child, parent_column, license, written, rows, now)
     if full_list:
-        names = [c.name for c in key_columns(parent)]
         seen = {_key_of(r.parent, names) for r in records}
         seen.update(key[0] if len(names) == 1 else key for key in unparsed)
         counts.deleted = mark_deleted(conn, parent, license, seen, now)

@@ -106,14 +106,9 @@ def parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseCont
             continue
         try:
             rows = resource.parse(raw, ctx)
-        except ParseError as exc:
-            out.rejected.append(Rejected(_keepable(raw, ctx), str(exc), key_text))
-            if (unparsed := parse_key(raw, names)) is not None:
-                out.unparsed_keys.add(unparsed)
-            continue
         except Exception as exc:  # one record must never stop the batch (rule 6)
-            out.rejected.append(Rejected(_keepable(raw, ctx), f"unexpected {type(exc).__name__}: {exc}",
-                                         key_text))
+            reason = str(exc) if isinstance(exc, ParseError) else f"unexpected {type(exc).__name__}: {exc}"
+            out.rejected.append(Rejected(_keepable(raw, ctx), reason, key_text))
             if (unparsed := parse_key(raw, names)) is not None:
                 out.unparsed_keys.add(unparsed)
             continue
