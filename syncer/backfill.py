@@ -81,6 +81,7 @@ class Stop(Exception):
 
 
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
+INTERRUPTED_NOTE = "interrupted; what was committed stays, run again to continue"
 
 
 class Backfill:
@@ -140,8 +141,7 @@ class Backfill:
             except KeyboardInterrupt:
                 # Ctrl-C: the page in hand rolled back with its transaction; every cursor
                 # is where its last commit left it, so a rerun continues from there.
-                stop = Stop("interrupted; what was committed stays, run again to continue",
-                            INTERRUPTED)
+                stop = Stop(INTERRUPTED_NOTE, INTERRUPTED)
                 summary.status, summary.note = "stopped", str(stop)
                 exit_code = INTERRUPTED
             except ModuleNotLicensed as exc:

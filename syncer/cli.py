@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from syncer import reports
 from syncer import resources as res
 from syncer import tables as t
-from syncer.backfill import INTERRUPTED, Backfill, Reporter, Summary
+from syncer.backfill import INTERRUPTED, INTERRUPTED_NOTE, Backfill, Reporter, Summary
 from syncer.client import CloudPosError, RequestRefused
 from syncer.config import (
     ApiConfig,
@@ -41,6 +41,7 @@ from syncer.config import (
 )
 from syncer.db import describe, error_summary, make_engine, migrate, normalize_url
 from syncer.ledger import (
+    BAD_LOGIN_WINDOW,
     BudgetExhausted,
     api_day,
     license_status,
@@ -538,7 +539,8 @@ def status(state: State, as_json: bool) -> None:
                                "new_credentials_wait_until": _iso(wait_until)}, indent=2))
     else:
         if wait_until is not None:
-            console.print(f"[yellow]{bad_logins} bad logins in the last 30 minutes: new "
+            console.print(f"[yellow]{bad_logins} bad logins in the last "
+                          f"{BAD_LOGIN_WINDOW.seconds // 60} minutes: new "
                           f"credentials wait until {_local(_iso(wait_until), config.api.tz)} so "
                           "the API does not block this IP[/yellow]")
         print_status(report, config.api.tz)
@@ -584,11 +586,9 @@ def report(state: State, name: str, date_from: dt.datetime | None, date_to: dt.d
     elif fmt == "csv":
         click.echo(reports.to_csv(chosen, rows, tz), nl=False)
     else:
-        # Off a terminal rich would squeeze the columns into 80 characters.
-        out = console
-        out.print(reports.to_table(chosen, rows, tz))
+        console.print(reports.to_table(chosen, rows, tz))
         if not rows:
-            out.print("no rows")
+            console.print("no rows")
 
 
 # --- call -------------------------------------------------------------------------------
@@ -716,7 +716,7 @@ def main() -> None:
         code = cli.main(prog_name="syncer", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else EXIT_OK)
     except click.exceptions.Abort:  # Ctrl-C (or end of input at a prompt)
-        errors.print("interrupted; what was committed stays, run again to continue")
+        errors.print(INTERRUPTED_NOTE)
         sys.exit(INTERRUPTED)
     except click.ClickException as exc:  # bad usage: click's message and exit code 2
         exc.show()
@@ -726,6 +726,6 @@ def main() -> None:
         # restart): one line, not a traceback. Nothing past the last commit was kept,
         # and every cursor moved with its rows, so running the command again continues.
         errors.print(f"[red]error:[/red] database: {escape(redact(error_summary(exc)))}; "
-                     "nothing after the "
-                     "last commit was kept: fix it and run the command again", highlight=False)
+                     "nothing after the last commit was kept: fix it and run the command again",
+                     highlight=False)
         sys.exit(EXIT_ERROR)
