@@ -69,14 +69,16 @@ def run_cli(args: Sequence[str], env: dict[str, str], cwd: Path | None = None) -
     return result
 
 
-def spawn_cli(args: Sequence[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    """The real CLI in a subprocess (for kills and signals).
+def spawn_cli(args: Sequence[str], env: dict[str, str], cwd: Path, *,
+              command: Sequence[str] = (sys.executable, "-m", "syncer")) -> subprocess.Popen[str]:
+    """The real CLI in a subprocess (for kills and signals); `command` may name the
+    installed console script instead.
 
     Its output is a pipe: read it with `finish` (or communicate), never `wait`, or a
     chatty child blocks on a full pipe. Faulthandler is on, so `finish` can show where
     a child that does not end is stuck.
     """
-    return subprocess.Popen([sys.executable, "-m", "syncer", *args],
+    return subprocess.Popen([*command, *args],
                             env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -107,9 +109,7 @@ def spawn_serving_daemon(env: dict[str, str], cwd: Path, *,
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        proc = subprocess.Popen([*command, "run", "--http", f"127.0.0.1:{port}"],
-                                env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=cwd,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = spawn_cli(["run", "--http", f"127.0.0.1:{port}"], env, cwd, command=command)
         deadline = time.monotonic() + timeout
         while proc.poll() is None:
             try:
