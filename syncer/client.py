@@ -293,6 +293,12 @@ def _attempt_note(number: int, of: int) -> str:
 # --- the client ----------------------------------------------------------------
 
 
+def decode_json(content: bytes) -> Any:
+    """An answer's JSON, numbers with a fraction or an exponent as exact Decimals (never
+    a float). Raises ValueError (or UnicodeDecodeError) for text that is not JSON."""
+    return json.loads(content, parse_float=Decimal)
+
+
 @dataclass
 class Page:
     """One successful answer: its records (or object), size and timing."""
@@ -462,7 +468,7 @@ class CloudPosClient:
         if "html" in ctype or head == b"<":
             raise BadResponse(f"{function}: got an HTML page instead of JSON")
         try:
-            return json.loads(content, parse_float=Decimal)
+            return decode_json(content)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadResponse(f"{function}: body is not complete JSON ({exc})") from None
 
