@@ -8,9 +8,11 @@ be parsed, and moves the resource's state (cursor, window, last success).
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -91,8 +93,45 @@ def _keepable(raw: Any, ctx: ParseContext) -> Any:
     return {**raw, "secnr": "***"}
 
 
+class _GcPause:
+    """No cyclic garbage collection while a page is parsed (threads share one count).
+
+    Parsing a page allocates a few hundred thousand dicts, lists and Decimals that live
+    until the page is loaded, so the collector's runs over them find nothing and cost
+    15-20% of the parse (measured on 5,000-order pages). Parsing makes no cycles (but
+    for the tracebacks of quarantined records, freed at the next collection); the
+    collector runs again as soon as no thread is parsing, unless it was off before.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parsing = 0
+        self._resume = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._parsing == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._parsing += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._parsing -= 1
+            if self._parsing == 0 and self._resume:
+                gc.enable()
+
+
+_gc_paused = _GcPause()
+
+
 def parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseContext) -> Parsed:
     """Parse a page; bad records and conflicting duplicates become quarantine entries."""
+    with _gc_paused:
+        return _parse_records(resource, raw_records, ctx)
+
+
+def _parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseContext) -> Parsed:
     out = Parsed()
     names = [c.name for c in key_columns(resource.table)]
     by_key: dict[Any, tuple[Rows, Any]] = {}
