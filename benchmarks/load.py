@@ -361,7 +361,9 @@ def main() -> None:
         worker(args)
         return
 
-    say = print
+    def say(text: str) -> None:
+        print(text, flush=True)
+
     say(f"load benchmark: the API's bytes to committed rows, {args.window} orders per page, "
         f"{os.cpu_count()} CPUs; times in s, ratio = time / the ceiling's")
     say(f"{'database':<10} {'orders':>7} {'run':<22} {'rows':>9} {'total':>6} {'decode':>6} "

@@ -4,7 +4,10 @@ Orders arrive during opening hours (lunch and dinner peaks) and a few products
 change; the daemon's jobs run when the planner says, over real HTTP, into a real
 database. Reported: requests used per license (must stay <= daily_budget -
 reserve), and the delay from an order's creation (or a product change) to its
-arrival in the database during opening hours (median and 95th percentile).
+arrival in the database during opening hours (median and 95th percentile), and
+CPU three ways: the syncer's own (the daemon's calls, HTTP client included, timed on
+the thread that makes them), the simulator's (its request threads) and the rest
+(this harness: adding orders, checking arrivals).
 
     python -m benchmarks.simulated_day                      # one shop
     python -m benchmarks.simulated_day --licenses 200 --orders-per-day 120   # load check
@@ -18,6 +21,7 @@ import random
 import resource
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,10 +37,29 @@ from syncer.daemon import Daemon
 from syncer.db import make_engine, migrate
 from syncer.resources import RESOURCES
 from syncer.runtime import make_client, make_ledger
-from syncer.simulator import Simulator, generate
+from syncer.simulator import Simulator, generate, server
 
 TZ = ZoneInfo("Europe/Brussels")
 TOKEN = "benchmark-token-0000"
+
+
+class SimulatorCpu:
+    """CPU seconds of the simulator's request threads (each connection has one)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+        original = server._Handler.handle
+
+        def handle(handler: Any) -> None:
+            started = time.thread_time()
+            try:
+                original(handler)
+            finally:
+                with self._lock:
+                    self.seconds += time.thread_time() - started
+
+        server._Handler.handle = handle  # type: ignore[method-assign]
 
 
 class Clock:
@@ -81,6 +104,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
+    simulator_cpu = SimulatorCpu()
     rng = random.Random(args.seed)
     day = args.day
     start = dt.datetime.combine(day, dt.time(), tzinfo=TZ)
@@ -116,10 +140,14 @@ def main() -> None:
     product_seen: dict[tuple[str, int, dt.datetime], dt.datetime] = {}
     runs = 0
     cpu0 = time.process_time()
+    sim_cpu0 = simulator_cpu.seconds
+    syncer_cpu = 0.0
     wall0 = time.perf_counter()
     oi = ci = 0
     while clock.now < end:
+        started = time.thread_time()
         due = daemon.next_due() or end
+        syncer_cpu += time.thread_time() - started
         nxt = min(due,
                   order_times[oi] if oi < len(order_times) else end,
                   change_times[ci] if ci < len(change_times) else end,
@@ -135,12 +163,16 @@ def main() -> None:
             touched.append((change_times[ci], pid))
             ci += 1
         if due <= clock.now:
+            started = time.thread_time()
             runs += len([r for r in daemon.run_due() if r.ran])
+            syncer_cpu += time.thread_time() - started
             _record_arrivals(engine, names, created, arrived, touched, product_seen, clock.now)
         if clock.now >= end:
             break
-    cpu = time.process_time() - cpu0
     wall = time.perf_counter() - wall0
+    sim.stop()  # its connections close: their threads' CPU is counted
+    cpu = time.process_time() - cpu0
+    served = simulator_cpu.seconds - sim_cpu0
 
     with engine.connect() as conn:
         spent = dict(conn.execute(select(t.request_budget.c.license, t.request_budget.c.spent)
@@ -165,8 +197,9 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process: CPU {cpu:.1f} s, wall {wall:.1f} s for the day, peak RSS {peak_mb:.0f} MB "
           f"(simulator included); {stored} orders stored in all")
+    print(f"CPU: syncer {syncer_cpu:.1f} s ({syncer_cpu / len(names):.2f} s per license-day), "
+          f"simulator {served:.1f} s, harness and the rest {cpu - syncer_cpu - served:.1f} s")
     assert max(spent.values()) <= budget, "the budget was passed"
-    sim.stop()
     engine.dispose()
     tmp.cleanup()
 

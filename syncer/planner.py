@@ -161,33 +161,51 @@ class Plan:
     budget_left: int
 
 
-def _intervals_for(jobs: Sequence[JobSpec], rate: float, *, open_: bool) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
+# (name, cost, weight, lowest seconds, highest seconds or None) of a job, open or closed.
+_Term = tuple[str, int, float, float, float | None]
+
+
+def _terms(jobs: Sequence[JobSpec], *, open_: bool) -> list[_Term]:
+    """What `_intervals` needs of each job, worked out once per plan: the rate search
+    calls it ~70 times, and reading the specs and their timedeltas was most of the
+    planner's CPU (benchmarks/simulated_day.py)."""
+    out: list[_Term] = []
     for job in jobs:
-        weight = job.weight if open_ else job.closed_weight
         low = job.min_interval.total_seconds()
         if not open_:
             low = max(low, CLOSED_MIN_INTERVAL.total_seconds())
         high_td = job.max_interval if open_ else job.closed_max_interval
-        if weight <= 0 or rate <= 0:
-            out[job.name] = None if high_td is None else high_td.total_seconds()
-            continue
-        seconds = job.cost / (rate * weight)
-        if high_td is not None:
-            seconds = min(seconds, high_td.total_seconds())
-        out[job.name] = max(seconds, low)
+        out.append((job.name, job.cost, job.weight if open_ else job.closed_weight, low,
+                    None if high_td is None else high_td.total_seconds()))
     return out
 
 
-def _demand(jobs: Sequence[JobSpec], open_s: float, closed_s: float, rate: float,
-            stretch: float = 1.0) -> float:
+def _intervals(terms: Sequence[_Term], rate: float) -> dict[str, float | None]:
+    """Each job's interval in seconds at `rate` (None: it does not run)."""
+    out: dict[str, float | None] = {}
+    for name, cost, weight, low, high in terms:
+        if weight <= 0 or rate <= 0:
+            out[name] = high
+            continue
+        seconds = cost / (rate * weight)
+        if high is not None:
+            seconds = min(seconds, high)
+        out[name] = max(seconds, low)
+    return out
+
+
+def _demand(terms: tuple[Sequence[_Term], Sequence[_Term]], open_s: float, closed_s: float,
+            rate: float, stretch: float = 1.0) -> float:
+    """Requests the rest of the day costs at `rate`; `terms`: the jobs open and closed."""
     total = 0.0
-    for state, span in ((True, open_s), (False, closed_s)):
-        intervals = _intervals_for(jobs, rate, open_=state)
-        for job in jobs:
-            seconds = intervals[job.name]
-            if seconds is not None and span > 0:
-                total += job.cost * span / (seconds * stretch)
+    for state_terms, span in ((terms[0], open_s), (terms[1], closed_s)):
+        if span <= 0:
+            continue
+        intervals = _intervals(state_terms, rate)
+        for name, cost, _, _, _ in state_terms:
+            seconds = intervals[name]
+            if seconds is not None:
+                total += cost * span / (seconds * stretch)
     return total
 
 
@@ -217,26 +235,27 @@ def plan(
     # The largest rate whose demand fits the budget (demand grows with the rate).
     stretch = 1.0
     lo, hi = 0.0, 1.0
-    if _demand(jobs, open_s, closed_s, 1e-12) > budget:
+    terms = (_terms(jobs, open_=True), _terms(jobs, open_=False))
+    if _demand(terms, open_s, closed_s, 1e-12) > budget:
         # Even at every job's longest interval the day does not fit: stretch them all.
-        floor = _demand(jobs, open_s, closed_s, 1e-12)
+        floor = _demand(terms, open_s, closed_s, 1e-12)
         stretch = floor / budget if budget > 0 else math.inf
         rate = 1e-12
     else:
-        while _demand(jobs, open_s, closed_s, hi) <= budget and hi < 1e6:
+        while _demand(terms, open_s, closed_s, hi) <= budget and hi < 1e6:
             lo, hi = hi, hi * 2
         for _ in range(60):
             mid = (lo + hi) / 2
-            if _demand(jobs, open_s, closed_s, mid) <= budget:
+            if _demand(terms, open_s, closed_s, mid) <= budget:
                 lo = mid
             else:
                 hi = mid
         rate = lo
 
     is_open = hours.is_open(now, tz)
-    current = _intervals_for(jobs, rate, open_=is_open)
-    open_iv = _intervals_for(jobs, rate, open_=True)
-    closed_iv = _intervals_for(jobs, rate, open_=False)
+    open_iv = _intervals(terms[0], rate)
+    closed_iv = _intervals(terms[1], rate)
+    current = open_iv if is_open else closed_iv
     next_run: dict[str, dt.datetime] = {}
     interval: dict[str, dt.timedelta | None] = {}
     expected: dict[str, int] = {}
