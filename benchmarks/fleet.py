@@ -118,7 +118,7 @@ def replica(conn: Connection, clock_value: Any, url: str, base_url: str, names: 
             conn.send({"cpu": cpu, "statements": counts["statements"]})
             break
         started = time.thread_time()
-        runs: list[tuple[str, str, float]] = []
+        runs: list[tuple[str, str, float | None]] = []
         if command == "run":
             now = clock()
             # Daemon.run_due, keeping each run's due time for the no-double-run check.
@@ -127,8 +127,8 @@ def replica(conn: Connection, clock_value: Any, url: str, base_url: str, names: 
             for _, lic, job in due:
                 claimed.clear()
                 if lic.run(job).ran:
-                    stored = claimed.get("due")
-                    runs.append((lic.name, job, (stored or now).timestamp()))
+                    stored = claimed.get("due")  # None: its first run
+                    runs.append((lic.name, job, stored and stored.timestamp()))
         nxt = daemon.next_due()
         cpu += time.thread_time() - started
         conn.send({"runs": runs, "next": nxt.timestamp() if nxt else None})
@@ -204,7 +204,7 @@ def run_day(args: argparse.Namespace, licenses: int, replicas: int,
         order_times = arrivals(day, args.orders_per_day, rng)
         created: dict[int, dt.datetime] = {}
         arrived: dict[tuple[str, int], dt.datetime] = {}
-        runs: Counter[tuple[str, str, float]] = Counter()
+        runs: Counter[tuple[str, str, float | None]] = Counter()
         clock_value.value = start.timestamp()
         wall0 = time.perf_counter()
         sim_cpu0 = simulator_cpu.seconds

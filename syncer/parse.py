@@ -837,8 +837,9 @@ def _order_line(
     """One `orderdetail` line and its used subproduct slots."""
     prefix = f"orderdetail[{line_no}]."
     row = {"order_id": order_id, "line_no": line_no, **_columns(line, _ORDER_LINE, prefix)}
-    slots = []
-    for slot, (id_key, price_key, tax_key) in _SLOT_KEYS.items():
+    slots: list[dict[str, Any]] = []
+    # A line of only its own four fields (many are) has no slot to look for.
+    for slot, (id_key, price_key, tax_key) in _SLOT_KEYS.items() if len(line) > 4 else ():
         raw_id = line.get(id_key)
         if raw_id is None or raw_id in ("", "0") or (type(raw_id) is int and not raw_id):
             continue  # an unused slot (most of them), without a parse

@@ -391,6 +391,36 @@ def test_content_hash_is_md5_of_the_canonical_parsed_record() -> None:
     assert rows.parent["content_hash"] == hashlib.md5(canonical.encode()).hexdigest()
 
 
+_LINE_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=12),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda f: {"n": [f]}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["quantity", "productid", "productprice",
+                                                 "note", "comment", "ünïcode", "del\x7f"]),
+                                _LINE_VALUE, max_size=5), max_size=3),
+       st.text(max_size=12), st.integers(1, 2**40))
+def test_the_content_hash_is_the_json_dumps_one_however_it_is_written(
+        lines: list[dict[str, Any]], note: str, order_id: int) -> None:
+    """The fast canonical text (msgspec) is byte for byte json.dumps's, or json.dumps
+    writes it: the hashes stored by earlier versions stay valid (no row rewritten)."""
+    from syncer.parse import _canonical
+
+    record = {"id": order_id, "ordertime": "2026-03-29 02:30:00", "totalprice": "12,50",
+              "orderdetail": lines, "note": note, "modtime": 1764325800}
+    try:
+        rows = parse_order(record, CTX)
+    except ParseError:
+        return
+    parent = {k: v for k, v in rows.parent.items()
+              if k not in ("content_hash", "business_date", "local_hour", "local_weekday")}
+    reference = json.dumps({"parent": parent, "children": rows.children}, sort_keys=True,
+                           separators=(",", ":"), default=_canonical)
+    assert rows.parent["content_hash"] == hashlib.md5(reference.encode()).hexdigest()
+
+
 def _changed(record: dict[str, Any], change: str) -> dict[str, Any]:
     """A copy of the sale with one thing changed."""
     record = json.loads(json.dumps(record))
@@ -847,3 +877,29 @@ def test_any_amount_that_fits_reads_the_same_with_dot_comma_or_as_a_number(amoun
         assert parse_product({"id": 1, "price": sent}, CTX).parent["price"] == amount
     if amount == amount.to_integral_value():
         assert parse_product({"id": 1, "price": int(amount)}, CTX).parent["price"] == amount
+
+
+def test_parsing_a_page_pauses_the_garbage_collector_and_gives_it_back() -> None:
+    import gc
+
+    from syncer.resources import ORDERS
+    from syncer.sync import parse_records
+
+    seen: list[bool] = []
+    original = ORDERS.parse
+
+    def parse(raw: Any, ctx: ParseContext) -> Rows:
+        seen.append(gc.isenabled())
+        return original(raw, ctx)
+
+    resource = ORDERS.__class__(**{**ORDERS.__dict__, "parse": parse})
+    assert gc.isenabled()
+    parsed = parse_records(resource, [{"id": "1"}, {"id": "x"}], CTX)
+    assert (len(parsed.rows), len(parsed.rejected), seen) == (1, 1, [False, False])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse_records(resource, [{"id": "2"}], CTX)
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()
