@@ -725,6 +725,7 @@ _SLOT_KEYS = {
     slot: (f"subproduct{slot}id", f"subproduct{slot}price", f"subproduct{slot}tax")
     for slot in range(1, 11)
 }
+_LINE_FIELD_KEYS = frozenset(_keys(_ORDER_LINE))
 # Frozen, with _IGNORED: `_extra` takes a frozenset as the whole set of keys to skip.
 _ORDER_LINE_KEYS = frozenset(_keys(_ORDER_LINE).union(*_SLOT_KEYS.values(), _IGNORED))
 
@@ -838,8 +839,9 @@ def _order_line(
     prefix = f"orderdetail[{line_no}]."
     row = {"order_id": order_id, "line_no": line_no, **_columns(line, _ORDER_LINE, prefix)}
     slots: list[dict[str, Any]] = []
-    # A line of only its own four fields (many are) has no slot to look for.
-    for slot, (id_key, price_key, tax_key) in _SLOT_KEYS.items() if len(line) > 4 else ():
+    # A line of only its own fields (many are) has no slot to look for.
+    plain = _LINE_FIELD_KEYS.issuperset(line)
+    for slot, (id_key, price_key, tax_key) in () if plain else _SLOT_KEYS.items():
         raw_id = line.get(id_key)
         if raw_id is None or raw_id in ("", "0") or (type(raw_id) is int and not raw_id):
             continue  # an unused slot (most of them), without a parse
