@@ -51,15 +51,27 @@ class SimulatorCpu:
         self._lock = threading.Lock()
         original = server._Handler.handle
 
+        self.active = 0
+
         def handle(handler: Any) -> None:
+            with self._lock:
+                self.active += 1
             started = time.thread_time()
             try:
                 original(handler)
             finally:
                 with self._lock:
                     self.seconds += time.thread_time() - started
+                    self.active -= 1
 
         server._Handler.handle = handle  # type: ignore[method-assign]
+
+    def settled(self, timeout: float = 10.0) -> float:
+        """The seconds so far, once the connection threads a stop closed have ended."""
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.seconds
 
 
 class Clock:
@@ -172,7 +184,7 @@ def main() -> None:
     wall = time.perf_counter() - wall0
     sim.stop()  # its connections close: their threads' CPU is counted
     cpu = time.process_time() - cpu0
-    served = simulator_cpu.seconds - sim_cpu0
+    served = simulator_cpu.settled() - sim_cpu0
 
     with engine.connect() as conn:
         spent = dict(conn.execute(select(t.request_budget.c.license, t.request_budget.c.spent)
