@@ -175,6 +175,32 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         migrate(self.engine)
+        self.server_cpu = 0.0  # CPU seconds of the Postgres backends while checked out
+        if kind == "postgresql":
+            sa.event.listen(self.engine, "checkout", self._checkout)
+            sa.event.listen(self.engine, "checkin", self._checkin)
+
+    # The server is on this machine: its backends' CPU is read from /proc, so the
+    # figures hold while other work shares the machine (wall time does not).
+    @staticmethod
+    def _backend_cpu(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _checkout(self, dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if "backend" not in record.info:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                record.info["backend"] = cur.fetchone()[0]
+        try:
+            record.info["cpu_at"] = self._backend_cpu(record.info["backend"])
+        except OSError:  # a server on another machine: no server CPU
+            record.info["cpu_at"] = None
+
+    def _checkin(self, dbapi_conn: Any, record: Any) -> None:
+        started = record.info.pop("cpu_at", None)
+        if started is not None:
+            self.server_cpu += self._backend_cpu(record.info["backend"]) - started
 
     def writes(self) -> int:
         """Postgres's own count of rows inserted, updated and deleted in the order tables."""
@@ -209,6 +235,7 @@ def run_ours(db: Database, path: Path) -> dict[str, Any]:
         before = db.writes() if db.kind == "postgresql" else 0
         counts, rows = Counts(), 0
         spent = {"decode": 0.0, "parse": 0.0, "database": 0.0}
+        cpu0, server0 = time.process_time(), db.server_cpu
         for content in pages(path):
             started = time.perf_counter()
             records = decode_json(content)["data"]
@@ -226,6 +253,7 @@ def run_ours(db: Database, path: Path) -> dict[str, Any]:
             rows += row_count(parsed.rows)
             del records, parsed
         out[label] = {"rows": rows, "seconds": sum(spent.values()), **spent,
+                      "cpu": time.process_time() - cpu0, "server_cpu": db.server_cpu - server0,
                       "counts": counts.__dict__,
                       "written": (db.writes() - before) if db.kind == "postgresql" else counts.written}
     return out
@@ -242,6 +270,7 @@ def run_ceiling(db: Database, path: Path) -> dict[str, Any]:
 
     rows = 0
     spent = {"decode": 0.0, "parse": 0.0, "database": 0.0}
+    cpu0 = time.process_time()
     stamp = _now()
     by_name = {tbl.name: tbl for tbl in ORDER_TABLES}
     with db.engine.connect() as conn:
@@ -272,7 +301,8 @@ def run_ceiling(db: Database, path: Path) -> dict[str, Any]:
             cur.close()
         conn.commit()
         spent["database"] += time.perf_counter() - started
-    return {"first": {"rows": rows, "seconds": sum(spent.values()), **spent}}
+    return {"first": {"rows": rows, "seconds": sum(spent.values()), **spent,
+                      "cpu": time.process_time() - cpu0, "server_cpu": db.server_cpu}}
 
 
 def run_naive(db: Database, path: Path, limit: int) -> dict[str, Any]:
@@ -338,6 +368,11 @@ def spawn(kind: str, db: str, path: Path, naive_orders: int) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def cpu(part: dict[str, Any]) -> float:
+    """CPU seconds of the loader's process plus its Postgres backends."""
+    return float(part["cpu"]) + float(part["server_cpu"])
+
+
 def rate(part: dict[str, Any]) -> float:
     return float(part["rows"]) / float(part["seconds"])
 
@@ -352,7 +387,8 @@ def main() -> None:
                         help="orders per page (the backfill's max_window)")
     parser.add_argument("--naive-orders", type=int, default=0,
                         help="also run the naive ORM loader on this many orders")
-    parser.add_argument("--repeat", type=int, default=1, help="repeat ours and the ceiling: min/median/max")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="repeat ours and the ceiling: min/median/max of the CPU ratios")
     parser.add_argument("--worker", choices=["ours", "ceiling", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--pages", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -366,8 +402,8 @@ def main() -> None:
 
     say(f"load benchmark: the API's bytes to committed rows, {args.window} orders per page, "
         f"{os.cpu_count()} CPUs; times in s, ratio = time / the ceiling's")
-    say(f"{'database':<10} {'orders':>7} {'run':<22} {'rows':>9} {'total':>6} {'decode':>6} "
-        f"{'parse':>6} {'db':>6} {'ratio':>6} {'RSS MB':>6} {'written':>9}")
+    say(f"{'database':<10} {'orders':>7} {'run':<22} {'rows':>9} {'wall':>6} {'decode':>6} "
+        f"{'parse':>6} {'db':>6} {'ratio':>6} {'CPU':>6} {'ratio':>6} {'RSS MB':>6} {'written':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for orders in args.orders:
             path = Path(tmp) / f"orders-{orders}.jsonl"
@@ -376,33 +412,34 @@ def main() -> None:
             say(f"(simulator generated {orders} orders in {generated:.1f} s; "
                 f"{path.stat().st_size / 1e6:.0f} MB of API JSON)")
             for db in args.db:
-                firsts, seconds = [], []
+                ratios: dict[str, list[float]] = {"first": [], "second": []}
                 for _ in range(args.repeat):
                     # Interleaved, so both see the same machine.
                     ceiling = spawn("ceiling", db, path, args.naive_orders)
                     ours = spawn("ours", db, path, args.naive_orders)
                     c = ceiling["first"]
                     line = (f"{db:<10} {orders:>7} {{:<22}} {{rows:>9}} {{seconds:>6.1f}} "
-                            "{decode:>6.1f} {parse:>6.1f} {database:>6.1f} {ratio:>5.2f}x {rss:>6.0f} "
-                            "{written:>9}")
+                            "{decode:>6.1f} {parse:>6.1f} {database:>6.1f} {ratio:>5.2f}x {total_cpu:>6.1f} "
+                            "{cpu_ratio:>5.2f}x {rss:>6.0f} {written:>9}")
                     say(line.format("ceiling (COPY)" if db == "postgresql" else "ceiling (executemany)",
-                                    **c, ratio=1.0, rss=ceiling["peak_rss_mb"], written=""))
+                                    **c, ratio=1.0, total_cpu=cpu(c), cpu_ratio=1.0,
+                                    rss=ceiling["peak_rss_mb"], written=""))
                     for label in ("first", "second"):
                         p = ours[label]
-                        say(line.format(f"ours, {label} load", **{**p, "ratio": p["seconds"] / c["seconds"],
-                                        "rss": ours["peak_rss_mb"]}))
-                    firsts.append(ours["first"]["seconds"] / c["seconds"])
-                    seconds.append(ours["second"]["seconds"] / c["seconds"])
+                        say(line.format(f"ours, {label} load", **{
+                            **p, "ratio": p["seconds"] / c["seconds"], "total_cpu": cpu(p),
+                            "cpu_ratio": cpu(p) / cpu(c), "rss": ours["peak_rss_mb"]}))
+                        ratios[label].append(cpu(p) / cpu(c))
                 if args.naive_orders:
                     n = spawn("naive", db, path, args.naive_orders)["first"]
                     say(f"{db:<10} {orders:>7} {'naive merge (first ' + str(args.naive_orders) + ')':<22} "
                         f"{n['rows']:>9} {n['seconds']:>6.1f}  rows/s {rate(n):.0f} (ours first: "
                         f"{rate(ours['first']):.0f})")
                 if args.repeat > 1:
-                    for label, ratios in (("first", firsts), ("second", seconds)):
-                        say(f"  -> {db} {orders}, {args.repeat} runs, ours {label} / ceiling: min "
-                            f"{min(ratios):.2f}x median {statistics.median(ratios):.2f}x "
-                            f"max {max(ratios):.2f}x")
+                    for label, values in ratios.items():
+                        say(f"  -> {db} {orders}, {args.repeat} runs, ours {label} / ceiling (CPU): "
+                            f"min {min(values):.2f}x median {statistics.median(values):.2f}x "
+                            f"max {max(values):.2f}x")
 
 
 if __name__ == "__main__":
