@@ -579,6 +579,11 @@ def test_each_job_run_logs_one_line_and_each_day_a_summary(
         assert not any("API day" in line for line in lines)  # the day is not over
         caplog.clear()
         clock.advance(minutes=20)  # past the API's midnight
+        # Each job was planned from its run at 23:50, none for 00:10: make one due then.
+        with db.begin() as conn:
+            conn.execute(update(t.sync_state).where(t.sync_state.c.license == LICENSE,
+                                                    t.sync_state.c.resource == "orders")
+                         .values(next_run_at=clock()))
         daemon.run_due()
         lines = [r.getMessage() for r in caplog.records if r.name == "syncer.daemon"]
         with db.connect() as conn:
