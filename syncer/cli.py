@@ -39,7 +39,14 @@ from syncer.config import (
     LicenseConfig,
     load_config,
 )
-from syncer.db import describe, error_summary, make_engine, migrate, normalize_url
+from syncer.db import (
+    connect_problem,
+    describe,
+    error_summary,
+    make_engine,
+    migrate,
+    normalize_url,
+)
 from syncer.ledger import (
     BAD_LOGIN_WINDOW,
     BudgetExhausted,
@@ -176,13 +183,13 @@ def open_database(config: Config, *, migrate_first: bool = True, existing: bool 
     except (ValueError, ImportError) as exc:
         fail(f"database.url in {config.source}: {exc}", EXIT_USAGE)
     except Exception as exc:
-        fail(f"database {redact(config.database.url.split('@')[-1])}: {exc}")
+        fail(connect_problem(config.database.url, exc))
     return engine
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Config file (default ./syncer.toml, then $SYNCER_CONFIG).")
+              help="Config file (default: $SYNCER_CONFIG, else ./syncer.toml).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
@@ -398,15 +405,16 @@ def check(state: State, online: bool) -> None:
             where = f"${lic.token_env}" if lic.token_env else "token"
             console.print(f"[red]license {lic.name}: no token ({where} is empty)[/red]")
             problems += 1
-    # --online records its request in the ledger, so it brings the schema up first.
-    # Offline, a SQLite path that is not there is a typo: say so, do not create it.
-    engine = open_database(config, migrate_first=online, existing=not online)
+    # A check never writes the schema: a SQLite path that is not there is a typo (say so,
+    # do not create it), and an old schema is reported, not upgraded. --online records its
+    # request in the ledger, so it needs a current schema: `syncer migrate` first.
+    engine = open_database(config, migrate_first=False, existing=True)
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
     except Exception as exc:
-        fail(f"database {describe(engine)}: {exc}")
+        fail(connect_problem(engine.url, exc))
     if current == head:
         console.print(f"database: {describe(engine)}: ok (revision {current})")
         try:  # a write that changes nothing: a read-only file or a missing grant shows here
@@ -420,9 +428,10 @@ def check(state: State, online: bool) -> None:
             problems += 1
     else:
         console.print(f"database: {describe(engine)}: revision {current}, newest {head}; "
-                      "run `syncer migrate`")
+                      "run `syncer migrate`" + (" (then check --online again: the request it "
+                                                "spends is recorded in the schema)" if online else ""))
         problems += 1
-    if online:
+    if online and current == head:
         for lic in config.licenses:
             ledger = make_ledger(engine, config, lic, purpose="check")
             try:

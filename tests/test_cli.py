@@ -223,6 +223,38 @@ def test_check_does_not_create_a_sqlite_file_at_a_mistyped_path(
     assert not missing.exists()
 
 
+def test_check_online_refuses_a_missing_sqlite_file_like_check_and_creates_nothing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    missing = tmp_path / "typo.db"
+    plain = syncer(f"sqlite:///{missing}", sim, tmp_path, "check")
+    online = syncer(f"sqlite:///{missing}", sim, tmp_path, "check", "--online")
+
+    assert (online.exit_code, online.output) == (plain.exit_code, plain.output) == (
+        1, plain.output)
+    assert f"no database at {missing}" in said(online)
+    assert not missing.exists()
+    assert requests_sent(sim) == 0
+
+
+def test_check_online_on_an_unmigrated_database_says_to_migrate_and_sends_nothing(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    if db_url.startswith("sqlite:///"):
+        Path(db_url.removeprefix("sqlite:///")).touch()  # there, but empty
+    result = syncer(db_url, sim, tmp_path, "check", "--online")
+
+    assert result.exit_code == 1, result.output
+    assert "revision None, newest " in said(result)
+    assert "run `syncer migrate` (then check --online again" in said(result)
+    assert requests_sent(sim) == 0
+    engine = make_engine(db_url)
+    try:  # the check wrote no schema
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
 def test_check_names_the_license_whose_token_is_empty(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
@@ -240,7 +272,8 @@ def test_check_names_the_license_whose_token_is_empty(
 def test_check_online_spends_one_request_and_accepts_good_credentials(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
-    # The user's first command on a new database: --online brings the schema up to record its request.
+    # --online records its request in the ledger: on a current database (after migrate).
+    assert syncer(db_url, sim, tmp_path, "migrate").exit_code == 0
     result = syncer(db_url, sim, tmp_path, "check", "--online")
 
     assert result.exit_code == 0, result.output
@@ -252,6 +285,7 @@ def test_check_online_spends_one_request_and_accepts_good_credentials(
 def test_check_online_with_a_wrong_token_stops_the_license_until_the_token_changes(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
+    assert syncer(db_url, sim, tmp_path, "migrate").exit_code == 0
     result = syncer(db_url, sim, tmp_path, "check", "--online", token=WRONG_TOKEN)
 
     assert result.exit_code == 1, result.output
