@@ -32,7 +32,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
