@@ -92,7 +92,7 @@ def test_a_missing_postgres_database_is_one_line_saying_what_to_run(
     base = PG_URL.rsplit("/", 1)[0].replace("postgres@", "postgres:pw-9c2d@", 1)
     url = f"{base}/no_such_db_first_hour"
     shown = url.replace("pw-9c2d", "***")
-    outputs = {}
+    outputs: dict[str, str] = {}
     for command in (["status"], ["check"], ["migrate"], ["backfill"], ["report", "vat"]):
         result = run_cli(command, cli_env(url, sim.base_url), cwd=tmp_path)
         assert result.exit_code == 1, result.output
@@ -101,10 +101,10 @@ def test_a_missing_postgres_database_is_one_line_saying_what_to_run(
     expected = (f"error: database {shown}: database 'no_such_db_first_hour' does not exist; "
                 "create it with `createdb -h 127.0.0.1 -p 5432 -U postgres "
                 "no_such_db_first_hour` and run the command again")
-    for command, output in outputs.items():
+    for name, output in outputs.items():
         # `check` says first that the config is fine; the error is its last line
-        assert " ".join(output.split()).endswith(expected), command
-        assert output.count("error:") == 1 and "Background" not in output, command
+        assert " ".join(output.split()).endswith(expected), name
+        assert output.count("error:") == 1 and "Background" not in output, name
         assert "pw-9c2d" not in output and "sqlalche.me" not in output
     assert sim.stats()["requests"] == 0
 
