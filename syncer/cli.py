@@ -78,6 +78,14 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 STOP_TIMEOUT = 6.0
 
 
+class TextFormatter(logging.Formatter):
+    """Log lines for people: the time in UTC, ISO 8601 with its offset, so that a line
+    never reads as a local time (`2026-12-01T08:31:16.365+00:00 INFO ...`)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload = {
@@ -107,7 +115,7 @@ def setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -116,8 +124,12 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("httpcore").setLevel(max(logging.WARNING, root.level))
     # APScheduler logs every job it adds and runs at INFO; our own lines say more.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
-    # Alembic says which engine it talks to on every command; keep only the upgrades.
-    logging.getLogger("alembic.runtime.migration").addFilter(_only_upgrades)
+    # Alembic says which engine it talks to, and each upgrade it runs: for `syncer migrate`
+    # the upgrades are the news (see migrate_cmd); for the demo, a backfill or any other
+    # command they are noise unless --log-level debug.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if root.level <= logging.DEBUG
+                                          else logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.NOTSET)
     warnings.showwarning = _show_warning
 
 
@@ -227,17 +239,50 @@ class RichReporter(Reporter):
             self.progress.update(task, total=1, completed=1, status=summary.status)
 
 
+def _shown_status(summaries: Sequence[Summary]) -> list[tuple[Summary, str, bool]]:
+    """Each summary with the status a person reads, and whether its note is news: a stop
+    is said once, at the resource where it happened; the resources after it, which the
+    backfill never began, are "not started"."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for s in summaries:
+        key = (s.license, s.note)
+        repeat = bool(s.note) and s.status == "stopped" and key in seen
+        seen.add(key)
+        out.append((s, "not started" if repeat else s.status, bool(s.note) and s.status != "done"
+                    and not repeat))
+    return out
+
+
 def summary_table(summaries: Sequence[Summary]) -> RichTable:
     table = RichTable(title="Backfill summary")
     for name in ("license", "resource", "requests", "inserted", "updated", "unchanged", "deleted",
                  "quarantined", "status"):
         table.add_column(name, justify="right" if name not in ("license", "resource", "status") else "left")
-    for s in summaries:
+    for s, shown, _news in _shown_status(summaries):
         c = s.counts
         table.add_row(s.license, s.resource, str(s.requests), str(c.inserted), str(c.updated),
-                      str(c.unchanged), str(c.deleted), str(c.quarantined),
-                      s.status + (f" ({s.note[:60]})" if s.note and s.status != "done" else ""))
+                      str(c.unchanged), str(c.deleted), str(c.quarantined), shown)
     return table
+
+
+def print_summary(summaries: Sequence[Summary], started: float, code: int) -> None:
+    """The summary table, the request count, and below it, in full and once each, why work
+    stopped, failed or was skipped (a table cell would cut a sentence short)."""
+    console.print(summary_table(summaries))
+    console.print(f"{sum(s.requests for s in summaries)} requests in {time.monotonic() - started:.1f} s")
+    shown = _shown_status(summaries)
+    for s, status, news in shown:
+        if not news:
+            continue
+        after = sum(1 for o, other, _ in shown
+                    if other == "not started" and (o.license, o.note) == (s.license, s.note))
+        rest = f" (and the {after} resource(s) after it: not started)" if after else ""
+        errors.print(f"{s.license}/{s.resource} {status}{rest}: {redact(s.note)}", markup=False,
+                     highlight=False)
+    if code == EXIT_BUDGET:
+        errors.print("work is left: run again to continue (it starts at the cursors; nothing "
+                     "stored is fetched again)", highlight=False)
 
 
 def run_backfill(
@@ -289,15 +334,7 @@ def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime |
     started = time.monotonic()
     summaries, code = run_backfill(engine, config, licenses, chosen,
                                    since=since.date() if since else None, max_requests=max_requests)
-    console.print(summary_table(summaries))
-    console.print(f"{sum(s.requests for s in summaries)} requests in {time.monotonic() - started:.1f} s")
-    # The table cuts notes short: say in full why work stopped or failed, once per reason.
-    for lic_name, note in dict.fromkeys((s.license, s.note) for s in summaries
-                                        if s.status in ("stopped", "failed") and s.note):
-        errors.print(f"{lic_name}: {redact(note)}", markup=False, highlight=False)
-    if code == EXIT_BUDGET:
-        errors.print("stopped with work left (request budget, or the license waits until the "
-                     "time above); run again to continue")
+    print_summary(summaries, started, code)
     sys.exit(code)
 
 
@@ -383,6 +420,10 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
 @click.pass_obj
 def migrate_cmd(state: State) -> None:
     """Bring the database schema to the newest revision."""
+    if logging.getLogger().level == logging.INFO:  # the upgrades it runs, not Alembic's chatter
+        migration = logging.getLogger("alembic.runtime.migration")
+        migration.setLevel(logging.INFO)
+        migration.addFilter(_only_upgrades)
     engine = open_database(state.config)
     console.print(f"schema is up to date in {describe(engine)}")
 
@@ -513,7 +554,8 @@ def print_status(report: list[dict[str, Any]], tz: Any) -> None:
             console.print(f"[red]  stopped: {lic['auth_rejected']}. Fix the license name or token in "
                           "the config; nothing is sent until it changes.[/red]")
         if lic["blocked_until"]:
-            console.print(f"[yellow]  paused: {lic['blocked_reason']} until {lic['blocked_until']}"
+            console.print(f"[yellow]  paused: {lic['blocked_reason']} until "
+                          f"{_local(lic['blocked_until'], tz)}"
                           "[/yellow]")
         table = RichTable()
         for name in ("job", "rows", "cursor", "last success", "next run", "planned today", "last error"):
@@ -530,7 +572,7 @@ def print_status(report: list[dict[str, Any]], tz: Any) -> None:
 def _local(value: str | None, tz: Any) -> str:
     if not value:
         return ""
-    return dt.datetime.fromisoformat(value).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromisoformat(value).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 @cli.command()
@@ -708,7 +750,7 @@ def demo(db_path: str, orders: int, seed: int) -> None:
                                        since=None, max_requests=None)
     finally:
         sim.stop()
-    console.print(summary_table(summaries))
+    print_summary(summaries, started, code)
     print_status(gather_status(engine, config), config.api.tz)
     console.print(sales_per_day(engine, "demo", config.api.tz))
     for name in ("report_daily_sales", "report_vat"):

@@ -273,10 +273,15 @@ def raise_for_api_error(body: Any, function: str, tz: ZoneInfo) -> bool:
         raise EmptyCredentials(text)
     if code == 1002:
         raise InvalidCredentials(text)
-    if code == 1003:
-        raise DailyLimitReached(text, parse_api_datetime(message, tz))
-    if code == 1004:
-        raise IpBlocked(text, parse_api_datetime(message, tz))
+    if code in (1003, 1004):
+        # The API gives a local time without its zone; a person reading it must not
+        # have to guess which (the logs are in UTC).
+        when = parse_api_datetime(message, tz)
+        if when is not None:
+            text += f" ({when:%Z}, {tz.key})"
+        if code == 1003:
+            raise DailyLimitReached(text, when)
+        raise IpBlocked(text, when)
     if code == 1005:
         raise ModuleNotLicensed(text)
     if 2001 <= code <= 2003:
@@ -427,7 +432,10 @@ class CloudPosClient:
             until = getattr(exc, "retry_at", None) or getattr(exc, "until", None)
             self.door.after_response(ticket, Outcome(outcome, exc.code, status, duration, until))
             level = logging.WARNING if isinstance(exc, Retriable) else logging.INFO
-            log.log(level, "GET %s %s -> %s%s", function, shown, exc, _attempt_note(number, of))
+            # Only a fault that is retried is "attempt n of m": a refused login, a limit or
+            # an input error is final, and a note promising more tries would mislead.
+            note = _attempt_note(number, of) if isinstance(exc, Retriable) else ""
+            log.log(level, "GET %s %s -> %s%s", function, shown, exc, note)
             raise
         except BaseException:  # a bug or Ctrl-C: the door still hears of the attempt
             duration = int((time.perf_counter() - started) * 1000)

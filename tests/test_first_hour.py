@@ -8,6 +8,7 @@ the simulator over real HTTP, on SQLite and, where it matters, on Postgres.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,95 @@ def test_migrate_shows_the_url_the_way_errors_do(pg_url: str, tmp_path: Path) ->
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "schema is up to date in postgresql+psycopg://postgres@127.0.0.1:5432/test" in done.stdout
+
+
+# --- 11, 12: what a stopped backfill says ----------------------------------------------------
+
+
+def backfill(db_url: str, sim: Simulator, tmp_path: Path, *args: str,
+             token: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`syncer ARGS backfill` in a subprocess: stdout and stderr are not terminals, as in
+    cron mail or a log file."""
+    env = cli_env(db_url, sim.base_url) if token is None else cli_env(db_url, sim.base_url,
+                                                                      token=token)
+    split = args.index("backfill") if "backfill" in args else 0
+    return subprocess.run([sys.executable, "-m", "syncer", *args[:split], "backfill",
+                           *args[split + 1:]], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def table_statuses(stdout: str) -> dict[str, str]:
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 9 and cells[0] == "demo":
+            rows[cells[1]] = cells[8]
+    return rows
+
+
+def test_a_stop_is_said_once_in_full_and_the_rest_is_not_started(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    done = backfill(db_url, sim, tmp_path, "--log-level", "warning", "backfill",
+                    "--max-requests", "3")
+
+    assert done.returncode == 3, done.stderr
+    statuses = table_statuses(done.stdout)
+    assert list(statuses.values()) == ["done"] * 3 + ["stopped"] + ["not started"] * 9, statuses
+    assert "--max-requests" not in done.stdout  # the table holds no cut-short notes
+    # Snapshot of what follows the table.
+    assert done.stderr.splitlines() == [
+        "demo/customers stopped (and the 9 resource(s) after it: not started): "
+        "--max-requests 3 reached",
+        "work is left: run again to continue (it starts at the cursors; nothing stored is "
+        "fetched again)",
+    ]
+
+
+def test_a_long_stop_note_is_never_cut_and_says_its_time_zone(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    sim.set_daily_limit(2)
+    done = backfill(sqlite_url, sim, tmp_path, "--log-level", "warning", "backfill")
+
+    assert done.returncode == 3, done.stderr
+    text = " ".join(done.stderr.split())
+    note = re.search(r"demo/subproducts stopped \(and the 10 resource\(s\) after it: not "
+                     r"started\): (.*?) work is left", text)
+    assert note, text
+    # The whole sentence, with the zone of the time it gives (not "the time above").
+    assert re.fullmatch(r"get-subproducts: 1003 Limit of '2' requests per day reached, next "
+                        r"request possible '\d{4}-\d\d-\d\d 00:00:00' \((CET|CEST), "
+                        r"Europe/Brussels\)", note[1]), note[1]
+    assert "time above" not in text
+    assert text.count("1003 Limit") == 1, text
+
+
+def test_a_refused_login_promises_no_retry_and_log_times_say_utc(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    done = backfill(sqlite_url, sim, tmp_path, "backfill", token="wrong-token-first-hour")
+
+    assert done.returncode == 1, done.stderr
+    line = next(x for x in done.stderr.splitlines() if "syncer.client" in x)
+    assert line.endswith("-> get-categories: 1002 Token or name not valid"), line
+    assert "attempt" not in done.stderr
+    for log_line in (x for x in done.stderr.splitlines() if " INFO " in x or " ERROR " in x):
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 (INFO|ERROR) ", log_line), \
+            log_line
+
+
+def test_status_and_report_tables_show_times_with_their_zone(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    env = cli_env(sqlite_url, sim.base_url)
+    assert run_cli(["backfill"], env, cwd=tmp_path).exit_code == 0
+
+    status = run_cli(["status"], env, cwd=tmp_path)
+    labor = run_cli(["report", "labor"], env, cwd=tmp_path)
+
+    zoned = r"\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? (CET|CEST)"
+    assert re.search(zoned, status.output), status.output
+    assert not re.search(r"\d\d:\d\d:\d\d(?! (CET|CEST))", status.output), status.output
+    assert re.search(zoned, labor.output), labor.output
+    assert not re.search(r"\d\d:\d\d(?!:| (CET|CEST))", labor.output), labor.output
