@@ -686,7 +686,9 @@ def call(state: State, function: str, params: tuple[str, ...], license_name: str
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)
 @click.option("--seed", default=1, show_default=True, type=int)
-@click.option("--orders", default=2000, show_default=True, type=click.IntRange(min=0))
+@click.option("--orders", default=2000, show_default=True, type=click.IntRange(min=0),
+              help="Orders of history, up to the moment it starts; the rest of today's sales "
+                   "arrive as their time comes.")
 @click.option("--daily-limit", default=500, show_default=True, type=int)
 def simulate(host: str, port: int, seed: int, orders: int, daily_limit: int) -> None:
     """Serve the bundled CloudPOS simulator (license `demo`, token `demo-token`)."""

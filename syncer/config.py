@@ -190,9 +190,9 @@ class PrivacyConfig(_Strict):
     # The national register number (users.secnr) is stored only as a keyed hash
     # unless this is set to true.
     store_national_number: bool = False
-    # Key for that hash; without one, a key derived from the license token is used
-    # (secret, but rotating the token then changes every stored hash once: set a key
-    # of your own to keep hashes stable across token changes).
+    # Key for that hash (HMAC-SHA256 of the digits). Without one no hash is stored
+    # (users.secnr_hash stays NULL): an unkeyed hash of an 11-digit number with a check
+    # digit can be brute-forced, and a key derived from the token would change with it.
     hash_key: SecretStr | None = None
 
 

@@ -7,18 +7,28 @@ the simulator over real HTTP, on SQLite and, where it matters, on Postgres.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import hmac
+import json
 import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import Result
+from sqlalchemy import func, select
 
-from syncer.simulator import Simulator
-from tests.conftest import PG_URL
-from tests.helpers import cli_env, run_cli
+from syncer import tables as t
+from syncer.db import make_engine, migrate
+from syncer.simulator import Simulator, generate
+from tests.conftest import ANCHOR, LICENSE, PG_URL, TOKEN
+from tests.expected import secnr_hash
+from tests.helpers import FakeClock, cli_env, run_cli
 
 
 def said(result: Result) -> str:
@@ -209,3 +219,137 @@ def test_status_and_report_tables_show_times_with_their_zone(
     assert not re.search(r"\d\d:\d\d:\d\d(?! (CET|CEST))", status.output), status.output
     assert re.search(zoned, labor.output), labor.output
     assert not re.search(r"\d\d:\d\d(?!:| (CET|CEST))", labor.output), labor.output
+
+
+# --- 8: the national number's hash key does not follow the token ---------------------------
+
+
+def users_by_id(db_url: str) -> dict[int, tuple[str | None, object]]:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return {r.id: (r.secnr_hash, r.synced_at) for r in conn.execute(
+                select(t.users.c.id, t.users.c.secnr_hash, t.users.c.synced_at))}
+    finally:
+        engine.dispose()
+
+
+def test_without_a_hash_key_no_national_number_hash_is_stored(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    assert any(u.secnr for u in sim.dataset.users.values())
+    result = run_cli(["backfill", "--resource", "users"], cli_env(db_url, sim.base_url),
+                     cwd=tmp_path)
+
+    assert result.exit_code == 0, result.output
+    users = users_by_id(db_url)
+    assert len(users) == len(sim.dataset.users)
+    assert {h for h, _ in users.values()} == {None}
+
+
+def test_with_a_hash_key_a_new_token_changes_no_hash_and_rewrites_no_user(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    key = "a-key-of-our-own-for-hashes"
+    (tmp_path / "syncer.toml").write_text(f'[privacy]\nhash_key = "{key}"\n')
+    (tmp_path / "syncer.toml").chmod(0o600)
+    first = run_cli(["backfill", "--resource", "users"], cli_env(db_url, sim.base_url),
+                    cwd=tmp_path)
+    assert first.exit_code == 0, first.output
+    before = users_by_id(db_url)
+    expected = {u.id: secnr_hash(u.secnr, key) for u in sim.dataset.users.values()}
+    assert {i: h for i, (h, _) in before.items()} == expected
+    assert sum(h is not None for h in expected.values()) >= 2
+
+    rotated = "rotated-token-3e9b1c77"
+    with Simulator(sim.dataset, licenses={LICENSE: rotated}) as other:
+        again = run_cli(["backfill", "--resource", "users"],
+                        cli_env(db_url, other.base_url, token=rotated), cwd=tmp_path)
+    assert again.exit_code == 0, again.output
+    assert users_by_id(db_url) == before  # same hashes, and no row written again
+
+
+def test_migration_0007_clears_token_keyed_hashes_and_a_hash_key_writes_them_again(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    engine = make_engine(db_url)
+    migrate(engine, "0003")
+    user = next(u for u in sim.dataset.users.values() if u.secnr)
+    old_key = hmac.new(b"cloudpos-syncer secnr", TOKEN.encode(), hashlib.sha256).digest()
+    digits = "".join(c for c in user.secnr or "" if c.isdigit())
+    token_keyed = hmac.new(old_key, digits.encode(), hashlib.sha256).hexdigest()
+    with engine.begin() as conn:
+        conn.execute(t.users.insert().values(
+            license=LICENSE, id=user.id, username=user.username, is_admin=user.is_admin,
+            secnr_hash=token_keyed, synced_at=dt.datetime.now(dt.UTC)))
+    engine.dispose()
+
+    migrated = run_cli(["migrate"], cli_env(db_url, sim.base_url), cwd=tmp_path)
+
+    assert migrated.exit_code == 0, migrated.output
+    assert users_by_id(db_url)[user.id][0] is None
+    key = "a-key-of-our-own-for-hashes"
+    (tmp_path / "syncer.toml").write_text(f'[privacy]\nhash_key = "{key}"\n')
+    (tmp_path / "syncer.toml").chmod(0o600)
+    pulled = run_cli(["backfill", "--resource", "users"], cli_env(db_url, sim.base_url),
+                     cwd=tmp_path)
+    assert pulled.exit_code == 0, pulled.output
+    assert users_by_id(db_url)[user.id][0] == secnr_hash(user.secnr, key)
+
+
+# --- 4: the simulator's history ends when it starts, and grows with the day ------------------
+
+
+def test_the_history_ends_at_its_start_and_grows_as_the_clock_passes(tmp_path: Path) -> None:
+    zone = ZoneInfo("Europe/Brussels")
+    start = dt.datetime.combine(ANCHOR, dt.time(13, 0), zone)
+    clock = FakeClock(start)
+    data = generate(seed=1, orders=600, anchor=ANCHOR, until=start)
+    assert len(data.orders) == 600  # the history asked for, up to its start
+    later_today = len(data.pending_orders)
+    assert later_today > 0 and max(o.ordered_at for o in data.orders) <= start
+    with Simulator(data, licenses={LICENSE: TOKEN}, clock=clock) as sim:
+        url = sim.base_url
+
+        def served() -> list[dict[str, object]]:
+            query = f"{url}?licname={LICENSE}&token={TOKEN}&get-orders&start=1&end=100000"
+            with urllib.request.urlopen(query, timeout=10) as resp:
+                return list(json.loads(resp.read())["data"])
+
+        def at(order: dict[str, object]) -> dt.datetime:
+            return dt.datetime.strptime(str(order["ordertime"]), "%Y-%m-%d %H:%M:%S").replace(
+                tzinfo=zone)
+
+        first = served()
+        assert max(at(o) for o in first) <= start
+        clock.advance(hours=3)
+        later = served()
+        assert len(later) > len(first)
+        assert max(at(o) for o in later) <= start + dt.timedelta(hours=3)
+        ids = [int(str(o["id"])) for o in later]
+        assert ids == sorted(ids) and ids[:len(first)] == [int(str(o["id"])) for o in first]
+        clock.advance(days=1)
+        assert len(served()) == 600 + later_today  # the day is over: all of it is history
+
+
+def test_the_demo_holds_no_order_in_the_future_and_alembic_stays_quiet(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
+    done = subprocess.run([sys.executable, "-m", "syncer", "demo", "--orders", "600"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False)
+    finished = dt.datetime.now(dt.UTC)
+    assert done.returncode == 0, done.stderr
+    assert "Running upgrade" not in done.stdout + done.stderr
+    assert "alembic" not in done.stderr
+    engine = make_engine(f"sqlite:///{tmp_path / 'cloudpos-demo.db'}")
+    try:
+        with engine.connect() as conn:
+            latest = conn.execute(select(func.max(t.orders.c.ordered_at))).scalar_one()
+    finally:
+        engine.dispose()
+    assert latest is not None and latest <= finished
+
+    debug = subprocess.run([sys.executable, "-m", "syncer", "--log-level", "debug", "demo",
+                            "--orders", "50", "--db", "debug.db"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=180, check=False)
+    assert debug.returncode == 0, debug.stderr
+    assert "Running upgrade" in debug.stderr

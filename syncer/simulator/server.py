@@ -163,7 +163,8 @@ class Simulator:
     ) -> None:
         self._tz = ZoneInfo(tz)
         self._clock: Callable[[], dt.datetime] = clock or self._real_clock
-        self.dataset = dataset if dataset is not None else generate(anchor=self._now().date(), tz=tz)
+        self.dataset = dataset if dataset is not None else generate(
+            anchor=self._now().date(), tz=tz, until=self._now())
         self._licenses = dict(licenses) if licenses is not None else {"demo": "demo-token"}
         self._daily_limit = daily_limit
         self._envelope = self._check_envelope(envelope)
@@ -354,6 +355,7 @@ class Simulator:
         function, params = request.function, request.params
         with self._lock:
             now = self._now()
+            self.dataset.release(now)  # the day's sales made by now join the history
             refused = self._admit(ip, request, now)
             if refused is not None:
                 return refused
