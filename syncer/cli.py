@@ -682,6 +682,11 @@ def call(state: State, function: str, params: tuple[str, ...], license_name: str
 # --- simulate / demo ---------------------------------------------------------------------
 
 
+SIMULATED_NOW = ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
+NOW_HELP = ("Pretend it is this Brussels time (YYYY-MM-DD HH:MM) at the start: the history "
+            "ends there and the simulator's clock runs on from it (default: the real time).")
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)
@@ -690,11 +695,14 @@ def call(state: State, function: str, params: tuple[str, ...], license_name: str
               help="Orders of history, up to the moment it starts; the rest of today's sales "
                    "arrive as their time comes.")
 @click.option("--daily-limit", default=500, show_default=True, type=int)
-def simulate(host: str, port: int, seed: int, orders: int, daily_limit: int) -> None:
+@click.option("--now", "start_at", type=click.DateTime(formats=SIMULATED_NOW), default=None,
+              help=NOW_HELP)
+def simulate(host: str, port: int, seed: int, orders: int, daily_limit: int,
+             start_at: dt.datetime | None) -> None:
     """Serve the bundled CloudPOS simulator (license `demo`, token `demo-token`)."""
-    from syncer.simulator import Simulator, generate  # noqa: PLC0415
+    from syncer.simulator import live  # noqa: PLC0415
 
-    sim = Simulator(generate(seed=seed, orders=orders), daily_limit=daily_limit)
+    sim = live(seed, orders, now=start_at, daily_limit=daily_limit)
     sim.serve_forever(host, port, on_start=lambda url: console.print(
         f"CloudPOS simulator on {url} (licname=demo, token=demo-token); Ctrl-C stops it"))
 
@@ -732,12 +740,14 @@ def last_days_of(engine: Engine, report: reports.Report, tz: Any, days: int = 3)
               type=click.Path(dir_okay=False), help="SQLite file to sync into.")
 @click.option("--orders", default=3000, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=1, show_default=True, type=int)
-def demo(db_path: str, orders: int, seed: int) -> None:
+@click.option("--now", "start_at", type=click.DateTime(formats=SIMULATED_NOW), default=None,
+              help=NOW_HELP)
+def demo(db_path: str, orders: int, seed: int, start_at: dt.datetime | None) -> None:
     """Start the simulator, sync everything into a SQLite file, show status and sales."""
-    from syncer.simulator import Simulator, generate  # noqa: PLC0415
+    from syncer.simulator import live  # noqa: PLC0415
 
     started = time.monotonic()
-    sim = Simulator(generate(seed=seed, orders=orders))
+    sim = live(seed, orders, now=start_at)
     base_url = sim.start()
     try:
         config = Config(

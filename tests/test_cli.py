@@ -6,6 +6,7 @@ the in-process simulator over real HTTP (`sim`, license "demo" with TOKEN).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -105,7 +106,10 @@ def summary_rows(output: str) -> dict[str, dict[str, str]]:
 def run_demo(tmp_path: Path) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
     env["COLUMNS"] = "200"  # a wide table, so its cells can be read back
-    proc = spawn_cli(["demo", "--orders", "300"], env, tmp_path)
+    # The shop grows with the day: pinned before opening time (10:00), two runs see the
+    # same history, whatever the time the test runs at.
+    early = f"{dt.datetime.now(BRUSSELS):%Y-%m-%d} 06:00"
+    proc = spawn_cli(["demo", "--orders", "300", "--now", early], env, tmp_path)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     return output

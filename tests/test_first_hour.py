@@ -353,3 +353,21 @@ def test_the_demo_holds_no_order_in_the_future_and_alembic_stays_quiet(tmp_path:
                            capture_output=True, text=True, timeout=180, check=False)
     assert debug.returncode == 0, debug.stderr
     assert "Running upgrade" in debug.stderr
+
+
+def test_a_demo_pinned_to_a_time_ends_its_history_there(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
+    pinned = dt.datetime.combine(ANCHOR, dt.time(13, 0), ZoneInfo("Europe/Brussels"))
+    done = subprocess.run([sys.executable, "-m", "syncer", "demo", "--orders", "400", "--now",
+                           f"{pinned:%Y-%m-%d %H:%M}"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    engine = make_engine(f"sqlite:///{tmp_path / 'cloudpos-demo.db'}")
+    try:
+        with engine.connect() as conn:
+            count, latest = conn.execute(select(func.count(), func.max(t.orders.c.ordered_at))
+                                         ).one()
+    finally:
+        engine.dispose()
+    assert count == 400
+    assert pinned - dt.timedelta(hours=1) < latest <= pinned

@@ -17,6 +17,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -729,3 +730,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
         self.wfile.write(response.body)
+
+
+def live(seed: int, orders: int, *, now: dt.datetime | None = None, daily_limit: int = 500,
+         tz: str = "Europe/Brussels") -> Simulator:
+    """The simulator `syncer simulate` and `syncer demo` run: `orders` orders of history
+    ending at `now` (default: the real time), then the day's sales as its clock passes
+    them. Given a `now`, the clock starts there and runs at real speed, so a demo can be
+    replayed exactly."""
+    if now is None:
+        return Simulator(generate(seed=seed, orders=orders, tz=tz), daily_limit=daily_limit,
+                         tz=tz)
+    start = now if now.tzinfo is not None else now.replace(tzinfo=ZoneInfo(tz))
+    began = time.monotonic()
+    return Simulator(generate(seed=seed, orders=orders, anchor=start.astimezone(ZoneInfo(tz)).date(),
+                              tz=tz, until=start),
+                     daily_limit=daily_limit, tz=tz,
+                     clock=lambda: start + dt.timedelta(seconds=time.monotonic() - began))
