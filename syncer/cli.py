@@ -21,8 +21,18 @@ import click
 from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+)
+from rich.table import Column
 from rich.table import Table as RichTable
+from rich.text import Text
 from sqlalchemy import Engine, false, func, make_url, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -56,6 +66,7 @@ from syncer.ledger import (
     spent_today,
     utcnow,
 )
+from syncer.load import Counts
 from syncer.redact import install_log_redaction, redact
 from syncer.runtime import make_client, make_ledger
 from syncer.sync import PullResult
@@ -216,27 +227,84 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format:
 # --- backfill -------------------------------------------------------------------
 
 
-class RichReporter(Reporter):
-    """A progress bar per resource on a terminal."""
+# The day each stored record of a history belongs to: orders and invoices carry their
+# time, so a backfill's progress is how far its days have come (coupons do not: they pulse).
+HISTORY_DAY = {"orders": t.orders.c.business_date, "invoices": t.invoices.c.invoice_date}
 
-    def __init__(self, progress: Progress) -> None:
+
+class EtaColumn(ProgressColumn):
+    """`ETA 0:01:05` while a bar with a total runs; nothing for a bar that only pulses."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None or task.finished:
+            return Text("")
+        remaining = task.time_remaining
+        left = "…" if remaining is None else str(dt.timedelta(seconds=round(remaining)))
+        return Text(f"ETA {left}", style="progress.remaining")
+
+
+def _counted(c: Counts) -> str:
+    return f"{c.inserted:,} inserted, {c.updated:,} updated"
+
+
+class RichReporter(Reporter):
+    """A progress bar per resource on a terminal. A history's bar counts days: from the
+    first stored day to today, done up to the last stored day, with a percentage, the
+    records per second and an ETA; the other bars say their counts in words."""
+
+    def __init__(self, progress: Progress, engine: Engine, today: dt.date) -> None:
         self.progress = progress
+        self.engine = engine
+        self.today = today
         self.tasks: dict[tuple[str, str], Any] = {}
+        self.began: dict[tuple[str, str], tuple[float, int]] = {}  # monotonic, records
+
+    def _days(self, summary: Summary) -> tuple[dt.date, dt.date] | None:
+        """The first and last stored day of this history, if it has one and rows."""
+        column = HISTORY_DAY.get(summary.resource)
+        if column is None:
+            return None
+        with self.engine.connect() as conn:
+            first, last = conn.execute(select(func.min(column), func.max(column)).where(
+                column.table.c.license == summary.license)).one()
+        return (first, last) if first is not None and last is not None else None
+
+    def _history(self, summary: Summary) -> dict[str, Any]:
+        days = self._days(summary)
+        if days is None:
+            return {}
+        first, last = days
+        total = max((self.today - first).days, 1)
+        done = min(max((last - first).days, 0), total)
+        return {"total": total, "completed": done,
+                "reached": f"{last:%Y-%m-%d}, day {done:,} of {total:,}"}
 
     def started(self, summary: Summary) -> None:
-        self.tasks[(summary.license, summary.resource)] = self.progress.add_task(
-            f"{summary.license}/{summary.resource}", total=None, status="")
+        key = (summary.license, summary.resource)
+        history = self._history(summary)
+        self.began[key] = (time.monotonic(), 0)
+        self.tasks[key] = self.progress.add_task(
+            f"{summary.license}/{summary.resource}", total=history.get("total"),
+            completed=history.get("completed", 0), status=history.get("reached", ""))
 
     def advanced(self, summary: Summary, result: PullResult) -> None:
-        c = summary.counts
-        status = f"cursor {summary.cursor}  +{c.inserted} ~{c.updated}" if summary.cursor else \
-            f"{result.records} records"
-        self.progress.update(self.tasks[(summary.license, summary.resource)], status=status)
+        key = (summary.license, summary.resource)
+        since, records = self.began[key]
+        records += result.records
+        self.began[key] = (since, records)
+        rate = records / max(time.monotonic() - since, 1e-3)
+        status = f"{_counted(summary.counts)}, {rate:,.0f}/s"
+        history = self._history(summary)
+        if history:
+            status = f"{history['reached']}: {status}"
+        self.progress.update(self.tasks[key], total=history.get("total"),
+                             completed=history.get("completed", 0), status=status)
 
     def finished(self, summary: Summary) -> None:
         task = self.tasks.get((summary.license, summary.resource))
         if task is not None:
-            self.progress.update(task, total=1, completed=1, status=summary.status)
+            self.progress.update(task, total=1, completed=1,
+                                 status=f"{summary.status}: {_counted(summary.counts)}")
 
 
 def _shown_status(summaries: Sequence[Summary]) -> list[tuple[Summary, str, bool]]:
@@ -297,14 +365,19 @@ def run_backfill(
     summaries: list[Summary] = []
     exit_code = EXIT_OK
     use_bar = console.is_terminal
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
-                        disable=not use_bar)
+    # transient: the bars go when the backfill ends, and the summary table says it all.
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                        BarColumn(bar_width=20), TaskProgressColumn(),
+                        EtaColumn(table_column=Column(no_wrap=True)),
+                        TextColumn("{task.fields[status]}",
+                                   table_column=Column(no_wrap=True, overflow="ellipsis")),
+                        console=console, disable=not use_bar, transient=True)
+    today = api_day(utcnow(), config.api.tz)
     with progress:
         for lic in licenses:
             ledger = make_ledger(engine, config, lic, purpose="backfill", max_requests=max_requests)
             with make_client(config, lic, ledger) as client:
-                reporter = RichReporter(progress) if use_bar else Reporter()
+                reporter = RichReporter(progress, engine, today) if use_bar else Reporter()
                 done, code = Backfill(engine, config, lic, client, ledger, since=since,
                                       reporter=reporter).run(resources)
             summaries.extend(done)

@@ -8,17 +8,22 @@ the simulator over real HTTP, on SQLite and, where it matters, on Postgres.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import hmac
 import json
 import os
+import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 import urllib.request
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pyte
 import pytest
 from click.testing import Result
 from sqlalchemy import func, select
@@ -371,3 +376,67 @@ def test_a_demo_pinned_to_a_time_ends_its_history_there(tmp_path: Path) -> None:
         engine.dispose()
     assert count == 400
     assert pinned - dt.timedelta(hours=1) < latest <= pinned
+
+
+# --- 6: the backfill's progress on a terminal ------------------------------------------------
+
+
+def on_a_terminal(args: list[str], env: dict[str, str], cwd: Path, columns: int = 120,
+                  lines: int = 40) -> tuple[list[str], list[str], int]:
+    """Run the CLI on a pseudo-terminal of that size, through a terminal emulator: every
+    screen it showed (sampled as output arrives), the last screen, and the exit code."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "syncer", *args], stdin=slave, stdout=slave,
+                            stderr=slave, cwd=cwd, close_fds=True,
+                            env={**env, "TERM": "xterm-256color", "COLUMNS": str(columns),
+                                 "LINES": str(lines)})
+    os.close(slave)
+    screen = pyte.Screen(columns, lines)
+    stream = pyte.ByteStream(screen)
+    frames = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        stream.feed(chunk)
+        frames.append("\n".join(screen.display))
+    os.close(master)
+    code = proc.wait(timeout=120)
+    return frames, [line.rstrip() for line in screen.display], code
+
+
+def test_backfill_on_a_terminal_shows_days_percent_rate_and_eta_then_only_the_summary(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    data = generate(seed=2, orders=8_000, anchor=ANCHOR)
+    (tmp_path / "syncer.toml").write_text(
+        "[resources.orders]\nwindow = 500\nmin_window = 500\nmax_window = 500\n")
+    with Simulator(data, licenses={LICENSE: TOKEN}) as sim:
+        for _ in range(40):  # slow answers, so that the bar is drawn while it runs
+            sim.inject_fault("slow", delay=0.15)
+        frames, last, code = on_a_terminal(["--log-level", "warning", "backfill"],
+                                           cli_env(sqlite_url, sim.base_url), tmp_path)
+
+    assert code == 0, "\n".join(last)
+    today = dt.datetime.now(ZoneInfo("Europe/Brussels")).date()
+    first = min(o.ordered_at.date() for o in data.orders)
+    total = (today - first).days
+    bar = re.compile(r"demo/orders +[━╸╺ ]+ +(\d+)% ETA \d+:\d\d:\d\d +(\d{4}-\d\d-\d\d), day "
+                     rf"([\d,]+) of {total:,}: ([\d,]+) inserted, 0 updated, [\d,]+/s")
+    seen = [m for frame in frames for m in [bar.search(frame)] if m]
+    assert len(seen) >= 3, frames[-5:]
+    days_done = [int(m[3].replace(",", "")) for m in seen]
+    assert days_done == sorted(days_done) and days_done[-1] > days_done[0]
+    for m in seen:  # the percentage is the days done of the days to today
+        assert abs(int(m[1]) - 100 * int(m[3].replace(",", "")) / total) <= 1, m[0]
+        assert dt.date.fromisoformat(m[2]) == first + dt.timedelta(days=int(m[3].replace(",", "")))
+    assert not any(re.search(r"[+~]\d|cursor", frame) for frame in frames)
+    # When it ends, the bars are gone: the summary is all there is, from the top.
+    text = [line for line in last if line.strip()]
+    assert "Backfill summary" in text[0], last
+    assert not any(re.search(r"demo/\w+ +[━╸╺]|ETA|%", line) for line in last), last
+    assert any(re.search(r"│ demo +│ orders +│ +\d+ │ +8000 │", line) for line in text), last
