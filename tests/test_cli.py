@@ -215,6 +215,17 @@ def test_check_on_an_unmigrated_database_says_to_migrate(
     result = syncer(db_url, sim, tmp_path, "check")
     assert result.exit_code == 1, result.output
     assert "run `syncer migrate`" in said(result)
+    # --online too: a check writes no schema, and its request needs one to be recorded.
+    online = syncer(db_url, sim, tmp_path, "check", "--online")
+    assert online.exit_code == 1, online.output
+    assert "revision None, newest " in said(online)
+    assert "run `syncer migrate` (then check --online again" in said(online)
+    assert requests_sent(sim) == 0
+    engine = make_engine(db_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 def test_check_does_not_create_a_sqlite_file_at_a_mistyped_path(
@@ -239,24 +250,6 @@ def test_check_online_refuses_a_missing_sqlite_file_like_check_and_creates_nothi
     assert f"no database at {missing}" in said(online)
     assert not missing.exists()
     assert requests_sent(sim) == 0
-
-
-def test_check_online_on_an_unmigrated_database_says_to_migrate_and_sends_nothing(
-    db_url: str, sim: Simulator, tmp_path: Path
-) -> None:
-    if db_url.startswith("sqlite:///"):
-        Path(db_url.removeprefix("sqlite:///")).touch()  # there, but empty
-    result = syncer(db_url, sim, tmp_path, "check", "--online")
-
-    assert result.exit_code == 1, result.output
-    assert "revision None, newest " in said(result)
-    assert "run `syncer migrate` (then check --online again" in said(result)
-    assert requests_sent(sim) == 0
-    engine = make_engine(db_url)
-    try:  # the check wrote no schema
-        assert inspect(engine).get_table_names() == []
-    finally:
-        engine.dispose()
 
 
 def test_check_names_the_license_whose_token_is_empty(

@@ -239,6 +239,16 @@ def users_by_id(db_url: str) -> dict[int, tuple[str | None, object]]:
         engine.dispose()
 
 
+HASH_KEY = "a-key-of-our-own-for-hashes"
+
+
+def pull_users_with_a_hash_key(db_url: str, sim: Simulator, tmp_path: Path) -> Result:
+    (tmp_path / "syncer.toml").write_text(f'[privacy]\nhash_key = "{HASH_KEY}"\n')
+    (tmp_path / "syncer.toml").chmod(0o600)
+    return run_cli(["backfill", "--resource", "users"], cli_env(db_url, sim.base_url),
+                   cwd=tmp_path)
+
+
 def test_without_a_hash_key_no_national_number_hash_is_stored(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
@@ -255,14 +265,10 @@ def test_without_a_hash_key_no_national_number_hash_is_stored(
 def test_with_a_hash_key_a_new_token_changes_no_hash_and_rewrites_no_user(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
-    key = "a-key-of-our-own-for-hashes"
-    (tmp_path / "syncer.toml").write_text(f'[privacy]\nhash_key = "{key}"\n')
-    (tmp_path / "syncer.toml").chmod(0o600)
-    first = run_cli(["backfill", "--resource", "users"], cli_env(db_url, sim.base_url),
-                    cwd=tmp_path)
+    first = pull_users_with_a_hash_key(db_url, sim, tmp_path)
     assert first.exit_code == 0, first.output
     before = users_by_id(db_url)
-    expected = {u.id: secnr_hash(u.secnr, key) for u in sim.dataset.users.values()}
+    expected = {u.id: secnr_hash(u.secnr, HASH_KEY) for u in sim.dataset.users.values()}
     assert {i: h for i, (h, _) in before.items()} == expected
     assert sum(h is not None for h in expected.values()) >= 2
 
@@ -293,13 +299,9 @@ def test_migration_0007_clears_token_keyed_hashes_and_a_hash_key_writes_them_aga
 
     assert migrated.exit_code == 0, migrated.output
     assert users_by_id(db_url)[user.id][0] is None
-    key = "a-key-of-our-own-for-hashes"
-    (tmp_path / "syncer.toml").write_text(f'[privacy]\nhash_key = "{key}"\n')
-    (tmp_path / "syncer.toml").chmod(0o600)
-    pulled = run_cli(["backfill", "--resource", "users"], cli_env(db_url, sim.base_url),
-                     cwd=tmp_path)
+    pulled = pull_users_with_a_hash_key(db_url, sim, tmp_path)
     assert pulled.exit_code == 0, pulled.output
-    assert users_by_id(db_url)[user.id][0] == secnr_hash(user.secnr, key)
+    assert users_by_id(db_url)[user.id][0] == secnr_hash(user.secnr, HASH_KEY)
 
 
 # --- 4: the simulator's history ends when it starts, and grows with the day ------------------
