@@ -366,12 +366,15 @@ def run_backfill(
     exit_code = EXIT_OK
     use_bar = console.is_terminal
     # transient: the bars go when the backfill ends, and the summary table says it all.
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                        BarColumn(bar_width=20), TaskProgressColumn(),
+    # On a narrow terminal the status text is cut (an ellipsis), never the bar or the ETA.
+    progress = Progress(SpinnerColumn(),
+                        TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+                        BarColumn(bar_width=max(10, min(30, console.width // 6))),
+                        TaskProgressColumn(),
                         EtaColumn(table_column=Column(no_wrap=True)),
-                        TextColumn("{task.fields[status]}",
-                                   table_column=Column(no_wrap=True, overflow="ellipsis")),
-                        console=console, disable=not use_bar, transient=True)
+                        TextColumn("{task.fields[status]}", table_column=Column(
+                            no_wrap=True, overflow="ellipsis", ratio=1)),
+                        console=console, disable=not use_bar, transient=True, expand=True)
     today = api_day(utcnow(), config.api.tz)
     with progress:
         for lic in licenses:
