@@ -369,7 +369,7 @@ def run_backfill(
     # On a narrow terminal the status text is cut (an ellipsis), never the bar or the ETA.
     progress = Progress(SpinnerColumn(),
                         TextColumn("{task.description}", table_column=Column(no_wrap=True)),
-                        BarColumn(bar_width=max(10, min(30, console.width // 6))),
+                        BarColumn(bar_width=max(10, min(30, console.width // 8))),
                         TaskProgressColumn(),
                         EtaColumn(table_column=Column(no_wrap=True)),
                         TextColumn("{task.fields[status]}", table_column=Column(
