@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from importlib import resources as importlib_resources
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -116,8 +118,18 @@ def connect_problem(url: str | URL, exc: BaseException) -> str:
 
 
 def describe(engine: Engine) -> str:
-    """The database URL without its password, for messages."""
+    """The engine's database URL without its password, for messages."""
     return shown_url(engine.url)
+
+
+def insert_for(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which knows `ON CONFLICT`, for the database of `conn`."""
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+
+
+def upsert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on either database."""
+    conn.execute(insert_for(conn, table).values(**values).on_conflict_do_nothing())
 
 
 def migrations_dir() -> Path:

@@ -1,7 +1,7 @@
 """national register number hashes: keyed only by [privacy] hash_key
 
 Revision ID: 0007_secnr_hash_key
-Revises: 0003
+Revises: 0004_rescan_position (0003 on the branch; chained after 0004 when main brought it)
 Create Date: 2026-12-01 09:00:00
 
 Until this revision, without `[privacy] hash_key` the HMAC of `users.secnr` was keyed
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_secnr_hash_key"
-down_revision = "0003"
+down_revision = "0004_rescan_position"
 branch_labels = None
 depends_on = None
 
