@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import pyte
 import pytest
 from click.testing import Result
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 
 from syncer import tables as t
 from syncer.db import make_engine, migrate
@@ -105,9 +105,12 @@ def test_a_bad_database_url_in_a_file_names_the_file(sim: Simulator, tmp_path: P
 def test_a_missing_postgres_database_is_one_line_saying_what_to_run(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    base = PG_URL.rsplit("/", 1)[0].replace("postgres@", "postgres:pw-9c2d@", 1)
-    url = f"{base}/no_such_db_first_hour"
+    server = make_url(PG_URL)
+    url = server.set(password="pw-9c2d", database="no_such_db_first_hour").render_as_string(
+        hide_password=False)
     shown = url.replace("pw-9c2d", "***")
+    flags = " ".join(f"{flag} {value}" for flag, value in (
+        ("-h", server.host), ("-p", server.port), ("-U", server.username)) if value)
     outputs: dict[str, str] = {}
     for command in (["status"], ["check"], ["migrate"], ["backfill"], ["report", "vat"]):
         result = run_cli(command, cli_env(url, sim.base_url), cwd=tmp_path)
@@ -115,8 +118,8 @@ def test_a_missing_postgres_database_is_one_line_saying_what_to_run(
         outputs[command[0]] = result.output
     # Snapshot: the same line from every command, the URL as every message shows it.
     expected = (f"error: database {shown}: database 'no_such_db_first_hour' does not exist; "
-                "create it with `createdb -h 127.0.0.1 -p 5432 -U postgres "
-                "no_such_db_first_hour` and run the command again")
+                f"create it with `createdb {flags} no_such_db_first_hour` and run the "
+                "command again")
     for name, output in outputs.items():
         # `check` says first that the config is fine; the error is its last line
         assert " ".join(output.split()).endswith(expected), name
