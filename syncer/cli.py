@@ -9,10 +9,8 @@ import os
 import sys
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -173,6 +171,8 @@ def open_database(config: Config, *, migrate_first: bool = True, existing: bool 
             ctx.call_on_close(engine.dispose)
         if migrate_first:
             migrate(engine, timezone=config.api.timezone)
+            # The views read [reports] from the database: a change applies at once.
+            reports.apply_settings(engine, config.reports)
     except (ValueError, ImportError) as exc:
         fail(f"database.url in {config.source}: {exc}", EXIT_USAGE)
     except Exception as exc:
@@ -549,8 +549,9 @@ def status(state: State, as_json: bool) -> None:
 # --- report ------------------------------------------------------------------------------
 
 
-@cli.command(epilog="Reports: " + ", ".join(reports.NAMES) + " (the report_ prefix may be left out).")
-@click.argument("name")
+@cli.command(epilog="Reports: " + ", ".join(reports.NAMES) + " (the report_ prefix may be left out; "
+             "without a NAME, the list).")
+@click.argument("name", required=False)
 @click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="First day (YYYY-MM-DD), inclusive.")
 @click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
@@ -559,9 +560,17 @@ def status(state: State, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="A table for people, CSV or JSON for scripts.")
 @click.pass_obj
-def report(state: State, name: str, date_from: dt.datetime | None, date_to: dt.datetime | None,
-           license_name: str | None, fmt: str) -> None:
-    """Print one of the reporting views (the same rows any SQL tool sees)."""
+def report(state: State, name: str | None, date_from: dt.datetime | None,
+           date_to: dt.datetime | None, license_name: str | None, fmt: str) -> None:
+    """Print one of the reporting views (the same rows any SQL tool sees); no NAME: list them."""
+    if name is None:
+        table = RichTable(title="Reports (syncer report NAME; the report_ prefix may be left out)")
+        table.add_column("name")
+        table.add_column("what")
+        for listed in reports.REPORTS:
+            table.add_row(listed.name, listed.summary)
+        console.print(table)
+        return
     try:
         chosen = reports.get(name)
     except KeyError:
@@ -589,6 +598,38 @@ def report(state: State, name: str, date_from: dt.datetime | None, date_to: dt.d
         console.print(reports.to_table(chosen, rows, tz))
         if not rows:
             console.print("no rows")
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--license", "license_name", default=None, help="Only this license.")
+@click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="First business day (YYYY-MM-DD) of the ticket and open-day checks.")
+@click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Last business day (YYYY-MM-DD), inclusive; default yesterday.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts and monitoring.")
+@click.pass_obj
+def audit(state: State, license_name: str | None, date_from: dt.datetime | None,
+          date_to: dt.datetime | None, as_json: bool) -> None:
+    """Check the stored data (totals, payments, id gaps, quarantine, stale lists, empty open
+    days); sends no request. Exit 0: nothing found; 4: problems found."""
+    from syncer import audit as audit_module  # noqa: PLC0415
+
+    if date_from and date_to and date_from > date_to:
+        fail(f"--from {date_from:%Y-%m-%d} is after --to {date_to:%Y-%m-%d}", EXIT_USAGE)
+    config = state.config
+    engine = open_database(config, existing=True)
+    result = audit_module.run(engine, config, license=license_name,
+                              since=date_from.date() if date_from else None,
+                              until=date_to.date() if date_to else None)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        for line in audit_module.describe(result):
+            console.print(line, markup=False, highlight=False)
+    sys.exit(audit_module.EXIT_PROBLEMS if result["problems"] else EXIT_OK)
 
 
 # --- call -------------------------------------------------------------------------------
@@ -637,33 +678,18 @@ def call(state: State, function: str, params: tuple[str, ...], license_name: str
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--orders", default=2000, show_default=True, type=click.IntRange(min=0))
 @click.option("--daily-limit", default=500, show_default=True, type=int)
-def simulate(host: str, port: int, seed: int, orders: int, daily_limit: int) -> None:
+@click.option("--anomalies", is_flag=True,
+              help="Plant what `syncer audit` must find: a ticket whose payments do not match "
+                   "its total, one whose lines do not, and a run of ids never returned.")
+def simulate(host: str, port: int, seed: int, orders: int, daily_limit: int,
+             anomalies: bool) -> None:
     """Serve the bundled CloudPOS simulator (license `demo`, token `demo-token`)."""
     from syncer.simulator import Simulator, generate  # noqa: PLC0415
 
-    sim = Simulator(generate(seed=seed, orders=orders), daily_limit=daily_limit)
+    sim = Simulator(generate(seed=seed, orders=orders, anomalies=anomalies),
+                    daily_limit=daily_limit)
     sim.serve_forever(host, port, on_start=lambda url: console.print(
         f"CloudPOS simulator on {url} (licname=demo, token=demo-token); Ctrl-C stops it"))
-
-
-def sales_per_day(engine: Engine, license: str, tz: Any, days: int = 7) -> RichTable:
-    """Orders and revenue per local day, the last `days` days with sales."""
-    totals: dict[dt.date, list[Any]] = defaultdict(lambda: [0, Decimal(0)])
-    with engine.connect() as conn:
-        rows = conn.execute(select(t.orders.c.ordered_at, t.orders.c.total_price)
-                            .where(t.orders.c.license == license, t.orders.c.ordered_at.is_not(None)))
-        for ordered_at, total in rows:
-            day = ordered_at.astimezone(tz).date()
-            totals[day][0] += 1
-            totals[day][1] += total or Decimal(0)
-    table = RichTable(title="Sales per day (incl. VAT)")
-    table.add_column("day")
-    table.add_column("orders", justify="right")
-    table.add_column("revenue", justify="right")
-    for day in sorted(totals)[-days:]:
-        count, revenue = totals[day]
-        table.add_row(day.isoformat(), str(count), f"{revenue:.2f}")
-    return table
 
 
 def last_days_of(engine: Engine, report: reports.Report, tz: Any, days: int = 3) -> RichTable:
@@ -701,7 +727,7 @@ def demo(db_path: str, orders: int, seed: int) -> None:
         sim.stop()
     console.print(summary_table(summaries))
     print_status(gather_status(engine, config), config.api.tz)
-    console.print(sales_per_day(engine, "demo", config.api.tz))
+    console.print(reports.sales_per_day(engine, "demo"))
     for name in ("report_daily_sales", "report_vat"):
         console.print(last_days_of(engine, reports.get(name), config.api.tz))
     console.print(f"demo done in {time.monotonic() - started:.1f} s; "

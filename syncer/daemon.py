@@ -33,6 +33,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import ColumnElement, Engine, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from syncer import audit
 from syncer import resources as res
 from syncer import tables as t
 from syncer.client import (
@@ -477,6 +478,9 @@ class Daemon:
         for lic in self.licenses:
             for job, when in lic.due_times().items():
                 self._schedule(lic, job, when or now)
+        # The daily `syncer audit` per license, kept in audit_runs (checked hourly).
+        self.scheduler.add_job(audit.run_daily, "interval", hours=1, next_run_time=now,
+                               args=[self.engine, self.config, self.clock], id="audit")
         self._heartbeat = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
         self._heartbeat.start()
         self.scheduler.start()
