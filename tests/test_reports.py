@@ -63,6 +63,12 @@ def counts_on(order: Order, zone: ZoneInfo) -> dt.datetime:
     return local(order.ordered_at, zone)
 
 
+def day_of(order: Order, zone: ZoneInfo, day_starts_at: dt.time = dt.time(0)) -> dt.date:
+    """The business day: the local date, or the day before when earlier than its start."""
+    at = counts_on(order, zone)
+    return at.date() - dt.timedelta(days=1) if at.time() < day_starts_at else at.date()
+
+
 def sales(ds: Dataset) -> list[Order]:
     return [o for o in ds.orders if not o.is_labour]
 
@@ -73,6 +79,14 @@ def items(order: Order) -> Iterator[tuple[Decimal, Decimal]]:
         yield line.tax_rate, line.quantity * line.price
         for sub in line.subproducts:
             yield sub.tax_rate, line.quantity * sub.price
+
+
+def ticket_vat(order: Order) -> dict[Decimal, tuple[Decimal, Decimal, Decimal]]:
+    """Per rate (base, VAT, total) of one ticket, as its receipt shows them: rounded per ticket."""
+    gross: dict[Decimal, Decimal] = defaultdict(Decimal)
+    for rate, amount in items(order):
+        gross[rate] += amount
+    return {rate: split_vat(amount, rate) for rate, amount in gross.items()}
 
 
 @dataclass
@@ -86,40 +100,38 @@ class Shop:
 
 
 def expected_daily_sales(shop: Shop) -> dict[Key, Key]:
+    """Revenue is the tickets' totals; VAT and base are added up from each ticket's rates."""
     zone = shop.ds.zone
-    orders: dict[Key, int] = defaultdict(int)
-    sold: dict[Key, Decimal] = defaultdict(Decimal)
-    gross: dict[Key, dict[Decimal, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    out: dict[Key, Key] = {}
     for o in sales(shop.ds):
-        key = (shop.license, counts_on(o, zone).date(), o.register_id)
-        orders[key] += 1
-        sold[key] += sum((line.quantity for line in o.lines), Decimal(0))
-        for rate, amount in items(o):
-            gross[key][rate] += amount
-    out = {}
-    for key, count in orders.items():
-        splits = [split_vat(amount, rate) for rate, amount in gross[key].items()]
-        revenue = sum((s[2] for s in splits), Decimal(0))
-        vat = sum((s[1] for s in splits), Decimal(0))
-        out[key] = (count, sold[key], revenue, vat, revenue - vat)
+        key = (shop.license, day_of(o, zone), o.register_id)
+        rates = ticket_vat(o).values()
+        lines = sum((r[2] for r in rates), Decimal(0))
+        ticket = (1, sum((line.quantity for line in o.lines), Decimal(0)), cents(o.total_price),
+                  sum((r[1] for r in rates), Decimal(0)), sum((r[0] for r in rates), Decimal(0)),
+                  cents(o.total_price) - lines, cents(sum(o.payments.values(), Decimal(0))))
+        before = out.get(key, (0, Decimal(0), Decimal(0), Decimal(0), Decimal(0), Decimal(0),
+                               Decimal(0)))
+        out[key] = tuple(a + b for a, b in zip(before, ticket, strict=True))
     return out
 
 
 def expected_vat(shop: Shop) -> dict[Key, Key]:
-    gross: dict[Key, Decimal] = defaultdict(Decimal)
+    out: dict[Key, Key] = {}
     for o in sales(shop.ds):
-        day = counts_on(o, shop.ds.zone).date()
-        for rate, amount in items(o):
-            gross[shop.license, day, rate] += amount
-    return {key: split_vat(amount, key[2]) for key, amount in gross.items()}
+        day = day_of(o, shop.ds.zone)
+        for rate, split in ticket_vat(o).items():
+            before = out.get((shop.license, day, rate), (Decimal(0),) * 3)
+            out[shop.license, day, rate] = tuple(a + b for a, b in zip(before, split, strict=True))
+    return out
 
 
 def expected_payments(shop: Shop) -> dict[Key, Key]:
     count: dict[Key, int] = defaultdict(int)
     amount: dict[Key, Decimal] = defaultdict(Decimal)
-    for o in shop.ds.orders:
+    for o in sales(shop.ds):
         for method, paid in o.payments.items():
-            key = (shop.license, counts_on(o, shop.ds.zone).date(), method)
+            key = (shop.license, day_of(o, shop.ds.zone), method)
             count[key] += 1
             amount[key] += paid
     return {key: (count[key], cents(amount[key])) for key in count}
@@ -130,7 +142,7 @@ def expected_product_sales(shop: Shop) -> dict[Key, Key]:
     products: dict[Key, Decimal] = defaultdict(Decimal)
     supplements: dict[Key, Decimal] = defaultdict(Decimal)
     for o in sales(shop.ds):
-        day = counts_on(o, shop.ds.zone).date()
+        day = day_of(o, shop.ds.zone)
         for line in o.lines:
             key = (shop.license, day, line.product_id)
             quantity[key] += line.quantity
@@ -152,12 +164,12 @@ def expected_hourly(shop: Shop) -> dict[Key, Key]:
     orders: dict[Key, int] = defaultdict(int)
     revenue: dict[Key, Decimal] = defaultdict(Decimal)
     for o in sales(shop.ds):
-        at = counts_on(o, zone)
-        key = (shop.license, at.isoweekday(), at.hour)
-        days[at.isoweekday()].add(at.date())
+        day = day_of(o, zone)
+        key = (shop.license, day.isoweekday(), counts_on(o, zone).hour)
+        days[day.isoweekday()].add(day)
         orders[key] += 1
-        revenue[key] += sum((amount for _, amount in items(o)), Decimal(0))
-    return {key: (len(days[key[1]]), orders[key], cents(revenue[key])) for key in orders}
+        revenue[key] += cents(o.total_price)
+    return {key: (len(days[key[1]]), orders[key], revenue[key]) for key in orders}
 
 
 def expected_labor(shop: Shop) -> dict[Key, Key]:
@@ -168,8 +180,7 @@ def expected_labor(shop: Shop) -> dict[Key, Key]:
         assert o.clock_in is not None and o.clock_out is not None
         seconds = int((o.clock_out.astimezone(dt.UTC) - o.clock_in.astimezone(dt.UTC)).total_seconds())
         hours = (Decimal(seconds) / 3600).quantize(CENT, ROUND_HALF_UP)
-        key = (shop.license, counts_on(o, shop.ds.zone).date(), o.user_id,
-               o.clock_in.astimezone(dt.UTC))
+        key = (shop.license, day_of(o, shop.ds.zone), o.user_id, o.clock_in.astimezone(dt.UTC))
         assert o.user_id is not None
         out[key] = (shop.ds.users[o.user_id].username, o.clock_out.astimezone(dt.UTC), hours)
     return out
