@@ -129,6 +129,12 @@ REPORTS: tuple[Report, ...] = (
         ("license", "day", "order_id", "tax_rate"),
     ),
     Report(
+        Table("report_ticket_payments", views, _license(), _day(), Column("order_id", BigInteger),
+              Column("register_id", BigInteger), Column("method", String(20)), _money("amount")),
+        "payments per ticket and method",
+        ("license", "day", "order_id", "method"),
+    ),
+    Report(
         Table("report_product_sales", views, _license(), _day(), Column("product_id", BigInteger),
               Column("product_name", Text), Column("category_id", BigInteger),
               Column("category_name", Text), _quantity("quantity"), _money("product_revenue"),
@@ -260,7 +266,7 @@ def sales_per_day(engine: Engine, license: str, days: int = 7) -> RichTable:
     for row in fetch(engine, get("report_daily_sales"), license=license):
         count, revenue = totals.get(row["day"], (0, Decimal("0.00")))
         totals[row["day"]] = (count + row["orders"], revenue + row["revenue_incl_vat"])
-    table = RichTable(title="Sales per business day (report_daily_sales, incl. VAT)")
+    table = RichTable(title="Sales per day (business days, from report_daily_sales, incl. VAT)")
     table.add_column("day")
     table.add_column("tickets", justify="right")
     table.add_column("revenue", justify="right")

@@ -325,7 +325,7 @@ def test_the_daemon_audits_each_license_once_a_day(db_url: str, sim: Simulator) 
         while time.monotonic() < deadline and not runs:
             time.sleep(0.2)
             with engine.connect() as conn:
-                runs = conn.execute(select(t.audit_runs)).all()
+                runs = list(conn.execute(select(t.audit_runs)).all())
     finally:
         assert daemon.stop(timeout=10)
     try:

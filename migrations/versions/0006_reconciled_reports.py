@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from zoneinfo import ZoneInfo
@@ -62,8 +63,8 @@ OLD_VIEWS = ("report_daily_sales", "report_vat", "report_payments", "report_prod
              "report_hourly", "report_labor")
 # Dependents first: a view is dropped before the views it reads.
 NEW_VIEWS = ("report_register_day", "report_daily_sales", "report_vat", "report_payments",
-             "report_product_sales", "report_hourly", "report_labor", "report_ticket_vat",
-             "report_tickets")
+             "report_product_sales", "report_hourly", "report_labor", "report_ticket_payments",
+             "report_ticket_vat", "report_tickets")
 
 LABOUR = "(o.clock_in IS NOT NULL OR o.clock_out IS NOT NULL)"
 # The minute of the local day at which a business day begins (0 without a setting).
@@ -115,60 +116,120 @@ ticket_rates AS (
     FROM rates
 )"""  # noqa: S608 - constant SQL, no input
 
+# The one definition of a sale: an order that is not a labour record, with a local day.
+SALES = f"FROM orders o WHERE NOT {LABOUR} AND o.business_date IS NOT NULL"
+
+# Why unions and windows rather than joins: a ticket's parts (rates, payments, lines)
+# are brought together by one GROUP BY or one window over a UNION ALL. Right after a
+# load, before Postgres has statistics, the planner estimates `clock_in IS NULL AND
+# clock_out IS NULL` at a row or two and would join aggregates in nested loops, which
+# took minutes on 13,500 tickets; a union has no join order to get wrong.
+
+
+def of_tickets(detail: str, columns: Sequence[str]) -> str:
+    """CTE `detailed`: the rows of `detail` (license, order_id, *columns) that belong to a
+    ticket, each with the ticket's day and register."""
+    nulls = ", ".join(f"NULL AS {c}" for c in columns)
+    listed = ", ".join(columns)
+    return f"""
+marked AS (
+    SELECT o.license, o.id AS order_id, 1 AS is_ticket, {business_day('o')} AS day,
+           o.register_id, {nulls}
+    {SALES}
+    UNION ALL
+    SELECT d.license, d.order_id, 0, NULL, NULL, {", ".join(f"d.{c}" for c in columns)}
+    FROM ({detail}) d
+),
+detailed AS (
+    SELECT license, order_id, is_ticket, {listed},
+           MAX(day) OVER ticket AS day, MAX(register_id) OVER ticket AS register_id,
+           MAX(is_ticket) OVER ticket AS of_a_ticket
+    FROM marked
+    WINDOW ticket AS (PARTITION BY license, order_id)
+)"""  # noqa: S608 - constant SQL, no input
+
 
 def tickets() -> str:
+    # Typed NULLs: Postgres matches the types of a union two branches at a time.
+    parts = {"total_cents": "BIGINT", "gross_cents": "BIGINT", "base_cents": "BIGINT",
+             "paid_cents": "BIGINT", "lines": "BIGINT", "items_sold": "NUMERIC"}
+
+    def branch(values: dict[str, str]) -> str:
+        return ", ".join(f"{values.get(c, f'CAST(NULL AS {kind})')} AS {c}"
+                         for c, kind in parts.items())
+
     return f"""
 CREATE VIEW report_tickets AS
 WITH {TICKET_RATES},
-lines_of AS (
-    SELECT license, order_id, SUM(gross_cents) AS gross_cents, SUM(base_cents) AS base_cents
+parts AS (
+    SELECT o.license, o.id AS order_id, 1 AS is_ticket, {business_day('o')} AS day,
+           {business_weekday('o')} AS weekday, o.local_hour AS hour, o.register_id,
+           o.user_id, o.ordered_at,
+           {branch({"total_cents": cents('COALESCE(o.total_price, 0)')})}
+    {SALES}
+    UNION ALL
+    SELECT license, order_id, 0, NULL, NULL, NULL, NULL, NULL, NULL,
+           {branch({"gross_cents": "gross_cents", "base_cents": "base_cents"})}
     FROM ticket_rates
+    UNION ALL
+    SELECT license, order_id, 0, NULL, NULL, NULL, NULL, NULL, NULL,
+           {branch({"paid_cents": cents('SUM(amount)')})}
+    FROM order_payments
     GROUP BY license, order_id
-),
-counted AS (
-    SELECT license, order_id, COUNT(*) AS lines, SUM(quantity) AS items_sold
+    UNION ALL
+    SELECT license, order_id, 0, NULL, NULL, NULL, NULL, NULL, NULL,
+           {branch({"lines": "COUNT(*)", "items_sold": "SUM(quantity)"})}
     FROM order_lines
     GROUP BY license, order_id
 ),
-paid AS (
-    SELECT license, order_id, {cents('SUM(amount)')} AS paid_cents
-    FROM order_payments
+ticket AS (
+    SELECT license, order_id, MAX(day) AS day, MAX(weekday) AS weekday, MAX(hour) AS hour,
+           MAX(register_id) AS register_id, MAX(user_id) AS user_id,
+           MAX(ordered_at) AS ordered_at, SUM(total_cents) AS total_cents,
+           COALESCE(SUM(gross_cents), 0) AS gross_cents,
+           COALESCE(SUM(base_cents), 0) AS base_cents,
+           COALESCE(SUM(paid_cents), 0) AS paid_cents,
+           COALESCE(SUM(lines), 0) AS lines, COALESCE(SUM(items_sold), 0) AS items_sold
+    FROM parts
     GROUP BY license, order_id
-),
-sales AS (
-    SELECT o.license, o.id, {business_day('o')} AS day, {business_weekday('o')} AS weekday,
-           o.local_hour AS hour, o.register_id, o.user_id, o.ordered_at,
-           {cents('COALESCE(o.total_price, 0)')} AS total_cents
-    FROM orders o
-    WHERE NOT {LABOUR} AND o.business_date IS NOT NULL
+    HAVING MAX(is_ticket) = 1
 )
-SELECT s.license, s.day, s.id AS order_id, s.register_id, s.user_id, s.ordered_at,
-       s.weekday, s.hour, COALESCE(c.lines, 0) AS lines,
-       {quantity('COALESCE(c.items_sold, 0)')} AS items_sold,
-       {money('s.total_cents')} AS total,
-       {money('COALESCE(l.gross_cents, 0)')} AS lines_total,
-       {money('COALESCE(l.base_cents, 0)')} AS base,
-       {money('COALESCE(l.gross_cents, 0) - COALESCE(l.base_cents, 0)')} AS vat,
-       {money('s.total_cents - COALESCE(l.gross_cents, 0)')} AS difference,
-       {money('COALESCE(p.paid_cents, 0)')} AS paid,
-       {money('s.total_cents - COALESCE(p.paid_cents, 0)')} AS payment_difference
-FROM sales s
-LEFT JOIN lines_of l ON l.license = s.license AND l.order_id = s.id
-LEFT JOIN counted c ON c.license = s.license AND c.order_id = s.id
-LEFT JOIN paid p ON p.license = s.license AND p.order_id = s.id
+SELECT license, day, order_id, register_id, user_id, ordered_at, weekday, hour, lines,
+       {quantity('items_sold')} AS items_sold,
+       {money('total_cents')} AS total,
+       {money('gross_cents')} AS lines_total,
+       {money('base_cents')} AS base,
+       {money('gross_cents - base_cents')} AS vat,
+       {money('total_cents - gross_cents')} AS difference,
+       {money('paid_cents')} AS paid,
+       {money('total_cents - paid_cents')} AS payment_difference
+FROM ticket
 """  # noqa: S608 - constant SQL, no input
 
 
 def ticket_vat() -> str:
+    detail = "SELECT license, order_id, tax_rate, gross_cents, base_cents FROM ticket_rates"
     return f"""
 CREATE VIEW report_ticket_vat AS
-WITH {TICKET_RATES}
-SELECT t.license, t.day, t.order_id, t.register_id, r.tax_rate,
-       {money('r.base_cents')} AS base,
-       {money('r.gross_cents - r.base_cents')} AS vat,
-       {money('r.gross_cents')} AS total
-FROM report_tickets t
-JOIN ticket_rates r ON r.license = t.license AND r.order_id = t.order_id
+WITH {TICKET_RATES},
+{of_tickets(detail, ("tax_rate", "gross_cents", "base_cents"))}
+SELECT license, day, order_id, register_id, tax_rate,
+       {money('base_cents')} AS base,
+       {money('gross_cents - base_cents')} AS vat,
+       {money('gross_cents')} AS total
+FROM detailed
+WHERE is_ticket = 0 AND of_a_ticket = 1
+"""  # noqa: S608 - constant SQL, no input
+
+
+def ticket_payments() -> str:
+    detail = "SELECT license, order_id, method, amount FROM order_payments"
+    return f"""
+CREATE VIEW report_ticket_payments AS
+WITH {of_tickets(detail, ("method", "amount"))}
+SELECT license, day, order_id, register_id, method, {money(cents('amount'))} AS amount
+FROM detailed
+WHERE is_ticket = 0 AND of_a_ticket = 1
 """  # noqa: S608 - constant SQL, no input
 
 
@@ -205,30 +266,34 @@ GROUP BY license, day, tax_rate
 def payments() -> str:
     return f"""
 CREATE VIEW report_payments AS
-SELECT t.license, t.day, p.method, COUNT(*) AS payments, {money(cents('SUM(p.amount)'))} AS amount
-FROM report_tickets t
-JOIN order_payments p ON p.license = t.license AND p.order_id = t.order_id
-GROUP BY t.license, t.day, p.method
+SELECT license, day, method, COUNT(*) AS payments, {_sum('amount')} AS amount
+FROM report_ticket_payments
+GROUP BY license, day, method
 """  # noqa: S608 - constant SQL, no input
 
 
 def product_sales() -> str:
+    # A line gives its product's quantity and price; each supplement on it, the line
+    # quantity times the supplement's price, to the line's product.
+    detail = """
+        SELECT license, order_id, product_id, quantity, quantity * price AS product_gross,
+               0 AS supplement_gross
+        FROM order_lines
+        UNION ALL
+        SELECT l.license, l.order_id, l.product_id, 0, 0, l.quantity * x.price
+        FROM order_lines l
+        JOIN order_line_subproducts x
+          ON x.license = l.license AND x.order_id = l.order_id AND x.line_no = l.line_no"""
     return f"""
 CREATE VIEW report_product_sales AS
-WITH supplements AS (
-    SELECT license, order_id, line_no, SUM(price) AS unit_price
-    FROM order_line_subproducts
-    GROUP BY license, order_id, line_no
-),
+WITH {of_tickets(detail, ("product_id", "quantity", "product_gross", "supplement_gross"))},
 sold AS (
-    SELECT t.license, t.day, l.product_id, SUM(l.quantity) AS quantity,
-           {cents('SUM(l.quantity * l.price)')} AS product_cents,
-           {cents('SUM(l.quantity * x.unit_price)')} AS supplement_cents
-    FROM report_tickets t
-    JOIN order_lines l ON l.license = t.license AND l.order_id = t.order_id
-    LEFT JOIN supplements x
-      ON x.license = l.license AND x.order_id = l.order_id AND x.line_no = l.line_no
-    GROUP BY t.license, t.day, l.product_id
+    SELECT license, day, product_id, SUM(quantity) AS quantity,
+           {cents('SUM(product_gross)')} AS product_cents,
+           {cents('SUM(supplement_gross)')} AS supplement_cents
+    FROM detailed
+    WHERE is_ticket = 0 AND of_a_ticket = 1
+    GROUP BY license, day, product_id
 )
 SELECT s.license, s.day, s.product_id, p.name AS product_name,
        p.category_id, c.name AS category_name,
@@ -245,16 +310,22 @@ LEFT JOIN categories c ON c.license = p.license AND c.id = p.category_id
 def hourly() -> str:
     return f"""
 CREATE VIEW report_hourly AS
-WITH open_days AS (
+WITH t AS (
+    SELECT license, day, weekday, hour, total FROM report_tickets
+),
+hours AS (
+    SELECT license, weekday, hour, COUNT(*) AS orders, {_sum('total')} AS revenue
+    FROM t
+    GROUP BY license, weekday, hour
+),
+open_days AS (
     SELECT license, weekday, COUNT(DISTINCT day) AS days_open
-    FROM report_tickets
+    FROM t
     GROUP BY license, weekday
 )
-SELECT t.license, t.weekday, t.hour, d.days_open, COUNT(*) AS orders,
-       {_sum('t.total')} AS revenue
-FROM report_tickets t
-JOIN open_days d ON d.license = t.license AND d.weekday = t.weekday
-GROUP BY t.license, t.weekday, t.hour, d.days_open
+SELECT h.license, h.weekday, h.hour, d.days_open, h.orders, h.revenue
+FROM hours h
+JOIN open_days d ON d.license = h.license AND d.weekday = h.weekday
 """  # noqa: S608 - constant SQL, no input
 
 
@@ -294,11 +365,10 @@ SELECT license, day, register_id, 2, 'vat', tax_rate, NULL, COUNT(*), NULL, NULL
 FROM report_ticket_vat
 GROUP BY license, day, register_id, tax_rate
 UNION ALL
-SELECT t.license, t.day, t.register_id, 3, 'payment', NULL, p.method, COUNT(*), NULL, NULL,
-       NULL, NULL, {money(cents('SUM(p.amount)'))}
-FROM report_tickets t
-JOIN order_payments p ON p.license = t.license AND p.order_id = t.order_id
-GROUP BY t.license, t.day, t.register_id, p.method
+SELECT license, day, register_id, 3, 'payment', NULL, method, COUNT(*), NULL, NULL,
+       NULL, NULL, {_sum('amount')}
+FROM report_ticket_payments
+GROUP BY license, day, register_id, method
 UNION ALL
 SELECT license, day, register_id, 4, 'lines_difference', NULL, NULL,
        SUM(CASE WHEN difference <> 0 THEN 1 ELSE 0 END), NULL, NULL, NULL, NULL,
@@ -385,8 +455,8 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_audit_runs_license_ran_at"), "audit_runs", ["license", "ran_at"],
                     unique=False)
-    for create in (tickets, ticket_vat, daily_sales, vat, payments, product_sales, hourly, labor,
-                   register_day):
+    for create in (tickets, ticket_vat, ticket_payments, daily_sales, vat, payments, product_sales,
+                   hourly, labor, register_day):
         op.execute(create())
 
 
