@@ -626,7 +626,7 @@ def test_upgrade_gives_stored_orders_their_local_day(db_url: str) -> None:
     engine = make_engine(db_url)
     migrate(engine, "0001")
     old_columns = [c for c in t.orders.columns
-                   if c.name not in ("business_date", "local_hour", "local_weekday")]
+                   if c.name not in ("business_date", "local_hour", "local_weekday", "local_minute")]
     rows: list[dict[str, Any]] = [
         {"id": 1, "ordered_at": brussels("2026-10-26 00:30")},  # still 10-25 in UTC
         {"id": 2, "ordered_at": brussels("2026-10-25 02:30"), "clock_in": None},
@@ -641,12 +641,13 @@ def test_upgrade_gives_stored_orders_their_local_day(db_url: str) -> None:
     migrate(engine, timezone="Europe/Brussels")
     with engine.connect() as conn:
         got = conn.execute(sa.select(t.orders.c.id, t.orders.c.business_date, t.orders.c.local_hour,
-                                     t.orders.c.local_weekday).order_by(t.orders.c.id)).all()
+                                     t.orders.c.local_weekday, t.orders.c.local_minute)
+                           .order_by(t.orders.c.id)).all()
     assert [tuple(r) for r in got] == [
-        (1, dt.date(2026, 10, 26), 0, 1),
-        (2, dt.date(2026, 10, 25), 2, 7),
-        (3, dt.date(2026, 10, 25), 22, 7),
-        (4, None, None, None),
+        (1, dt.date(2026, 10, 26), 0, 1, 30),
+        (2, dt.date(2026, 10, 25), 2, 7, 30),
+        (3, dt.date(2026, 10, 25), 22, 7, 0),
+        (4, None, None, None, None),
     ]
     engine.dispose()
 
