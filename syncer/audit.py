@@ -37,8 +37,8 @@ from syncer import reports
 from syncer import resources as res
 from syncer import tables as t
 from syncer.config import Config
+from syncer.jobs import JOBS, Kind
 from syncer.ledger import utcnow
-from syncer.planner import DEFAULT_JOBS, JobSpec
 
 log = logging.getLogger("syncer.audit")
 
@@ -240,27 +240,23 @@ def quarantine(conn: Connection, license: str) -> dict[str, list[dict[str, Any]]
     return out
 
 
-def _specs() -> dict[str, JobSpec]:
-    return {job.name: job for job in DEFAULT_JOBS}
-
-
 def stale_lists(conn: Connection, config: Config, license: str, now: dt.datetime
                 ) -> list[dict[str, Any]]:
-    """Full lists whose last refresh is older than the planner lets them get."""
+    """Full lists whose last refresh is older than the planner lets them get (each list's
+    own job in the job registry, syncer.jobs)."""
     tz, hours = config.api.tz, config.schedule.hours()
     states = {row.resource: row for row in conn.execute(
         select(t.sync_state).where(t.sync_state.c.license == license))}
-    specs = _specs()
     out = []
-    for resource in res.RESOURCES:
-        spec = specs.get(resource.name)
-        state = states.get(resource.name)
-        if (resource.pull is not res.Pull.FULL_LIST or spec is None
-                or not config.resource(resource.name).enabled
+    for job in JOBS:
+        spec, state = job.spec, states.get(job.name)
+        if (job.kind is not Kind.OWN or job.resource.pull is not res.Pull.FULL_LIST
+                or not config.resource(job.resource.name).enabled
                 or (state is not None and state.disabled_reason)):
             continue
         last = state.last_success_at if state is not None else None
-        entry = {"resource": resource.name, "last_success_at": last.isoformat() if last else None,
+        entry = {"resource": job.resource.name,
+                 "last_success_at": last.isoformat() if last else None,
                  "max_interval_minutes": spec.max_interval.total_seconds() / 60}
         if last is None:
             out.append({**entry, "why": "never refreshed"})
@@ -273,7 +269,8 @@ def stale_lists(conn: Connection, config: Config, license: str, now: dt.datetime
                 spec.closed_max_interval, spec.max_interval) + GRACE:
             out.append({**entry, "why": f"{(now - last).total_seconds() / 3600:.1f} hours since "
                                         "the last refresh"})
-    return out
+    order = [r.name for r in res.RESOURCES]
+    return sorted(out, key=lambda entry: order.index(entry["resource"]))
 
 
 def open_days_without_tickets(conn: Connection, config: Config, license: str,
