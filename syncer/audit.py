@@ -356,11 +356,14 @@ def describe(result: dict[str, Any]) -> list[str]:
                        else f"ids {gap['first']}-{gap['last']}")
                 if gap["status"] == "not_asked":
                     out.append(f"  problem: {name} {ids} missing, not yet asked of the API")
-            confirmed = [g for g in gaps if g["status"] == "confirmed"]
+            # The longest runs first: a run of voided ids is worth a look, a single one rarely.
+            confirmed = sorted((g for g in gaps if g["status"] == "confirmed"),
+                               key=lambda g: (-g["ids"], g["first"]))
             if confirmed:
                 out.append(f"  {name}: {sum(g['ids'] for g in confirmed)} id(s) in "
                            f"{len(confirmed)} range(s) missing, confirmed by the API (voided): "
-                           + ", ".join(str(g["first"]) if g["ids"] == 1 else f"{g['first']}-{g['last']}"
+                           + ", ".join(str(g["first"]) if g["ids"] == 1
+                                       else f"{g['first']}-{g['last']} ({g['ids']} ids)"
                                        for g in confirmed[:10])
                            + (" ..." if len(confirmed) > 10 else ""))
         for name, records in lic["quarantine"].items():
