@@ -284,27 +284,21 @@ def product_sales() -> str:
         FROM order_lines l
         JOIN order_line_subproducts x
           ON x.license = l.license AND x.order_id = l.order_id AND x.line_no = l.line_no"""
+    # 0002's naming and rows (names joined without deleted_at) on the new `sold`.
+    rows = R2.product_sales()
+    rows = rows[rows.index("SELECT t.license, t.business_date AS day"):]
     return f"""
 CREATE VIEW report_product_sales AS
 WITH {of_tickets(detail, ("product_id", "quantity", "product_gross", "supplement_gross"))},
 sold AS (
-    SELECT license, day, product_id, SUM(quantity) AS quantity,
+    SELECT license, day AS business_date, product_id, SUM(quantity) AS quantity,
            {cents('SUM(product_gross)')} AS product_cents,
            {cents('SUM(supplement_gross)')} AS supplement_cents
     FROM detailed
     WHERE is_ticket = 0 AND of_a_ticket = 1
     GROUP BY license, day, product_id
 )
-SELECT s.license, s.day, s.product_id, p.name AS product_name,
-       p.category_id, c.name AS category_name,
-       {quantity('COALESCE(s.quantity, 0)')} AS quantity,
-       {money('COALESCE(s.product_cents, 0)')} AS product_revenue,
-       {money('COALESCE(s.supplement_cents, 0)')} AS supplement_revenue,
-       {money('COALESCE(s.product_cents, 0) + COALESCE(s.supplement_cents, 0)')} AS revenue
-FROM sold s
-LEFT JOIN products p ON p.license = s.license AND p.id = s.product_id
-LEFT JOIN categories c ON c.license = p.license AND c.id = p.category_id
-"""  # noqa: S608 - constant SQL, no input
+{rows}"""  # noqa: S608 - constant SQL, no input
 
 
 def hourly() -> str:
