@@ -564,13 +564,22 @@ def status(state: State, as_json: bool) -> None:
 # --- report ------------------------------------------------------------------------------
 
 
+def require_data_for(engine: Engine, license_name: str) -> None:
+    """A usage error unless the database holds data of this license (a typo, else)."""
+    with engine.connect() as conn:
+        synced = set(conn.execute(select(t.sync_state.c.license).distinct()).scalars())
+    if license_name not in synced:
+        fail(f"no data for license {license_name!r} in this database; it holds: "
+             f"{', '.join(sorted(synced)) or 'none yet'}", EXIT_USAGE)
+
+
 @cli.command(epilog="Reports: " + ", ".join(reports.NAMES) + " (the report_ prefix may be left out; "
              "without a NAME, the list).")
 @click.argument("name", required=False)
 @click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="First day (YYYY-MM-DD), inclusive.")
+              help="First business day (YYYY-MM-DD), inclusive.")
 @click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="Last day (YYYY-MM-DD), inclusive.")
+              help="Last business day (YYYY-MM-DD), inclusive.")
 @click.option("--license", "license_name", default=None, help="Only this license.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="A table for people, CSV or JSON for scripts.")
@@ -597,11 +606,7 @@ def report(state: State, name: str | None, date_from: dt.datetime | None,
     config = state.config
     engine = open_database(config, existing=True)
     if license_name is not None:
-        with engine.connect() as conn:
-            synced = set(conn.execute(select(t.sync_state.c.license).distinct()).scalars())
-        if license_name not in synced:
-            fail(f"no data for license {license_name!r} in this database; it holds: "
-                 f"{', '.join(sorted(synced)) or 'none yet'}", EXIT_USAGE)
+        require_data_for(engine, license_name)
     rows = reports.fetch(engine, chosen, since=date_from.date() if date_from else None,
                          until=date_to.date() if date_to else None, license=license_name)
     tz = config.api.tz
@@ -636,6 +641,8 @@ def audit(state: State, license_name: str | None, date_from: dt.datetime | None,
         fail(f"--from {date_from:%Y-%m-%d} is after --to {date_to:%Y-%m-%d}", EXIT_USAGE)
     config = state.config
     engine = open_database(config, existing=True)
+    if license_name is not None:
+        require_data_for(engine, license_name)
     result = audit_module.run(engine, config, license=license_name,
                               since=date_from.date() if date_from else None,
                               until=date_to.date() if date_to else None)

@@ -202,6 +202,8 @@ def test_audit_dates_limit_the_ticket_checks(planted: Audited) -> None:
     assert lic["tickets_payments_off"] == []
     result = audit_cli(planted, "--from", "2026-10-20", "--to", "2026-10-01")
     assert result.exit_code == 2 and "after --to" in result.output
+    result = audit_cli(planted, "--license", "nope")
+    assert result.exit_code == 2 and "no data for license 'nope'" in result.output
 
 
 def test_audit_of_the_clean_simulator_exits_0(db_url: str, sim: Simulator, tmp_path: Path) -> None:
