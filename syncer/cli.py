@@ -684,6 +684,14 @@ def status(state: State, as_json: bool) -> None:
 # --- report ------------------------------------------------------------------------------
 
 
+def day_range(date_from: dt.datetime | None, date_to: dt.datetime | None
+              ) -> tuple[dt.date | None, dt.date | None]:
+    """`--from`/`--to` as days; a usage error when they are the wrong way round."""
+    if date_from and date_to and date_from > date_to:
+        fail(f"--from {date_from:%Y-%m-%d} is after --to {date_to:%Y-%m-%d}", EXIT_USAGE)
+    return (date_from.date() if date_from else None), (date_to.date() if date_to else None)
+
+
 def require_data_for(engine: Engine, license_name: str) -> None:
     """A usage error unless the database holds data of this license (a typo, else)."""
     with engine.connect() as conn:
@@ -721,14 +729,12 @@ def report(state: State, name: str | None, date_from: dt.datetime | None,
         fail(f"unknown report {name!r}; choose one of: {', '.join(reports.NAMES)}", EXIT_USAGE)
     if chosen.day_column is None and (date_from or date_to):
         fail(f"{chosen.name} has no day column; --from/--to do not apply", EXIT_USAGE)
-    if date_from and date_to and date_from > date_to:
-        fail(f"--from {date_from:%Y-%m-%d} is after --to {date_to:%Y-%m-%d}", EXIT_USAGE)
+    since, until = day_range(date_from, date_to)
     config = state.config
     engine = open_database(config, existing=True)
     if license_name is not None:
         require_data_for(engine, license_name)
-    rows = reports.fetch(engine, chosen, since=date_from.date() if date_from else None,
-                         until=date_to.date() if date_to else None, license=license_name)
+    rows = reports.fetch(engine, chosen, since=since, until=until, license=license_name)
     tz = config.api.tz
     if fmt == "json":
         click.echo(reports.to_json(chosen, rows, tz))
@@ -757,15 +763,12 @@ def audit(state: State, license_name: str | None, date_from: dt.datetime | None,
     days); sends no request. Exit 0: nothing found; 4: problems found."""
     from syncer import audit as audit_module  # noqa: PLC0415
 
-    if date_from and date_to and date_from > date_to:
-        fail(f"--from {date_from:%Y-%m-%d} is after --to {date_to:%Y-%m-%d}", EXIT_USAGE)
+    since, until = day_range(date_from, date_to)
     config = state.config
     engine = open_database(config, existing=True)
     if license_name is not None:
         require_data_for(engine, license_name)
-    result = audit_module.run(engine, config, license=license_name,
-                              since=date_from.date() if date_from else None,
-                              until=date_to.date() if date_to else None)
+    result = audit_module.run(engine, config, license=license_name, since=since, until=until)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
