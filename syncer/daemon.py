@@ -189,10 +189,7 @@ class LicenseJobs:
         self.tz = config.api.tz
         self.hours = config.schedule.hours()
         self.ttl = dt.timedelta(seconds=config.schedule.lease_seconds)
-        enabled = {r.name for r in res.RESOURCES if config.resource(r.name).enabled}
-        self.jobs = [j for j in jobs
-                     if (res.BY_NAME.get(j.name) or RECHECKS.get(j.name) or RESCANS.get(j.name))
-                     is not None and _resource_of(j.name).name in enabled]
+        self.jobs = enabled_jobs(config, jobs)
         self.specs = {j.name: j for j in self.jobs}
         budget, reserve = config.budget_for(license)
         self.spendable = max(budget - reserve, 0)
@@ -392,8 +389,15 @@ def db_retry_delay(failures: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(30 * 2 ** min(failures - 1, 5), 600))
 
 
-def _resource_of(job: str) -> res.Resource:
-    return RECHECKS.get(job) or RESCANS.get(job) or res.BY_NAME[job]
+def resource_of(job: str) -> res.Resource | None:
+    """The resource a job pulls (a re-check or re-scan: the one it re-reads)."""
+    return RECHECKS.get(job) or RESCANS.get(job) or res.BY_NAME.get(job)
+
+
+def enabled_jobs(config: Config, jobs: Sequence[JobSpec] = DEFAULT_JOBS) -> list[JobSpec]:
+    """The jobs `syncer run` schedules for a license: those of enabled resources."""
+    enabled = {r.name for r in res.RESOURCES if config.resource(r.name).enabled}
+    return [j for j in jobs if (r := resource_of(j.name)) is not None and r.name in enabled]
 
 
 # --- the daemon ------------------------------------------------------------------------

@@ -159,6 +159,9 @@ class Plan:
     interval: dict[str, dt.timedelta | None]
     expected: dict[str, int]
     budget_left: int
+    # Requests the rest of the day costs with every job at its longest interval: less
+    # than this left, and jobs run less often than their limits allow.
+    needed: int = 0
 
 
 def _intervals_for(jobs: Sequence[JobSpec], rate: float, *, open_: bool) -> dict[str, float | None]:
@@ -217,9 +220,9 @@ def plan(
     # The largest rate whose demand fits the budget (demand grows with the rate).
     stretch = 1.0
     lo, hi = 0.0, 1.0
-    if _demand(jobs, open_s, closed_s, 1e-12) > budget:
+    floor = _demand(jobs, open_s, closed_s, 1e-12)
+    if floor > budget:
         # Even at every job's longest interval the day does not fit: stretch them all.
-        floor = _demand(jobs, open_s, closed_s, 1e-12)
         stretch = floor / budget if budget > 0 else math.inf
         rate = 1e-12
     else:
@@ -267,4 +270,4 @@ def plan(
             if iv is not None and span > 0:
                 runs += span / (iv * stretch)
         expected[job.name] = round(runs) * job.cost
-    return Plan(next_run, interval, expected, left)
+    return Plan(next_run, interval, expected, left, needed=math.ceil(floor))

@@ -1,0 +1,436 @@
+"""The read model of the operations surface: what a person or a scraper sees.
+
+One `Status` is built by a fixed handful of queries, whatever the number of licenses
+and jobs (no query per license or job): `syncer status` prints it (text or `--json`),
+`/metrics` exposes it through a Prometheus collector, and the page at `/` renders it.
+So the three always say the same thing.
+
+Which licenses: those in the config, then every other license the database knows
+(`sync_state`, `request_budget`, `license_state`), marked `configured=False`: a
+database filled by `syncer demo`, or a license since removed from the config, still
+shows. For those the budget is `[api]`'s and nothing is planned (no daemon runs them).
+
+The plan (requests expected for the rest of the day) is the budget planner's, for the
+minute: it costs a few milliseconds per license, so it is computed once per license,
+spend and minute and kept for that minute (a page that refreshes, and a scrape in the
+same minute, reuse it).
+
+Nothing here holds a token or a national register number: the model reads neither.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Engine, case, func, literal_column, select, union
+
+from syncer import resources as res
+from syncer import tables as t
+from syncer.config import Config, LicenseConfig
+from syncer.daemon import RECHECKS, RESCANS, enabled_jobs
+from syncer.ledger import BAD_LOGIN_WINDOW, api_day, login_pause, next_midnight, utcnow
+from syncer.planner import DEFAULT_JOBS, JobSpec, OpeningHours, Plan, plan
+from syncer.redact import redact
+
+HOURS_SHOWN = 24  # the page's chart: requests per hour over the last day
+AUTH_CODES = (1001, 1002)
+
+
+# --- the model -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StopSign:
+    """Why a license (or all of them) does not sync as it should, and what to do."""
+
+    kind: str  # credentials_refused, paused, budget_spent, budget_tight, not_configured, login_pause
+    severity: str  # error (stopped), warning (degraded), info
+    says: str
+    todo: str
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: str
+    table_rows: int | None  # rows of the resource's table (None for a re-check or re-scan)
+    cursor: int | None
+    last_success_at: dt.datetime | None
+    last_attempt_at: dt.datetime | None
+    next_run_at: dt.datetime | None
+    planned_requests: int  # for the rest of the API day
+    last_error: str | None
+    last_error_at: dt.datetime | None
+    disabled: str | None  # why the job does not run (1005, or off in the config)
+    lag_seconds: float | None  # since its last success
+
+    @property
+    def failing(self) -> bool:
+        return self.last_error is not None
+
+
+@dataclass(frozen=True)
+class RequestCount:
+    """Ledger rows of one license, function and outcome (see `outcome_label`)."""
+
+    function: str
+    outcome: str
+    total: int  # every request in the ledger
+    today: int  # in the current API day
+
+
+@dataclass(frozen=True)
+class LicenseView:
+    name: str
+    configured: bool
+    day: dt.date
+    daily_budget: int
+    reserve: int
+    spent: int  # requests spent in the API day (any purpose)
+    left: int  # what scheduled work may still spend today: daily_budget - reserve - spent
+    planned: int  # requests the plan expects for the rest of the day
+    needed: int  # requests the rest of the day costs at every job's longest interval
+    resets_at: dt.datetime
+    shop_open: bool
+    credentials_refused: str | None  # the API's reason; nothing is sent until they change
+    credentials_refused_at: dt.datetime | None
+    paused_until: dt.datetime | None  # 1003 / 1004 in force
+    paused_reason: str | None
+    quarantined: int
+    jobs: tuple[JobView, ...]
+    requests: tuple[RequestCount, ...]
+    hourly: tuple[int, ...]  # requests per hour, oldest first, HOURS_SHOWN of them
+    # Problems found by the daily audit; None until an audit has run for the license.
+    audit_problems: int | None = None
+    stop_signs: tuple[StopSign, ...] = ()
+
+    def job(self, name: str) -> JobView | None:
+        return next((j for j in self.jobs if j.job == name), None)
+
+
+@dataclass(frozen=True)
+class Status:
+    now: dt.datetime
+    tz: ZoneInfo
+    licenses: tuple[LicenseView, ...]
+    bad_logins: int  # any license, in the last BAD_LOGIN_WINDOW
+    new_credentials_wait_until: dt.datetime | None
+    hours_from: dt.datetime  # start of the first hour in LicenseView.hourly
+    stop_signs: tuple[StopSign, ...] = field(default=())  # for all licenses
+
+    def license(self, name: str) -> LicenseView | None:
+        return next((lic for lic in self.licenses if lic.name == name), None)
+
+    @property
+    def not_configured(self) -> list[str]:
+        return [lic.name for lic in self.licenses if not lic.configured]
+
+
+def outcome_label(outcome: str, error_code: int | None, attempt: int, max_attempts: int) -> str:
+    """One word per kind of answer: ok (records or none), auth (1001/1002), 1003, 1004,
+    1005 (module not licensed), api_error (another code), retried (a transport fault,
+    5xx or bad body that was tried again), failed (the same, on the last attempt),
+    pending (no answer recorded: in flight, or the process died)."""
+    if outcome in ("ok", "empty"):
+        return "ok"
+    if error_code in AUTH_CODES:
+        return "auth"
+    if error_code in (1003, 1004, 1005):
+        return str(error_code)
+    if outcome == "api_error" or error_code is not None:
+        return "api_error"
+    if outcome == "failed":
+        return "retried" if attempt < max_attempts else "failed"
+    return outcome
+
+
+def when(moment: dt.datetime | None, tz: ZoneInfo) -> str:
+    """A time as a person reads it: local, with its zone."""
+    return "" if moment is None else moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _job_names() -> list[str]:
+    """Every job, in the order a person reads them: the resources, then the re-reads."""
+    return [r.name for r in res.RESOURCES] + [*RECHECKS, *RESCANS]
+
+
+# --- the plan, once per license, spend and minute -------------------------------------
+
+_plans: dict[tuple[Any, ...], Plan] = {}
+_plans_lock = threading.Lock()
+
+
+def _plan(jobs: tuple[JobSpec, ...], hours: OpeningHours, tz: ZoneInfo, now: dt.datetime,
+          spent: int, spendable: int, schedule_key: str) -> Plan:
+    minute = now.replace(second=0, microsecond=0)
+    key = (jobs, schedule_key, str(tz), minute, spent, spendable)
+    with _plans_lock:
+        found = _plans.get(key)
+    if found is not None:
+        return found
+    made = plan(jobs, now=minute, tz=tz, hours=hours, spent=spent, spendable=spendable, last_runs={})
+    with _plans_lock:
+        if len(_plans) > 4096:
+            _plans.clear()  # only the current minute matters
+        _plans[key] = made
+    return made
+
+
+# --- building it ---------------------------------------------------------------------
+
+
+def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
+          totals: bool = True) -> Status:
+    """The status of every license the config or the database knows.
+
+    `totals`: also count every ledger row ever (the requests counter of /metrics); the
+    page and `syncer status` need today's only, which the ledger's index reads fast.
+    """
+    now = now or utcnow()
+    tz = config.api.tz
+    day = api_day(now, tz)
+    hours_from = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=HOURS_SHOWN - 1)
+    with engine.connect() as conn:
+        states: dict[str, dict[str, Any]] = defaultdict(dict)
+        for row in conn.execute(select(t.sync_state)):
+            states[row.license][row.resource] = row
+        stops = {row.license: row for row in conn.execute(select(t.license_state))}
+        spent = {row.license: int(row.spent) for row in conn.execute(
+            select(t.request_budget.c.license, t.request_budget.c.spent)
+            .where(t.request_budget.c.day == day))}
+        quarantined = {row[0]: int(row[1]) for row in conn.execute(
+            select(t.quarantine.c.license, func.count()).group_by(t.quarantine.c.license))}
+        known = set(conn.execute(union(
+            select(t.sync_state.c.license), select(t.request_budget.c.license),
+            select(t.license_state.c.license))).scalars()) - {"*"}
+        configured = {lic.name: lic for lic in config.licenses}
+        names = [*configured, *sorted(known - set(configured))]
+        rows = _table_rows(conn)
+        requests = _requests(conn, names, day, config.api.max_attempts, totals=totals)
+        hourly = _hourly(conn, names, now, hours_from, day)
+        bad_logins, wait_until = login_pause(conn, now)
+    hours = config.schedule.hours()
+    schedule_key = repr(config.schedule.opening_hours)
+    jobs = tuple(enabled_jobs(config, DEFAULT_JOBS))
+    views = []
+    for name in names:
+        lic = configured.get(name) or LicenseConfig(name=name)
+        budget, reserve = config.budget_for(lic)
+        used = spent.get(name, 0)
+        spendable = max(budget - reserve, 0)
+        made = _plan(jobs, hours, tz, now, used, spendable, schedule_key) if name in configured else None
+        stop = stops.get(name)
+        refused = None
+        if stop is not None and stop.auth_rejected_fingerprint is not None and (
+                name not in configured or stop.auth_rejected_fingerprint == lic.fingerprint()):
+            refused = stop.auth_rejected_reason or "credentials refused"
+        paused = stop.blocked_until if stop is not None and stop.blocked_until is not None \
+            and stop.blocked_until > now else None
+        job_views = tuple(_job_view(name, job, states[name].get(job), rows, made, config, now)
+                          for job in _job_names())
+        view = LicenseView(
+            name=name, configured=name in configured, day=day, daily_budget=budget,
+            reserve=reserve, spent=used, left=max(spendable - used, 0),
+            planned=sum(made.expected.values()) if made else 0,
+            needed=made.needed if made else 0, resets_at=next_midnight(now, tz),
+            shop_open=hours.is_open(now, tz),
+            credentials_refused=refused,
+            credentials_refused_at=stop.auth_rejected_at if refused and stop is not None else None,
+            paused_until=paused, paused_reason=stop.blocked_reason if paused and stop else None,
+            quarantined=quarantined.get(name, 0), jobs=job_views,
+            requests=tuple(requests.get(name, ())),
+            hourly=tuple(hourly.get(name, [0] * HOURS_SHOWN)),
+        )
+        views.append(_with_stop_signs(view, tz))
+    general = []
+    if wait_until is not None:
+        general.append(StopSign(
+            "login_pause", "warning",
+            f"{bad_logins} bad logins in the last {BAD_LOGIN_WINDOW.seconds // 60} minutes: new "
+            f"credentials wait until {when(wait_until, tz)}, so that the API does not block this IP.",
+            "Check the name and token of the licenses that were refused; nothing else to do, "
+            "the wait ends by itself."))
+    return Status(now=now, tz=tz, licenses=tuple(views), bad_logins=bad_logins,
+                  new_credentials_wait_until=wait_until, hours_from=hours_from,
+                  stop_signs=tuple(general))
+
+
+def _job_view(license: str, job: str, state: Any, rows: Mapping[tuple[str, str], int],
+              made: Plan | None, config: Config, now: dt.datetime) -> JobView:
+    resource = res.BY_NAME.get(job)
+    target = resource or RECHECKS.get(job) or RESCANS.get(job)
+    disabled = state.disabled_reason if state is not None else None
+    if target is not None and not config.resource(target.name).enabled:
+        disabled = f"resources.{target.name}.enabled = false in the config"
+    success = state.last_success_at if state is not None else None
+    return JobView(
+        job=job,
+        table_rows=None if resource is None else rows.get((license, job), 0),
+        cursor=state.cursor if state is not None else None,
+        last_success_at=success,
+        last_attempt_at=state.last_attempt_at if state is not None else None,
+        next_run_at=state.next_run_at if state is not None else None,
+        planned_requests=made.expected.get(job, 0) if made else 0,
+        last_error=redact(state.last_error) if state is not None and state.last_error else None,
+        last_error_at=state.last_error_at if state is not None and state.last_error else None,
+        disabled=disabled,
+        lag_seconds=None if success is None else max((now - success).total_seconds(), 0.0),
+    )
+
+
+def _table_rows(conn: Connection) -> dict[tuple[str, str], int]:
+    """Rows per license in each resource's table: one grouped count per table."""
+    out: dict[tuple[str, str], int] = {}
+    for resource in res.RESOURCES:
+        table = resource.table
+        for license, count in conn.execute(
+                select(table.c.license, func.count()).group_by(table.c.license)):
+            out[(license, resource.name)] = int(count)
+    return out
+
+
+def _requests(conn: Connection, names: list[str], day: dt.date, max_attempts: int, *,
+              totals: bool) -> dict[str, list[RequestCount]]:
+    ledger = t.request_ledger.c
+    today = func.sum(case((ledger.day == day, 1), else_=0))
+    query = (select(ledger.license, ledger.function, ledger.outcome, ledger.error_code,
+                    ledger.attempt, func.count(), today)
+             .group_by(ledger.license, ledger.function, ledger.outcome, ledger.error_code,
+                       ledger.attempt))
+    if not totals:  # the ledger's (license, day) index
+        query = query.where(ledger.license.in_(names), ledger.day == day)
+    merged: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for license, function, outcome, code, attempt, count, on_day in conn.execute(query):
+        counts = merged[(license, function, outcome_label(outcome, code, attempt, max_attempts))]
+        counts[0] += int(count)
+        counts[1] += int(on_day or 0)
+    out: dict[str, list[RequestCount]] = defaultdict(list)
+    for (license, function, label), (total, on_day) in sorted(merged.items()):
+        out[license].append(RequestCount(function, label, total, on_day))
+    return out
+
+
+def _hourly(conn: Connection, names: list[str], now: dt.datetime, start: dt.datetime,
+            day: dt.date) -> dict[str, list[int]]:
+    """Requests per license and UTC hour since `start`, grouped in SQL."""
+    ledger = t.request_ledger.c
+    if conn.dialect.name == "postgresql":
+        hour: Any = func.to_char(func.timezone(literal_column("'UTC'"), ledger.sent_at),
+                                 literal_column("'YYYY-MM-DD HH24'"))
+    else:  # UTC text, 'YYYY-MM-DD HH:MM:SS...'
+        hour = func.substr(ledger.sent_at, 1, 13)
+    rows = conn.execute(
+        select(ledger.license, hour.label("hour"), func.count())
+        .where(ledger.license.in_(names), ledger.day >= day - dt.timedelta(days=2),
+               ledger.sent_at >= start,
+               ledger.sent_at <= now + dt.timedelta(minutes=1))
+        .group_by(ledger.license, hour))
+    out: dict[str, list[int]] = defaultdict(lambda: [0] * HOURS_SHOWN)
+    for license, text, count in rows:
+        moment = dt.datetime.strptime(text, "%Y-%m-%d %H").replace(tzinfo=dt.UTC)
+        index = int((moment - start).total_seconds() // 3600)
+        if 0 <= index < HOURS_SHOWN:
+            out[license][index] += int(count)
+    return out
+
+
+def _with_stop_signs(view: LicenseView, tz: ZoneInfo) -> LicenseView:
+    signs = []
+    if not view.configured:
+        signs.append(StopSign(
+            "not_configured", "info",
+            "Not in the config: this database holds its data, but no `syncer run` with this "
+            "config syncs it.",
+            "Add it as a [[licenses]] entry to sync it again; nothing to do if it is retired "
+            "(or a demo)."))
+    if view.credentials_refused:
+        signs.append(StopSign(
+            "credentials_refused", "error",
+            f"Stopped: the API refused the credentials ({view.credentials_refused}"
+            + (f", {when(view.credentials_refused_at, tz)}" if view.credentials_refused_at else "")
+            + "). Nothing is sent for this license until its name or token changes.",
+            "Fix the license name or token in the config, then restart the syncer."))
+    if view.paused_until is not None:
+        reason = view.paused_reason or "the API asked to wait"
+        todo = ("Nothing: it resumes by itself. If this happens often, another program spends "
+                "this license's requests; lower daily_budget to leave it room."
+                if "1003" in reason else
+                "Check that no other program on this IP uses wrong credentials; it resumes by itself.")
+        signs.append(StopSign("paused", "error",
+                              f"Paused until {when(view.paused_until, tz)}: {reason}.", todo))
+    if view.configured and view.left == 0 and view.daily_budget > view.reserve:
+        signs.append(StopSign(
+            "budget_spent", "warning",
+            f"Today's requests are spent ({view.spent} of {view.daily_budget - view.reserve} for "
+            f"scheduled work; the reserve of {view.reserve} is kept for `syncer call`). Scheduled "
+            f"work waits until {when(view.resets_at, tz)}.",
+            "Nothing: it resumes at midnight. A backfill or `syncer call` today spent from the "
+            "same budget."))
+    elif view.configured and view.needed > view.left:
+        signs.append(StopSign(
+            "budget_tight", "warning",
+            f"Budget tight: the rest of the day needs {view.needed} requests with every job at its "
+            f"longest interval, and {view.left} are left; jobs run less often than usual.",
+            "Nothing urgent; avoid backfills and `syncer call` during opening hours, or raise "
+            "daily_budget if the license allows more."))
+    return replace(view, stop_signs=tuple(signs))
+
+
+# --- for `syncer status --json` ---------------------------------------------------------------
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def to_json(status: Status) -> dict[str, Any]:
+    """The JSON of `syncer status --json` (the keys are a contract for scripts)."""
+    return {
+        "generated_at": status.now.isoformat(),
+        "timezone": str(status.tz),
+        "licenses": [_license_json(lic) for lic in status.licenses],
+        "not_in_config": status.not_configured,
+        "bad_logins_last_30_min": status.bad_logins,
+        "new_credentials_wait_until": _iso(status.new_credentials_wait_until),
+        "stop_signs": [sign.__dict__ for sign in status.stop_signs],
+    }
+
+
+def _license_json(lic: LicenseView) -> dict[str, Any]:
+    return {
+        "license": lic.name,
+        "configured": lic.configured,
+        "day": lic.day.isoformat(),
+        "requests_used_today": lic.spent,
+        "requests_left_today": lic.left,
+        "requests_planned_today": lic.planned,
+        "requests_needed_today": lic.needed,
+        "daily_budget": lic.daily_budget,
+        "reserve": lic.reserve,
+        "shop_open": lic.shop_open,
+        "auth_rejected": lic.credentials_refused,
+        "blocked_until": _iso(lic.paused_until),
+        "blocked_reason": lic.paused_reason,
+        "quarantined": lic.quarantined,
+        "audit_problems": lic.audit_problems,
+        "stop_signs": [sign.__dict__ for sign in lic.stop_signs],
+        "requests_today": {f"{r.function} {r.outcome}": r.today for r in lic.requests if r.today},
+        "requests_per_hour": list(lic.hourly),
+        "resources": [{
+            "resource": job.job,
+            "planned_requests_today": job.planned_requests,
+            "rows": job.table_rows,
+            "cursor": job.cursor,
+            "last_success_at": _iso(job.last_success_at),
+            "lag_seconds": None if job.lag_seconds is None else round(job.lag_seconds),
+            "next_run_at": _iso(job.next_run_at),
+            "last_error": job.last_error,
+            "last_error_at": _iso(job.last_error_at),
+            "disabled": job.disabled,
+        } for job in lic.jobs],
+    }
