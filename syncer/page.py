@@ -1,0 +1,171 @@
+"""The status page at `/`: the read model (syncer.status) as one HTML page for people.
+
+Server-rendered, no JavaScript (a meta refresh reloads it), readable on a phone. It
+only reads: no form, no button, no link that changes anything. Every time on it says
+its zone (`api.timezone`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from html import escape
+from zoneinfo import ZoneInfo
+
+from syncer.status import HOURS_SHOWN, JobView, LicenseView, Status, StopSign, when
+
+CATALOG_JOB = "products"  # the catalog's freshness: when the products last came
+STALE_AFTER = dt.timedelta(minutes=30)  # orders older than this while open: flagged
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:12px;
+background:#f5f6f8;color:#1d2430;font-size:16px;line-height:1.4}
+main{max-width:1100px;margin:0 auto}
+h1{font-size:1.3em;margin:0 0 4px}
+h2{font-size:1.15em;margin:0 0 6px}
+.meta{color:#5b6472;font-size:.9em;margin-bottom:12px}
+section.license{background:#fff;border-radius:8px;padding:12px;margin:0 0 14px;
+box-shadow:0 1px 2px rgba(0,0,0,.08)}
+.sign{border-left:4px solid;padding:6px 10px;margin:6px 0;border-radius:4px}
+.sign.error{border-color:#c62828;background:#fdecea}
+.sign.warning{border-color:#ef8f00;background:#fff4e0}
+.sign.info{border-color:#1e6fd9;background:#e8f0fc}
+.sign b{display:block}
+.bar{display:flex;height:18px;border-radius:4px;overflow:hidden;background:#e3e6ea;margin:6px 0 2px}
+.bar span{display:block;height:100%}
+.spent{background:#3b6fd4}.planned{background:#8fb0ec}.free{background:#d9e6d3}.reserve{background:#b9bec6}
+.legend{font-size:.85em;color:#3c4450}
+.legend i{display:inline-block;width:10px;height:10px;margin:0 3px 0 8px;border-radius:2px}
+.grid{display:flex;flex-wrap:wrap;gap:10px 24px;margin:8px 0}
+.fresh.stale{color:#c62828;font-weight:600}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;width:100%;font-size:.9em}
+th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #e3e6ea;vertical-align:top}
+td.num{text-align:right}
+td.err{color:#b3261e;max-width:28em}
+svg{display:block;max-width:100%}
+"""
+
+
+def render(status: Status, *, refresh_seconds: int = 30) -> str:
+    tz = status.tz
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        '<meta name=viewport content="width=device-width,initial-scale=1">',
+        f'<meta http-equiv=refresh content="{int(refresh_seconds)}">',
+        "<title>cloudpos-syncer status</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        "<h1>cloudpos-syncer</h1>",
+        f'<div class=meta id=updated>Updated {escape(when(status.now, tz))} '
+        f"(times in {escape(str(tz))}); refreshes every {int(refresh_seconds)} s. "
+        f"{len(status.licenses)} license(s).</div>",
+    ]
+    parts += [_sign(sign) for sign in status.stop_signs]
+    if not status.licenses:
+        parts.append('<p class="sign info"><b>No license yet.</b>Add a [[licenses]] entry to the '
+                     "config and run <code>syncer backfill</code> or <code>syncer run</code>.</p>")
+    parts += [_license(lic, status) for lic in status.licenses]
+    parts.append("</main></body></html>")
+    return "".join(parts)
+
+
+def _sign(sign: StopSign) -> str:
+    return (f'<div class="sign {escape(sign.severity)}" data-kind="{escape(sign.kind)}">'
+            f"<b>{escape(sign.says)}</b>What to do: {escape(sign.todo)}</div>")
+
+
+def _license(lic: LicenseView, status: Status) -> str:
+    tz = status.tz
+    title = escape(lic.name) + ("" if lic.configured else " <small>(not in the config)</small>")
+    state = ("stopped" if any(s.severity == "error" for s in lic.stop_signs)
+             else "degraded" if any(s.severity == "warning" for s in lic.stop_signs) else "ok")
+    return "".join([
+        f'<section class=license id="license-{escape(lic.name)}" data-state="{state}">',
+        f"<h2>{title}</h2>",
+        *(_sign(sign) for sign in lic.stop_signs),
+        _budget(lic),
+        '<div class=grid>',
+        _freshness("Orders", lic.job("orders"), lic, tz),
+        _freshness("Catalog (products)", lic.job(CATALOG_JOB), lic, tz),
+        f"<div>Shop {'open' if lic.shop_open else 'closed'} now</div>",
+        f"<div>Quarantine: <b>{lic.quarantined}</b> record(s)</div>",
+        ("" if lic.audit_problems is None else f"<div>Audit: <b>{lic.audit_problems}</b> problem(s)</div>"),
+        "</div>",
+        _chart(lic, status.hours_from, tz),
+        _jobs(lic, tz),
+        "</section>",
+    ])
+
+
+def _budget(lic: LicenseView) -> str:
+    total = max(lic.daily_budget, 1)
+    reserve_used = max(lic.spent - (lic.daily_budget - lic.reserve), 0)
+    planned = min(lic.planned, lic.left)
+    parts = {"spent": lic.spent, "planned": planned, "free": lic.left - planned,
+             "reserve": max(lic.reserve - reserve_used, 0)}
+    bar = "".join(f'<span class={name} style="width:{100 * value / total:.2f}%" title="{name} {value}">'
+                  "</span>" for name, value in parts.items() if value > 0)
+    legend = (f"<i class=spent></i>spent <b class=v-spent>{lic.spent}</b>"
+              f"<i class=planned></i>planned <b class=v-planned>{lic.planned}</b>"
+              f"<i class=free></i>left <b class=v-left>{lic.left}</b>"
+              f"<i class=reserve></i>reserve <b class=v-reserve>{lic.reserve}</b>"
+              f" of <b class=v-budget>{lic.daily_budget}</b> today")
+    return (f'<div class=budget aria-label="requests today"><div class=bar>{bar}</div>'
+            f"<div class=legend>{legend}</div></div>")
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def _freshness(label: str, job: JobView | None, lic: LicenseView, tz: ZoneInfo) -> str:
+    if job is None or job.last_success_at is None or job.lag_seconds is None:
+        return f"<div class=fresh>{escape(label)}: never synced</div>"
+    stale = lic.shop_open and job.job == "orders" and job.lag_seconds > STALE_AFTER.total_seconds()
+    return (f'<div class="fresh{" stale" if stale else ""}">{escape(label)}: as of '
+            f"{escape(when(job.last_success_at, tz))} ({_ago(job.lag_seconds)})</div>")
+
+
+def _chart(lic: LicenseView, start: dt.datetime, tz: ZoneInfo) -> str:
+    width, height, gap = 12, 60, 2
+    top = max(max(lic.hourly, default=0), 1)
+    bars = []
+    for index, count in enumerate(lic.hourly):
+        hour = (start + dt.timedelta(hours=index)).astimezone(tz)
+        bar = round(height * count / top)
+        bars.append(f'<rect x="{index * (width + gap)}" y="{height - bar}" width="{width}" '
+                    f'height="{bar}" fill="#3b6fd4"><title>{hour:%H:00 %Z}: {count} request(s)'
+                    "</title></rect>")
+    labels = []
+    for index in (0, HOURS_SHOWN // 2, HOURS_SHOWN - 1):
+        hour = (start + dt.timedelta(hours=index)).astimezone(tz)
+        labels.append(f'<text x="{index * (width + gap)}" y="{height + 13}" font-size="10" '
+                      f'fill="#5b6472">{hour:%H:00}</text>')
+    full = HOURS_SHOWN * (width + gap)
+    return (f"<div><div class=legend>Requests per hour, last {HOURS_SHOWN} h ({escape(tz.key)}); "
+            f"highest {top}</div>"
+            f'<svg class=hourly viewBox="0 0 {full} {height + 16}" width="{full}" height="{height + 16}" '
+            f'role=img aria-label="requests per hour">{"".join(bars)}{"".join(labels)}</svg></div>')
+
+
+def _jobs(lic: LicenseView, tz: ZoneInfo) -> str:
+    rows = []
+    for job in lic.jobs:
+        note = (f"disabled: {job.disabled}" if job.disabled else job.last_error or "")
+        since = f" (since {when(job.last_error_at, tz)})" if job.last_error and job.last_error_at else ""
+        rows.append(
+            f'<tr data-job="{escape(job.job)}"><td>{escape(job.job)}</td>'
+            f"<td>{escape(when(job.last_attempt_at, tz))}</td>"
+            f"<td>{escape(when(job.last_success_at, tz))}</td>"
+            f"<td>{escape(when(job.next_run_at, tz))}</td>"
+            f"<td class=num>{job.planned_requests}</td>"
+            f"<td class=num>{'' if job.table_rows is None else job.table_rows}</td>"
+            f"<td class=err>{escape(note + since)}</td></tr>")
+    return ("<div class=scroll><table class=jobs><thead><tr><th>job</th><th>last run</th>"
+            "<th>last success</th><th>next run</th><th>planned today</th><th>rows</th>"
+            f"<th>last error</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
