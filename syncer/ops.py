@@ -39,7 +39,7 @@ def families(status: read_model.Status | None, written: dict[tuple[str, str], in
     yield syncer_up
     rows_written = CounterMetricFamily(
         "syncer_rows_written", "Rows inserted, updated or marked deleted by this process.",
-        labels=["license", "job"])
+        labels=["license", "sync_job"])
     for (license, job_name), count in sorted(written.items()):
         rows_written.add_metric([license, job_name], count)
     yield rows_written
@@ -69,7 +69,8 @@ def families(status: read_model.Status | None, written: dict[tuple[str, str], in
     requests = CounterMetricFamily(
         "syncer_requests", "Requests in the ledger by function and outcome (ok, retried, failed, "
         "auth, 1003, 1004, 1005, api_error, pending).", labels=["license", "function", "outcome"])
-    job_labels = ("license", "job")
+    # Not `job`: Prometheus keeps that for the scrape job (and would rename ours exported_job).
+    job_labels = ("license", "sync_job")
     success = gauge("syncer_last_success_timestamp_seconds", "Last successful run of a job.", job_labels)
     lag = gauge("syncer_job_lag_seconds", "Seconds since a job last succeeded.", job_labels)
     next_run = gauge("syncer_job_next_run_timestamp_seconds", "When a job runs next.", job_labels)

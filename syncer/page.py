@@ -43,6 +43,14 @@ th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #e3e6ea;vertical-a
 td.num{text-align:right}
 td.err{color:#b3261e;max-width:28em}
 svg{display:block;max-width:100%}
+@media (max-width:640px){
+table.jobs thead{display:none}
+table.jobs tr{display:block;border-bottom:1px solid #d5d9df;padding:4px 0}
+table.jobs td{display:inline-block;border:0;padding:1px 8px 1px 0}
+table.jobs td:first-child{display:block;font-weight:600}
+table.jobs td[data-label]:not(:empty)::before{content:attr(data-label) ": ";color:#5b6472}
+td.err{display:block!important}
+}
 """
 
 
@@ -55,7 +63,7 @@ def render(status: Status, *, refresh_seconds: int = 30) -> str:
         "<title>cloudpos-syncer status</title>",
         f"<style>{_CSS}</style></head><body><main>",
         "<h1>cloudpos-syncer</h1>",
-        f'<div class=meta id=updated>Updated {escape(when(status.now, tz))} '
+        f"<div class=meta id=updated>Updated {status.now.astimezone(tz):%Y-%m-%d %H:%M:%S %Z} "
         f"(times in {escape(str(tz))}); refreshes every {int(refresh_seconds)} s. "
         f"{len(status.licenses)} license(s).</div>",
     ]
@@ -91,7 +99,7 @@ def _license(lic: LicenseView, status: Status) -> str:
         ("" if lic.audit_problems is None else f"<div>Audit: <b>{lic.audit_problems}</b> problem(s)</div>"),
         "</div>",
         _chart(lic, status.hours_from, tz),
-        _jobs(lic, tz),
+        _jobs(lic, status.now, tz),
         "</section>",
     ])
 
@@ -142,9 +150,10 @@ def _chart(lic: LicenseView, start: dt.datetime, tz: ZoneInfo) -> str:
                     f'height="{bar}" fill="#3b6fd4"><title>{hour:%H:00 %Z}: {count} request(s)'
                     "</title></rect>")
     labels = []
-    for index in (0, HOURS_SHOWN // 2, HOURS_SHOWN - 1):
+    for index, anchor in ((0, "start"), (HOURS_SHOWN // 2, "middle"), (HOURS_SHOWN - 1, "end")):
         hour = (start + dt.timedelta(hours=index)).astimezone(tz)
-        labels.append(f'<text x="{index * (width + gap)}" y="{height + 13}" font-size="10" '
+        x = index * (width + gap) + {"start": 0, "middle": width // 2, "end": width}[anchor]
+        labels.append(f'<text x="{x}" y="{height + 13}" font-size="10" text-anchor="{anchor}" '
                       f'fill="#5b6472">{hour:%H:00}</text>')
     full = HOURS_SHOWN * (width + gap)
     return (f"<div><div class=legend>Requests per hour, last {HOURS_SHOWN} h ({escape(tz.key)}); "
@@ -153,18 +162,26 @@ def _chart(lic: LicenseView, start: dt.datetime, tz: ZoneInfo) -> str:
             f'role=img aria-label="requests per hour">{"".join(bars)}{"".join(labels)}</svg></div>')
 
 
-def _jobs(lic: LicenseView, tz: ZoneInfo) -> str:
+def short_when(moment: dt.datetime | None, now: dt.datetime, tz: ZoneInfo) -> str:
+    """A time with its zone, the date left out when it is today's."""
+    if moment is None:
+        return ""
+    local = moment.astimezone(tz)
+    return local.strftime("%H:%M %Z" if local.date() == now.astimezone(tz).date() else "%Y-%m-%d %H:%M %Z")
+
+
+def _jobs(lic: LicenseView, now: dt.datetime, tz: ZoneInfo) -> str:
     rows = []
     for job in lic.jobs:
         note = (f"disabled: {job.disabled}" if job.disabled else job.last_error or "")
         since = f" (since {when(job.last_error_at, tz)})" if job.last_error and job.last_error_at else ""
         rows.append(
             f'<tr data-job="{escape(job.job)}"><td>{escape(job.job)}</td>'
-            f"<td>{escape(when(job.last_attempt_at, tz))}</td>"
-            f"<td>{escape(when(job.last_success_at, tz))}</td>"
-            f"<td>{escape(when(job.next_run_at, tz))}</td>"
-            f"<td class=num>{job.planned_requests}</td>"
-            f"<td class=num>{'' if job.table_rows is None else job.table_rows}</td>"
+            f"<td data-label='last run'>{escape(short_when(job.last_attempt_at, now, tz))}</td>"
+            f"<td data-label='last success'>{escape(short_when(job.last_success_at, now, tz))}</td>"
+            f"<td data-label='next run'>{escape(short_when(job.next_run_at, now, tz))}</td>"
+            f"<td class=num data-label='planned'>{job.planned_requests}</td>"
+            f"<td class=num data-label='rows'>{'' if job.table_rows is None else job.table_rows}</td>"
             f"<td class=err>{escape(note + since)}</td></tr>")
     return ("<div class=scroll><table class=jobs><thead><tr><th>job</th><th>last run</th>"
             "<th>last success</th><th>next run</th><th>planned today</th><th>rows</th>"

@@ -71,7 +71,8 @@ class JobView:
 
     @property
     def failing(self) -> bool:
-        return self.last_error is not None
+        """Its last run ended in an error (a disabled job is not failing: it waits)."""
+        return self.last_error is not None and self.disabled is None
 
 
 @dataclass(frozen=True)
