@@ -485,7 +485,7 @@ def status(state: State, as_json: bool) -> None:
     signs; per job: rows, cursor, last success, next run, errors."""
     config = state.config
     engine = open_database(config, existing=True)
-    report = build_status(engine, config, totals=False)
+    report = build_status(engine, config)
     if as_json:
         click.echo(json.dumps(status_json(report), indent=2))
     else:
@@ -646,7 +646,7 @@ def demo(db_path: str, orders: int, seed: int) -> None:
     finally:
         sim.stop()
     console.print(summary_table(summaries))
-    print_status(build_status(engine, config, totals=False))
+    print_status(build_status(engine, config))
     console.print(sales_per_day(engine, "demo", config.api.tz))
     for name in ("report_daily_sales", "report_vat"):
         console.print(last_days_of(engine, reports.get(name), config.api.tz))

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,6 +28,9 @@ from syncer.db import error_summary
 
 log = logging.getLogger("syncer.ops")
 
+# The classic text format, which generate_latest writes for names like ours and every
+# Prometheus 2.x reads (prometheus_client's own default names version 1.0.0).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_REFRESH = 30  # seconds between the page's reloads (?refresh=N: 1 to 3600)
 
 
@@ -117,29 +120,32 @@ def families(status: read_model.Status | None, written: dict[tuple[str, str], in
 class SyncerCollector(Collector):
     """The daemon's state, read fresh from the database on every scrape."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, cache: read_model.Cache) -> None:
         self.daemon = daemon
+        self.cache = cache
 
     def collect(self) -> Iterator[Metric]:
         healthy, _ = self.daemon.healthy()
         try:
-            status = read_model.build(self.daemon.engine, self.daemon.config, now=self.daemon.clock())
+            status = read_model.build(self.daemon.engine, self.daemon.config, now=self.daemon.clock(),
+                                      totals=True, cache=self.cache)
         except SQLAlchemyError as exc:
             log.warning("metrics: the database did not answer: %s", error_summary(exc))
             status = None
         yield from families(status, self.daemon.rows_written(), healthy)
 
 
-def registry_for(daemon: Daemon) -> CollectorRegistry:
+def registry_for(daemon: Daemon, cache: read_model.Cache) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SyncerCollector(daemon))
+    registry.register(SyncerCollector(daemon, cache))
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, ...
     return registry
 
 
 def serve(daemon: Daemon, host: str, port: int) -> ThreadingHTTPServer:
     """Start the server in a daemon thread and return it (call .shutdown() to stop)."""
-    registry = registry_for(daemon)
+    cache = read_model.Cache()  # shared by the page and the scrapes
+    registry = registry_for(daemon, cache)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -148,12 +154,12 @@ def serve(daemon: Daemon, host: str, port: int) -> ThreadingHTTPServer:
                 ok, reason = daemon.healthy()
                 self._send(200 if ok else 503, reason + "\n", "text/plain; charset=utf-8")
             elif url.path == "/metrics":
-                self._send(200, generate_latest(registry).decode(), CONTENT_TYPE_LATEST)
+                self._send(200, generate_latest(registry).decode(), METRICS_CONTENT_TYPE)
             elif url.path in ("/", "/index.html"):
                 refresh = _refresh(parse_qs(url.query).get("refresh", []))
                 try:
                     status = read_model.build(daemon.engine, daemon.config, now=daemon.clock(),
-                                              totals=False)
+                                              requests=False, cache=cache)
                 except SQLAlchemyError as exc:  # the database may be down: say so, don't crash
                     self._send(503, f"status unavailable: the database did not answer "
                                f"({type(exc).__name__}); /healthz says more\n", "text/plain")
@@ -192,4 +198,4 @@ def _refresh(values: list[str]) -> int:
 
 def metrics_text(daemon: Daemon) -> str:
     """What /metrics serves, as text (for tests and the secrets guard)."""
-    return generate_latest(registry_for(daemon)).decode()
+    return generate_latest(registry_for(daemon, read_model.Cache())).decode()

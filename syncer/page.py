@@ -40,16 +40,22 @@ box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-size:.9em}
 th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #e3e6ea;vertical-align:top}
-td.num{text-align:right}
-td.err{color:#b3261e;max-width:28em}
+td.n{text-align:right}
+td.e{color:#b3261e;max-width:28em}
 svg{display:block;max-width:100%}
+svg rect{fill:#3b6fd4}svg text{font-size:10px;fill:#5b6472}
 @media (max-width:640px){
 table.jobs thead{display:none}
 table.jobs tr{display:block;border-bottom:1px solid #d5d9df;padding:4px 0}
 table.jobs td{display:inline-block;border:0;padding:1px 8px 1px 0}
 table.jobs td:first-child{display:block;font-weight:600}
-table.jobs td[data-label]:not(:empty)::before{content:attr(data-label) ": ";color:#5b6472}
-td.err{display:block!important}
+table.jobs td:not(:empty)::before{color:#5b6472}
+table.jobs td:nth-child(2):not(:empty)::before{content:"last run: "}
+table.jobs td:nth-child(3):not(:empty)::before{content:"last success: "}
+table.jobs td:nth-child(4):not(:empty)::before{content:"next run: "}
+table.jobs td:nth-child(5):not(:empty)::before{content:"planned: "}
+table.jobs td:nth-child(6):not(:empty)::before{content:"rows: "}
+td.e{display:block!important}
 }
 """
 
@@ -71,7 +77,8 @@ def render(status: Status, *, refresh_seconds: int = 30) -> str:
     if not status.licenses:
         parts.append('<p class="sign info"><b>No license yet.</b>Add a [[licenses]] entry to the '
                      "config and run <code>syncer backfill</code> or <code>syncer run</code>.</p>")
-    parts += [_license(lic, status) for lic in status.licenses]
+    hours = _hours(status.hours_from, tz)
+    parts += [_license(lic, status, hours) for lic in status.licenses]
     parts.append("</main></body></html>")
     return "".join(parts)
 
@@ -81,7 +88,7 @@ def _sign(sign: StopSign) -> str:
             f"<b>{escape(sign.says)}</b>What to do: {escape(sign.todo)}</div>")
 
 
-def _license(lic: LicenseView, status: Status) -> str:
+def _license(lic: LicenseView, status: Status, hours: list[str]) -> str:
     tz = status.tz
     title = escape(lic.name) + ("" if lic.configured else " <small>(not in the config)</small>")
     state = ("stopped" if any(s.severity == "error" for s in lic.stop_signs)
@@ -98,7 +105,7 @@ def _license(lic: LicenseView, status: Status) -> str:
         f"<div>Quarantine: <b>{lic.quarantined}</b> record(s)</div>",
         ("" if lic.audit_problems is None else f"<div>Audit: <b>{lic.audit_problems}</b> problem(s)</div>"),
         "</div>",
-        _chart(lic, status.hours_from, tz),
+        _chart(lic, hours, tz),
         _jobs(lic, status.now, tz),
         "</section>",
     ])
@@ -139,50 +146,57 @@ def _freshness(label: str, job: JobView | None, lic: LicenseView, tz: ZoneInfo) 
             f"{escape(when(job.last_success_at, tz))} ({_ago(job.lag_seconds)})</div>")
 
 
-def _chart(lic: LicenseView, start: dt.datetime, tz: ZoneInfo) -> str:
-    width, height, gap = 12, 60, 2
+def _hours(start: dt.datetime, tz: ZoneInfo) -> list[str]:
+    """The chart's hours, local with their zone: the same for every license."""
+    return [f"{(start + dt.timedelta(hours=h)).astimezone(tz):%H:00 %Z}" for h in range(HOURS_SHOWN)]
+
+
+_BAR, _HEIGHT, _GAP = 12, 60, 2
+
+
+def _chart(lic: LicenseView, hours: list[str], tz: ZoneInfo) -> str:
     top = max(max(lic.hourly, default=0), 1)
-    bars = []
-    for index, count in enumerate(lic.hourly):
-        hour = (start + dt.timedelta(hours=index)).astimezone(tz)
-        bar = round(height * count / top)
-        bars.append(f'<rect x="{index * (width + gap)}" y="{height - bar}" width="{width}" '
-                    f'height="{bar}" fill="#3b6fd4"><title>{hour:%H:00 %Z}: {count} request(s)'
-                    "</title></rect>")
-    labels = []
-    for index, anchor in ((0, "start"), (HOURS_SHOWN // 2, "middle"), (HOURS_SHOWN - 1, "end")):
-        hour = (start + dt.timedelta(hours=index)).astimezone(tz)
-        x = index * (width + gap) + {"start": 0, "middle": width // 2, "end": width}[anchor]
-        labels.append(f'<text x="{x}" y="{height + 13}" font-size="10" text-anchor="{anchor}" '
-                      f'fill="#5b6472">{hour:%H:00}</text>')
-    full = HOURS_SHOWN * (width + gap)
+    step = _BAR + _GAP
+    bars = "".join(
+        f'<rect x="{index * step}" y="{_HEIGHT - round(_HEIGHT * count / top)}" width="{_BAR}" '
+        f'height="{round(_HEIGHT * count / top)}"><title>{hours[index]}: {count} request(s)</title></rect>'
+        for index, count in enumerate(lic.hourly))
+    labels = "".join(
+        f'<text x="{index * step + shift}" y="{_HEIGHT + 13}" text-anchor="{anchor}">{hours[index]}</text>'
+        for index, anchor, shift in ((0, "start", 0), (HOURS_SHOWN // 2, "middle", _BAR // 2),
+                                     (HOURS_SHOWN - 1, "end", _BAR)))
+    full = HOURS_SHOWN * step
     return (f"<div><div class=legend>Requests per hour, last {HOURS_SHOWN} h ({escape(tz.key)}); "
             f"highest {top}</div>"
-            f'<svg class=hourly viewBox="0 0 {full} {height + 16}" width="{full}" height="{height + 16}" '
-            f'role=img aria-label="requests per hour">{"".join(bars)}{"".join(labels)}</svg></div>')
+            f'<svg class=hourly viewBox="0 0 {full} {_HEIGHT + 16}" width="{full}" height="{_HEIGHT + 16}" '
+            f'role=img aria-label="requests per hour">{bars}{labels}</svg></div>')
 
 
-def short_when(moment: dt.datetime | None, now: dt.datetime, tz: ZoneInfo) -> str:
-    """A time with its zone, the date left out when it is today's."""
+def short_when(moment: dt.datetime | None, today: dt.date, tz: ZoneInfo) -> str:
+    """A time with its zone, the date left out when it is `today` (local)."""
     if moment is None:
         return ""
     local = moment.astimezone(tz)
-    return local.strftime("%H:%M %Z" if local.date() == now.astimezone(tz).date() else "%Y-%m-%d %H:%M %Z")
+    clock = f"{local.hour:02d}:{local.minute:02d} {local.tzname()}"
+    return clock if local.date() == today else f"{local.date().isoformat()} {clock}"
 
 
 def _jobs(lic: LicenseView, now: dt.datetime, tz: ZoneInfo) -> str:
+    today = now.astimezone(tz).date()
+    """The jobs, one row each (end tags left out, as HTML allows: 200 licenses make
+    3,200 rows)."""
     rows = []
     for job in lic.jobs:
         note = (f"disabled: {job.disabled}" if job.disabled else job.last_error or "")
         since = f" (since {when(job.last_error_at, tz)})" if job.last_error and job.last_error_at else ""
         rows.append(
-            f'<tr data-job="{escape(job.job)}"><td>{escape(job.job)}</td>'
-            f"<td data-label='last run'>{escape(short_when(job.last_attempt_at, now, tz))}</td>"
-            f"<td data-label='last success'>{escape(short_when(job.last_success_at, now, tz))}</td>"
-            f"<td data-label='next run'>{escape(short_when(job.next_run_at, now, tz))}</td>"
-            f"<td class=num data-label='planned'>{job.planned_requests}</td>"
-            f"<td class=num data-label='rows'>{'' if job.table_rows is None else job.table_rows}</td>"
-            f"<td class=err>{escape(note + since)}</td></tr>")
-    return ("<div class=scroll><table class=jobs><thead><tr><th>job</th><th>last run</th>"
-            "<th>last success</th><th>next run</th><th>planned today</th><th>rows</th>"
-            f"<th>last error</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+            f'<tr data-job="{escape(job.job)}"><td>{escape(job.job)}'
+            f"<td>{short_when(job.last_attempt_at, today, tz)}"
+            f"<td>{short_when(job.last_success_at, today, tz)}"
+            f"<td>{short_when(job.next_run_at, today, tz)}"
+            f"<td class=n>{job.planned_requests}"
+            f"<td class=n>{'' if job.table_rows is None else job.table_rows}"
+            f"<td class=e>{escape(note + since)}")
+    return ("<div class=scroll><table class=jobs><thead><tr><th>job<th>last run"
+            "<th>last success<th>next run<th>planned today<th>rows"
+            f"<th>last error</thead><tbody>{''.join(rows)}</tbody></table></div>")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, case, func, literal_column, select, union
+from sqlalchemy import Connection, Engine, func, literal_column, select, union
 
 from syncer import resources as res
 from syncer import tables as t
@@ -186,20 +186,27 @@ def _plan(jobs: tuple[JobSpec, ...], hours: OpeningHours, tz: ZoneInfo, now: dt.
 
 
 def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
-          totals: bool = True) -> Status:
+          totals: bool = False, requests: bool = True, cache: Cache | None = None) -> Status:
     """The status of every license the config or the database knows.
 
-    `totals`: also count every ledger row ever (the requests counter of /metrics); the
-    page and `syncer status` need today's only, which the ledger's index reads fast.
+    `totals`: also count every ledger row ever (the requests counter of /metrics;
+    `RequestCount.total`); the page and `syncer status` need today's only, which the
+    ledger's (license, day) index reads fast. `cache`: what a long-running process keeps
+    between builds (see `Cache`); without one, everything is read afresh. `requests`
+    False: leave `LicenseView.requests` empty (the page does not show them).
     """
     now = now or utcnow()
     tz = config.api.tz
     day = api_day(now, tz)
     hours_from = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=HOURS_SHOWN - 1)
     with engine.connect() as conn:
-        states: dict[str, dict[str, Any]] = defaultdict(dict)
-        for row in conn.execute(select(t.sync_state)):
-            states[row.license][row.resource] = row
+        states: dict[str, dict[str, tuple[Any, ...]]] = defaultdict(dict)
+        state = t.sync_state.c
+        for license, resource, *values in conn.execute(select(
+                state.license, state.resource, state.cursor, state.last_success_at,
+                state.last_attempt_at, state.next_run_at, state.last_error, state.last_error_at,
+                state.disabled_reason)).tuples():
+            states[license][resource] = tuple(values)
         stops = {row.license: row for row in conn.execute(select(t.license_state))}
         spent = {row.license: int(row.spent) for row in conn.execute(
             select(t.request_budget.c.license, t.request_budget.c.spent)
@@ -212,27 +219,37 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
         configured = {lic.name: lic for lic in config.licenses}
         names = [*configured, *sorted(known - set(configured))]
         rows = _table_rows(conn)
-        requests = _requests(conn, names, day, config.api.max_attempts, totals=totals)
-        hourly = _hourly(conn, names, now, hours_from, day)
+        all_time = _totals(conn, cache or Cache(), now, config.api.max_attempts) if totals else None
+        by_outcome = (_requests(conn, names, day, config.api.max_attempts, all_time)
+                      if requests or totals else {})
+        hourly = _hourly(conn, names, now, hours_from, tz, cache)
         bad_logins, wait_until = login_pause(conn, now)
     hours = config.schedule.hours()
     schedule_key = repr(config.schedule.opening_hours)
     jobs = tuple(enabled_jobs(config, DEFAULT_JOBS))
+    off = {}  # job: why the config keeps it from running
+    for job in _job_names():
+        target = res.BY_NAME.get(job) or RECHECKS.get(job) or RESCANS.get(job)
+        if target is not None and not config.resource(target.name).enabled:
+            off[job] = f"resources.{target.name}.enabled = false in the config"
     views = []
     for name in names:
         lic = configured.get(name) or LicenseConfig(name=name)
         budget, reserve = config.budget_for(lic)
         used = spent.get(name, 0)
         spendable = max(budget - reserve, 0)
-        made = _plan(jobs, hours, tz, now, used, spendable, schedule_key) if name in configured else None
         stop = stops.get(name)
         refused = None
         if stop is not None and stop.auth_rejected_fingerprint is not None and (
                 name not in configured or stop.auth_rejected_fingerprint == lic.fingerprint()):
             refused = stop.auth_rejected_reason or "credentials refused"
+        # Nothing is planned where nothing will be sent: a license no daemon runs, or one
+        # stopped until its credentials change.
+        made = (_plan(jobs, hours, tz, now, used, spendable, schedule_key)
+                if name in configured and refused is None else None)
         paused = stop.blocked_until if stop is not None and stop.blocked_until is not None \
             and stop.blocked_until > now else None
-        job_views = tuple(_job_view(name, job, states[name].get(job), rows, made, config, now)
+        job_views = tuple(_job_view(name, job, states[name].get(job), rows, made, off.get(job), now)
                           for job in _job_names())
         view = LicenseView(
             name=name, configured=name in configured, day=day, daily_budget=budget,
@@ -244,7 +261,7 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
             credentials_refused_at=stop.auth_rejected_at if refused and stop is not None else None,
             paused_until=paused, paused_reason=stop.blocked_reason if paused and stop else None,
             quarantined=quarantined.get(name, 0), jobs=job_views,
-            requests=tuple(requests.get(name, ())),
+            requests=tuple(by_outcome.get(name, ())),
             hourly=tuple(hourly.get(name, [0] * HOURS_SHOWN)),
         )
         views.append(_with_stop_signs(view, tz))
@@ -261,25 +278,24 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
                   stop_signs=tuple(general))
 
 
-def _job_view(license: str, job: str, state: Any, rows: Mapping[tuple[str, str], int],
-              made: Plan | None, config: Config, now: dt.datetime) -> JobView:
-    resource = res.BY_NAME.get(job)
-    target = resource or RECHECKS.get(job) or RESCANS.get(job)
-    disabled = state.disabled_reason if state is not None else None
-    if target is not None and not config.resource(target.name).enabled:
-        disabled = f"resources.{target.name}.enabled = false in the config"
-    success = state.last_success_at if state is not None else None
+_NO_STATE = (None,) * 7
+
+
+def _job_view(license: str, job: str, state: tuple[Any, ...] | None,
+              rows: Mapping[tuple[str, str], int], made: Plan | None, off: str | None,
+              now: dt.datetime) -> JobView:
+    cursor, success, attempt, next_run, error, error_at, disabled = state or _NO_STATE
     return JobView(
         job=job,
-        table_rows=None if resource is None else rows.get((license, job), 0),
-        cursor=state.cursor if state is not None else None,
+        table_rows=rows.get((license, job), 0) if job in res.BY_NAME else None,
+        cursor=cursor,
         last_success_at=success,
-        last_attempt_at=state.last_attempt_at if state is not None else None,
-        next_run_at=state.next_run_at if state is not None else None,
+        last_attempt_at=attempt,
+        next_run_at=next_run,
         planned_requests=made.expected.get(job, 0) if made else 0,
-        last_error=redact(state.last_error) if state is not None and state.last_error else None,
-        last_error_at=state.last_error_at if state is not None and state.last_error else None,
-        disabled=disabled,
+        last_error=redact(error) if error else None,
+        last_error_at=error_at if error else None,
+        disabled=off or disabled,
         lag_seconds=None if success is None else max((now - success).total_seconds(), 0.0),
     )
 
@@ -295,49 +311,129 @@ def _table_rows(conn: Connection) -> dict[tuple[str, str], int]:
     return out
 
 
-def _requests(conn: Connection, names: list[str], day: dt.date, max_attempts: int, *,
-              totals: bool) -> dict[str, list[RequestCount]]:
+PENDING_FOR = dt.timedelta(hours=1)  # a request still pending after this never got its answer
+
+
+class Cache:
+    """What one process keeps between builds (the daemon's page and scrapes share one):
+    the ledger's counts up to a watermark, and finished hours of the chart.
+
+    Ledger rows are only ever added, and each changes once, from `pending` to its
+    outcome. Rows up to the watermark (the row before the oldest one still pending, or a
+    pending row older than PENDING_FOR: its process died) never change again, so each
+    build counts only the rows added since. Rows still pending are left out of the
+    counter until they settle, so every series of it only grows.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.mark = 0
+        self.settled: dict[tuple[str, str, str], int] = defaultdict(int)
+        # Finished hours of the chart (requests per license), for the licenses named.
+        self.hour_names: tuple[str, ...] = ()
+        self.hours: dict[dt.datetime, dict[str, int]] = {}
+
+
+def _totals(conn: Connection, cache: Cache, now: dt.datetime,
+            max_attempts: int) -> dict[tuple[str, str, str], int]:
+    """Every settled ledger row per license, function and outcome."""
     ledger = t.request_ledger.c
-    today = func.sum(case((ledger.day == day, 1), else_=0))
-    query = (select(ledger.license, ledger.function, ledger.outcome, ledger.error_code,
-                    ledger.attempt, func.count(), today)
-             .group_by(ledger.license, ledger.function, ledger.outcome, ledger.error_code,
-                       ledger.attempt))
-    if not totals:  # the ledger's (license, day) index
-        query = query.where(ledger.license.in_(names), ledger.day == day)
-    merged: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for license, function, outcome, code, attempt, count, on_day in conn.execute(query):
-        counts = merged[(license, function, outcome_label(outcome, code, attempt, max_attempts))]
-        counts[0] += int(count)
-        counts[1] += int(on_day or 0)
+
+    def grouped(*where: Any) -> dict[tuple[str, str, str], int]:
+        out: dict[tuple[str, str, str], int] = defaultdict(int)
+        for license, function, outcome, code, attempt, count in conn.execute(
+                select(ledger.license, ledger.function, ledger.outcome, ledger.error_code,
+                       ledger.attempt, func.count())
+                .where(*where)
+                .group_by(ledger.license, ledger.function, ledger.outcome, ledger.error_code,
+                          ledger.attempt)):
+            out[(license, function, outcome_label(outcome, code, attempt, max_attempts))] += int(count)
+        return out
+
+    with cache.lock:
+        top = conn.execute(select(func.max(ledger.id))).scalar() or 0
+        if top < cache.mark:  # a ledger emptied under us (a new database): start again
+            cache.mark, cache.settled = 0, defaultdict(int)
+        live = conn.execute(select(func.min(ledger.id)).where(
+            ledger.id > cache.mark, ledger.outcome == "pending",
+            ledger.sent_at > now - PENDING_FOR)).scalar()
+        mark = top if live is None else int(live) - 1
+        if mark > cache.mark:
+            for key, count in grouped(ledger.id > cache.mark, ledger.id <= mark).items():
+                cache.settled[key] += count
+            cache.mark = mark
+        totals = dict(cache.settled)
+        after = cache.mark
+    for key, count in grouped(ledger.id > after, ledger.outcome != "pending").items():
+        totals[key] = totals.get(key, 0) + count
+    return totals
+
+
+def _requests(conn: Connection, names: list[str], day: dt.date, max_attempts: int,
+              totals: Mapping[tuple[str, str, str], int] | None) -> dict[str, list[RequestCount]]:
+    """Per license: requests today (the ledger's (license, day) index), and all time when
+    `totals` are given."""
+    ledger = t.request_ledger.c
+    today: dict[tuple[str, str, str], int] = defaultdict(int)
+    for license, function, outcome, code, attempt, count in conn.execute(
+            select(ledger.license, ledger.function, ledger.outcome, ledger.error_code,
+                   ledger.attempt, func.count())
+            .where(ledger.license.in_(names), ledger.day == day)
+            .group_by(ledger.license, ledger.function, ledger.outcome, ledger.error_code,
+                      ledger.attempt)):
+        today[(license, function, outcome_label(outcome, code, attempt, max_attempts))] += int(count)
+    keys = set(today) | set(totals or {})
     out: dict[str, list[RequestCount]] = defaultdict(list)
-    for (license, function, label), (total, on_day) in sorted(merged.items()):
-        out[license].append(RequestCount(function, label, total, on_day))
+    for key in sorted(keys):
+        license, function, label = key
+        out[license].append(RequestCount(function, label, (totals or {}).get(key, 0), today.get(key, 0)))
     return out
 
 
+def _hour_of(text: str) -> dt.datetime:
+    """'YYYY-MM-DD HH' (UTC) as an aware datetime."""
+    return dt.datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), tzinfo=dt.UTC)
+
+
 def _hourly(conn: Connection, names: list[str], now: dt.datetime, start: dt.datetime,
-            day: dt.date) -> dict[str, list[int]]:
-    """Requests per license and UTC hour since `start`, grouped in SQL."""
+            tz: ZoneInfo, cache: Cache | None) -> dict[str, list[int]]:
+    """Requests per license and UTC hour since `start`, grouped in SQL. With a cache,
+    hours that ended more than an hour ago are read once."""
     ledger = t.request_ledger.c
     if conn.dialect.name == "postgresql":
         hour: Any = func.to_char(func.timezone(literal_column("'UTC'"), ledger.sent_at),
                                  literal_column("'YYYY-MM-DD HH24'"))
     else:  # UTC text, 'YYYY-MM-DD HH:MM:SS...'
         hour = func.substr(ledger.sent_at, 1, 13)
+    current = now.replace(minute=0, second=0, microsecond=0)
+    settled_before = current - dt.timedelta(hours=1)  # a late write may still land in the last one
+    moments = [start + dt.timedelta(hours=h) for h in range(HOURS_SHOWN)]
+    since = start
+    if cache is not None:
+        with cache.lock:
+            if cache.hour_names != tuple(names):
+                cache.hour_names, cache.hours = tuple(names), {}
+            if all(m in cache.hours for m in moments if m < settled_before):
+                since = settled_before
     rows = conn.execute(
         select(ledger.license, hour.label("hour"), func.count())
-        .where(ledger.license.in_(names), ledger.day >= day - dt.timedelta(days=2),
-               ledger.sent_at >= start,
-               ledger.sent_at <= now + dt.timedelta(minutes=1))
+        .where(ledger.license.in_(names), ledger.day >= api_day(since, tz),
+               ledger.sent_at >= since, ledger.sent_at <= now + dt.timedelta(minutes=1))
         .group_by(ledger.license, hour))
-    out: dict[str, list[int]] = defaultdict(lambda: [0] * HOURS_SHOWN)
+    found: dict[dt.datetime, dict[str, int]] = defaultdict(dict)
     for license, text, count in rows:
-        moment = dt.datetime.strptime(text, "%Y-%m-%d %H").replace(tzinfo=dt.UTC)
-        index = int((moment - start).total_seconds() // 3600)
-        if 0 <= index < HOURS_SHOWN:
-            out[license][index] += int(count)
-    return out
+        found[_hour_of(text)][license] = int(count)
+    if cache is not None:
+        with cache.lock:
+            for moment in moments:
+                if since <= moment < settled_before:
+                    cache.hours[moment] = found.get(moment, {})
+            for moment in [m for m in cache.hours if m < start]:
+                del cache.hours[moment]
+            for moment in moments:
+                if moment < since:
+                    found[moment] = cache.hours[moment]
+    return {name: [found.get(moment, {}).get(name, 0) for moment in moments] for name in names}
 
 
 def _with_stop_signs(view: LicenseView, tz: ZoneInfo) -> LicenseView:
