@@ -22,8 +22,8 @@ machine is shared, so compare the ratios within a run.
 from __future__ import annotations
 
 import argparse
-import os
 import datetime as dt
+import os
 import statistics
 import tempfile
 import time

@@ -205,7 +205,7 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
         for license, resource, *values in conn.execute(select(
                 state.license, state.resource, state.cursor, state.last_success_at,
                 state.last_attempt_at, state.next_run_at, state.last_error, state.last_error_at,
-                state.disabled_reason)).tuples():
+                state.disabled_reason)):
             states[license][resource] = tuple(values)
         stops = {row.license: row for row in conn.execute(select(t.license_state))}
         spent = {row.license: int(row.spent) for row in conn.execute(
@@ -448,9 +448,9 @@ def _with_stop_signs(view: LicenseView, tz: ZoneInfo) -> LicenseView:
     if view.credentials_refused:
         signs.append(StopSign(
             "credentials_refused", "error",
-            f"Stopped: the API refused the credentials ({view.credentials_refused}"
-            + (f", {when(view.credentials_refused_at, tz)}" if view.credentials_refused_at else "")
-            + "). Nothing is sent for this license until its name or token changes.",
+            f"The API refused the credentials, license stopped: {view.credentials_refused}"
+            + (f" (since {when(view.credentials_refused_at, tz)})" if view.credentials_refused_at else "")
+            + ". Nothing is sent for this license until its name or token changes.",
             "Fix the license name or token in the config, then restart the syncer."))
     if view.paused_until is not None:
         reason = view.paused_reason or "the API asked to wait"
