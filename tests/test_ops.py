@@ -26,7 +26,6 @@ from sqlalchemy import Engine
 
 from syncer.config import load_config
 from syncer.daemon import Daemon
-from syncer.db import make_engine, migrate
 from syncer.ops import serve
 from syncer.simulator import Simulator, generate
 from syncer.status import _job_names, outcome_label
@@ -248,22 +247,14 @@ def test_the_status_page_in_headless_chromium(
 # --- one model, three views ----------------------------------------------------------------
 
 
-@pytest.fixture
-def db(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
 def test_status_json_metrics_and_the_page_say_the_same_numbers(
-    db_url: str, db: Engine, sim: Simulator, tmp_path: Path, leaks: Leaks
+    db_url: str, engine: Engine, sim: Simulator, tmp_path: Path, leaks: Leaks
 ) -> None:
     env = cli_env(db_url, sim.base_url)
     assert run_cli(["backfill"], env, cwd=tmp_path).exit_code == 0
     run_cli(["call", "get-orders", "start=1", "end=2"], env, cwd=tmp_path)
     config = load_config(environ=env, path=None)
-    daemon = Daemon(db, config)  # not started: the server reads the database only
+    daemon = Daemon(engine, config)  # not started: the server reads the database only
     server = serve(daemon, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
@@ -303,7 +294,8 @@ def test_status_json_metrics_and_the_page_say_the_same_numbers(
         labels = {"license": LICENSE, "sync_job": job["resource"]}
         row = re.search(rf'<tr data-job="{job["resource"]}">(.*?)(?=<tr|</tbody>)', section).group(1)  # type: ignore[union-attr]
         cells = re.findall(r"<td[^>]*>([^<]*)", row)  # job, last run, last success, next run, planned, rows
-        assert sample(families, "syncer_job_planned_requests_today", **labels) == job["planned_requests_today"]
+        planned = job["planned_requests_today"]
+        assert sample(families, "syncer_job_planned_requests_today", **labels) == planned
         assert cells[4] == str(job["planned_requests_today"])
         if job["rows"] is not None:
             assert sample(families, "syncer_table_rows", **labels) == job["rows"]
@@ -374,7 +366,8 @@ def test_status_after_the_demo_shows_the_demo_license_without_a_config(tmp_path:
     text = run_cli(["status"], env, cwd=tmp_path)
     assert text.exit_code == 0, text.output
     flat = " ".join(text.output.split())
-    assert "license demo (not in the config): 16 requests used today, 434 left (budget 500, reserve 50" in flat
+    assert ("license demo (not in the config): 16 requests used today, 434 left (budget 500, "
+            "reserve 50") in flat
     assert "Not in the config" in flat and "Add it as a [[licenses]] entry" in flat
     for job in _job_names():
         assert re.search(rf"│ {job} +│", text.output), job
@@ -389,7 +382,7 @@ def test_status_after_the_demo_shows_the_demo_license_without_a_config(tmp_path:
 
 
 def test_status_never_prints_nothing_and_check_warns_without_licenses(
-    db_url: str, db: Engine, tmp_path: Path
+    db_url: str, engine: Engine, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
     env["SYNCER_DATABASE_URL"] = db_url
@@ -404,7 +397,7 @@ def test_status_never_prints_nothing_and_check_warns_without_licenses(
 
 
 def test_status_shows_a_configured_license_and_one_only_the_database_knows(
-    db_url: str, db: Engine, sim: Simulator, tmp_path: Path
+    db_url: str, engine: Engine, sim: Simulator, tmp_path: Path
 ) -> None:
     env = cli_env(db_url, sim.base_url)
     assert run_cli(["backfill", "--resource", "products"], env, cwd=tmp_path).exit_code == 0
