@@ -63,12 +63,14 @@ def fill(engine: sa.Engine, licenses: list[str], *, requests: int, days: int, or
                 "last_error_at": now if (n + i) % 97 == 0 else None,
                 "next_run_at": now + dt.timedelta(minutes=(n + i) % 30)}
                 for i, job in enumerate(_job_names())])
+            # Each license has spent its own number today: their plans differ.
+            spent_today = requests // 2 + n % 97
             conn.execute(sa.insert(t.request_budget), [
                 {"license": name, "day": today - dt.timedelta(days=d),
-                 "spent": requests if d else requests // 2} for d in range(days)])
+                 "spent": requests if d else spent_today} for d in range(days)])
             ledger = []
             for d in range(days):
-                count = requests if d else requests // 2
+                count = requests if d else spent_today
                 for i in range(count):
                     sent = (now - dt.timedelta(seconds=so_far * i / count) if d == 0
                             else start_of_day - dt.timedelta(days=d - 1, seconds=86400 * i / count))
@@ -85,6 +87,8 @@ def fill(engine: sa.Engine, licenses: list[str], *, requests: int, days: int, or
                     "license": name, "resource": "orders", "record_key": str(k), "raw": "{}",
                     "raw_hash": f"{n}-{k}", "reason": "bench", "first_seen_at": now,
                     "last_seen_at": now, "seen_count": 1} for k in range(3)])
+        if len(licenses) < 3:
+            return  # one license: a healthy one
         refused = next(lic for lic in tz_config.licenses if lic.name == licenses[0])
         blank = {"auth_rejected_fingerprint": None, "auth_rejected_at": None,
                  "auth_rejected_reason": None, "blocked_until": None, "blocked_reason": None}
