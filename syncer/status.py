@@ -30,16 +30,17 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, func, literal_column, select, union
 
-from syncer import resources as res
+from syncer import jobs as registry
+from syncer import outcomes
 from syncer import tables as t
 from syncer.config import Config, LicenseConfig
-from syncer.daemon import RECHECKS, RESCANS, enabled_jobs
-from syncer.ledger import BAD_LOGIN_WINDOW, api_day, login_pause, next_midnight, utcnow
-from syncer.planner import DEFAULT_JOBS, JobSpec, OpeningHours, Plan, plan
+from syncer.daemon import enabled_jobs
+from syncer.jobs import DEFAULT_JOBS
+from syncer.ledger import BAD_LOGIN_WINDOW, api_day, login_pause, utcnow
+from syncer.planner import JobSpec, OpeningHours, Plan, next_midnight, plan
 from syncer.redact import redact
 
 HOURS_SHOWN = 24  # the page's chart: requests per hour over the last day
-AUTH_CODES = (1001, 1002)
 
 
 # --- the model -----------------------------------------------------------------------
@@ -139,7 +140,7 @@ def outcome_label(outcome: str, error_code: int | None, attempt: int, max_attemp
     pending (no answer recorded: in flight, or the process died)."""
     if outcome in ("ok", "empty"):
         return "ok"
-    if error_code in AUTH_CODES:
+    if error_code in outcomes.BAD_LOGIN_CODES:
         return "auth"
     if error_code in (1003, 1004, 1005):
         return str(error_code)
@@ -157,7 +158,7 @@ def when(moment: dt.datetime | None, tz: ZoneInfo) -> str:
 
 def _job_names() -> list[str]:
     """Every job, in the order a person reads them: the resources, then the re-reads."""
-    return [r.name for r in res.RESOURCES] + [*RECHECKS, *RESCANS]
+    return [job.name for job in registry.listed()]
 
 
 # --- the plan, once per license, spend and minute -------------------------------------
@@ -228,16 +229,15 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
     schedule_key = repr(config.schedule.opening_hours)
     jobs = tuple(enabled_jobs(config, DEFAULT_JOBS))
     off = {}  # job: why the config keeps it from running
-    for job in _job_names():
-        target = res.BY_NAME.get(job) or RECHECKS.get(job) or RESCANS.get(job)
-        if target is not None and not config.resource(target.name).enabled:
-            off[job] = f"resources.{target.name}.enabled = false in the config"
+    for job in registry.JOBS:
+        if not config.resource(job.resource.name).enabled:
+            off[job.name] = f"resources.{job.resource.name}.enabled = false in the config"
     views = []
     for name in names:
         lic = configured.get(name) or LicenseConfig(name=name)
         budget, reserve = config.budget_for(lic)
         used = spent.get(name, 0)
-        spendable = max(budget - reserve, 0)
+        spendable = max(config.spendable(lic), 0)
         stop = stops.get(name)
         refused = None
         if stop is not None and stop.auth_rejected_fingerprint is not None and (
@@ -287,7 +287,7 @@ def _job_view(license: str, job: str, state: tuple[Any, ...] | None,
     cursor, success, attempt, next_run, error, error_at, disabled = state or _NO_STATE
     return JobView(
         job=job,
-        table_rows=rows.get((license, job), 0) if job in res.BY_NAME else None,
+        table_rows=rows.get((license, job), 0) if registry.BY_NAME[job].table is not None else None,
         cursor=cursor,
         last_success_at=success,
         last_attempt_at=attempt,
@@ -303,11 +303,13 @@ def _job_view(license: str, job: str, state: tuple[Any, ...] | None,
 def _table_rows(conn: Connection) -> dict[tuple[str, str], int]:
     """Rows per license in each resource's table: one grouped count per table."""
     out: dict[tuple[str, str], int] = {}
-    for resource in res.RESOURCES:
-        table = resource.table
+    for job in registry.JOBS:
+        table = job.table
+        if table is None:
+            continue
         for license, count in conn.execute(
                 select(table.c.license, func.count()).group_by(table.c.license)):
-            out[(license, resource.name)] = int(count)
+            out[(license, job.name)] = int(count)
     return out
 
 
