@@ -97,7 +97,8 @@ def families(status: read_model.Status | None, written: dict[tuple[str, str], in
         shop_open.add_metric(key, 1 if lic.shop_open else 0)
         quarantine.add_metric(key, lic.quarantined)
         for asked in lic.requests:
-            requests.add_metric([lic.name, asked.function, asked.outcome], asked.total)
+            if asked.total:  # (a request still pending is counted once it has its answer)
+                requests.add_metric([lic.name, asked.function, asked.outcome], asked.total)
         for job in lic.jobs:
             labels = [lic.name, job.job]
             if job.last_success_at is not None and job.lag_seconds is not None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, func, literal_column, select, union
+from sqlalchemy import Connection, Engine, and_, func, literal_column, or_, select, union
 
 from syncer import jobs as registry
 from syncer import outcomes
@@ -314,6 +314,7 @@ def _table_rows(conn: Connection) -> dict[tuple[str, str], int]:
 
 
 PENDING_FOR = dt.timedelta(hours=1)  # a request still pending after this never got its answer
+RECENT = dt.timedelta(minutes=1)  # rows younger than this are counted afresh on every build
 
 
 class Cache:
@@ -321,10 +322,11 @@ class Cache:
     the ledger's counts up to a watermark, and finished hours of the chart.
 
     Ledger rows are only ever added, and each changes once, from `pending` to its
-    outcome. Rows up to the watermark (the row before the oldest one still pending, or a
-    pending row older than PENDING_FOR: its process died) never change again, so each
-    build counts only the rows added since. Rows still pending are left out of the
-    counter until they settle, so every series of it only grows.
+    outcome. Rows up to the watermark (the row before the first one that is still
+    pending, or younger than RECENT; a pending row older than PENDING_FOR never got its
+    answer: its process died) never change again, so each build counts only the rows
+    added since. Rows still pending are left out of the counter until they settle, so
+    every series of it only grows.
     """
 
     def __init__(self) -> None:
@@ -356,9 +358,13 @@ def _totals(conn: Connection, cache: Cache, now: dt.datetime,
         top = conn.execute(select(func.max(ledger.id))).scalar() or 0
         if top < cache.mark:  # a ledger emptied under us (a new database): start again
             cache.mark, cache.settled = 0, defaultdict(int)
+        # The first row after the mark that may still change: pending (and not dead), or
+        # so recent that a row with a smaller id may not be committed yet (ids are taken
+        # when a transaction inserts, not when it commits).
         live = conn.execute(select(func.min(ledger.id)).where(
-            ledger.id > cache.mark, ledger.outcome == "pending",
-            ledger.sent_at > now - PENDING_FOR)).scalar()
+            ledger.id > cache.mark,
+            or_(ledger.sent_at > now - RECENT,
+                and_(ledger.outcome == "pending", ledger.sent_at > now - PENDING_FOR)))).scalar()
         mark = top if live is None else int(live) - 1
         if mark > cache.mark:
             for key, count in grouped(ledger.id > cache.mark, ledger.id <= mark).items():

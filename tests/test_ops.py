@@ -6,6 +6,7 @@ to the same numbers."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import re
@@ -459,3 +460,59 @@ def test_alert_rules_and_dashboard_name_only_metrics_the_syncer_exposes(tmp_path
     assert done.returncode == 0, done.stdout + done.stderr
     for panel in dashboard["panels"]:
         assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}
+
+
+def test_the_cache_counts_what_a_fresh_read_counts_and_the_counter_only_grows(engine: Engine) -> None:
+    """The daemon's page and scrapes keep settled ledger counts and finished chart hours
+    (status.Cache); what they show must be what a fresh read shows."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+    from pydantic import SecretStr
+
+    from syncer import tables as t
+    from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
+    from syncer.ledger import api_day, utcnow
+    from syncer.status import Cache, build
+
+    config = Config(database=DatabaseConfig(url="sqlite:///unused.db"), api=ApiConfig(),
+                    licenses=(LicenseConfig(name=LICENSE, token=SecretStr(TOKEN)),))
+    now = utcnow().replace(microsecond=0)
+
+    def add(minutes_ago: float, outcome: str, code: int | None = None, attempt: int = 1) -> int:
+        sent = now - dt.timedelta(minutes=minutes_ago)
+        with engine.begin() as conn:
+            return int(conn.execute(sa.insert(t.request_ledger).values(
+                license=LICENSE, day=api_day(sent, config.api.tz), sent_at=sent,
+                function="get-orders", purpose="run", attempt=attempt, outcome=outcome,
+                error_code=code).returning(t.request_ledger.c.id)).scalar_one())
+
+    def counts(status: Any) -> dict[tuple[str, str], int]:
+        return {(r.function, r.outcome): r.total for r in status.license(LICENSE).requests if r.total}
+
+    for minutes_ago in (600, 300, 120, 90, 30):
+        add(minutes_ago, "ok")
+    add(200, "failed", attempt=1)
+    add(200, "api_error", 1002)
+    pending = add(20, "pending")  # in flight: not counted until it settles
+    cache = Cache()
+    seen: list[dict[tuple[str, str], int]] = []
+    for step in range(3):
+        cached = build(engine, config, now=now, totals=True, cache=cache)
+        fresh = build(engine, config, now=now, totals=True)
+        assert counts(cached) == counts(fresh)
+        assert cached.license(LICENSE).hourly == fresh.license(LICENSE).hourly  # type: ignore[union-attr]
+        seen.append(counts(cached))
+        if step == 0:
+            add(0.2, "ok")  # a new row, younger than a minute
+            with engine.begin() as conn:  # the pending one gets its answer
+                conn.execute(sa.update(t.request_ledger).where(t.request_ledger.c.id == pending)
+                             .values(outcome="ok"))
+        if step == 1:
+            add(0.1, "api_error", 1003)
+    assert seen[0] == {("get-orders", "ok"): 5, ("get-orders", "retried"): 1, ("get-orders", "auth"): 1}
+    assert seen[1][("get-orders", "ok")] == 7
+    assert seen[2][("get-orders", "1003")] == 1
+    for before, after in itertools.pairwise(seen):
+        assert all(after.get(key, 0) >= value for key, value in before.items())  # a counter
+    assert sum(fresh.license(LICENSE).hourly) == 10  # type: ignore[union-attr]  # all in the last day
