@@ -232,6 +232,7 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
     for job in registry.JOBS:
         if not config.resource(job.resource.name).enabled:
             off[job.name] = f"resources.{job.resource.name}.enabled = false in the config"
+    shop_open, resets_at = hours.is_open(now, tz), next_midnight(now, tz)  # one API time zone
     views = []
     for name in names:
         lic = configured.get(name) or LicenseConfig(name=name)
@@ -255,8 +256,7 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
             name=name, configured=name in configured, day=day, daily_budget=budget,
             reserve=reserve, spent=used, left=max(spendable - used, 0),
             planned=sum(made.expected.values()) if made else 0,
-            needed=made.needed if made else 0, resets_at=next_midnight(now, tz),
-            shop_open=hours.is_open(now, tz),
+            needed=made.needed if made else 0, resets_at=resets_at, shop_open=shop_open,
             credentials_refused=refused,
             credentials_refused_at=stop.auth_rejected_at if refused and stop is not None else None,
             paused_until=paused, paused_reason=stop.blocked_reason if paused and stop else None,
