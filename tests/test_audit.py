@@ -7,6 +7,7 @@ import copy
 import datetime as dt
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, insert, select, update
 
@@ -29,8 +31,10 @@ from syncer.config import (
 )
 from syncer.daemon import Daemon
 from syncer.db import make_engine, migrate
+from syncer.ops import serve
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import MISSING_RUN, OFF_LINES, OVERPAID, Order
+from syncer.status import build as build_status
 from tests.conftest import ANCHOR, LICENSE, TOKEN, pg_schema
 from tests.helpers import cli_env, ledger_count, run_cli
 
@@ -343,5 +347,19 @@ def test_the_daemon_audits_each_license_once_a_day(db_url: str, sim: Simulator) 
             assert conn.execute(select(func.count()).select_from(t.audit_runs)).scalar_one() == 2
             assert audit.latest(conn) == {LICENSE: conn.execute(
                 select(t.audit_runs.c.problems).order_by(t.audit_runs.c.ran_at.desc())).scalar()}
+            newest = conn.execute(select(t.audit_runs.c.problems)
+                                  .order_by(t.audit_runs.c.ran_at.desc())).scalar()
+        # The newest audit's count is the metric, and the status JSON's audit_problems.
+        server = serve(daemon, "127.0.0.1", 0)
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                text = resp.read().decode()
+        finally:
+            server.shutdown()
+        [family] = [f for f in text_string_to_metric_families(text) if f.name == "syncer_audit_problems"]
+        assert [(s.labels, s.value) for s in family.samples] == [({"license": LICENSE}, newest)]
+        [view] = build_status(engine, cfg).licenses
+        assert view.audit_problems == newest
     finally:
         engine.dispose()
