@@ -110,7 +110,8 @@ class Backfill:
         self.reporter = reporter or Reporter()
         self.clock = clock
         self.sleep = sleep
-        self.sync = Sync(engine, license.name, client, parse_context(config, license), clock)
+        self.sync = Sync(engine, license.name, client, parse_context(config, license), clock,
+                         keep_answers=config.archive.enabled)
 
     def run(self, resources: Sequence[Resource]) -> tuple[list[Summary], int]:
         """Backfill these resources; returns the summaries and the exit code (0, 1, 3, or
