@@ -36,6 +36,7 @@ from syncer.config import Config, LicenseConfig
 from syncer.ledger import BudgetExhausted, Ledger, LicenseStopped, utcnow
 from syncer.load import Counts
 from syncer.resources import Pull, Resource
+from syncer.resume import BackfillProgress
 from syncer.sync import PullResult, Sync, adapt_window
 
 log = logging.getLogger("syncer.backfill")
@@ -112,6 +113,8 @@ class Backfill:
         self.sleep = sleep
         self.sync = Sync(engine, license.name, client, parse_context(config, license), clock,
                          keep_answers=config.archive.enabled)
+        self.progress = BackfillProgress(engine, license.name,
+                                         clock().astimezone(config.api.tz).date())
 
     def run(self, resources: Sequence[Resource]) -> tuple[list[Summary], int]:
         """Backfill these resources; returns the summaries and the exit code (0, 1, 3, or
@@ -128,10 +131,13 @@ class Backfill:
             self.reporter.started(summary)
             before = self.ledger.sent
             try:
-                if resource.pull is Pull.FULL_LIST:
+                if resource.pull is Pull.FULL_LIST and resource.name in self.progress.lists:
+                    summary.note = "stored earlier today by this backfill"
+                elif resource.pull is Pull.FULL_LIST:
                     result = self._call(partial(self.sync.pull_full_list, resource))
                     summary.counts += result.counts
                     self.reporter.advanced(summary, result)
+                    self.progress.stored(resource.name)
                 else:
                     self._windows(resource, summary)
                 summary.status = "done"
@@ -155,6 +161,8 @@ class Backfill:
             finally:
                 summary.requests = self.ledger.sent - before
             self.reporter.finished(summary)
+        if exit_code == 0:
+            self.progress.finished()
         spent = self.sync.timings
         log.info("%s: time in HTTP + JSON %.2f s, parsing to rows %.2f s, database %.2f s",
                  self.license.name, spent["http_json"], spent["parse"], spent["database"])

@@ -7,9 +7,10 @@ Each point is written on the caller's transaction, with the work it records.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 
 from syncer import tables as t
 from syncer.ledger import upsert_ignore, utcnow
@@ -33,3 +34,32 @@ def save_point(conn: Connection, license: str, task: str, data: dict[str, Any]) 
 def clear_point(conn: Connection, license: str, task: str) -> None:
     rp = t.resume_point.c
     conn.execute(delete(t.resume_point).where(rp.license == license, rp.task == task))
+
+
+class BackfillProgress:
+    """The full lists a backfill stored on its API day, so that a rerun the same day
+    (a small `--max-requests`, a budget stop, Ctrl-C) goes on to the id windows
+    instead of pulling them again: without it, `--max-requests 3` repeated never gets
+    past the first three lists. A rerun on a later day starts the lists afresh (they
+    may have changed); a backfill that finishes forgets the record. Id windows need
+    no record: their cursors move with their rows.
+    """
+
+    TASK = "backfill"
+
+    def __init__(self, engine: Engine, license: str, day: dt.date) -> None:
+        self.engine, self.license, self.day = engine, license, day.isoformat()
+        with engine.connect() as conn:
+            point = read_point(conn, license, self.TASK) or {}
+        self.lists: set[str] = set(point.get("lists", ())) if point.get("day") == self.day else set()
+
+    def stored(self, resource: str) -> None:
+        # Its own transaction, after the list's: a crash between the two costs one
+        # request on the rerun, never a list skipped without its rows.
+        self.lists.add(resource)
+        with self.engine.begin() as conn:
+            save_point(conn, self.license, self.TASK, {"day": self.day, "lists": sorted(self.lists)})
+
+    def finished(self) -> None:
+        with self.engine.begin() as conn:
+            clear_point(conn, self.license, self.TASK)
