@@ -749,6 +749,55 @@ def rebuild(state: State, license_names: tuple[str, ...], resource_names: tuple[
                       "record(s) left the quarantine")
 
 
+@cli.command()
+@click.argument("resource_names", nargs=-1, required=True, metavar="RESOURCE...",
+                type=click.Choice([r.name for r in res.RESOURCES]))
+@click.option("--license", "license_names", multiple=True, help="Only these licenses.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Orders/invoices: pull again from this date (YYYY-MM-DD), not the first id.")
+@click.option("--drop-rows", is_flag=True, help="Delete the license's rows of the resource first.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def reset(state: State, resource_names: tuple[str, ...], license_names: tuple[str, ...],
+          since: dt.datetime | None, drop_rows: bool, yes: bool) -> None:
+    """Forget resources' sync state so they are pulled again (full refresh); rows stay
+    unless --drop-rows."""
+    from syncer.rebuild import RebuildRefused  # noqa: PLC0415
+    from syncer.reset import reset as reset_license  # noqa: PLC0415
+    from syncer.reset import since_applies  # noqa: PLC0415
+
+    config = state.config
+    licenses = licenses_of(config, license_names)
+    chosen = _resources_of(resource_names)
+    if since is not None and not any(since_applies(r) for r in chosen):
+        fail("--since applies to orders and invoices (pulled by id, found by date); "
+             f"not to {', '.join(r.name for r in chosen)}", EXIT_USAGE)
+    what = (f"forget the sync state of {', '.join(r.name for r in chosen)} for "
+            f"{', '.join(lic.name for lic in licenses)}"
+            + (" and DELETE their rows" if drop_rows else " (rows stay)"))
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"reset would {what}; confirm with --yes (no terminal to ask on)", EXIT_USAGE)
+        click.confirm(f"This will {what}. Go on?", abort=True)
+    engine = open_database(config)
+    for lic in licenses:
+        try:
+            results = reset_license(engine, config, lic, chosen,
+                                    since=since.date() if since else None, drop_rows=drop_rows)
+        except RebuildRefused as exc:
+            fail(str(exc))
+        except (CloudPosError, RequestRefused) as exc:
+            fail(f"{lic.name}: the state was reset, but finding where --since starts failed: "
+                 f"{exc}; the next backfill pulls from the first id (or reset again later)")
+        for r in results:
+            rows = f"{r.rows} row(s) dropped" if r.dropped else f"{r.rows} row(s) kept"
+            start = (f"from id {r.cursor + 1}" if r.cursor else "from the first id"
+                     ) if res.get(r.resource).pull is res.Pull.ID_WINDOW else "again"
+            console.print(f"{lic.name}/{r.resource}: state forgotten (cursor was "
+                          f"{r.cursor_was if r.cursor_was is not None else 'none'}), {rows}; "
+                          f"the next backfill or run pulls it {start}", highlight=False)
+
+
 def main() -> None:
     try:
         # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1.

@@ -63,12 +63,14 @@ def job_names(resources: Sequence[Resource]) -> list[str]:
     return [*sorted(names), *extra]
 
 
-class _Leases:
-    """The license's job leases, held for the rebuild (renewed as it goes)."""
+class JobLeases:
+    """The license's job leases, held while a rebuild or reset changes its tables and
+    state (renewed as it goes), so no daemon replica runs those jobs meanwhile."""
 
-    def __init__(self, engine: Engine, config: Config, license: str, jobs: Sequence[str]) -> None:
-        self.engine, self.license, self.jobs = engine, license, list(jobs)
-        self.owner = owner_id() + ":rebuild"
+    def __init__(self, engine: Engine, config: Config, license: str, jobs: Sequence[str],
+                 task: str = TASK) -> None:
+        self.engine, self.license, self.jobs, self.task = engine, license, list(jobs), task
+        self.owner = f"{owner_id()}:{task}"
         self.ttl = dt.timedelta(seconds=config.schedule.lease_seconds)
         self.held: list[tuple[str, str]] = []
         self.renewed = time.monotonic()
@@ -86,7 +88,7 @@ class _Leases:
                         t.job_lease.c.license == lic, t.job_lease.c.job == job)).scalar()
                 raise RebuildRefused(
                     f"license {self.license!r}: a daemon ({holder}) holds its job {job!r}; stop "
-                    "`syncer run` (or wait for the job to finish) and run the rebuild again")
+                    f"`syncer run` (or wait for the job to finish) and run the {self.task} again")
             self.held.append((lic, job))
 
     def keep_alive(self) -> None:
@@ -169,7 +171,7 @@ def rebuild(engine: Engine, config: Config, license: LicenseConfig, resources: S
     result = RebuildResult(license.name)
     ctx = parse_context(config, license)
     names = sorted(r.name for r in resources)
-    leases = _Leases(engine, config, license.name, job_names(resources))
+    leases = JobLeases(engine, config, license.name, job_names(resources))
     leases.take()
     try:
         with engine.begin() as conn:
