@@ -798,6 +798,66 @@ def reset(state: State, resource_names: tuple[str, ...], license_names: tuple[st
                           f"the next backfill or run pulls it {start}", highlight=False)
 
 
+@cli.command()
+@click.option("--license", "license_names", multiple=True, help="Only these licenses.")
+@click.option("--fresh", is_flag=True,
+              help="First one new budgeted request per synced function (asks first).")
+@click.option("--yes", is_flag=True, help="With --fresh: do not ask for confirmation.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Support bundle file (default ./syncer-doctor-<time>.json).")
+@click.pass_obj
+def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
+           out_path: str | None) -> None:
+    """What the API's answers look like to the parser, as a redacted support bundle."""
+    from syncer import doctor as doc  # noqa: PLC0415
+    from syncer.sync import Sync, parse_context  # noqa: PLC0415
+
+    config = state.config
+    licenses = licenses_of(config, license_names)
+    engine = open_database(config)
+    chosen = list(res.RESOURCES)
+    now = utcnow()
+    if fresh and not yes:
+        what = (f"spend up to {len(chosen)} request(s) of today's budget per license "
+                f"({', '.join(lic.name for lic in licenses)})")
+        if not sys.stdin.isatty():
+            fail(f"doctor --fresh would {what}; confirm with --yes (no terminal to ask on)",
+                 EXIT_USAGE)
+        click.confirm(f"This will {what}. Go on?", abort=True)
+    found = []
+    for lic in licenses:
+        fresh_errors = None
+        if fresh:
+            ledger = make_ledger(engine, config, lic, purpose="backfill")
+            with make_client(config, lic, ledger) as client:
+                sync = Sync(engine, lic.name, client, parse_context(config, lic),
+                            keep_answers=config.archive.enabled)
+                fresh_errors = doc.fresh_pulls(engine, config, lic, chosen, sync)
+        found.append(doc.report(engine, config, lic, chosen, fresh_errors=fresh_errors, now=now))
+    for item in found:
+        table = RichTable(title=f"doctor: license {item['license']}")
+        for name in ("function", "envelope", "records", "rows", "quarantined", "unknown fields",
+                     "missing fields", "values"):
+            table.add_column(name)
+        for function, entry in item["functions"].items():
+            fields, parsed = entry.get("fields", {}), entry.get("parsed", {})
+            odd = sorted({kind for counts in entry.get("formats", {}).values() for kind in counts}
+                         & {"number as string", "decimal comma", "zero date", "empty string",
+                            "local time YYYY-MM-DD HH:MM[:SS]", "date YYYY-MM-DD"})
+            table.add_row(function, entry.get("envelope") or entry.get("note", ""),
+                          str(entry.get("records", "")), str(parsed.get("rows", "")),
+                          str(parsed.get("quarantined", "")),
+                          escape(", ".join(fields.get("unknown", []))),
+                          escape(", ".join(fields.get("missing", []))),
+                          ", ".join(odd) + (f" [red]{escape(entry['error'])}[/red]"
+                                            if "error" in entry else ""))
+        console.print(table)
+    path = Path(out_path or f"syncer-doctor-{now.astimezone(config.api.tz):%Y%m%d-%H%M%S}.json")
+    doc.write_bundle(found, path)
+    console.print(f"support bundle (redacted: no token, national number, e-mail or phone): "
+                  f"{path.resolve()}", highlight=False)
+
+
 def main() -> None:
     try:
         # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1.
