@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from syncer import archive
 from syncer import tables as t
 from syncer.backfill import Backfill
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
@@ -104,6 +105,7 @@ def main() -> None:
         with make_client(config, lic, ledger) as client:
             Backfill(engine, config, lic, client, ledger, clock=clock).run(RESOURCES)
 
+    archived = archive.sizes(engine)  # after the history: the day's share is the difference
     order_times = arrivals(day, args.orders_per_day, rng)
     product_ids = sorted(sim.dataset.products)
     change_times = sorted(start + dt.timedelta(minutes=rng.uniform(10 * 60, 23 * 60))
@@ -165,6 +167,17 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process: CPU {cpu:.1f} s, wall {wall:.1f} s for the day, peak RSS {peak_mb:.0f} MB "
           f"(simulator included); {stored} orders stored in all")
+    day_archive = {k: v - archived[k] for k, v in archive.sizes(engine).items()}
+    print(f"archive for the day: {day_archive['answers'] / len(names):.0f} answers, "
+          f"{day_archive['bodies'] / len(names):.0f} bodies, "
+          f"{day_archive['stored_bytes'] / len(names) / 1024:.1f} KiB stored "
+          f"({day_archive['raw_bytes'] / len(names) / 1024:.1f} KiB raw) per license-day")
+    # What stays once the day is past [archive] keep_days (retention with keep_days = 0).
+    archive.retention(engine, 0, end + dt.timedelta(days=1))
+    kept = {k: v - archived[k] for k, v in archive.sizes(engine).items()}
+    print(f"archive kept after the retention: {kept['answers'] / len(names):.0f} answers, "
+          f"{kept['stored_bytes'] / len(names) / 1024:.1f} KiB stored per license-day "
+          "(the history's answers are all kept)")
     assert max(spent.values()) <= budget, "the budget was passed"
     sim.stop()
     engine.dispose()

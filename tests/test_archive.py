@@ -4,8 +4,6 @@ from it with no request, on SQLite and Postgres, the real CLI over real HTTP."""
 from __future__ import annotations
 
 import datetime as dt
-import signal
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from sqlalchemy import Engine, delete, func, select, update
 from syncer import archive
 from syncer import resources as res
 from syncer import tables as t
-from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, ScheduleConfig
+from syncer.config import ApiConfig, ArchiveConfig, Config, DatabaseConfig, LicenseConfig, ScheduleConfig
 from syncer.daemon import Daemon
 from syncer.db import make_engine, migrate
 from syncer.parse import parse_product
@@ -26,7 +24,7 @@ from syncer.runtime import make_client, make_ledger
 from syncer.simulator import Simulator, generate
 from syncer.sync import Sync, parse_context
 from tests.conftest import ANCHOR, LICENSE, TOKEN
-from tests.helpers import SYNCED_TABLES, FakeClock, cli_env, dump, finish, run_cli, spawn_cli
+from tests.helpers import SYNCED_TABLES, FakeClock, cli_env, dump, kill_slow_backfill, run_cli
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -196,16 +194,7 @@ def test_sigkill_during_pulls_leaves_answers_and_rows_together(
     engine = make_engine(db_url)
     migrate(engine)
     for kill_after in (3, 9, 14):
-        sim.reset_stats()
-        sim.inject_fault("slow", count=1000, delay=0.15)
-        proc = spawn_cli(["backfill"], env, tmp_path)
-        deadline = time.monotonic() + 60
-        while sim.stats()["requests"] < kill_after and proc.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        finish(proc, timeout=10)
-        sim.clear_faults()
+        kill_slow_backfill(sim, env, tmp_path, kill_after)
         # Every stored row comes from an archived answer, and every archived answer's rows
         # are stored: rebuilding from the archive alone gives the same tables.
         stored = dump(engine, keep_synced_at=True)
@@ -230,3 +219,40 @@ def test_rebuild_is_refused_while_a_daemon_holds_the_license_jobs(
     assert "a daemon (otherhost:1:abc) holds its job 'printers'" in result.output
     with engine.connect() as conn:  # nothing was touched
         assert conn.execute(select(func.count()).select_from(t.printers)).scalar_one() > 0
+
+
+def test_the_daemon_applies_the_retention_once_a_day(db_url: str, engine: Engine) -> None:
+    clock = FakeClock(dt.datetime(2026, 10, 27, 12, 0, tzinfo=BRUSSELS))
+    sim = Simulator(generate(seed=1, orders=200, anchor=ANCHOR), licenses={LICENSE: TOKEN},
+                    clock=clock)
+    sim.start()
+    try:
+        config = config_for(db_url, sim).model_copy(
+            update={"archive": ArchiveConfig(keep_days=2)})
+        daemon = Daemon(engine, config, clock=clock)
+        for _ in range(20):
+            daemon.run_due()
+            clock.advance(minutes=10)
+        with engine.connect() as conn:
+            repeats = conn.execute(select(func.count()).select_from(t.response_archive).where(
+                t.response_archive.c.written == 0, t.response_archive.c.quarantined == 0,
+                t.response_archive.c.kind != archive.WINDOW)).scalar_one()
+        before = archive.sizes(engine)
+        assert repeats > 5
+        clock.advance(days=1)
+        daemon.run_due()  # the first job of the day runs it; nothing is older than 2 days
+        assert archive.sizes(engine)["answers"] >= before["answers"]
+        clock.advance(days=1, minutes=1)
+        daemon.run_due()  # the next day: what only repeated stored data 2 days ago goes
+        after = archive.sizes(engine)
+        assert after["answers"] < before["answers"]
+        clock.advance(hours=2)
+        daemon.run_due()  # not again the same day
+        with engine.connect() as conn:
+            ran_at = conn.execute(select(t.resume_point.c.updated_at).where(
+                t.resume_point.c.task == "retention")).scalar_one()
+        assert ran_at < clock() - dt.timedelta(hours=1)
+        for lic in daemon.licenses:
+            lic.close()
+    finally:
+        sim.stop()
