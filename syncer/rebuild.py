@@ -212,6 +212,9 @@ def rebuild(engine: Engine, config: Config, license: LicenseConfig, resources: S
             result.counts.setdefault(resource.name, Counts())
             result.counts[resource.name] += counts
             result.answers += 1
+            if result.answers % 25 == 0:
+                log.info("%s: %d archived answers replayed (up to id %d of %d)", license.name,
+                         result.answers, answer.id, point["upto"])
             if on_answer is not None:
                 on_answer(answer)
         with engine.begin() as conn:
