@@ -148,7 +148,7 @@ def main() -> None:
         spent = dict(conn.execute(select(t.request_budget.c.license, t.request_budget.c.spent)
                                   .where(t.request_budget.c.day == day)).all())
         stored = conn.execute(select(func.count()).select_from(t.orders)).scalar_one()
-    budget = config.api.spendable
+    budget = config.spendable(config.licenses[0])
     order_delays = [(arrived[(n, i)] - c).total_seconds() / 60 for n in names
                     for i, c in created.items() if (n, i) in arrived]
     product_delays = [(seen - when).total_seconds() / 60

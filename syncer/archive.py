@@ -34,8 +34,8 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from syncer import tables as t
 from syncer.client import Page
 from syncer.config import ArchiveConfig
-from syncer.db import dumps
-from syncer.ledger import ledger_id_of, upsert_ignore
+from syncer.db import dumps, upsert_ignore
+from syncer.ledger import ledger_id_of
 from syncer.load import Counts
 
 log = logging.getLogger("syncer.archive")

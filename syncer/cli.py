@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import click
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
@@ -26,11 +28,11 @@ from rich.table import Table as RichTable
 from sqlalchemy import Engine, false, func, make_url, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncer import reports
+from syncer import jobs, outcomes, reports
 from syncer import resources as res
 from syncer import tables as t
 from syncer.backfill import INTERRUPTED, INTERRUPTED_NOTE, Backfill, Reporter, Summary
-from syncer.client import CloudPosError, RequestRefused
+from syncer.client import BudgetExhausted, CloudPosError, RequestRefused
 from syncer.config import (
     ApiConfig,
     Config,
@@ -39,16 +41,24 @@ from syncer.config import (
     LicenseConfig,
     load_config,
 )
-from syncer.db import describe, error_summary, make_engine, migrate, normalize_url
+from syncer.db import (
+    alembic_config,
+    describe,
+    error_summary,
+    make_engine,
+    migrate,
+    normalize_url,
+    shown_url,
+)
 from syncer.ledger import (
     BAD_LOGIN_WINDOW,
-    BudgetExhausted,
     api_day,
     license_status,
     login_pause,
     spent_today,
     utcnow,
 )
+from syncer.outcomes import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from syncer.redact import install_log_redaction, redact
 from syncer.runtime import make_client, make_ledger
 from syncer.sync import PullResult
@@ -65,7 +75,6 @@ def _width(stream: Any) -> int | None:
 console = Console(stderr=False, width=_width(sys.stdout))
 errors = Console(stderr=True, width=_width(sys.stderr))
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 # `syncer run` waits this long for running jobs on SIGTERM: with the exit itself it
 # stays well inside Docker's 10 s grace, even on a loaded machine.
 STOP_TIMEOUT = 6.0
@@ -176,7 +185,7 @@ def open_database(config: Config, *, migrate_first: bool = True, existing: bool 
     except (ValueError, ImportError) as exc:
         fail(f"database.url in {config.source}: {exc}", EXIT_USAGE)
     except Exception as exc:
-        fail(f"database {redact(config.database.url.split('@')[-1])}: {exc}")
+        fail(f"database {shown_url(config.database.url)}: {exc}")
     return engine
 
 
@@ -323,8 +332,21 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
         for r in results:
             if r.ran:
                 console.print(f"{r.job}: {r.requests} request(s), {r.written} row(s) written"
-                              + (f" [yellow]{r.error}[/yellow]" if r.error else ""), highlight=False)
-        return
+                              + (f" [yellow]{escape(r.error)}[/yellow]" if r.error else ""),
+                              highlight=False)
+        # The worst outcome's exit code (see syncer.outcomes): refused credentials 1, a
+        # budget or license stop 3, so that cron and systemd see them. Credentials
+        # refused earlier stay an error while nothing is due (and so nothing is sent).
+        code = max((r.exit_code for r in results if r.ran), default=EXIT_OK)
+        with engine.connect() as conn:
+            for lic in licenses:
+                stop = license_status(conn, lic.name, lic.fingerprint())
+                if stop.auth_rejected:
+                    errors.print(f"license {lic.name}: credentials were refused "
+                                 f"({stop.auth_reason}); {outcomes.CREDENTIALS_ADVICE}",
+                                 markup=False, highlight=False)
+                    code = max(code, outcomes.REFUSED_BEFORE.exit_code)
+        sys.exit(code)
     host, port = None, 0
     if http_addr:
         host, _, port_text = http_addr.rpartition(":")
@@ -385,11 +407,6 @@ def migrate_cmd(state: State) -> None:
 @click.pass_obj
 def check(state: State, online: bool) -> None:
     """Validate the config and the database (and, with --online, the credentials)."""
-    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
-    from alembic.script import ScriptDirectory  # noqa: PLC0415
-
-    from syncer.db import alembic_config  # noqa: PLC0415
-
     config = state.config
     console.print(f"config: {config.source}: ok ({len(config.licenses)} license(s))")
     problems = 0
@@ -451,12 +468,10 @@ def gather_status(engine: Engine, config: Config) -> list[dict[str, Any]]:
             states = {r.resource: r for r in conn.execute(
                 select(t.sync_state).where(t.sync_state.c.license == lic.name))}
             resources = []
-            from syncer.daemon import RECHECKS, RESCANS, plan_for  # noqa: PLC0415
+            from syncer.daemon import plan_for  # noqa: PLC0415
 
             planned = plan_for(engine, config, lic, now)
-            jobs = [(r.name, r.table) for r in res.RESOURCES] + [
-                (name, None) for name in (*RECHECKS, *RESCANS)]
-            for name, table in jobs:
+            for name, table in ((job.name, job.table) for job in jobs.listed()):
                 row = states.get(name)
                 count = None if table is None else conn.execute(
                     select(func.count()).select_from(table).where(table.c.license == lic.name)
@@ -478,7 +493,7 @@ def gather_status(engine: Engine, config: Config) -> list[dict[str, Any]]:
                 "license": lic.name,
                 "day": day.isoformat(),
                 "requests_used_today": spent,
-                "requests_left_today": max(budget - reserve - spent, 0),
+                "requests_left_today": max(config.spendable(lic) - spent, 0),
                 "daily_budget": budget,
                 "reserve": reserve,
                 "auth_rejected": stop.auth_reason,

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from pydantic import SecretStr
 from tenacity import (
-    RetryError,
+    RetryCallState,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
@@ -40,14 +40,22 @@ log = logging.getLogger("syncer.client")
 
 
 class CloudPosError(Exception):
-    """Anything the API or the way to it refused; `code` is the API's errorcode if any."""
+    """Anything the API or the way to it refused.
+
+    `code` is the API's errorcode if any: a subclass that stands for codes declares them
+    (`code`, or `codes` for a range), and `API_ERRORS` is built from those declarations.
+    `until`: when the API takes requests again, where its answer said (1003, 1004).
+    """
 
     code: int | None = None
+    codes: tuple[int, ...] = ()
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(self, message: str, code: int | None = None, *,
+                 until: dt.datetime | None = None) -> None:
         super().__init__(redact(message))
         if code is not None:
             self.code = code
+        self.until = until
 
 
 class AuthRejected(CloudPosError):
@@ -67,19 +75,15 @@ class DailyLimitReached(CloudPosError):
 
     code = 1003
 
-    def __init__(self, message: str, retry_at: dt.datetime | None) -> None:
-        super().__init__(message)
-        self.retry_at = retry_at
+    @property
+    def retry_at(self) -> dt.datetime | None:
+        return self.until
 
 
 class IpBlocked(CloudPosError):
     """1004: too many bad logins from this IP; `until` says when the block ends."""
 
     code = 1004
-
-    def __init__(self, message: str, until: dt.datetime | None) -> None:
-        super().__init__(message)
-        self.until = until
 
 
 class ModuleNotLicensed(CloudPosError):
@@ -90,6 +94,8 @@ class ModuleNotLicensed(CloudPosError):
 
 class InputRejected(CloudPosError):
     """2001-2003: the input of an input-taking function was refused."""
+
+    codes = (2001, 2002, 2003)
 
 
 class NotFound(CloudPosError):
@@ -131,7 +137,35 @@ class HttpError(CloudPosError):
 
 
 class RequestRefused(Exception):
-    """The door refused to send (budget spent, license stopped); nothing was sent."""
+    """The door refused to send (budget spent, license stopped); nothing was sent.
+    `until`: when it may send again, if known."""
+
+    def __init__(self, message: str, until: dt.datetime | None = None) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+class BudgetExhausted(RequestRefused):
+    """The license's requests for today (or this run's cap) are spent."""
+
+
+class LicenseStopped(RequestRefused):
+    """The license may not send now: credentials refused, limit reached or IP blocked
+    (`until` None: until the credentials change)."""
+
+
+def _declared(cls: type[CloudPosError]) -> tuple[int, ...]:
+    own = cls.__dict__.get("code")
+    return (*cls.__dict__.get("codes", ()), *((own,) if isinstance(own, int) else ()))
+
+
+def _subclasses(cls: type[CloudPosError]) -> list[type[CloudPosError]]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
+
+
+# The API's errorcodes and the class each one raises, from the classes' declarations.
+API_ERRORS: dict[int, type[CloudPosError]] = {
+    code: cls for cls in _subclasses(CloudPosError) for code in _declared(cls)}
 
 
 # --- the door ----------------------------------------------------------------
@@ -165,7 +199,8 @@ class Door(Protocol):
 
 
 class OpenDoor:
-    """A door that lets everything through (for the simulator tests and `check`)."""
+    """A door that lets everything through, for tests against the simulator. Every
+    command passes its license's ledger (`runtime.make_client` requires one)."""
 
     def before_send(self, info: RequestInfo) -> object:
         return None
@@ -266,22 +301,10 @@ def raise_for_api_error(body: Any, function: str, tz: ZoneInfo) -> bool:
     if code == 0:
         return False
     message = _error_message(body) or f"errorcode {code}"
-    text = f"{function}: {code} {message}"
-    if code == 2000:
+    if code == NotFound.code:
         return True
-    if code == 1001:
-        raise EmptyCredentials(text)
-    if code == 1002:
-        raise InvalidCredentials(text)
-    if code == 1003:
-        raise DailyLimitReached(text, parse_api_datetime(message, tz))
-    if code == 1004:
-        raise IpBlocked(text, parse_api_datetime(message, tz))
-    if code == 1005:
-        raise ModuleNotLicensed(text)
-    if 2001 <= code <= 2003:
-        raise InputRejected(text, code)
-    raise UnknownApiError(text, code)
+    kind = API_ERRORS.get(code, UnknownApiError)
+    raise kind(f"{function}: {code} {message}", code, until=parse_api_datetime(message, tz))
 
 
 def decode_body(function: str, content: bytes) -> Any:
@@ -336,7 +359,7 @@ class CloudPosClient:
         tz: ZoneInfo | str = "Europe/Brussels",
         timeout: float = 30.0,
         max_attempts: int = 3,
-        door: Door | None = None,
+        door: Door,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] | None = None,
         backoff_max: float = 8.0,
@@ -350,7 +373,7 @@ class CloudPosClient:
         install_log_redaction()
         self.tz = ZoneInfo(tz) if isinstance(tz, str) else tz
         self.max_attempts = max_attempts
-        self.door: Door = door or OpenDoor()
+        self.door = door
         self._closed = threading.Event()
         # Backoff waits end early when the client is closed, so a stopping daemon
         # never sits out a retry delay.
@@ -399,21 +422,26 @@ class CloudPosClient:
             )
         clean = {k: "" if v is None else str(v) for k, v in (params or {}).items()}
         attempts = max_attempts or self.max_attempts
-        retrying = Retrying(
+        for attempt in self.retrying(attempts):
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                return self._attempt(function, clean, number, attempts, unwrap)
+        raise AssertionError("unreachable")  # pragma: no cover - reraise=True raises the last
+
+    def retrying(self, attempts: int | None = None, *,
+                 before_sleep: Callable[[RetryCallState], None] | None = None) -> Retrying:
+        """The one retry policy: only `Retriable` faults, `attempts` in all (default
+        `max_attempts`), exponential backoff that a close() cuts short, the last fault
+        re-raised. Callers that retry a step of their own (the id-window walk) use it
+        too, with `before_sleep` to adapt the next attempt."""
+        return Retrying(
             retry=retry_if_exception_type(Retriable),
-            stop=stop_after_attempt(attempts),
+            stop=stop_after_attempt(attempts or self.max_attempts),
             wait=wait_exponential(multiplier=0.5, max=self._backoff_max),
             sleep=self._sleep,
+            before_sleep=before_sleep,
             reraise=True,
         )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    return self._attempt(function, clean, number, attempts, unwrap)
-        except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
-            raise TransportFailed(f"{function}: gave up") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, function: str, params: dict[str, str], number: int, of: int,
                  unwrap: bool = False) -> Page:
@@ -444,8 +472,8 @@ class CloudPosClient:
         except CloudPosError as exc:
             duration = int((time.perf_counter() - started) * 1000)
             outcome = "api_error" if exc.code is not None else "failed"
-            until = getattr(exc, "retry_at", None) or getattr(exc, "until", None)
-            self.door.after_response(ticket, Outcome(outcome, exc.code, status, duration, until))
+            self.door.after_response(ticket, Outcome(outcome, exc.code, status, duration,
+                                                     exc.until))
             level = logging.WARNING if isinstance(exc, Retriable) else logging.INFO
             log.log(level, "GET %s %s -> %s%s", function, shown, exc, _attempt_note(number, of))
             raise

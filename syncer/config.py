@@ -30,12 +30,22 @@ from pydantic import (
 )
 
 from syncer.planner import OpeningHours
+from syncer.resources import BY_NAME
 
 DEFAULT_BASE_URL = "https://cloudpos.be/api/"
 
 
 class ConfigError(Exception):
     """The configuration is unusable; the message names the key and the file."""
+
+
+class Invalid(ValueError):
+    """A rule across keys that a model validator checks; `key` names where it is wrong
+    (pydantic would name the model that checks it)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class _Strict(BaseModel):
@@ -73,14 +83,6 @@ class ApiConfig(_Strict):
             raise ValueError(f"not an http(s) URL: {value!r} (e.g. {DEFAULT_BASE_URL})")
         return value.strip()
 
-    @model_validator(mode="after")
-    def _reserve_below_budget(self) -> ApiConfig:
-        if self.reserve >= self.daily_budget:
-            raise ValueError(f"reserve ({self.reserve}) must be below daily_budget "
-                             f"({self.daily_budget}): the scheduler and backfills spend the "
-                             "difference")
-        return self
-
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -93,11 +95,6 @@ class ApiConfig(_Strict):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
-
-    @property
-    def spendable(self) -> int:
-        """Requests the scheduler and backfill may spend per day."""
-        return max(self.daily_budget - self.reserve, 0)
 
 
 class LicenseConfig(_Strict):
@@ -112,10 +109,6 @@ class LicenseConfig(_Strict):
     def _one_token_source(self) -> LicenseConfig:
         if self.token is not None and self.token_env:
             raise ValueError("give token or token_env, not both")
-        if (self.daily_budget is not None and self.reserve is not None
-                and self.reserve >= self.daily_budget):
-            raise ValueError(f"reserve ({self.reserve}) must be below daily_budget "
-                             f"({self.daily_budget})")
         return self
 
     def resolved_token(self) -> SecretStr:
@@ -202,14 +195,50 @@ class Config(_Strict):
     archive: ArchiveConfig = ArchiveConfig()
     source: str = "defaults"
 
+    @model_validator(mode="after")
+    def _invariants(self) -> Config:
+        """What no single section can check: every rule across sections, in one place."""
+        api = self.api
+        if api.reserve >= api.daily_budget:
+            raise Invalid("api", f"reserve ({api.reserve}) must be below daily_budget "
+                                 f"({api.daily_budget}): the scheduler and backfills spend the "
+                                 "difference")
+        names = [lic.name for lic in self.licenses]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise Invalid("licenses", f"duplicate name {sorted(duplicates)}")
+        for i, lic in enumerate(self.licenses):
+            if not lic.name.strip():
+                raise Invalid("licenses.name", "must not be empty")
+            budget, reserve = self.budget_for(lic)
+            if reserve >= budget:  # one of the two may come from [api]
+                raise Invalid(f"licenses.{i}", f"license {lic.name!r} would have reserve "
+                                               f"{reserve} and daily_budget {budget} (each from "
+                                               "the license or else [api]): the reserve must be "
+                                               "below daily_budget")
+        unknown = set(self.resources) - set(BY_NAME)
+        if unknown:
+            raise Invalid("resources", f"unknown resource {sorted(unknown)}")
+        return self
+
     def resource(self, name: str) -> ResourceConfig:
         return self.resources.get(name, ResourceConfig())
 
     def budget_for(self, license: LicenseConfig) -> tuple[int, int]:
-        """(daily_budget, reserve) for one license."""
+        """(daily_budget, reserve) for one license: its own, else [api]'s."""
         budget = license.daily_budget or self.api.daily_budget
         reserve = self.api.reserve if license.reserve is None else license.reserve
         return budget, reserve
+
+    def spendable(self, license: LicenseConfig) -> int:
+        """Requests the scheduler and backfills may spend per API day for this license:
+        daily_budget - reserve (the reserve is for `syncer call` and `check`)."""
+        budget, reserve = self.budget_for(license)
+        return budget - reserve
+
+    def cap(self, license: LicenseConfig, *, may_use_reserve: bool) -> int:
+        """The most requests a door of this license lets through per API day."""
+        return self.budget_for(license)[0] if may_use_reserve else self.spendable(license)
 
 
 def _find_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
@@ -242,6 +271,11 @@ def _warn_if_readable_by_others(path: Path, raw: Mapping[str, Any]) -> None:
 def _describe(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, Invalid):
+            prefix = ".".join(str(p) for p in err["loc"])
+            parts.append(f"{'.'.join(p for p in (prefix, cause.key) if p)}: {cause}")
+            continue
         key = ".".join(str(p) for p in err["loc"])
         parts.append(f"{key}: {err['msg']}")
     return f"invalid config in {source}: " + "; ".join(parts)
@@ -283,30 +317,6 @@ def load_config(
                       "licenses", stacklevel=2)
     raw["source"] = source
     try:
-        config = Config.model_validate(raw)
+        return Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
-
-    names = [lic.name for lic in config.licenses]
-    duplicates = {n for n in names if names.count(n) > 1}
-    if duplicates:
-        raise ConfigError(
-            f"invalid config in {source}: licenses: duplicate name {sorted(duplicates)}"
-        )
-    for i, lic in enumerate(config.licenses):
-        if not lic.name.strip():
-            raise ConfigError(f"invalid config in {source}: licenses.name: must not be empty")
-        budget, reserve = config.budget_for(lic)
-        if reserve >= budget:  # one of the two comes from [api]
-            raise ConfigError(
-                f"invalid config in {source}: licenses.{i}: license {lic.name!r} would have "
-                f"reserve {reserve} and daily_budget {budget} (each from the license or "
-                "else [api]): the reserve must be below the budget")
-    from syncer.resources import RESOURCES  # noqa: PLC0415 - avoid an import cycle
-
-    unknown = set(config.resources) - {r.name for r in RESOURCES}
-    if unknown:
-        raise ConfigError(
-            f"invalid config in {source}: resources: unknown resource {sorted(unknown)}"
-        )
-    return config

@@ -1,12 +1,12 @@
 """`syncer run`: one scheduled job per (license, job), paced by the budget planner.
 
-Jobs are the 13 resources plus three re-scans: `orders_recheck` and
-`invoices_recheck` re-pull today and yesterday by `date` (late changes to recent
-documents), `coupons_rescan` walks the stored coupon ids one window per run so
-`used` changes arrive. Each run is one pull (one request, two for a recheck, and
-for coupons a look one window further on the first empty window of a day);
-afterwards the planner decides the job's next run and it is stored in
-`sync_state.next_run_at`, shared by every replica.
+The jobs are declared in `syncer.jobs` (each resource's own pull, plus the day
+re-checks and the coupon re-scan). Each run is one pull (one request, two for a
+recheck, and for coupons a look one window further on the first empty window of a
+day); afterwards the planner decides the job's next run and it is stored in
+`sync_state.next_run_at`, shared by every replica. Each run logs one INFO line
+(requests, rows, quarantined, cursor, lag, next run), and each license one summary
+line per API day (requests spent of its budget, rows written, errors).
 
 Replicas: before running a job a process claims its lease in `job_lease` (an
 atomic UPDATE), renews it while the job runs, and re-reads `next_run_at` after
@@ -25,46 +25,31 @@ import socket
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import ColumnElement, Engine, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncer import archive
-from syncer import resources as res
+from syncer import archive, outcomes
+from syncer import jobs as registry
 from syncer import tables as t
-from syncer.client import (
-    AuthRejected,
-    Cancelled,
-    CloudPosError,
-    DailyLimitReached,
-    IpBlocked,
-    ModuleNotLicensed,
-)
+from syncer.client import Cancelled, CloudPosError, RequestRefused
 from syncer.config import Config, LicenseConfig
-from syncer.db import error_summary
-from syncer.ledger import (
-    BudgetExhausted,
-    Clock,
-    LicenseStopped,
-    api_day,
-    next_midnight,
-    spent_today,
-    upsert_ignore,
-    utcnow,
-)
-from syncer.planner import DEFAULT_JOBS, JobSpec, Plan, plan
+from syncer.db import error_summary, upsert_ignore
+from syncer.jobs import DEFAULT_JOBS, Job, Kind
+from syncer.ledger import Clock, api_day, spent_today, utcnow
+from syncer.load import Counts
+from syncer.outcomes import Scope
+from syncer.planner import JobSpec, Plan, plan
+from syncer.resources import Pull
 from syncer.runtime import make_client, make_ledger
-from syncer.sync import PullResult, Sync, adapt_window, parse_context, read_state, save_state
+from syncer.sync import PullResult, Sync, WindowWalk, parse_context, read_state, save_state
 
 log = logging.getLogger("syncer.daemon")
 
-RECHECKS = {"orders_recheck": res.ORDERS, "invoices_recheck": res.INVOICES}
-RESCANS = {"coupons_rescan": res.COUPONS}
-RECHECKED = frozenset(r.name for r in RECHECKS.values())
 DAEMON_JOB = "__daemon__"
 
 
@@ -153,14 +138,13 @@ def plan_for(engine: Engine, config: Config, license: LicenseConfig, now: dt.dat
              jobs: Sequence[JobSpec] = DEFAULT_JOBS) -> Plan:
     """The planner's view of one license right now, from the database."""
     tz = config.api.tz
-    budget, reserve = config.budget_for(license)
     with engine.connect() as conn:
         spent = spent_today(conn, license.name, api_day(now, tz))
         rows = conn.execute(select(t.sync_state.c.resource, t.sync_state.c.last_attempt_at)
                             .where(t.sync_state.c.license == license.name)).all()
     last = {r.resource: r.last_attempt_at for r in rows}
     return plan(jobs, now=now, tz=tz, hours=config.schedule.hours(), spent=spent,
-                spendable=max(budget - reserve, 0), last_runs=last)
+                spendable=config.spendable(license), last_runs=last)
 
 
 # --- one license ---------------------------------------------------------------------
@@ -174,6 +158,18 @@ class RunResult:
     requests: int = 0
     written: int = 0
     error: str | None = None
+    exit_code: int = outcomes.EXIT_OK  # the outcome's, for `run --once`
+    counts: Counts = field(default_factory=Counts)
+    cursor: int | None = None  # an id window's cursor, a re-scan's position, after the run
+
+
+@dataclass
+class _Day:
+    """What one license did in one API day, for its summary line."""
+
+    day: dt.date
+    rows: int = 0
+    errors: int = 0
 
 
 class LicenseJobs:
@@ -190,19 +186,17 @@ class LicenseJobs:
         self.tz = config.api.tz
         self.hours = config.schedule.hours()
         self.ttl = dt.timedelta(seconds=config.schedule.lease_seconds)
-        enabled = {r.name for r in res.RESOURCES if config.resource(r.name).enabled}
-        self.jobs = [j for j in jobs
-                     if (res.BY_NAME.get(j.name) or RECHECKS.get(j.name) or RESCANS.get(j.name))
-                     is not None and _resource_of(j.name).name in enabled]
+        self.jobs = [j for j in jobs if j.name in registry.BY_NAME
+                     and config.resource(registry.BY_NAME[j.name].resource.name).enabled]
         self.specs = {j.name: j for j in self.jobs}
-        budget, reserve = config.budget_for(license)
-        self.spendable = max(budget - reserve, 0)
+        self.spendable = config.spendable(license)
         self.ledger = make_ledger(engine, config, license, purpose="run", clock=clock)
         self.client = make_client(config, license, self.ledger)
         self.sync = Sync(engine, license.name, self.client, parse_context(config, license), clock,
                          keep_answers=config.archive.enabled)
         self.written: dict[str, int] = defaultdict(int)
         self._looked_ahead: dict[str, dt.date] = {}  # job: API day of its last look-ahead
+        self._today = _Day(api_day(clock(), self.tz))
         self._wake_if_credentials_changed()
 
     def _wake_if_credentials_changed(self) -> None:
@@ -245,6 +239,7 @@ class LicenseJobs:
                 state = read_state(conn, self.name, job)
             if state is not None and state.next_run_at is not None and state.next_run_at > now:
                 return RunResult(job, state.next_run_at, ran=False)  # another replica just ran it
+            self.summarize_day(now)
             before = self.ledger.sent
             result = self._execute(job, now)
             result.requests = self.ledger.sent - before
@@ -252,128 +247,123 @@ class LicenseJobs:
             with self.engine.begin() as conn:
                 save_state(conn, self.name, job, next_run_at=result.next_run,
                            last_attempt_at=now)
+            self._today.rows += result.written
+            self._today.errors += result.error is not None
+            self._log_run(result, None if state is None else state.last_success_at, now)
             return result
         finally:
             release(self.engine, self.name, job, self.owner)
 
+    def _log_run(self, result: RunResult, last_success: dt.datetime | None,
+                 now: dt.datetime) -> None:
+        """The run's INFO line; `lag`: how old the job's data was when the run began."""
+        c = result.counts
+        lag = "never synced before" if last_success is None else \
+            f"{(now - last_success).total_seconds():.0f} s"
+        log.info("%s/%s: %d request(s), %d inserted, %d updated, %d deleted, %d quarantined; "
+                 "cursor %s; lag %s; next run %s%s", self.name, result.job, result.requests,
+                 c.inserted, c.updated, c.deleted, c.quarantined,
+                 "-" if result.cursor is None else result.cursor, lag, self._shown(result.next_run),
+                 "" if result.error is None else "; failed (see the warning above)")
+
+    def _shown(self, moment: dt.datetime) -> str:
+        return moment.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    def summarize_day(self, now: dt.datetime, *, final: bool = False) -> None:
+        """Log the license's summary of the API day once it is over (or, `final`, of the
+        day so far: the daemon stops)."""
+        if not final and api_day(now, self.tz) == self._today.day:
+            return
+        day = self._today
+        with self.engine.connect() as conn:
+            spent = spent_today(conn, self.name, day.day)
+        budget, reserve = self.config.budget_for(self.license)
+        log.info("license %s: API day %s (%s)%s: %d of %d requests spent (daily_budget %d - "
+                 "reserve %d), %d row(s) written, %d error(s)", self.name, day.day, self.tz.key,
+                 " so far" if final else "", spent, self.spendable, budget, reserve, day.rows,
+                 day.errors)
+        if not final:
+            self._today = _Day(api_day(now, self.tz))
+
     def _execute(self, job: str, now: dt.datetime) -> RunResult:
-        forced: dt.datetime | None = None
-        error: str | None = None
-        written = 0
+        """Run the job's pull; an error's outcome (see `outcomes`) sets when it runs again."""
+        entry = registry.BY_NAME[job]
         try:
-            result = self._pull(job, now)
-            written = result.written
-            if result.more:
-                forced = now + self.specs[job].min_interval
+            pulled = self._pull(entry, now)
         except Cancelled:
             raise  # stopping: no error to record, the job stays due
-        except BudgetExhausted as exc:
-            forced = exc.resets_at or next_midnight(now, self.tz)
-            error = str(exc)
-        except LicenseStopped as exc:
-            forced = exc.until or now + dt.timedelta(days=1)
-            error = str(exc)
-        except (DailyLimitReached, IpBlocked) as exc:
-            until = exc.retry_at if isinstance(exc, DailyLimitReached) else exc.until
-            forced = until or now + dt.timedelta(minutes=30)
-            error = str(exc)
-            self._error(job, error)
-        except AuthRejected as exc:
-            forced = now + dt.timedelta(days=1)
-            error = f"{exc}. Fix the license name or token in the config and restart."
-            self._error(job, error)
-        except ModuleNotLicensed as exc:
-            forced = now + dt.timedelta(days=1)
-            error = f"{exc}; this resource is skipped and re-tried once a day"
-            self._error(job, error, disabled_reason=str(exc))
-        except CloudPosError as exc:
-            error = str(exc)
-            self._error(job, error)
-            forced = now + dt.timedelta(minutes=5)
-        if error:
+        except (CloudPosError, RequestRefused) as exc:
+            meaning = outcomes.of(exc)
+            error = meaning.message(exc)
+            if meaning.records_error:
+                self._error(job, error, **(
+                    {"disabled_reason": str(exc)} if meaning.scope is Scope.RESOURCE else {}))
             log.warning("%s/%s: %s", self.name, job, error)
-        planned = self.make_plan(self.clock()).next_run[job]
-        next_run = forced if forced is not None and forced > planned else planned
-        if forced is not None and error is None:
-            next_run = forced  # catching up: the window was full
-        return RunResult(job, next_run, written=written, error=error)
+            again = meaning.until(getattr(exc, "until", None), now, self.tz)
+            planned = self.make_plan(self.clock()).next_run[job]
+            return RunResult(job, max(again, planned), error=error,
+                             exit_code=meaning.exit_code)
+        # Catching up (a full window, or empty space stepped over): again soon.
+        next_run = (now + self.specs[job].min_interval if pulled.more
+                    else self.make_plan(self.clock()).next_run[job])
+        return RunResult(job, next_run, written=pulled.counts.written, counts=pulled.counts,
+                         cursor=pulled.cursor)
 
     def _error(self, job: str, message: str, **values: Any) -> None:
         now = self.clock()
         with self.engine.begin() as conn:
             save_state(conn, self.name, job, last_error=message, last_error_at=now, **values)
 
-    def _pull(self, job: str, now: dt.datetime) -> _Pulled:
-        if job in RECHECKS:
-            resource = RECHECKS[job]
+    def _pull(self, job: Job, now: dt.datetime) -> _Pulled:
+        resource = job.resource
+        if job.kind is Kind.RECHECK:
             today = now.astimezone(self.tz).date()
             total = _Pulled()
             for day in (today - dt.timedelta(days=1), today):
                 total.add(self.sync.pull_date(resource, day))
-            self._success(job)
+            self._success(job.name)
             return total
-        if job in RESCANS:
-            return self._rescan(job, RESCANS[job])
-        resource = res.BY_NAME[job]
-        if resource.pull is res.Pull.FULL_LIST:
+        if job.kind is Kind.RESCAN:
+            return self._rescan(job)
+        if resource.pull is Pull.FULL_LIST:
             return _Pulled().add(self.sync.pull_full_list(resource))
-        cursor, window, lo, hi = self.sync.window_plan(resource, self.config.resource(resource.name))
-        end = cursor + window
-        result = self.sync.pull_window(resource, cursor + 1, end, window=window)
-        pulled = _Pulled().add(result)
-        if result.max_id is None:
-            return self._past_empty_window(pulled, job, resource, cursor, end, window, hi, now)
-        # A window that came back full may have more behind it: run again soon, with
-        # a window adapted to the answer's size as the backfill does.
-        pulled.more = result.max_id >= cursor + window * 0.9
-        if pulled.more:
-            adapted = adapt_window(window, result.nbytes, lo, hi)
-            if adapted != window:
-                with self.engine.begin() as conn:
-                    save_state(conn, self.name, resource.name, window=adapted)
-        return pulled
-
-    def _past_empty_window(self, pulled: _Pulled, job: str, resource: res.Resource,
-                           cursor: int, end: int, window: int, hi: int,
-                           now: dt.datetime) -> _Pulled:
-        """After an empty window (cursor+1..end), `pulled` with more=True if later ids
-        exist and the cursor went on past it. An empty window alone means "nothing new
-        yet"; a run of ids that will never come (voided documents, more in a row than
-        the window) must not hold the cursor there for ever."""
-        if self.sync.stored_past(resource, end):
-            # The day re-check stored later orders or invoices: step over, wider each time.
-            with self.engine.begin() as conn:
-                save_state(conn, self.name, resource.name, cursor=end, window=min(window * 2, hi))
-            log.info("%s/%s: ids %d-%d are empty and later ones exist; going on past them",
-                     self.name, job, cursor + 1, end)
-            pulled.more = True
-            return pulled
+        walk = WindowWalk(self.sync, resource, self.config.resource(resource.name),
+                          attempts=self.config.api.max_attempts)
+        step = walk.step()
+        pulled = _Pulled(more=step.more).add(step.result)
         today = now.astimezone(self.tz).date()
-        if resource.name in RECHECKED or self._looked_ahead.get(job) == today:
-            return pulled
-        # Coupons have no day re-check: once an API day, look one max_window further
-        # (one request a day); what it finds moves the cursor with its rows.
-        self._looked_ahead[job] = today
-        ahead = self.sync.pull_window(resource, end + 1, end + hi, window=window)
-        pulled.add(ahead)
-        if ahead.max_id is not None:
-            log.info("%s/%s: ids %d-%d are empty and later ones exist; the cursor went on "
-                     "to %d", self.name, job, cursor + 1, end, ahead.max_id)
-            pulled.more = True
+        if (step.done and step.result.max_id is None and resource.name not in registry.RECHECKED
+                and self._looked_ahead.get(job.name) != today):
+            # An empty window alone means "nothing new yet"; but ids that will never
+            # come (voided documents, more in a row than the window) must not hold the
+            # cursor for ever. Resources without a day re-check look one max_window
+            # further, once an API day (one request a day).
+            self._looked_ahead[job.name] = today
+            ahead = walk.look_ahead()
+            pulled.add(ahead.result)
+            if ahead.more:
+                log.info("%s/%s: ids %d-%d are empty and later ones exist; the cursor went on "
+                         "to %d", self.name, job.name, step.start, step.end, walk.cursor)
+                pulled.more = True
+        pulled.cursor = walk.cursor
         return pulled
 
-    def _rescan(self, job: str, resource: res.Resource) -> _Pulled:
+    def _rescan(self, job: Job) -> _Pulled:
+        """One window of stored ids again, from the job's own position (wrapping to the
+        start once it passes the cursor)."""
+        resource = job.resource
         with self.engine.connect() as conn:
-            position = int(getattr(read_state(conn, self.name, job), "cursor", 0) or 0)
+            position = int(getattr(read_state(conn, self.name, job.name), "rescan_position", 0)
+                           or 0)
         cursor, _ = self.sync.cursor(resource)
         if position >= cursor:
             position = 0
         width = self.config.resource(resource.name).max_window
         result = self.sync.rescan_window(resource, position + 1, min(position + width, cursor or width))
         with self.engine.begin() as conn:
-            save_state(conn, self.name, job, cursor=position + width, last_success_at=self.clock(),
-                       last_error=None)
-        return _Pulled().add(result)
+            save_state(conn, self.name, job.name, rescan_position=position + width,
+                       last_success_at=self.clock(), last_error=None)
+        return _Pulled(cursor=position + width).add(result)
 
     def _success(self, job: str) -> None:
         with self.engine.begin() as conn:
@@ -382,21 +372,18 @@ class LicenseJobs:
 
 @dataclass
 class _Pulled:
-    written: int = 0
     more: bool = False
+    counts: Counts = field(default_factory=Counts)
+    cursor: int | None = None
 
     def add(self, result: PullResult) -> _Pulled:
-        self.written += result.counts.written
+        self.counts += result.counts
         return self
 
 
 def db_retry_delay(failures: int) -> dt.timedelta:
     """How long a job waits after its `failures`-th database error in a row."""
     return dt.timedelta(seconds=min(30 * 2 ** min(failures - 1, 5), 600))
-
-
-def _resource_of(job: str) -> res.Resource:
-    return RECHECKS.get(job) or RESCANS.get(job) or res.BY_NAME[job]
 
 
 # --- the daemon ------------------------------------------------------------------------
@@ -559,6 +546,8 @@ class Daemon:
             with self.engine.begin() as conn:
                 conn.execute(update(t.job_lease).where(t.job_lease.c.owner == self.owner)
                              .values(owner=None, expires_at=None))
+            for lic in self.licenses:
+                lic.summarize_day(self.clock(), final=True)
         except SQLAlchemyError:
             pass
         return finished
@@ -625,9 +614,3 @@ class Daemon:
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
-
-def run_forever(daemon: Daemon, stop: threading.Event, on_tick: Callable[[], None] | None = None) -> None:
-    """Block until `stop` is set (by a signal handler)."""
-    while not stop.wait(1.0):
-        if on_tick is not None:
-            on_tick()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from decimal import Decimal
 from importlib import resources as importlib_resources
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from syncer.redact import redact
 
@@ -78,9 +81,29 @@ def error_summary(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(cause).__name__
 
 
+def shown_url(url: str | URL) -> str:
+    """A database URL as every message shows it: the password hidden (and any secret
+    the redaction knows). Text that is no URL keeps only what follows its last `@`."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return redact(str(url).split("@")[-1])
+    return redact(parsed.render_as_string(hide_password=True))
+
+
 def describe(engine: Engine) -> str:
-    """The database URL without its password, for messages."""
-    return redact(engine.url.render_as_string(hide_password=True))
+    """The engine's database URL without its password, for messages."""
+    return shown_url(engine.url)
+
+
+def insert_for(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which knows `ON CONFLICT`, for the database of `conn`."""
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+
+
+def upsert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on either database."""
+    conn.execute(insert_for(conn, table).values(**values).on_conflict_do_nothing())
 
 
 def migrations_dir() -> Path:

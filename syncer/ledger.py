@@ -21,16 +21,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, Table, and_, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 
+from syncer import outcomes
 from syncer import tables as t
-from syncer.client import Outcome, RequestInfo, RequestRefused
+from syncer.client import BudgetExhausted, LicenseStopped, Outcome, RequestInfo
+from syncer.db import upsert_ignore
+from syncer.outcomes import Kept
+from syncer.planner import next_midnight
 
 log = logging.getLogger("syncer.ledger")
 
@@ -39,50 +42,17 @@ Clock = Callable[[], dt.datetime]
 # The API blocks an IP for 30 minutes after 5 bad logins; we stay well under.
 MAX_BAD_LOGINS = 3
 BAD_LOGIN_WINDOW = dt.timedelta(minutes=30)
-_AUTH_CODES = (1001, 1002)
-# Answers the API gives only to a good login: not found, module not licensed, input refused.
-_PROVEN_BY = frozenset({2000, 1005, 2001, 2002, 2003})
+# Purposes that may spend the reserve: one request a person asked for.
+MAY_USE_RESERVE = frozenset({"call", "check"})
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class BudgetExhausted(RequestRefused):
-    """The license's requests for today (or this run's cap) are spent."""
-
-    def __init__(self, message: str, resets_at: dt.datetime | None = None) -> None:
-        super().__init__(message)
-        self.resets_at = resets_at
-
-
-class LicenseStopped(RequestRefused):
-    """The license may not send now: credentials refused, limit reached or IP blocked."""
-
-    def __init__(self, message: str, until: dt.datetime | None = None) -> None:
-        super().__init__(message)
-        self.until = until
-
-
 def api_day(moment: dt.datetime, tz: ZoneInfo) -> dt.date:
     """The API's day (in its time zone) that `moment` falls in."""
     return moment.astimezone(tz).date()
-
-
-def next_midnight(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
-    day = api_day(moment, tz) + dt.timedelta(days=1)
-    return dt.datetime.combine(day, dt.time(), tzinfo=tz)
-
-
-def upsert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING on either database."""
-    dialect = conn.dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-    conn.execute(stmt)
 
 
 @dataclass(frozen=True)
@@ -108,7 +78,8 @@ def login_pause(conn: Connection, now: dt.datetime) -> tuple[int, dt.datetime | 
     ledger = t.request_ledger.c
     recent = conn.execute(
         select(ledger.sent_at)
-        .where(ledger.error_code.in_(_AUTH_CODES), ledger.sent_at > now - BAD_LOGIN_WINDOW)
+        .where(ledger.error_code.in_(outcomes.BAD_LOGIN_CODES),
+               ledger.sent_at > now - BAD_LOGIN_WINDOW)
         .order_by(ledger.sent_at)
     ).scalars().all()
     if len(recent) < MAX_BAD_LOGINS:
@@ -223,7 +194,7 @@ class Ledger:
                 .returning(budget.spent)
             ).scalar()
             if spent is None:
-                allowed = ("the whole daily_budget" if self.purpose in ("call", "check")
+                allowed = ("the whole daily_budget" if self.purpose in MAY_USE_RESERVE
                            else "daily_budget - reserve")
                 raise BudgetExhausted(
                     f"license {self.license!r}: {self.cap} requests spent today "
@@ -260,17 +231,17 @@ class Ledger:
 
     def after_response(self, ticket: object, outcome: Outcome) -> None:
         assert isinstance(ticket, _Ticket)
+        meaning = outcomes.of_answer(outcome.outcome, outcome.error_code)
         try:
-            self._record(ticket.ledger_id, outcome)
+            self._record(ticket.ledger_id, outcome, meaning)
         finally:
             if ticket.probe:
                 # Records, or an answer about the function itself, prove the credentials;
                 # a transport failure or a limit proves nothing, so the next request
                 # probes again.
-                self._leave(accepted=outcome.outcome in ("ok", "empty")
-                            or outcome.error_code in _PROVEN_BY)
+                self._leave(accepted=meaning.proves_login)
 
-    def _record(self, ledger_id: int, outcome: Outcome) -> None:
+    def _record(self, ledger_id: int, outcome: Outcome, meaning: outcomes.Meaning) -> None:
         now = self.clock()
         with self.engine.begin() as conn:
             conn.execute(
@@ -280,19 +251,16 @@ class Ledger:
                         http_status=outcome.http_status, duration_ms=outcome.duration_ms)
             )
             code = outcome.error_code
-            if code in (1001, 1002):
-                what = "name or token empty" if code == 1001 else "name or token not valid"
+            if meaning.kept is Kept.CREDENTIALS:
                 self._set_state(conn, now, auth_rejected_fingerprint=self.fingerprint,
-                                auth_rejected_at=now, auth_rejected_reason=f"API error {code}: {what}")
+                                auth_rejected_at=now,
+                                auth_rejected_reason=f"API error {code}: {meaning.words}")
                 log.error("license %r: credentials refused (API error %s); stopped until the "
                           "config changes. Fix licname/token, then restart.", self.license, code)
-            elif code in (1003, 1004):
-                until = outcome.until or (now + dt.timedelta(minutes=30) if code == 1004
-                                          else next_midnight(now, self.tz))
-                reason = ("daily request limit reached (API error 1003)" if code == 1003
-                          else "IP blocked after bad logins (API error 1004)")
-                self._set_state(conn, now, blocked_until=until, blocked_reason=reason)
-                if code == 1003:
+            elif meaning.kept is Kept.BLOCKED:
+                until = meaning.until(outcome.until, now, self.tz)
+                self._set_state(conn, now, blocked_until=until, blocked_reason=meaning.words)
+                if meaning is outcomes.DAILY_LIMIT:
                     # Another client spent the day: count the day as spent so the
                     # planner stretches instead of asking again.
                     conn.execute(
@@ -303,9 +271,9 @@ class Ledger:
                                 if conn.dialect.name == "sqlite"
                                 else func.greatest(t.request_budget.c.spent, self.cap))
                     )
-                log.warning("license %r: %s; no requests until %s", self.license, reason,
+                log.warning("license %r: %s; no requests until %s", self.license, meaning.words,
                             until.astimezone(self.tz).strftime("%Y-%m-%d %H:%M %Z"))
-            elif outcome.outcome in ("ok", "empty"):
+            elif meaning.kept is Kept.CLEARS_CREDENTIALS:
                 self._clear_auth(conn, now)
 
     def _set_state(self, conn: Connection, now: dt.datetime, **values: Any) -> None:

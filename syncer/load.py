@@ -44,11 +44,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from syncer import tables as t
-from syncer.db import dumps
+from syncer.db import dumps, insert_for
 from syncer.parse import Rows
+from syncer.resources import BY_TABLE
 
 CHUNK = 500  # keys per IN (...) list: far below SQLite's and Postgres's limits
 # Valid in JSON, refused by the databases: lone UTF-16 surrogates (no UTF-8 text) and,
@@ -104,12 +104,6 @@ def _key_of(row: dict[str, Any], names: Sequence[str]) -> Any:
     return row[names[0]] if len(names) == 1 else tuple(row[n] for n in names)
 
 
-def _insert(conn: Connection, table: Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def _existing_keys(conn: Connection, table: Table, license: str, keys: Sequence[Any]) -> set[Any]:
     found: set[Any] = set()
     expr = _key_expr(table)
@@ -140,7 +134,7 @@ def upsert_parents(
     full_list = "deleted_at" in table.c
     value_cols = [c.name for c in table.columns
                   if c.name not in ("license", "synced_at", "deleted_at") and c.name not in names]
-    stmt = _insert(conn, table)
+    stmt = insert_for(conn, table)
     excluded = stmt.excluded
     current = [table.c[n] for n in value_cols]
     incoming: list[Any] = [excluded[n] for n in value_cols]
@@ -241,7 +235,7 @@ def load(
     if children and written:
         wanted = set(written)
         for child in children:
-            parent_column = _parent_column(parent, child)
+            parent_column = _parent_column(parent)
             rows = [
                 row
                 for r in records
@@ -367,7 +361,7 @@ def _load_postgres(
             # smallint[], which turns the key lookup into a per-row array scan.
             updated = [r[0] for r in returned if not r[-1]]
             for child in children:
-                parent_column = _parent_column(parent, child)
+                parent_column = _parent_column(parent)
                 if updated:
                     cur.execute(
                         pg_sql.SQL("DELETE FROM {} WHERE license = %s AND {} = ANY(%s::bigint[])")
@@ -403,11 +397,12 @@ def _load_postgres(
     return counts
 
 
-def _parent_column(parent: Table, child: Table) -> str:
-    """The child's column that holds the parent's id (order_id, invoice_id, subproduct_id)."""
-    if parent.name == "subproducts":
-        return "subproduct_id"
-    return parent.name.removesuffix("s") + "_id"
+def _parent_column(parent: Table) -> str:
+    """The children's column that holds the parent's id, as its resource declares it."""
+    key = BY_TABLE[parent.name].parent_key
+    if key is None:
+        raise ValueError(f"{parent.name}: its resource declares no parent_key for children")
+    return key
 
 
 def _storable(raw: Any) -> bool:
@@ -479,7 +474,7 @@ def quarantine(
     """
     if not rejected:
         return 0
-    stmt = _insert(conn, t.quarantine)
+    stmt = insert_for(conn, t.quarantine)
     stmt = stmt.on_conflict_do_update(
         index_elements=[t.quarantine.c.license, t.quarantine.c.resource, t.quarantine.c.raw_hash],
         set_={

@@ -41,35 +41,18 @@ class JobSpec:
     cost: int = 1  # requests per run
 
 
+def next_midnight(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """The start of the API day after the one `moment` falls in (the day's budget resets)."""
+    day = moment.astimezone(tz).date() + dt.timedelta(days=1)
+    return dt.datetime.combine(day, dt.time(), tzinfo=tz)
+
+
 def minutes(n: float) -> dt.timedelta:
     return dt.timedelta(minutes=n)
 
 
 def hours(n: float) -> dt.timedelta:
     return dt.timedelta(hours=n)
-
-
-# Defaults for a typical restaurant on 500 requests a day: orders every few
-# minutes while open, tables and credits often, the catalog a few times a day,
-# almost nothing at night.
-DEFAULT_JOBS: tuple[JobSpec, ...] = (
-    JobSpec("orders", 10.0, minutes(1), minutes(15), 0.3, hours(2)),
-    JobSpec("pos_tables", 3.0, minutes(2), minutes(30)),
-    JobSpec("customer_credits", 1.0, minutes(5), hours(2)),
-    JobSpec("invoices", 0.8, minutes(5), hours(2), 0.05, hours(8)),
-    JobSpec("orders_recheck", 0.4, minutes(30), hours(4), 0.1, hours(12), cost=2),
-    JobSpec("coupons", 0.4, minutes(10), hours(4)),
-    JobSpec("customers", 0.3, minutes(15), hours(4), 0.02, hours(24)),
-    JobSpec("products", 0.5, minutes(15), hours(4), 0.02, hours(24)),
-    JobSpec("subproducts", 0.15, minutes(30), hours(6), 0.01, hours(24)),
-    JobSpec("gift_vouchers", 0.15, minutes(30), hours(6), 0.01, hours(24)),
-    JobSpec("invoices_recheck", 0.1, hours(1), hours(12), 0.05, hours(24), cost=2),
-    JobSpec("coupons_rescan", 0.1, hours(1), hours(12)),
-    JobSpec("categories", 0.05, hours(2), hours(12), 0.01, hours(24)),
-    JobSpec("users", 0.05, hours(2), hours(12), 0.01, hours(24)),
-    JobSpec("payment_methods", 0.05, hours(2), hours(12), 0.01, hours(24)),
-    JobSpec("printers", 0.05, hours(2), hours(12), 0.01, hours(24)),
-)
 
 
 @dataclass(frozen=True)
@@ -203,8 +186,7 @@ def plan(
     margin: float = 0.05,
 ) -> Plan:
     """Decide the next run of every job for the rest of the license's API day."""
-    local = now.astimezone(tz)
-    day_end = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    day_end = next_midnight(now, tz)
     left = max(spendable - spent, 0)
     open_s = hours.open_seconds(now, day_end, tz)
     closed_s = max(day_end.timestamp() - now.timestamp() - open_s, 0.0)

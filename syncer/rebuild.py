@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine, delete, func, select
 
 from syncer import archive
+from syncer import jobs as registry
 from syncer import tables as t
 from syncer.client import page_records
 from syncer.config import Config, LicenseConfig
-from syncer.daemon import DAEMON_JOB, RECHECKS, RESCANS, claim, owner_id, release, renew
+from syncer.daemon import DAEMON_JOB, claim, owner_id, release, renew
 from syncer.ledger import utcnow
 from syncer.load import Counts, quarantine_hash, quarantine_raw
 from syncer.parse import ParseContext
@@ -59,8 +60,7 @@ class RebuildResult:
 def job_names(resources: Sequence[Resource]) -> list[str]:
     """The daemon jobs that write these resources' tables or state."""
     names = {r.name for r in resources}
-    extra = [job for job, r in (*RECHECKS.items(), *RESCANS.items()) if r.name in names]
-    return [*sorted(names), *extra]
+    return [job.name for job in registry.listed() if job.resource.name in names]
 
 
 class JobLeases:

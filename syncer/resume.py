@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select, update
 
 from syncer import tables as t
-from syncer.ledger import upsert_ignore, utcnow
+from syncer.db import upsert_ignore
+from syncer.ledger import utcnow
 
 
 def read_point(conn: Connection, license: str, task: str) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from sqlalchemy import Engine
 
 from syncer.client import CloudPosClient
 from syncer.config import Config, LicenseConfig
-from syncer.ledger import Clock, Ledger, utcnow
+from syncer.ledger import MAY_USE_RESERVE, Clock, Ledger, utcnow
 
 
 def make_ledger(
@@ -18,14 +18,16 @@ def make_ledger(
     max_requests: int | None = None,
     clock: Clock = utcnow,
 ) -> Ledger:
-    """The door for `purpose`: scheduled work and backfills keep the reserve; `call` may use it."""
-    budget, reserve = config.budget_for(license)
-    cap = budget if purpose in ("call", "check") else max(budget - reserve, 0)
+    """The door for `purpose`: scheduled work and backfills keep the reserve; `call` and
+    `check` may use it."""
+    cap = config.cap(license, may_use_reserve=purpose in MAY_USE_RESERVE)
     return Ledger(engine, license.name, fingerprint=license.fingerprint(), tz=config.api.tz,
                   cap=cap, purpose=purpose, max_requests=max_requests, clock=clock)
 
 
-def make_client(config: Config, license: LicenseConfig, ledger: Ledger | None) -> CloudPosClient:
+def make_client(config: Config, license: LicenseConfig, ledger: Ledger) -> CloudPosClient:
+    """The license's client; every request passes `ledger` (rule 1: nothing is sent
+    that the ledger did not count first)."""
     return CloudPosClient(
         config.api.base_url,
         license.name,

@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
+from tenacity import RetryCallState
 
 from syncer import archive
 from syncer import tables as t
-from syncer.client import CloudPosClient, Page
+from syncer.client import CloudPosClient, Page, ResponseTimeout
 from syncer.config import Config, LicenseConfig, ResourceConfig
-from syncer.ledger import upsert_ignore, utcnow
+from syncer.db import upsert_ignore
+from syncer.ledger import utcnow
 from syncer.load import Counts, Rejected, key_columns, load, quarantine
-from syncer.parse import ParseContext, ParseError, Rows, parse_key
+from syncer.parse import ParseContext, ParseError, Rows, _int_id, parse_key
 from syncer.resources import Pull, Resource
 
 log = logging.getLogger("syncer.sync")
@@ -74,15 +76,14 @@ class Parsed:
 
 
 def _raw_id(raw: Any) -> int | None:
-    if isinstance(raw, dict):
-        try:
-            value = int(str(raw.get("id", "")).strip())
-        except ValueError:
-            return None
-        # An id past BIGINT is quarantined by the parser; as a cursor it would fail the
-        # whole page's transaction (and every retry of it).
-        return value if 0 < value <= 2**63 - 1 else None
-    return None
+    """A record's id as its parse reads it (the same check: an id past BIGINT, which
+    the parser quarantines, would fail the whole page's transaction as a cursor)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return _int_id(raw.get("id"), "id")
+    except ParseError:
+        return None
 
 
 def _keepable(raw: Any, ctx: ParseContext) -> Any:
@@ -291,9 +292,12 @@ class Sync:
 
     def record_error(self, resource: Resource, message: str, **values: Any) -> None:
         now = self.clock()
+        self.save(resource, last_attempt_at=now, last_error=message, last_error_at=now, **values)
+
+    def save(self, resource: Resource, **values: Any) -> None:
+        """Update the resource's sync state in a transaction of its own."""
         with self.engine.begin() as conn:
-            save_state(conn, self.license, resource.name, last_attempt_at=now, last_error=message,
-                       last_error_at=now, **values)
+            save_state(conn, self.license, resource.name, **values)
 
     def window_plan(self, resource: Resource, settings: ResourceConfig) -> tuple[int, int, int, int]:
         """(cursor, window, lo, hi): where the next id window starts, its size (the one
@@ -318,3 +322,106 @@ class Sync:
         if row is None:
             return 0, None
         return int(row.cursor or 0), row.window
+
+
+@dataclass
+class Step:
+    """What one step of a window walk did."""
+
+    result: PullResult
+    start: int
+    end: int
+    done: bool = False  # nothing past the cursor: the resource is up to date
+    more: bool = False  # a full window, or empty space stepped over: go on at once
+
+
+class WindowWalk:
+    """The walk of one id-window resource past its cursor, one request per `step()`.
+
+    State: the cursor (highest id stored), where the next window starts (`probe`, past
+    the cursor while stepping over empty space), the window size and the probes left.
+    The window doubles while answers are small and halves when an answer is huge or
+    times out, within `min_window..max_window`. The backfill steps until `done`; the
+    daemon takes one step per run (and its once-a-day `look_ahead`). Each step retries
+    with the client's one policy (`CloudPosClient.retrying`).
+
+    An empty window past the cursor means "up to date", except (1) while probing for
+    the first id of a history that does not start at 1 (`probes`, in memory only), and
+    (2) when the database already holds later ids (the day re-check stored them): the
+    ids between will not come, so the cursor steps over them, durably.
+    """
+
+    def __init__(self, sync: Sync, resource: Resource, settings: ResourceConfig, *,
+                 attempts: int, probes: int = 0) -> None:
+        assert resource.pull is Pull.ID_WINDOW
+        self.sync = sync
+        self.resource = resource
+        self.attempts = attempts
+        self.cursor, self.window, self.lo, self.hi = sync.window_plan(resource, settings)
+        self.probe = self.cursor
+        self.probes_left = probes if self.cursor == 0 else 0
+
+    def step(self) -> Step:
+        """One window past `probe` (one request, more only to retry a fault)."""
+        start = self.probe + 1
+        result, end = self._pull(start)
+        name = self.resource.name
+        if result.max_id is None:
+            if self.probes_left > 0:
+                self.probes_left -= 1
+                self.probe, self.window = end, min(self.window * 2, self.hi)
+                return Step(result, start, end, more=True)
+            if self.sync.stored_past(self.resource, end):
+                self.probe = self.cursor = end
+                self.window = min(self.window * 2, self.hi)
+                self.sync.save(self.resource, cursor=end, window=self.window)
+                log.info("%s/%s: ids %d-%d are empty and later ones exist; going on past them",
+                         self.sync.license, name, start, end)
+                return Step(result, start, end, more=True)
+            return Step(result, start, end, done=True)
+        self.probes_left = 0
+        if result.max_id <= self.probe:
+            log.warning("%s: the API answered ids at or below %d for start=%d; stopping",
+                        name, result.max_id, start)
+            return Step(result, start, end, done=True)
+        used = end - start + 1
+        self.cursor = self.probe = result.max_id
+        self.window = adapt_window(used, result.nbytes, self.lo, self.hi)
+        full = result.max_id >= start - 1 + used * 0.9
+        if full and self.window != used:
+            # May be the last step of this run: the next one starts with the adapted size.
+            self.sync.save(self.resource, window=self.window)
+        return Step(result, start, end, more=full)
+
+    def look_ahead(self) -> Step:
+        """After an empty window: one window of `max_window` ids beyond it, for ids that
+        skipped more than a window (voided documents); what it finds moves the cursor."""
+        start = self.probe + self.window + 1
+        result, end = self._pull(start, self.hi)
+        if result.max_id is not None:
+            self.cursor = self.probe = max(self.cursor, result.max_id)
+        return Step(result, start, end, more=result.max_id is not None)
+
+    def _pull(self, start: int, width: int | None = None) -> tuple[PullResult, int]:
+        """Pull `width` ids (default: the window) from `start`, retrying a fault with the
+        client's policy; a timeout halves the window before the next try."""
+        name, attempts = self.resource.name, self.attempts
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            tried = state.attempt_number
+            if isinstance(exc, ResponseTimeout):
+                self.window = max(self.lo, self.window // 2)
+                log.warning("%s: ids from %d timed out; trying %d ids (try %d of %d)",
+                            name, start, self.window, tried + 1, attempts)
+            else:
+                log.warning("%s: ids from %d failed (%s); again (try %d of %d)", name, start,
+                            type(exc).__name__, tried + 1, attempts)
+
+        for attempt in self.sync.client.retrying(attempts, before_sleep=before_sleep):
+            with attempt:
+                end = start + (width or self.window) - 1
+                result = self.sync.pull_window(self.resource, start, end, window=self.window,
+                                               max_attempts=1)
+                return result, end
+        raise AssertionError("unreachable")  # pragma: no cover - the policy re-raises

@@ -377,6 +377,7 @@ sync_state = Table(
     Column("last_error_at", UtcDateTime()),
     Column("disabled_reason", Text),  # set on 1005 (module not licensed)
     Column("next_run_at", UtcDateTime()),
+    Column("rescan_position", BigInteger),  # a re-scan job: the last id its windows reached
 )
 
 license_state = Table(

@@ -25,7 +25,8 @@ from sqlalchemy import func, inspect, select
 from syncer import resources as res
 from syncer import tables as t
 from syncer.db import make_engine
-from syncer.ledger import next_midnight, utcnow
+from syncer.ledger import utcnow
+from syncer.planner import next_midnight
 from syncer.simulator import Simulator
 from tests.conftest import LICENSE, TOKEN
 from tests.helpers import cli_env, finish, run_cli, signal_after, spawn_cli, synced_at_by_table

@@ -26,6 +26,7 @@ from syncer.client import (
     IpBlocked,
     ModuleNotLicensed,
     NotFound,
+    OpenDoor,
     Outcome,
     RequestInfo,
     RequestRefused,
@@ -73,6 +74,7 @@ def record_key(record: dict[str, Any]) -> str:
 
 def make_client(sim: Simulator, token: str = TOKEN, **kwargs: Any) -> CloudPosClient:
     kwargs.setdefault("sleep", lambda _s: None)
+    kwargs.setdefault("door", OpenDoor())
     return CloudPosClient(sim.base_url, LICENSE, token, tz=BRUSSELS, **kwargs)
 
 
@@ -380,9 +382,9 @@ def test_the_client_as_a_library_keeps_the_token_out_of_httpx_debug_logs(sim: Si
     """A fresh interpreter (no CLI, no test hooks) that logs httpx and httpcore at DEBUG."""
     script = (
         "import logging, sys\n"
-        "from syncer.client import CloudPosClient\n"
+        "from syncer.client import CloudPosClient, OpenDoor\n"
         "logging.basicConfig(level=logging.DEBUG, stream=sys.stdout)\n"
-        "with CloudPosClient(sys.argv[1], sys.argv[2], sys.argv[3]) as client:\n"
+        "with CloudPosClient(sys.argv[1], sys.argv[2], sys.argv[3], door=OpenDoor()) as client:\n"
         "    print(len(client.get_printers()), 'printers')\n"
     )
     done = subprocess.run([sys.executable, "-c", script, sim.base_url, LICENSE, TOKEN],

@@ -291,13 +291,13 @@ def test_budget_for_uses_per_license_overrides_and_falls_back_to_api(tmp_path: P
     config = load_config(file, environ={})
     budgets = {lic.name: config.budget_for(lic) for lic in config.licenses}
     assert budgets == {"plain": (400, 40), "bigger": (1000, 40), "noreserve": (400, 0), "both": (200, 10)}
-    assert config.api.spendable == 360
+    assert config.spendable(config.licenses[0]) == 360
 
 
 def test_defaults_give_500_requests_with_50_in_reserve() -> None:
     config = Config.model_validate({"licenses": [{"name": "a"}]})
     assert config.budget_for(config.licenses[0]) == (500, 50)
-    assert config.api.spendable == 450
+    assert config.spendable(config.licenses[0]) == 450
 
 
 def test_a_max_window_under_the_default_min_window_lowers_the_floor(tmp_path: Path) -> None:

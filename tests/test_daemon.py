@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import signal
 import subprocess
 import threading
@@ -25,8 +26,8 @@ from syncer.cli import STOP_TIMEOUT
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, ResourceConfig, ScheduleConfig
 from syncer.daemon import Daemon, LicenseJobs, claim, db_retry_delay
 from syncer.db import make_engine, migrate
+from syncer.jobs import DEFAULT_JOBS
 from syncer.ledger import utcnow
-from syncer.planner import DEFAULT_JOBS
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN
 from tests.helpers import (
@@ -532,3 +533,64 @@ def test_killing_one_daemon_hands_its_jobs_to_the_other(
     assert survivor is not None
     assert not waiting, f"the survivor never ran {waiting} of {owed}:\n{out[-8000:]}"
     assert survivor.returncode == 0, out
+
+
+def test_run_once_exits_1_when_the_credentials_are_refused_and_3_on_a_budget_stop(
+    db_url: str, db: Engine, sim: Simulator, tmp_path: Path
+) -> None:
+    """cron and systemd see what went wrong: exit codes from the outcome table."""
+    refused = run_cli(["run", "--once"], cli_env(db_url, sim.base_url, token="not-the-token"),
+                      cwd=tmp_path)
+    assert refused.exit_code == 1, refused.output
+    assert "credentials" in refused.output
+    again = run_cli(["run", "--once"], cli_env(db_url, sim.base_url, token="not-the-token"),
+                    cwd=tmp_path)
+    assert again.exit_code == 1, again.output  # nothing due, nothing sent: still an error
+    assert "credentials were refused" in " ".join(again.output.split())
+    assert sim.stats()["requests"] == 1
+    (tmp_path / "syncer.toml").write_text("[api]\ndaily_budget = 3\nreserve = 0\n")
+    spent = run_cli(["run", "--once"], cli_env(db_url, sim.base_url), cwd=tmp_path)
+    assert spent.exit_code == 3, spent.output
+    assert "requests spent today" in spent.output
+    assert sim.stats()["requests"] == 3  # the day's budget, the refused request included
+
+
+def test_each_job_run_logs_one_line_and_each_day_a_summary(
+    db_url: str, db: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(dt.datetime(2026, 10, 27, 23, 50, tzinfo=BRUSSELS))
+    sim = Simulator(generate(seed=1, orders=300, anchor=ANCHOR), licenses={LICENSE: TOKEN}, clock=clock)
+    sim.start()
+    caplog.set_level(logging.INFO, logger="syncer.daemon")
+    try:
+        daemon = Daemon(db, make_config(db_url, sim), clock=clock)
+        ran = [r for r in daemon.run_due() if r.ran]
+        lines = [r.getMessage() for r in caplog.records if r.name == "syncer.daemon"]
+        runs = [line for line in lines if " request(s), " in line]
+        assert len(runs) == len(ran) == len(DEFAULT_JOBS)
+        orders = next(r for r in ran if r.job == "orders")
+        line = next(line for line in runs if line.startswith(f"{LICENSE}/orders: "))
+        c = orders.counts
+        assert (f"{orders.requests} request(s), {c.inserted} inserted, {c.updated} updated, "
+                f"{c.deleted} deleted, {c.quarantined} quarantined; cursor {orders.cursor}; "
+                "lag never synced before; next run ") in line
+        assert c.inserted > 0 and orders.cursor
+        assert line.endswith(f"{orders.next_run.astimezone(BRUSSELS):%Y-%m-%d %H:%M:%S} CET")
+        assert not any("API day" in line for line in lines)  # the day is not over
+        caplog.clear()
+        clock.advance(minutes=20)  # past the API's midnight
+        daemon.run_due()
+        lines = [r.getMessage() for r in caplog.records if r.name == "syncer.daemon"]
+        with db.connect() as conn:
+            spent = conn.execute(select(t.request_budget.c.spent).where(
+                t.request_budget.c.day == dt.date(2026, 10, 27))).scalar_one()
+        summary = [line for line in lines if "API day" in line]
+        assert summary == [f"license {LICENSE}: API day 2026-10-27 (Europe/Brussels): {spent} of 450 "
+                           "requests spent (daily_budget 500 - reserve 50), "
+                           f"{sum(r.written for r in ran)} row(s) written, 0 error(s)"]
+        # lag: how old the job's data was when this run began (its last success, 20 min ago)
+        assert any("; lag 1200 s; next run " in line for line in lines)
+    finally:
+        for lic in daemon.licenses:
+            lic.close()
+        sim.stop()

@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from syncer.jobs import DEFAULT_JOBS
 from syncer.planner import (
     CLOSED_MIN_INTERVAL,
-    DEFAULT_JOBS,
     JobSpec,
     OpeningHours,
     Plan,

@@ -178,3 +178,22 @@ def test_replicas_migrating_at_once_take_turns(pg_url: str, tmp_path: Path) -> N
              for _ in range(3)]
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
+
+
+def test_the_coupon_rescan_position_moves_to_its_own_column(empty_engine: Engine) -> None:
+    """0004: a re-scan's position was kept in `cursor`; it moves to `rescan_position`
+    (and back on downgrade), and no resource's cursor changes."""
+    cfg = alembic_config(empty_engine)
+    command.upgrade(cfg, "0003")
+    state = sa.table("sync_state", sa.column("license"), sa.column("resource"), sa.column("cursor"))
+    with empty_engine.begin() as conn:
+        conn.execute(insert(state), [{"license": "shop", "resource": "coupons_rescan", "cursor": 1500},
+                                     {"license": "shop", "resource": "coupons", "cursor": 4321}])
+    command.upgrade(cfg, "0004_rescan_position")
+    with empty_engine.connect() as conn:
+        rows = {r.resource: (r.cursor, r.rescan_position) for r in conn.execute(select(t.sync_state))}
+    assert rows == {"coupons_rescan": (None, 1500), "coupons": (4321, None)}
+    command.downgrade(cfg, "0003")
+    with empty_engine.connect() as conn:
+        back = dict(conn.execute(select(state.c.resource, state.c.cursor)).all())
+    assert back == {"coupons_rescan": 1500, "coupons": 4321}

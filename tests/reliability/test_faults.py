@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
 from syncer.daemon import Daemon
 from syncer.db import make_engine, migrate
-from syncer.planner import DEFAULT_JOBS
+from syncer.jobs import DEFAULT_JOBS
 from syncer.resources import BY_NAME, RESOURCES, Pull
 from syncer.simulator import Simulator
 from syncer.simulator.server import FAULTS

@@ -308,7 +308,7 @@ def test_broken_responses_are_retried_within_the_budget_then_reported_never_appl
                                 transport=httpx.MockTransport(_handler(bodies, good)),
                                 sleep=lambda _: None)
         with client:
-            backfill = Backfill(shared_engine, config, lic, client, ledger, sleep=lambda _: None)
+            backfill = Backfill(shared_engine, config, lic, client, ledger)
             summaries, code = backfill.run([resource])
         with shared_engine.connect() as conn:
             spent = conn.execute(select(func.count()).select_from(t.request_ledger)

@@ -1,0 +1,68 @@
+"""The outcome table: one meaning per way a request can end, read by every command."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from syncer import outcomes
+from syncer.client import (
+    API_ERRORS,
+    BudgetExhausted,
+    Cancelled,
+    LicenseStopped,
+    NotFound,
+    ServerError,
+    UnknownApiError,
+)
+from syncer.client import DailyLimitReached as Limit
+from syncer.client import EmptyCredentials as Empty
+from syncer.client import InputRejected as Input
+from syncer.client import InvalidCredentials as Invalid
+from syncer.client import IpBlocked as Blocked
+from syncer.client import ModuleNotLicensed as Unlicensed
+from syncer.outcomes import Kept, Scope
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+NOW = dt.datetime(2026, 10, 27, 14, 0, tzinfo=BRUSSELS)
+
+
+def test_the_errorcode_map_is_built_from_the_exception_classes() -> None:
+    by_code = dict(API_ERRORS)
+    assert by_code == {1001: Empty, 1002: Invalid, 1003: Limit, 1004: Blocked, 1005: Unlicensed,
+                       2000: NotFound, 2001: Input, 2002: Input, 2003: Input}
+    assert UnknownApiError not in API_ERRORS.values()
+
+
+@pytest.mark.parametrize(("error", "scope", "exit_code", "again"), [
+    (BudgetExhausted("spent"), Scope.LICENSE, 3, dt.datetime(2026, 10, 28, tzinfo=BRUSSELS)),
+    (LicenseStopped("waits", NOW + dt.timedelta(hours=2)), Scope.LICENSE, 3, NOW + dt.timedelta(hours=2)),
+    (LicenseStopped("refused before"), Scope.LICENSE, 1, NOW + dt.timedelta(days=1)),
+    (Invalid("x: 1002 no", 1002), Scope.LICENSE, 1, NOW + dt.timedelta(days=1)),
+    (Limit("x: 1003", 1003), Scope.LICENSE, 3, dt.datetime(2026, 10, 28, tzinfo=BRUSSELS)),
+    (Blocked("x: 1004", 1004), Scope.LICENSE, 3, NOW + dt.timedelta(minutes=30)),
+    (Blocked("x: 1004", 1004, until=NOW + dt.timedelta(minutes=7)), Scope.LICENSE, 3,
+     NOW + dt.timedelta(minutes=7)),
+    (Unlicensed("x: 1005", 1005), Scope.RESOURCE, 0, NOW + dt.timedelta(days=1)),
+    (Input("x: 2002", 2002), Scope.PULL, 1, NOW + dt.timedelta(minutes=5)),
+    (ServerError("x: HTTP 503"), Scope.PULL, 1, NOW + dt.timedelta(minutes=5)),
+    (Cancelled("closed"), Scope.PULL, 1, NOW + dt.timedelta(minutes=5)),
+])
+def test_each_outcome_has_one_meaning(error: Exception, scope: Scope, exit_code: int,
+                                      again: dt.datetime) -> None:
+    meaning = outcomes.of(error)
+    assert (meaning.scope, meaning.exit_code) == (scope, exit_code)
+    assert outcomes.retry_at(error, NOW, BRUSSELS) == again
+
+
+def test_the_ledger_reads_the_same_table_by_errorcode() -> None:
+    assert outcomes.of_answer("api_error", 1002).kept is Kept.CREDENTIALS
+    assert outcomes.of_answer("api_error", 1003).kept is Kept.BLOCKED
+    assert outcomes.of_answer("empty", 2000).kept is Kept.CLEARS_CREDENTIALS
+    assert outcomes.of_answer("failed", None) is outcomes.FAILED
+    assert outcomes.of_answer("api_error", 4242) is outcomes.FAILED
+    proving = {code for code in (*API_ERRORS, 4242) if outcomes.of_answer("api_error", code).proves_login}
+    assert proving == {1005, 2000, 2001, 2002, 2003}  # answers only a good login gets
+    assert outcomes.BAD_LOGIN_CODES == (1001, 1002)
