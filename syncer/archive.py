@@ -181,6 +181,8 @@ def retention(engine: Engine, keep_days: int, now: dt.datetime) -> int:
     ra, ab = t.response_archive.c, t.archive_bodies.c
     cutoff = now - dt.timedelta(days=keep_days)
     with engine.connect() as conn:
+        if conn.execute(select(ra.id).where(ra.received_at < cutoff).limit(1)).first() is None:
+            return 0  # nothing old enough: no write at all
         groups = conn.execute(select(ra.license, ra.function).distinct()).all()
     dropped = 0
     for license, function in groups:
@@ -231,6 +233,11 @@ def daily_retention(engine: Engine, settings: ArchiveConfig, now: dt.datetime) -
         return
     _next_check[url] = now + dt.timedelta(hours=1)
     rp = t.resume_point.c
+    with engine.connect() as conn:  # a read first: most checks find it ran today
+        last = conn.execute(select(rp.updated_at).where(
+            rp.license == "*", rp.task == RETENTION_TASK)).scalar()
+    if last is not None and last > now - dt.timedelta(days=1):
+        return
     with engine.begin() as conn:
         upsert_ignore(conn, t.resume_point, {"license": "*", "task": RETENTION_TASK,
                                              "started_at": now - dt.timedelta(days=2),

@@ -96,8 +96,7 @@ class Backfill:
         self.clock = clock
         self.sync = Sync(engine, license.name, client, parse_context(config, license), clock,
                          keep_answers=config.archive.enabled)
-        self.progress = BackfillProgress(engine, license.name,
-                                         clock().astimezone(config.api.tz).date())
+        self.engine = engine
 
     def run(self, resources: Sequence[Resource]) -> tuple[list[Summary], int]:
         """Backfill these resources; returns the summaries and the exit code (the worst
@@ -105,6 +104,9 @@ class Backfill:
         summaries: list[Summary] = []
         exit_code = outcomes.EXIT_OK
         stop: Stop | None = None
+        self.progress = BackfillProgress(self.engine, self.license.name,
+                                         self.clock().astimezone(self.config.api.tz).date(),
+                                         [r.name for r in resources])
         for resource in resources:
             summary = Summary(self.license.name, resource.name)
             summaries.append(summary)
