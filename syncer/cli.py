@@ -23,8 +23,18 @@ from alembic.script import ScriptDirectory
 from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+)
+from rich.table import Column
 from rich.table import Table as RichTable
+from rich.text import Text
 from sqlalchemy import Engine, false, func, make_url, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -43,12 +53,12 @@ from syncer.config import (
 )
 from syncer.db import (
     alembic_config,
+    connect_problem,
     describe,
     error_summary,
     make_engine,
     migrate,
     normalize_url,
-    shown_url,
 )
 from syncer.ledger import (
     BAD_LOGIN_WINDOW,
@@ -58,6 +68,7 @@ from syncer.ledger import (
     spent_today,
     utcnow,
 )
+from syncer.load import Counts
 from syncer.outcomes import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from syncer.redact import install_log_redaction, redact
 from syncer.runtime import make_client, make_ledger
@@ -78,6 +89,14 @@ errors = Console(stderr=True, width=_width(sys.stderr))
 # `syncer run` waits this long for running jobs on SIGTERM: with the exit itself it
 # stays well inside Docker's 10 s grace, even on a loaded machine.
 STOP_TIMEOUT = 6.0
+
+
+class TextFormatter(logging.Formatter):
+    """Log lines for people: the time in UTC, ISO 8601 with its offset, so that a line
+    never reads as a local time (`2026-12-01T08:31:16.365+00:00 INFO ...`)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
 
 
 class JsonFormatter(logging.Formatter):
@@ -109,7 +128,7 @@ def setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -118,8 +137,12 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("httpcore").setLevel(max(logging.WARNING, root.level))
     # APScheduler logs every job it adds and runs at INFO; our own lines say more.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
-    # Alembic says which engine it talks to on every command; keep only the upgrades.
-    logging.getLogger("alembic.runtime.migration").addFilter(_only_upgrades)
+    # Alembic says which engine it talks to, and each upgrade it runs: for `syncer migrate`
+    # the upgrades are the news (see migrate_cmd); for the demo, a backfill or any other
+    # command they are noise unless --log-level debug.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if root.level <= logging.DEBUG
+                                          else logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.NOTSET)
     warnings.showwarning = _show_warning
 
 
@@ -185,13 +208,13 @@ def open_database(config: Config, *, migrate_first: bool = True, existing: bool 
     except (ValueError, ImportError) as exc:
         fail(f"database.url in {config.source}: {exc}", EXIT_USAGE)
     except Exception as exc:
-        fail(f"database {shown_url(config.database.url)}: {exc}")
+        fail(connect_problem(config.database.url, exc))
     return engine
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Config file (default ./syncer.toml, then $SYNCER_CONFIG).")
+              help="Config file (default: $SYNCER_CONFIG, else ./syncer.toml).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
@@ -206,27 +229,99 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format:
 # --- backfill -------------------------------------------------------------------
 
 
-class RichReporter(Reporter):
-    """A progress bar per resource on a terminal."""
+# The day each stored record of a history belongs to: orders and invoices carry their
+# time, so a backfill's progress is how far its days have come (coupons do not: they pulse).
+HISTORY_DAY = {"orders": t.orders.c.business_date, "invoices": t.invoices.c.invoice_date}
 
-    def __init__(self, progress: Progress) -> None:
+
+class EtaColumn(ProgressColumn):
+    """`ETA 0:01:05` while a bar with a total runs; nothing for a bar that only pulses."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None or task.finished:
+            return Text("")
+        remaining = task.time_remaining
+        left = "…" if remaining is None else str(dt.timedelta(seconds=round(remaining)))
+        return Text(f"ETA {left}", style="progress.remaining")
+
+
+def _counted(c: Counts) -> str:
+    return f"{c.inserted:,} inserted, {c.updated:,} updated"
+
+
+class RichReporter(Reporter):
+    """A progress bar per resource on a terminal. A history's bar counts days: from the
+    first stored day to today, done up to the last stored day, with a percentage, the
+    records per second and an ETA; the other bars say their counts in words."""
+
+    def __init__(self, progress: Progress, engine: Engine, today: dt.date) -> None:
         self.progress = progress
+        self.engine = engine
+        self.today = today
         self.tasks: dict[tuple[str, str], Any] = {}
+        self.began: dict[tuple[str, str], tuple[float, int]] = {}  # monotonic, records
+
+    def _days(self, summary: Summary) -> tuple[dt.date, dt.date] | None:
+        """The first and last stored day of this history, if it has one and rows."""
+        column = HISTORY_DAY.get(summary.resource)
+        if column is None:
+            return None
+        with self.engine.connect() as conn:
+            first, last = conn.execute(select(func.min(column), func.max(column)).where(
+                column.table.c.license == summary.license)).one()
+        return (first, last) if first is not None and last is not None else None
+
+    def _history(self, summary: Summary) -> dict[str, Any]:
+        days = self._days(summary)
+        if days is None:
+            return {}
+        first, last = days
+        total = max((self.today - first).days, 1)
+        done = min(max((last - first).days, 0), total)
+        return {"total": total, "completed": done,
+                "reached": f"{last:%Y-%m-%d}, day {done:,} of {total:,}"}
 
     def started(self, summary: Summary) -> None:
-        self.tasks[(summary.license, summary.resource)] = self.progress.add_task(
-            f"{summary.license}/{summary.resource}", total=None, status="")
+        key = (summary.license, summary.resource)
+        history = self._history(summary)
+        self.began[key] = (time.monotonic(), 0)
+        self.tasks[key] = self.progress.add_task(
+            f"{summary.license}/{summary.resource}", total=history.get("total"),
+            completed=history.get("completed", 0), status=history.get("reached", ""))
 
     def advanced(self, summary: Summary, result: PullResult) -> None:
-        c = summary.counts
-        status = f"cursor {summary.cursor}  +{c.inserted} ~{c.updated}" if summary.cursor else \
-            f"{result.records} records"
-        self.progress.update(self.tasks[(summary.license, summary.resource)], status=status)
+        key = (summary.license, summary.resource)
+        since, records = self.began[key]
+        records += result.records
+        self.began[key] = (since, records)
+        rate = records / max(time.monotonic() - since, 1e-3)
+        status = f"{_counted(summary.counts)}, {rate:,.0f}/s"
+        history = self._history(summary)
+        if history:
+            status = f"{history['reached']}: {status}"
+        self.progress.update(self.tasks[key], total=history.get("total"),
+                             completed=history.get("completed", 0), status=status)
 
     def finished(self, summary: Summary) -> None:
         task = self.tasks.get((summary.license, summary.resource))
         if task is not None:
-            self.progress.update(task, total=1, completed=1, status=summary.status)
+            self.progress.update(task, total=1, completed=1,
+                                 status=f"{summary.status}: {_counted(summary.counts)}")
+
+
+def _shown_status(summaries: Sequence[Summary]) -> list[tuple[Summary, str, bool]]:
+    """Each summary with the status a person reads, and whether its note is news: a stop
+    is said once, at the resource where it happened; the resources after it, which the
+    backfill never began, are "not started"."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for s in summaries:
+        key = (s.license, s.note)
+        repeat = bool(s.note) and s.status == "stopped" and key in seen
+        seen.add(key)
+        out.append((s, "not started" if repeat else s.status, bool(s.note) and s.status != "done"
+                    and not repeat))
+    return out
 
 
 def summary_table(summaries: Sequence[Summary]) -> RichTable:
@@ -234,12 +329,30 @@ def summary_table(summaries: Sequence[Summary]) -> RichTable:
     for name in ("license", "resource", "requests", "inserted", "updated", "unchanged", "deleted",
                  "quarantined", "status"):
         table.add_column(name, justify="right" if name not in ("license", "resource", "status") else "left")
-    for s in summaries:
+    for s, shown, _news in _shown_status(summaries):
         c = s.counts
         table.add_row(s.license, s.resource, str(s.requests), str(c.inserted), str(c.updated),
-                      str(c.unchanged), str(c.deleted), str(c.quarantined),
-                      s.status + (f" ({s.note[:60]})" if s.note and s.status != "done" else ""))
+                      str(c.unchanged), str(c.deleted), str(c.quarantined), shown)
     return table
+
+
+def print_summary(summaries: Sequence[Summary], started: float, code: int) -> None:
+    """The summary table, the request count, and below it, in full and once each, why work
+    stopped, failed or was skipped (a table cell would cut a sentence short)."""
+    console.print(summary_table(summaries))
+    console.print(f"{sum(s.requests for s in summaries)} requests in {time.monotonic() - started:.1f} s")
+    shown = _shown_status(summaries)
+    for s, status, news in shown:
+        if not news:
+            continue
+        after = sum(1 for o, other, _ in shown
+                    if other == "not started" and (o.license, o.note) == (s.license, s.note))
+        rest = f" (and the {after} resource(s) after it: not started)" if after else ""
+        errors.print(f"{s.license}/{s.resource} {status}{rest}: {redact(s.note)}", markup=False,
+                     highlight=False)
+    if code == EXIT_BUDGET:
+        errors.print("work is left: run again to continue (it starts at the cursors; nothing "
+                     "stored is fetched again)", highlight=False)
 
 
 def run_backfill(
@@ -254,14 +367,22 @@ def run_backfill(
     summaries: list[Summary] = []
     exit_code = EXIT_OK
     use_bar = console.is_terminal
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
-                        disable=not use_bar)
+    # transient: the bars go when the backfill ends, and the summary table says it all.
+    # On a narrow terminal the status text is cut (an ellipsis), never the bar or the ETA.
+    progress = Progress(SpinnerColumn(),
+                        TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+                        BarColumn(bar_width=max(10, min(30, console.width // 8))),
+                        TaskProgressColumn(),
+                        EtaColumn(table_column=Column(no_wrap=True)),
+                        TextColumn("{task.fields[status]}", table_column=Column(
+                            no_wrap=True, overflow="ellipsis", ratio=1)),
+                        console=console, disable=not use_bar, transient=True, expand=True)
+    today = api_day(utcnow(), config.api.tz)
     with progress:
         for lic in licenses:
             ledger = make_ledger(engine, config, lic, purpose="backfill", max_requests=max_requests)
             with make_client(config, lic, ledger) as client:
-                reporter = RichReporter(progress) if use_bar else Reporter()
+                reporter = RichReporter(progress, engine, today) if use_bar else Reporter()
                 done, code = Backfill(engine, config, lic, client, ledger, since=since,
                                       reporter=reporter).run(resources)
             summaries.extend(done)
@@ -291,15 +412,7 @@ def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime |
     started = time.monotonic()
     summaries, code = run_backfill(engine, config, licenses, chosen,
                                    since=since.date() if since else None, max_requests=max_requests)
-    console.print(summary_table(summaries))
-    console.print(f"{sum(s.requests for s in summaries)} requests in {time.monotonic() - started:.1f} s")
-    # The table cuts notes short: say in full why work stopped or failed, once per reason.
-    for lic_name, note in dict.fromkeys((s.license, s.note) for s in summaries
-                                        if s.status in ("stopped", "failed") and s.note):
-        errors.print(f"{lic_name}: {redact(note)}", markup=False, highlight=False)
-    if code == EXIT_BUDGET:
-        errors.print("stopped with work left (request budget, or the license waits until the "
-                     "time above); run again to continue")
+    print_summary(summaries, started, code)
     sys.exit(code)
 
 
@@ -398,6 +511,10 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
 @click.pass_obj
 def migrate_cmd(state: State) -> None:
     """Bring the database schema to the newest revision."""
+    if logging.getLogger().level == logging.INFO:  # the upgrades it runs, not Alembic's chatter
+        migration = logging.getLogger("alembic.runtime.migration")
+        migration.setLevel(logging.INFO)
+        migration.addFilter(_only_upgrades)
     engine = open_database(state.config)
     console.print(f"schema is up to date in {describe(engine)}")
 
@@ -415,15 +532,16 @@ def check(state: State, online: bool) -> None:
             where = f"${lic.token_env}" if lic.token_env else "token"
             console.print(f"[red]license {lic.name}: no token ({where} is empty)[/red]")
             problems += 1
-    # --online records its request in the ledger, so it brings the schema up first.
-    # Offline, a SQLite path that is not there is a typo: say so, do not create it.
-    engine = open_database(config, migrate_first=online, existing=not online)
+    # A check never writes the schema: a SQLite path that is not there is a typo (say so,
+    # do not create it), and an old schema is reported, not upgraded. --online records its
+    # request in the ledger, so it needs a current schema: `syncer migrate` first.
+    engine = open_database(config, migrate_first=False, existing=True)
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
     except Exception as exc:
-        fail(f"database {describe(engine)}: {exc}")
+        fail(connect_problem(engine.url, exc))
     if current == head:
         console.print(f"database: {describe(engine)}: ok (revision {current})")
         try:  # a write that changes nothing: a read-only file or a missing grant shows here
@@ -437,9 +555,10 @@ def check(state: State, online: bool) -> None:
             problems += 1
     else:
         console.print(f"database: {describe(engine)}: revision {current}, newest {head}; "
-                      "run `syncer migrate`")
+                      "run `syncer migrate`" + (" (then check --online again: the request it "
+                                                "spends is recorded in the schema)" if online else ""))
         problems += 1
-    if online:
+    if online and current == head:
         for lic in config.licenses:
             ledger = make_ledger(engine, config, lic, purpose="check")
             try:
@@ -519,7 +638,8 @@ def print_status(report: list[dict[str, Any]], tz: Any) -> None:
             console.print(f"[red]  stopped: {lic['auth_rejected']}. Fix the license name or token in "
                           "the config; nothing is sent until it changes.[/red]")
         if lic["blocked_until"]:
-            console.print(f"[yellow]  paused: {lic['blocked_reason']} until {lic['blocked_until']}"
+            console.print(f"[yellow]  paused: {lic['blocked_reason']} until "
+                          f"{_local(lic['blocked_until'], tz)}"
                           "[/yellow]")
         table = RichTable()
         for name in ("job", "rows", "cursor", "last success", "next run", "planned today", "last error"):
@@ -536,7 +656,7 @@ def print_status(report: list[dict[str, Any]], tz: Any) -> None:
 def _local(value: str | None, tz: Any) -> str:
     if not value:
         return ""
-    return dt.datetime.fromisoformat(value).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromisoformat(value).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 @cli.command()
@@ -646,17 +766,27 @@ def call(state: State, function: str, params: tuple[str, ...], license_name: str
 # --- simulate / demo ---------------------------------------------------------------------
 
 
+SIMULATED_NOW = ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
+NOW_HELP = ("Pretend it is this Brussels time (YYYY-MM-DD HH:MM) at the start: the history "
+            "ends there and the simulator's clock runs on from it (default: the real time).")
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)
 @click.option("--seed", default=1, show_default=True, type=int)
-@click.option("--orders", default=2000, show_default=True, type=click.IntRange(min=0))
+@click.option("--orders", default=2000, show_default=True, type=click.IntRange(min=0),
+              help="Orders of history, up to the moment it starts; the rest of today's sales "
+                   "arrive as their time comes.")
 @click.option("--daily-limit", default=500, show_default=True, type=int)
-def simulate(host: str, port: int, seed: int, orders: int, daily_limit: int) -> None:
+@click.option("--now", "start_at", type=click.DateTime(formats=SIMULATED_NOW), default=None,
+              help=NOW_HELP)
+def simulate(host: str, port: int, seed: int, orders: int, daily_limit: int,
+             start_at: dt.datetime | None) -> None:
     """Serve the bundled CloudPOS simulator (license `demo`, token `demo-token`)."""
-    from syncer.simulator import Simulator, generate  # noqa: PLC0415
+    from syncer.simulator import live  # noqa: PLC0415
 
-    sim = Simulator(generate(seed=seed, orders=orders), daily_limit=daily_limit)
+    sim = live(seed, orders, now=start_at, daily_limit=daily_limit)
     sim.serve_forever(host, port, on_start=lambda url: console.print(
         f"CloudPOS simulator on {url} (licname=demo, token=demo-token); Ctrl-C stops it"))
 
@@ -694,12 +824,14 @@ def last_days_of(engine: Engine, report: reports.Report, tz: Any, days: int = 3)
               type=click.Path(dir_okay=False), help="SQLite file to sync into.")
 @click.option("--orders", default=3000, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=1, show_default=True, type=int)
-def demo(db_path: str, orders: int, seed: int) -> None:
+@click.option("--now", "start_at", type=click.DateTime(formats=SIMULATED_NOW), default=None,
+              help=NOW_HELP)
+def demo(db_path: str, orders: int, seed: int, start_at: dt.datetime | None) -> None:
     """Start the simulator, sync everything into a SQLite file, show status and sales."""
-    from syncer.simulator import Simulator, generate  # noqa: PLC0415
+    from syncer.simulator import live  # noqa: PLC0415
 
     started = time.monotonic()
-    sim = Simulator(generate(seed=seed, orders=orders))
+    sim = live(seed, orders, now=start_at)
     base_url = sim.start()
     try:
         config = Config(
@@ -714,7 +846,7 @@ def demo(db_path: str, orders: int, seed: int) -> None:
                                        since=None, max_requests=None)
     finally:
         sim.stop()
-    console.print(summary_table(summaries))
+    print_summary(summaries, started, code)
     print_status(gather_status(engine, config), config.api.tz)
     console.print(sales_per_day(engine, "demo", config.api.tz))
     for name in ("report_daily_sales", "report_vat"):

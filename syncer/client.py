@@ -304,7 +304,13 @@ def raise_for_api_error(body: Any, function: str, tz: ZoneInfo) -> bool:
     if code == NotFound.code:
         return True
     kind = API_ERRORS.get(code, UnknownApiError)
-    raise kind(f"{function}: {code} {message}", code, until=parse_api_datetime(message, tz))
+    until = parse_api_datetime(message, tz)
+    text = f"{function}: {code} {message}"
+    if until is not None:
+        # The API gives a local time without its zone (1003, 1004); a person reading it
+        # must not have to guess which (the logs are in UTC).
+        text += f" ({until:%Z}, {tz.key})"
+    raise kind(text, code, until=until)
 
 
 def decode_body(function: str, content: bytes) -> Any:
@@ -475,7 +481,10 @@ class CloudPosClient:
             self.door.after_response(ticket, Outcome(outcome, exc.code, status, duration,
                                                      exc.until))
             level = logging.WARNING if isinstance(exc, Retriable) else logging.INFO
-            log.log(level, "GET %s %s -> %s%s", function, shown, exc, _attempt_note(number, of))
+            # Only a fault that is retried is "attempt n of m": a refused login, a limit or
+            # an input error is final, and a note promising more tries would mislead.
+            note = _attempt_note(number, of) if isinstance(exc, Retriable) else ""
+            log.log(level, "GET %s %s -> %s%s", function, shown, exc, note)
             raise
         except BaseException:  # a bug or Ctrl-C: the door still hears of the attempt
             duration = int((time.perf_counter() - started) * 1000)

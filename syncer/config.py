@@ -1,9 +1,13 @@
 """Configuration: the TOML file, environment overrides and validation.
 
-Precedence, highest first: environment variables (`SYNCER_DATABASE_URL`,
-`CLOUDPOS_BASE_URL`, `CLOUDPOS_LICNAME` + `CLOUDPOS_TOKEN`), the file given with
-`--config`, `./syncer.toml`, then `$SYNCER_CONFIG`. With no file at all the
-defaults apply (embedded SQLite `cloudpos.db`), which is enough for `syncer demo`.
+The file: the one given with `--config`, else the one `$SYNCER_CONFIG` names, else
+`./syncer.toml`, else none (the defaults: embedded SQLite `cloudpos.db`, enough for
+`syncer demo`). An explicit setting beats an implicit one: a stray `syncer.toml` in
+the working directory of a service started with `SYNCER_CONFIG` is not read. (The
+design listed `./syncer.toml` first; that let a file nobody chose replace the
+production config.) Environment variables (`SYNCER_DATABASE_URL`,
+`CLOUDPOS_BASE_URL`, `CLOUDPOS_LICNAME` + `CLOUDPOS_TOKEN`) then override the file,
+and an error in a value they gave names the variable.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+from syncer.db import shown_url
 from syncer.planner import OpeningHours
 from syncer.resources import BY_NAME
 
@@ -63,6 +70,13 @@ class DatabaseConfig(_Strict):
                                           or "mode=memory" in text):
             raise ValueError("an in-memory SQLite database forgets the data and the request "
                              "ledger (the budget) at exit; give a file, e.g. sqlite:///cloudpos.db")
+        try:
+            backend = make_url(text).get_backend_name()
+        except ArgumentError:
+            raise Invalid("", f"not a database URL: {shown_url(text)!r} (e.g. "
+                          "sqlite:///cloudpos.db or postgresql://user@host/db)") from None
+        if backend not in ("sqlite", "postgresql"):
+            raise Invalid("", f"unsupported database {backend!r}; use sqlite or postgresql")
         return value
 
 
@@ -169,9 +183,9 @@ class PrivacyConfig(_Strict):
     # The national register number (users.secnr) is stored only as a keyed hash
     # unless this is set to true.
     store_national_number: bool = False
-    # Key for that hash; without one, a key derived from the license token is used
-    # (secret, but rotating the token then changes every stored hash once: set a key
-    # of your own to keep hashes stable across token changes).
+    # Key for that hash (HMAC-SHA256 of the digits). Without one no hash is stored
+    # (users.secnr_hash stays NULL): an unkeyed hash of an 11-digit number with a check
+    # digit can be brute-forced, and a key derived from the token would change with it.
     hash_key: SecretStr | None = None
 
 
@@ -247,16 +261,14 @@ def _find_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, st
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         return path
-    local = Path("syncer.toml")
-    if local.is_file():
-        return local
     env = environ.get("SYNCER_CONFIG")
     if env:
         path = Path(env)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path} (from $SYNCER_CONFIG)")
         return path
-    return None
+    local = Path("syncer.toml")
+    return local if local.is_file() else None
 
 
 def _warn_if_readable_by_others(path: Path, raw: Mapping[str, Any]) -> None:
@@ -268,17 +280,22 @@ def _warn_if_readable_by_others(path: Path, raw: Mapping[str, Any]) -> None:
         )
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+# Keys an environment variable may set, and the variable's name.
+_FROM_ENV = {"database.url": "SYNCER_DATABASE_URL", "api.base_url": "CLOUDPOS_BASE_URL"}
+
+
+def _describe(exc: ValidationError, source: str, from_env: Mapping[str, str]) -> str:
     parts = []
     for err in exc.errors():
         cause = err.get("ctx", {}).get("error")
-        if isinstance(cause, Invalid):
-            prefix = ".".join(str(p) for p in err["loc"])
-            parts.append(f"{'.'.join(p for p in (prefix, cause.key) if p)}: {cause}")
-            continue
         key = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{key}: {err['msg']}")
-    return f"invalid config in {source}: " + "; ".join(parts)
+        message = err["msg"]
+        if isinstance(cause, Invalid):
+            key, message = ".".join(p for p in (key, cause.key) if p), str(cause)
+        origin = f" (from ${from_env[key]})" if key in from_env else ""
+        parts.append(f"{key}{origin}: {message}")
+    where = source if not from_env or source != "defaults" else "the environment"
+    return f"invalid config in {where}: " + "; ".join(parts)
 
 
 def load_config(
@@ -304,10 +321,12 @@ def load_config(
         _warn_if_readable_by_others(file, raw)
 
     # A section that is not a table is left as it is, for validation to report by name.
-    if env.get("SYNCER_DATABASE_URL") and isinstance(raw.setdefault("database", {}), dict):
-        raw["database"]["url"] = env["SYNCER_DATABASE_URL"]
-    if env.get("CLOUDPOS_BASE_URL") and isinstance(raw.setdefault("api", {}), dict):
-        raw["api"]["base_url"] = env["CLOUDPOS_BASE_URL"]
+    from_env: dict[str, str] = {}
+    for key, variable in _FROM_ENV.items():
+        section, name = key.split(".")
+        if env.get(variable) and isinstance(raw.setdefault(section, {}), dict):
+            raw[section][name] = env[variable]
+            from_env[key] = variable
     if not raw.get("licenses") and env.get("CLOUDPOS_LICNAME"):
         raw["licenses"] = [
             {"name": env["CLOUDPOS_LICNAME"], "token_env": "CLOUDPOS_TOKEN"}
@@ -319,4 +338,4 @@ def load_config(
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, source, from_env)) from None

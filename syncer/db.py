@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from importlib import resources as importlib_resources
@@ -34,12 +35,17 @@ def dumps(value: Any, *, ensure_ascii: bool = False) -> str:
     return json.dumps(value, sort_keys=True, default=_json_default, ensure_ascii=ensure_ascii)
 
 
-def normalize_url(url: str) -> str:
+def _with_driver(url: str | URL) -> URL:
     """Use psycopg 3 for plain postgresql:// URLs."""
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
+    return parsed
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for plain postgresql:// URLs."""
+    return _with_driver(url).render_as_string(hide_password=False)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -81,14 +87,34 @@ def error_summary(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(cause).__name__
 
 
+_PASSWORD_IN_URL = re.compile(r"(//[^/@:]*:)[^/@]*@")
+
+
 def shown_url(url: str | URL) -> str:
-    """A database URL as every message shows it: the password hidden (and any secret
-    the redaction knows). Text that is no URL keeps only what follows its last `@`."""
+    """A database URL as every message shows it: the password as `***`, tokens masked.
+    A text that does not parse as a URL is masked the same way."""
     try:
-        parsed = make_url(url) if isinstance(url, str) else url
+        text = _with_driver(url).render_as_string(hide_password=True)
     except ArgumentError:
-        return redact(str(url).split("@")[-1])
-    return redact(parsed.render_as_string(hide_password=True))
+        text = _PASSWORD_IN_URL.sub(r"\1***@", str(url))
+    return redact(text)
+
+
+_NO_DATABASE = re.compile(r'database "([^"]+)" does not exist')
+
+
+def connect_problem(url: str | URL, exc: BaseException) -> str:
+    """One line saying why the database at `url` cannot be used, and what to run when
+    that is clear (a Postgres database that was never created)."""
+    text = error_summary(exc)
+    missing = _NO_DATABASE.search(str(getattr(exc, "orig", None) or exc))
+    if missing:
+        parsed = make_url(url)
+        flags = "".join(f" {flag} {value}" for flag, value in (
+            ("-h", parsed.host), ("-p", parsed.port), ("-U", parsed.username)) if value)
+        return (f"database {shown_url(url)}: database {missing.group(1)!r} does not exist; "
+                f"create it with `createdb{flags} {missing.group(1)}` and run the command again")
+    return f"database {shown_url(url)}: {text}"
 
 
 def describe(engine: Engine) -> str:

@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -107,35 +107,27 @@ def ledger_id_of(ticket: object) -> int | None:
     return ticket.ledger_id if isinstance(ticket, _Ticket) else None
 
 
+@dataclass(eq=False)
 class Ledger:
-    """The door for one license: spends the budget and records every request."""
+    """The door for one license: spends the budget and records every request
+    (`runtime.make_ledger` builds it from the config)."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        license: str,
-        *,
-        fingerprint: str,
-        tz: ZoneInfo,
-        cap: int,
-        purpose: str,
-        max_requests: int | None = None,
-        clock: Clock = utcnow,
-    ) -> None:
-        self.engine = engine
-        self.license = license
-        self.fingerprint = fingerprint
-        self.tz = tz
-        self.cap = cap
-        self.purpose = purpose
-        self.max_requests = max_requests
-        self.clock = clock
-        self.sent = 0  # requests this door let through
-        # Whether the API has accepted these credentials in this process; until it
-        # has, one request at a time is the probe and the others wait for its answer.
-        self._accepted = False
-        self._probing = False
-        self._gate = threading.Condition()
+    engine: Engine
+    license: str
+    _: KW_ONLY
+    fingerprint: str  # of the name and token, to know refused credentials again
+    tz: ZoneInfo  # the API's: its day is the budget's day
+    cap: int  # requests per API day this door lets through (all processes together)
+    purpose: str  # run, backfill, call, check: written to each ledger row
+    max_requests: int | None = None  # this door's own cap (`--max-requests`)
+    clock: Clock = utcnow
+    sent: int = field(default=0, init=False)  # requests this door let through
+    # Whether the API has accepted these credentials in this process; until it has,
+    # one request at a time is the probe and the others wait for its answer.
+    _accepted: bool = field(default=False, init=False, repr=False)
+    _probing: bool = field(default=False, init=False, repr=False)
+    _gate: threading.Condition = field(default_factory=threading.Condition, init=False,
+                                       repr=False)
 
     # -- Door protocol ----------------------------------------------------------
 

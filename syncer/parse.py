@@ -39,8 +39,8 @@ class ParseError(ValueError):
 @dataclass(frozen=True)
 class ParseContext:
     tz: ZoneInfo
-    # Key for the HMAC of the national register number (users.secnr).
-    secnr_key: bytes
+    # Key for the HMAC of the national register number (users.secnr); None: no hash.
+    secnr_key: bytes | None
     store_national_number: bool = False
 
 
@@ -686,7 +686,8 @@ def parse_user(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     secnr = _text(record.get("secnr"), "secnr")
     digits = "".join(c for c in secnr or "" if c in "0123456789")
     parent["secnr_hash"] = (
-        hmac.new(ctx.secnr_key, digits.encode(), hashlib.sha256).hexdigest() if digits else None
+        hmac.new(ctx.secnr_key, digits.encode(), hashlib.sha256).hexdigest()
+        if digits and ctx.secnr_key is not None else None
     )
     parent["national_number"] = secnr if ctx.store_national_number else None
     return Rows(parent=parent)

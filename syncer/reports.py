@@ -178,7 +178,8 @@ def fetch(
 
 def text_of(value: Any, tz: ZoneInfo, *, scale: int | None = None, for_table: bool = False) -> str:
     """A cell as text: money with its cents, other numbers without trailing zeros,
-    dates ISO, times in the API's zone (ISO with offset, or minutes for a table)."""
+    dates ISO, times in the API's zone (ISO with offset, or minutes and the zone's
+    abbreviation for a table: every time a person reads says its zone)."""
     if value is None:
         return ""
     if isinstance(value, Decimal):
@@ -188,7 +189,7 @@ def text_of(value: Any, tz: ZoneInfo, *, scale: int | None = None, for_table: bo
         return "0" if text == "-0" else text
     if isinstance(value, dt.datetime):
         local = value.astimezone(tz)
-        return local.strftime("%Y-%m-%d %H:%M") if for_table else local.isoformat()
+        return local.strftime("%Y-%m-%d %H:%M %Z") if for_table else local.isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)

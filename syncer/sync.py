@@ -8,8 +8,6 @@ be parsed, and moves the resource's state (cursor, window, last success).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -55,13 +53,10 @@ def adapt_window(window: int, nbytes: int, lo: int, hi: int) -> int:
 def parse_context(config: Config, license: LicenseConfig) -> ParseContext:
     """How records of this license are parsed (time zone, national number policy)."""
     privacy = config.privacy
-    if privacy.hash_key is not None:
-        key = privacy.hash_key.get_secret_value().encode()
-    else:
-        # No key configured: derive one from the token, which never reaches the
-        # database, so the stored hashes cannot be brute-forced from the database alone.
-        token = license.resolved_token().get_secret_value()
-        key = hmac.new(b"cloudpos-syncer secnr", token.encode(), hashlib.sha256).digest()
+    # No key of the user's: no hash. A national number has few enough values to be
+    # brute-forced from an unkeyed hash, and a key derived from the token would change
+    # every stored hash (and rewrite every user) when the token is rotated.
+    key = privacy.hash_key.get_secret_value().encode() if privacy.hash_key is not None else None
     return ParseContext(tz=config.api.tz, secnr_key=key,
                         store_national_number=privacy.store_national_number)
 

@@ -42,16 +42,16 @@ def _extra(extra: dict[str, Any]) -> dict[str, Any] | None:
     return dict(extra) or None
 
 
-def secnr_hash(secnr: str | None, token: str) -> str | None:
-    """The documented rule: HMAC-SHA256 of the digits, keyed from the token."""
-    if not secnr:
+def secnr_hash(secnr: str | None, hash_key: str | None) -> str | None:
+    """The documented rule: HMAC-SHA256 of the digits, keyed with [privacy] hash_key;
+    no hash without a key."""
+    if not secnr or hash_key is None:
         return None
-    key = hmac.new(b"cloudpos-syncer secnr", token.encode(), hashlib.sha256).digest()
     digits = "".join(ch for ch in secnr if ch.isdigit())
-    return hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(hash_key.encode(), digits.encode(), hashlib.sha256).hexdigest()
 
 
-def expected_rows(ds: Dataset, token: str) -> dict[str, list[dict[str, Any]]]:
+def expected_rows(ds: Dataset, hash_key: str | None = None) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {tbl.name: [] for tbl in SYNCED_TABLES}
     for c in ds.categories.values():
         out["categories"].append({"id": c.id, "name": c.name, "extra": _extra(c.extra)})
@@ -76,7 +76,7 @@ def expected_rows(ds: Dataset, token: str) -> dict[str, list[dict[str, Any]]]:
             "modified_at": _modtime(cu.modtime), "extra": _extra(cu.extra)})
     for u in ds.users.values():
         out["users"].append({"id": u.id, "username": u.username, "is_admin": u.is_admin,
-                             "secnr_hash": secnr_hash(u.secnr, token), "national_number": None,
+                             "secnr_hash": secnr_hash(u.secnr, hash_key), "national_number": None,
                              "extra": _extra(u.extra)})
     for pt in ds.pos_tables.values():
         out["pos_tables"].append({"id": pt.id, "table_number": pt.table_number,

@@ -290,7 +290,7 @@ def test_backfill_stores_exactly_what_the_source_implies(
     sim.set_envelope(style)
     assert backfill(db_url, sim, tmp_path) == 0
     engine = make_engine(db_url)
-    expected = expected_rows(sim.dataset, TOKEN)
+    expected = expected_rows(sim.dataset)
     assert all(expected[name] for name in expected), "the data set must exercise every table"
     assert_tables_equal(stored_rows(engine), expected)
     with engine.connect() as conn:
@@ -322,7 +322,7 @@ def test_malformed_records_are_quarantined_and_the_rest_lands(
     assert "orderdetail" in reasons["orders"]
     assert all(json.loads(r.raw)["id"] for r in rows)
 
-    expected = expected_rows(ds, TOKEN)
+    expected = expected_rows(ds)
     expected["products"] = [p for p in expected["products"] if p["id"] != bad_product]
     for name in ("orders", "order_lines", "order_line_subproducts", "order_payments"):
         key = "id" if name == "orders" else "order_id"

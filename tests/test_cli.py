@@ -6,6 +6,7 @@ the in-process simulator over real HTTP (`sim`, license "demo" with TOKEN).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -106,7 +107,10 @@ def summary_rows(output: str) -> dict[str, dict[str, str]]:
 def run_demo(tmp_path: Path) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
     env["COLUMNS"] = "200"  # a wide table, so its cells can be read back
-    proc = spawn_cli(["demo", "--orders", "300"], env, tmp_path)
+    # The shop grows with the day: pinned before opening time (10:00), two runs see the
+    # same history, whatever the time the test runs at.
+    early = f"{dt.datetime.now(BRUSSELS):%Y-%m-%d} 06:00"
+    proc = spawn_cli(["demo", "--orders", "300", "--now", early], env, tmp_path)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     return output
@@ -212,6 +216,17 @@ def test_check_on_an_unmigrated_database_says_to_migrate(
     result = syncer(db_url, sim, tmp_path, "check")
     assert result.exit_code == 1, result.output
     assert "run `syncer migrate`" in said(result)
+    # --online too: a check writes no schema, and its request needs one to be recorded.
+    online = syncer(db_url, sim, tmp_path, "check", "--online")
+    assert online.exit_code == 1, online.output
+    assert "revision None, newest " in said(online)
+    assert "run `syncer migrate` (then check --online again" in said(online)
+    assert requests_sent(sim) == 0
+    engine = make_engine(db_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 def test_check_does_not_create_a_sqlite_file_at_a_mistyped_path(
@@ -222,6 +237,20 @@ def test_check_does_not_create_a_sqlite_file_at_a_mistyped_path(
     assert result.exit_code == 1, result.output
     assert f"no database at {missing}" in said(result)
     assert not missing.exists()
+
+
+def test_check_online_refuses_a_missing_sqlite_file_like_check_and_creates_nothing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    missing = tmp_path / "typo.db"
+    plain = syncer(f"sqlite:///{missing}", sim, tmp_path, "check")
+    online = syncer(f"sqlite:///{missing}", sim, tmp_path, "check", "--online")
+
+    assert (online.exit_code, online.output) == (plain.exit_code, plain.output) == (
+        1, plain.output)
+    assert f"no database at {missing}" in said(online)
+    assert not missing.exists()
+    assert requests_sent(sim) == 0
 
 
 def test_check_names_the_license_whose_token_is_empty(
@@ -241,7 +270,8 @@ def test_check_names_the_license_whose_token_is_empty(
 def test_check_online_spends_one_request_and_accepts_good_credentials(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
-    # The user's first command on a new database: --online brings the schema up to record its request.
+    # --online records its request in the ledger: on a current database (after migrate).
+    assert syncer(db_url, sim, tmp_path, "migrate").exit_code == 0
     result = syncer(db_url, sim, tmp_path, "check", "--online")
 
     assert result.exit_code == 0, result.output
@@ -253,6 +283,7 @@ def test_check_online_spends_one_request_and_accepts_good_credentials(
 def test_check_online_with_a_wrong_token_stops_the_license_until_the_token_changes(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
+    assert syncer(db_url, sim, tmp_path, "migrate").exit_code == 0
     result = syncer(db_url, sim, tmp_path, "check", "--online", token=WRONG_TOKEN)
 
     assert result.exit_code == 1, result.output

@@ -56,11 +56,22 @@ def test_an_explicit_file_wins_over_the_local_file_and_syncer_config(tmp_path: P
     assert config.source == str(explicit)
 
 
-def test_the_local_syncer_toml_wins_over_syncer_config(tmp_path: Path) -> None:
+def test_syncer_config_wins_over_a_stray_local_syncer_toml(tmp_path: Path) -> None:
+    # An explicit setting beats an implicit one: a service started with SYNCER_CONFIG
+    # must not read a file someone left in its working directory.
     write(tmp_path / "syncer.toml", db_file("sqlite:///local.db"))
-    write(tmp_path / "from-env.toml", db_file("sqlite:///from-env.db"))
+    other = write(tmp_path / "from-env.toml", db_file("sqlite:///from-env.db"))
 
-    config = load_config(environ={"SYNCER_CONFIG": str(tmp_path / "from-env.toml")})
+    config = load_config(environ={"SYNCER_CONFIG": str(other)})
+
+    assert config.database.url == "sqlite:///from-env.db"
+    assert config.source == str(other)
+
+
+def test_the_local_syncer_toml_is_used_without_config_or_syncer_config(tmp_path: Path) -> None:
+    write(tmp_path / "syncer.toml", db_file("sqlite:///local.db"))
+
+    config = load_config(environ={})
 
     assert config.database.url == "sqlite:///local.db"
     assert config.source == "syncer.toml"

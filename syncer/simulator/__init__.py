@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from syncer.simulator.data import Dataset, generate
-from syncer.simulator.server import Simulator
+from syncer.simulator.server import Simulator, live
 
-__all__ = ["Dataset", "Simulator", "generate"]
+__all__ = ["Dataset", "Simulator", "generate", "live"]

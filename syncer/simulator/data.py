@@ -402,6 +402,10 @@ class Dataset:
     subproduct_tax: dict[int, Decimal]
     # The highest order id ever issued: a voided (deleted) id is never reused.
     last_order_id: int = 0
+    # The rest of the anchor day's sales, later than the moment the history ends: they
+    # join `orders` as the clock passes their time (see release), so a running
+    # simulator's history grows with the day and never holds an order in the future.
+    pending_orders: list[Order] = field(default_factory=list)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -451,6 +455,29 @@ class Dataset:
             coupon = self.coupons.get(record_id)
             assert coupon is not None
             self.coupons.replace(dataclasses.replace(coupon, is_used=True))
+
+    def hold_back(self, until: dt.datetime) -> None:
+        """Make the orders later than `until` pending: the history ends there."""
+        cut = bisect.bisect_right([o.ordered_at.timestamp() for o in self.orders],
+                                  until.timestamp())
+        kept = list(self.orders)
+        self.pending_orders = kept[cut:] + self.pending_orders
+        self.orders = IdIndex(kept[:cut], _order_day)
+        self.last_order_id = self.orders.max_id
+
+    def release(self, now: dt.datetime) -> list[int]:
+        """Move the pending orders made by `now` into the history; their new ids."""
+        released = []
+        while self.pending_orders and self.pending_orders[0].ordered_at <= now:
+            order = self.pending_orders.pop(0)
+            # Orders added by hand (add_orders) may have taken the id it was given.
+            highest = max(self.orders.max_id, self.last_order_id)
+            if order.id <= highest:
+                order = dataclasses.replace(order, id=highest + 1)
+            self.orders.append(order)
+            self.last_order_id = order.id
+            released.append(order.id)
+        return released
 
     def add_orders(self, count: int, at: dt.datetime) -> list[int]:
         """Append `count` sales ordered at `at` (to the second), with ids past the highest."""
@@ -794,14 +821,26 @@ def generate(
     orders: int = 2000,
     anchor: dt.date | None = None,
     tz: str = "Europe/Brussels",
+    until: dt.datetime | None = None,
 ) -> Dataset:
-    """A deterministic shop: catalogue, customers, and `orders` orders over days ending at anchor."""
+    """A deterministic shop: catalogue, customers, and `orders` orders over days ending at anchor.
+
+    The history ends at `until` and then holds `orders` orders: the rest of the anchor
+    day's sales wait in `pending_orders` until a clock passes them (`Dataset.release`).
+    Without an anchor the anchor is today and `until` is now, so a live simulator never
+    serves an order in the future; with an anchor and no `until` the whole anchor day is
+    history (the tests' fixed data sets).
+    """
+    if anchor is None and until is None:
+        until = dt.datetime.now(ZoneInfo(tz))
     # Millions of small acyclic objects: the cyclic GC would rescan the growing heap
     # again and again (half the time for 200,000 orders) and find nothing to free.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        dataset = _generate(seed, orders, anchor, tz)
+        dataset = _generate(seed, orders, anchor, tz, until)
+        if until is not None:
+            dataset.hold_back(until)
         # The records live as long as the simulator; keep the collector from walking
         # them on every full collection (seconds for 200,000 orders). Reference
         # counting still frees them when the data set is dropped.
@@ -812,10 +851,11 @@ def generate(
             gc.enable()
 
 
-def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str) -> Dataset:
+def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str,
+              until: dt.datetime | None) -> Dataset:
     zone = ZoneInfo(tz)
     if anchor is None:
-        anchor = dt.datetime.now(zone).date()
+        anchor = (until or dt.datetime.now(zone)).astimezone(zone).date()
     rng = random.Random(f"cloudpos-{seed}-{orders}-{anchor.isoformat()}")
     # Catalogue modtimes lie in the year before the first order day.
     epoch = int(dt.datetime.combine(anchor, dt.time(), zone).timestamp())
@@ -890,6 +930,17 @@ def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str) -> Datase
     # Order days end at the anchor, about 150-300 orders a day.
     day_counts: list[int] = []
     remaining = orders
+    today: list[int] | None = None  # the anchor day's order times (seconds), drawn first
+    if until is not None and until.astimezone(zone).date() == anchor:
+        # The history ends at `until` and holds `orders` orders: the anchor day's
+        # sales by then count toward them; the rest of its day comes later (pending).
+        today = _order_seconds(rng, rng.randint(150, 300))
+        cut = until.astimezone(zone)
+        made = sum(1 for sec in today if _at(anchor, sec, zone) <= cut)
+        drop = max(made - remaining, 0)  # fewer wanted than made by now: the latest stay
+        today = today[drop:]
+        day_counts.append(len(today))
+        remaining -= made - drop
     while remaining > 0:
         day_counts.append(min(remaining, rng.randint(150, 300)))
         remaining -= day_counts[-1]
@@ -909,15 +960,13 @@ def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str) -> Datase
     order_list: list[Order] = []
     order_id = 0
     for day, count in zip(days, day_counts, strict=True):
-        hours = rng.choices(_HOURS, _HOUR_WEIGHTS, k=count)
-        seconds = sorted(h * 3600 + rng.randrange(3600) for h in hours)
+        seconds = today if today is not None and day == anchor else _order_seconds(rng, count)
         if _is_dst_change(day, zone):
             # The edge case the parser must get right: 02:30 on a DST day (see module doc).
             seconds[0] = 2 * 3600 + 30 * 60
         for sec in seconds:
             order_id += 2 if rng.random() < 0.03 else 1  # voided orders leave gaps
-            when = dt.datetime(day.year, day.month, day.day, sec // 3600, sec // 60 % 60,
-                               sec % 60, tzinfo=zone)
+            when = _at(day, sec, zone)
             labour = rng.random() < 0.01 and sec != 9000
             order_list.append(_make_order(rng, catalog, order_id, when, labour))
     ds.orders = IdIndex(order_list, _order_day)
@@ -929,6 +978,18 @@ def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str) -> Datase
     ds.customer_credits, ds.credit_top_ups = _credits(rng, customers, products, by_category)
     ds.weborders = _weborders(anchor, zone)
     return ds
+
+
+def _order_seconds(rng: random.Random, count: int) -> list[int]:
+    """A day's order times, seconds after midnight, sorted, weighted by the opening hours."""
+    hours = rng.choices(_HOURS, _HOUR_WEIGHTS, k=count)
+    return sorted(h * 3600 + rng.randrange(3600) for h in hours)
+
+
+def _at(day: dt.date, sec: int, zone: ZoneInfo) -> dt.datetime:
+    """The local wall time `sec` seconds into `day` (fold=0)."""
+    return dt.datetime(day.year, day.month, day.day, sec // 3600, sec // 60 % 60, sec % 60,
+                       tzinfo=zone)
 
 
 def _is_dst_change(day: dt.date, zone: ZoneInfo) -> bool:

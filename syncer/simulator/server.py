@@ -17,6 +17,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,7 +164,8 @@ class Simulator:
     ) -> None:
         self._tz = ZoneInfo(tz)
         self._clock: Callable[[], dt.datetime] = clock or self._real_clock
-        self.dataset = dataset if dataset is not None else generate(anchor=self._now().date(), tz=tz)
+        self.dataset = dataset if dataset is not None else generate(
+            anchor=self._now().date(), tz=tz, until=self._now())
         self._licenses = dict(licenses) if licenses is not None else {"demo": "demo-token"}
         self._daily_limit = daily_limit
         self._envelope = self._check_envelope(envelope)
@@ -354,6 +356,7 @@ class Simulator:
         function, params = request.function, request.params
         with self._lock:
             now = self._now()
+            self.dataset.release(now)  # the day's sales made by now join the history
             refused = self._admit(ip, request, now)
             if refused is not None:
                 return refused
@@ -727,3 +730,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
         self.wfile.write(response.body)
+
+
+def live(seed: int, orders: int, *, now: dt.datetime | None = None, daily_limit: int = 500,
+         tz: str = "Europe/Brussels") -> Simulator:
+    """The simulator `syncer simulate` and `syncer demo` run: `orders` orders of history
+    ending at `now` (default: the real time), then the day's sales as its clock passes
+    them. Given a `now`, the clock starts there and runs at real speed, so a demo can be
+    replayed exactly."""
+    if now is None:
+        return Simulator(generate(seed=seed, orders=orders, tz=tz), daily_limit=daily_limit,
+                         tz=tz)
+    start = now if now.tzinfo is not None else now.replace(tzinfo=ZoneInfo(tz))
+    began = time.monotonic()
+    return Simulator(generate(seed=seed, orders=orders, anchor=start.astimezone(ZoneInfo(tz)).date(),
+                              tz=tz, until=start),
+                     daily_limit=daily_limit, tz=tz,
+                     clock=lambda: start + dt.timedelta(seconds=time.monotonic() - began))
