@@ -9,10 +9,8 @@ import os
 import sys
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -38,7 +36,7 @@ from rich.text import Text
 from sqlalchemy import Engine, false, func, make_url, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncer import jobs, outcomes, reports
+from syncer import outcomes, reports
 from syncer import resources as res
 from syncer import tables as t
 from syncer.backfill import INTERRUPTED, INTERRUPTED_NOTE, Backfill, Reporter, Summary
@@ -60,18 +58,14 @@ from syncer.db import (
     migrate,
     normalize_url,
 )
-from syncer.ledger import (
-    BAD_LOGIN_WINDOW,
-    api_day,
-    license_status,
-    login_pause,
-    spent_today,
-    utcnow,
-)
+from syncer.ledger import api_day, license_status, utcnow
 from syncer.load import Counts
 from syncer.outcomes import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from syncer.redact import install_log_redaction, redact
 from syncer.runtime import make_client, make_ledger
+from syncer.status import Status, when
+from syncer.status import build as build_status
+from syncer.status import to_json as status_json
 from syncer.sync import PullResult
 
 log = logging.getLogger("syncer")
@@ -205,6 +199,8 @@ def open_database(config: Config, *, migrate_first: bool = True, existing: bool 
             ctx.call_on_close(engine.dispose)
         if migrate_first:
             migrate(engine, timezone=config.api.timezone)
+            # The views read [reports] from the database: a change applies at once.
+            reports.apply_settings(engine, config.reports)
     except (ValueError, ImportError) as exc:
         fail(f"database.url in {config.source}: {exc}", EXIT_USAGE)
     except Exception as exc:
@@ -525,8 +521,16 @@ def migrate_cmd(state: State) -> None:
 def check(state: State, online: bool) -> None:
     """Validate the config and the database (and, with --online, the credentials)."""
     config = state.config
-    console.print(f"config: {config.source}: ok ({len(config.licenses)} license(s))")
     problems = 0
+    if config.licenses:
+        console.print(f"config: {config.source}: ok ({len(config.licenses)} license(s))")
+    else:
+        # Not an error (a config may be written before its first license), but nothing
+        # would be synced: say so rather than "ok".
+        console.print("[yellow]" + escape(
+            f"config: {config.source}: no license configured: nothing would be synced. Add a "
+            "[[licenses]] entry, or set CLOUDPOS_LICNAME and CLOUDPOS_TOKEN") + "[/yellow]",
+            highlight=False)
     for lic in config.licenses:
         if not lic.resolved_token().get_secret_value():
             where = f"${lic.token_env}" if lic.token_env else "token"
@@ -574,147 +578,109 @@ def check(state: State, online: bool) -> None:
 # --- status --------------------------------------------------------------------------
 
 
-def gather_status(engine: Engine, config: Config) -> list[dict[str, Any]]:
-    """Per license: budget today, stop signs, and per resource its sync state and rows."""
-    now = utcnow()
-    out = []
-    with engine.connect() as conn:
-        for lic in config.licenses:
-            budget, reserve = config.budget_for(lic)
-            day = api_day(now, config.api.tz)
-            spent = spent_today(conn, lic.name, day)
-            stop = license_status(conn, lic.name, lic.fingerprint())
-            states = {r.resource: r for r in conn.execute(
-                select(t.sync_state).where(t.sync_state.c.license == lic.name))}
-            resources = []
-            from syncer.daemon import plan_for  # noqa: PLC0415
-
-            planned = plan_for(engine, config, lic, now)
-            for name, table in ((job.name, job.table) for job in jobs.listed()):
-                row = states.get(name)
-                count = None if table is None else conn.execute(
-                    select(func.count()).select_from(table).where(table.c.license == lic.name)
-                ).scalar_one()
-                resources.append({
-                    "resource": name,
-                    "planned_requests_today": planned.expected.get(name, 0),
-                    "rows": count,
-                    "cursor": row.cursor if row else None,
-                    "last_success_at": _iso(row.last_success_at) if row else None,
-                    "next_run_at": _iso(row.next_run_at) if row else None,
-                    "last_error": row.last_error if row else None,
-                    "disabled": row.disabled_reason if row else None,
-                })
-            quarantined = conn.execute(select(func.count()).select_from(t.quarantine)
-                                       .where(t.quarantine.c.license == lic.name)).scalar_one()
-            blocked = stop.blocked_until if stop.blocked_until and stop.blocked_until > now else None
-            out.append({
-                "license": lic.name,
-                "day": day.isoformat(),
-                "requests_used_today": spent,
-                "requests_left_today": max(config.spendable(lic) - spent, 0),
-                "daily_budget": budget,
-                "reserve": reserve,
-                "auth_rejected": stop.auth_reason,
-                "blocked_until": _iso(blocked),
-                "blocked_reason": stop.blocked_reason if blocked else None,
-                "quarantined": quarantined,
-                "resources": resources,
-            })
-    return out
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def print_status(report: list[dict[str, Any]], tz: Any) -> None:
-    for lic in report:
-        console.print(f"[bold]license {lic['license']}[/bold]: {lic['requests_used_today']} requests "
-                      f"used today, {lic['requests_left_today']} left "
-                      f"(budget {lic['daily_budget']}, reserve {lic['reserve']}); "
-                      f"{lic['quarantined']} record(s) in quarantine")
-        if lic["auth_rejected"]:
-            console.print(f"[red]  stopped: {lic['auth_rejected']}. Fix the license name or token in "
-                          "the config; nothing is sent until it changes.[/red]")
-        if lic["blocked_until"]:
-            console.print(f"[yellow]  paused: {lic['blocked_reason']} until "
-                          f"{_local(lic['blocked_until'], tz)}"
-                          "[/yellow]")
+def print_status(status: Status) -> None:
+    """`syncer status` for a person: per license its budget and stop signs, per job a row."""
+    tz = status.tz
+    console.print(f"status at {when(status.now, tz)}", highlight=False)
+    for sign in status.stop_signs:
+        console.print(f"[yellow]{escape(sign.says)} {escape(sign.todo)}[/yellow]", highlight=False)
+    if not status.licenses:
+        console.print("[yellow]" + escape(
+            "no license in the config, and none in this database yet: add a [[licenses]] entry "
+            "(or set CLOUDPOS_LICNAME and CLOUDPOS_TOKEN), then run `syncer backfill` or "
+            "`syncer run`") + "[/yellow]", highlight=False)
+    for lic in status.licenses:
+        console.print(f"[bold]license {escape(lic.name)}[/bold]"
+                      + ("" if lic.configured else " (not in the config)")
+                      + f": {lic.spent} requests used today, {lic.left} left "
+                      f"(budget {lic.daily_budget}, reserve {lic.reserve}; {lic.planned} planned for "
+                      f"the rest of the day); {lic.quarantined} record(s) in quarantine",
+                      highlight=False)
+        for sign in lic.stop_signs:
+            colour = "red" if sign.severity == "error" else "yellow"
+            console.print(f"[{colour}]  {escape(sign.says)} {escape(sign.todo)}[/{colour}]",
+                          highlight=False)
         table = RichTable()
         for name in ("job", "rows", "cursor", "last success", "next run", "planned today", "last error"):
             table.add_column(name)
-        for r in lic["resources"]:
-            table.add_row(r["resource"], "" if r["rows"] is None else str(r["rows"]),
-                          "" if r["cursor"] is None else str(r["cursor"]),
-                          _local(r["last_success_at"], tz), _local(r["next_run_at"], tz),
-                          str(r["planned_requests_today"]),
-                          (r["disabled"] and f"disabled: {r['disabled']}") or (r["last_error"] or ""))
+        for job in lic.jobs:
+            table.add_row(job.job, "" if job.table_rows is None else str(job.table_rows),
+                          "" if job.cursor is None else str(job.cursor),
+                          when(job.last_success_at, tz), when(job.next_run_at, tz),
+                          str(job.planned_requests),
+                          escape((job.disabled and f"disabled: {job.disabled}") or (job.last_error or "")))
         console.print(table)
-
-
-def _local(value: str | None, tz: Any) -> str:
-    if not value:
-        return ""
-    return dt.datetime.fromisoformat(value).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(state: State, as_json: bool) -> None:
-    """Per license: requests used and left today; per resource: rows, cursor, last success, errors."""
+    """Per license (configured or in the database): requests used, left and planned today, stop
+    signs; per job: rows, cursor, last success, next run, errors."""
     config = state.config
     engine = open_database(config, existing=True)
-    report = gather_status(engine, config)
-    with engine.connect() as conn:
-        bad_logins, wait_until = login_pause(conn, utcnow())
+    report = build_status(engine, config)
     if as_json:
-        click.echo(json.dumps({"licenses": report, "bad_logins_last_30_min": bad_logins,
-                               "new_credentials_wait_until": _iso(wait_until)}, indent=2))
+        click.echo(json.dumps(status_json(report), indent=2))
     else:
-        if wait_until is not None:
-            console.print(f"[yellow]{bad_logins} bad logins in the last "
-                          f"{BAD_LOGIN_WINDOW.seconds // 60} minutes: new "
-                          f"credentials wait until {_local(_iso(wait_until), config.api.tz)} so "
-                          "the API does not block this IP[/yellow]")
-        print_status(report, config.api.tz)
+        print_status(report)
 
 
 # --- report ------------------------------------------------------------------------------
 
 
-@cli.command(epilog="Reports: " + ", ".join(reports.NAMES) + " (the report_ prefix may be left out).")
-@click.argument("name")
+def day_range(date_from: dt.datetime | None, date_to: dt.datetime | None
+              ) -> tuple[dt.date | None, dt.date | None]:
+    """`--from`/`--to` as days; a usage error when they are the wrong way round."""
+    if date_from and date_to and date_from > date_to:
+        fail(f"--from {date_from:%Y-%m-%d} is after --to {date_to:%Y-%m-%d}", EXIT_USAGE)
+    return (date_from.date() if date_from else None), (date_to.date() if date_to else None)
+
+
+def require_data_for(engine: Engine, license_name: str) -> None:
+    """A usage error unless the database holds data of this license (a typo, else)."""
+    with engine.connect() as conn:
+        synced = set(conn.execute(select(t.sync_state.c.license).distinct()).scalars())
+    if license_name not in synced:
+        fail(f"no data for license {license_name!r} in this database; it holds: "
+             f"{', '.join(sorted(synced)) or 'none yet'}", EXIT_USAGE)
+
+
+@cli.command(epilog="Reports: " + ", ".join(reports.NAMES) + " (the report_ prefix may be left out; "
+             "without a NAME, the list).")
+@click.argument("name", required=False)
 @click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="First day (YYYY-MM-DD), inclusive.")
+              help="First business day (YYYY-MM-DD), inclusive.")
 @click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="Last day (YYYY-MM-DD), inclusive.")
+              help="Last business day (YYYY-MM-DD), inclusive.")
 @click.option("--license", "license_name", default=None, help="Only this license.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="A table for people, CSV or JSON for scripts.")
 @click.pass_obj
-def report(state: State, name: str, date_from: dt.datetime | None, date_to: dt.datetime | None,
-           license_name: str | None, fmt: str) -> None:
-    """Print one of the reporting views (the same rows any SQL tool sees)."""
+def report(state: State, name: str | None, date_from: dt.datetime | None,
+           date_to: dt.datetime | None, license_name: str | None, fmt: str) -> None:
+    """Print one of the reporting views (the same rows any SQL tool sees); no NAME: list them."""
+    if name is None:
+        table = RichTable(title="Reports (syncer report NAME; the report_ prefix may be left out)")
+        table.add_column("name")
+        table.add_column("what")
+        for listed in reports.REPORTS:
+            table.add_row(listed.name, listed.summary)
+        console.print(table)
+        return
     try:
         chosen = reports.get(name)
     except KeyError:
         fail(f"unknown report {name!r}; choose one of: {', '.join(reports.NAMES)}", EXIT_USAGE)
     if chosen.day_column is None and (date_from or date_to):
         fail(f"{chosen.name} has no day column; --from/--to do not apply", EXIT_USAGE)
-    if date_from and date_to and date_from > date_to:
-        fail(f"--from {date_from:%Y-%m-%d} is after --to {date_to:%Y-%m-%d}", EXIT_USAGE)
+    since, until = day_range(date_from, date_to)
     config = state.config
     engine = open_database(config, existing=True)
     if license_name is not None:
-        with engine.connect() as conn:
-            synced = set(conn.execute(select(t.sync_state.c.license).distinct()).scalars())
-        if license_name not in synced:
-            fail(f"no data for license {license_name!r} in this database; it holds: "
-                 f"{', '.join(sorted(synced)) or 'none yet'}", EXIT_USAGE)
-    rows = reports.fetch(engine, chosen, since=date_from.date() if date_from else None,
-                         until=date_to.date() if date_to else None, license=license_name)
+        require_data_for(engine, license_name)
+    rows = reports.fetch(engine, chosen, since=since, until=until, license=license_name)
     tz = config.api.tz
     if fmt == "json":
         click.echo(reports.to_json(chosen, rows, tz))
@@ -724,6 +690,37 @@ def report(state: State, name: str, date_from: dt.datetime | None, date_to: dt.d
         console.print(reports.to_table(chosen, rows, tz))
         if not rows:
             console.print("no rows")
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--license", "license_name", default=None, help="Only this license.")
+@click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="First business day (YYYY-MM-DD) of the ticket and open-day checks.")
+@click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Last business day (YYYY-MM-DD), inclusive; default yesterday.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts and monitoring.")
+@click.pass_obj
+def audit(state: State, license_name: str | None, date_from: dt.datetime | None,
+          date_to: dt.datetime | None, as_json: bool) -> None:
+    """Check the stored data (totals, payments, id gaps, quarantine, stale lists, empty open
+    days); sends no request. Exit 0: nothing found; 4: problems found."""
+    from syncer import audit as audit_module  # noqa: PLC0415
+
+    since, until = day_range(date_from, date_to)
+    config = state.config
+    engine = open_database(config, existing=True)
+    if license_name is not None:
+        require_data_for(engine, license_name)
+    result = audit_module.run(engine, config, license=license_name, since=since, until=until)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        for line in audit_module.describe(result):
+            console.print(line, markup=False, highlight=False)
+    sys.exit(audit_module.EXIT_PROBLEMS if result["problems"] else EXIT_OK)
 
 
 # --- call -------------------------------------------------------------------------------
@@ -781,34 +778,17 @@ NOW_HELP = ("Pretend it is this Brussels time (YYYY-MM-DD HH:MM) at the start: t
 @click.option("--daily-limit", default=500, show_default=True, type=int)
 @click.option("--now", "start_at", type=click.DateTime(formats=SIMULATED_NOW), default=None,
               help=NOW_HELP)
+@click.option("--anomalies", is_flag=True,
+              help="Plant what `syncer audit` must find: a ticket whose payments do not match "
+                   "its total, one whose lines do not, and a run of ids never returned.")
 def simulate(host: str, port: int, seed: int, orders: int, daily_limit: int,
-             start_at: dt.datetime | None) -> None:
+             start_at: dt.datetime | None, anomalies: bool) -> None:
     """Serve the bundled CloudPOS simulator (license `demo`, token `demo-token`)."""
     from syncer.simulator import live  # noqa: PLC0415
 
-    sim = live(seed, orders, now=start_at, daily_limit=daily_limit)
+    sim = live(seed, orders, now=start_at, daily_limit=daily_limit, anomalies=anomalies)
     sim.serve_forever(host, port, on_start=lambda url: console.print(
         f"CloudPOS simulator on {url} (licname=demo, token=demo-token); Ctrl-C stops it"))
-
-
-def sales_per_day(engine: Engine, license: str, tz: Any, days: int = 7) -> RichTable:
-    """Orders and revenue per local day, the last `days` days with sales."""
-    totals: dict[dt.date, list[Any]] = defaultdict(lambda: [0, Decimal(0)])
-    with engine.connect() as conn:
-        rows = conn.execute(select(t.orders.c.ordered_at, t.orders.c.total_price)
-                            .where(t.orders.c.license == license, t.orders.c.ordered_at.is_not(None)))
-        for ordered_at, total in rows:
-            day = ordered_at.astimezone(tz).date()
-            totals[day][0] += 1
-            totals[day][1] += total or Decimal(0)
-    table = RichTable(title="Sales per day (incl. VAT)")
-    table.add_column("day")
-    table.add_column("orders", justify="right")
-    table.add_column("revenue", justify="right")
-    for day in sorted(totals)[-days:]:
-        count, revenue = totals[day]
-        table.add_row(day.isoformat(), str(count), f"{revenue:.2f}")
-    return table
 
 
 def last_days_of(engine: Engine, report: reports.Report, tz: Any, days: int = 3) -> RichTable:
@@ -847,8 +827,8 @@ def demo(db_path: str, orders: int, seed: int, start_at: dt.datetime | None) -> 
     finally:
         sim.stop()
     print_summary(summaries, started, code)
-    print_status(gather_status(engine, config), config.api.tz)
-    console.print(sales_per_day(engine, "demo", config.api.tz))
+    print_status(build_status(engine, config))
+    console.print(reports.sales_per_day(engine, "demo"))
     for name in ("report_daily_sales", "report_vat"):
         console.print(last_days_of(engine, reports.get(name), config.api.tz))
     console.print(f"demo done in {time.monotonic() - started:.1f} s; "

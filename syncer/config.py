@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import tomllib
 import warnings
@@ -197,6 +198,27 @@ class ArchiveConfig(_Strict):
     # daemon's daily retention, unless still needed (see archive.retention); id-window
     # answers (the history) and the latest answer of each function and parameters stay.
     keep_days: int = Field(default=14, ge=0)
+_CLOCK_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class ReportsConfig(_Strict):
+    # When a business day begins, local time: "04:00" puts a 00:40 ticket on the day the
+    # shop opened. The report views read it from the database (report_settings), which
+    # every command that opens the database writes from here.
+    day_starts_at: str = "00:00"
+
+    @field_validator("day_starts_at")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not isinstance(value, str) or not _CLOCK_TIME.match(value.strip()):
+            raise ValueError(f"{value!r} is not a time of day like \"04:00\" (HH:MM, 00:00-23:59)")
+        return value.strip()
+
+    @property
+    def day_start_minute(self) -> int:
+        """Minutes after local midnight at which a business day begins."""
+        hours, minutes = self.day_starts_at.split(":")
+        return int(hours) * 60 + int(minutes)
 
 
 class Config(_Strict):
@@ -207,6 +229,7 @@ class Config(_Strict):
     privacy: PrivacyConfig = PrivacyConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    reports: ReportsConfig = ReportsConfig()
     source: str = "defaults"
 
     @model_validator(mode="after")

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import ColumnElement, Engine, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Engine, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncer import archive, outcomes
+from syncer import archive, audit, outcomes
 from syncer import jobs as registry
 from syncer import tables as t
 from syncer.client import Cancelled, CloudPosError, RequestRefused
@@ -186,8 +186,7 @@ class LicenseJobs:
         self.tz = config.api.tz
         self.hours = config.schedule.hours()
         self.ttl = dt.timedelta(seconds=config.schedule.lease_seconds)
-        self.jobs = [j for j in jobs if j.name in registry.BY_NAME
-                     and config.resource(registry.BY_NAME[j.name].resource.name).enabled]
+        self.jobs = enabled_jobs(config, jobs)
         self.specs = {j.name: j for j in self.jobs}
         self.spendable = config.spendable(license)
         self.ledger = make_ledger(engine, config, license, purpose="run", clock=clock)
@@ -386,6 +385,13 @@ def db_retry_delay(failures: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(30 * 2 ** min(failures - 1, 5), 600))
 
 
+def enabled_jobs(config: Config, jobs: Sequence[JobSpec] = DEFAULT_JOBS) -> list[JobSpec]:
+    """The jobs `syncer run` schedules for a license: those of the registry whose
+    resource is enabled in the config."""
+    return [j for j in jobs if j.name in registry.BY_NAME
+            and config.resource(registry.BY_NAME[j.name].resource.name).enabled]
+
+
 # --- the daemon ------------------------------------------------------------------------
 
 
@@ -467,6 +473,9 @@ class Daemon:
         for lic in self.licenses:
             for job, when in lic.due_times().items():
                 self._schedule(lic, job, when or now)
+        # The daily `syncer audit` per license, kept in audit_runs (checked hourly).
+        self.scheduler.add_job(audit.run_daily, "interval", hours=1, next_run_time=now,
+                               args=[self.engine, self.config, self.clock], id="audit")
         self._heartbeat = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
         self._heartbeat.start()
         self.scheduler.start()
@@ -564,53 +573,7 @@ class Daemon:
             return False, f"database: {type(exc).__name__}"
         return True, "ok"
 
-    def metrics(self) -> str:
-        """Prometheus text format."""
-        now = self.clock()
-        lines = [
-            "# HELP syncer_requests_spent_today Requests spent in the license's API day.",
-            "# TYPE syncer_requests_spent_today gauge",
-        ]
-        spent_lines, left_lines, rows_lines, success_lines, lag_lines, quarantine_lines = (
-            [], [], [], [], [], [])
-        with self.engine.connect() as conn:
-            for lic in self.licenses:
-                label = f'license="{_escape(lic.name)}"'
-                spent = spent_today(conn, lic.name, api_day(now, lic.tz))
-                spent_lines.append(f"syncer_requests_spent_today{{{label}}} {spent}")
-                left_lines.append(f"syncer_requests_left_today{{{label}}} {max(lic.spendable - spent, 0)}")
-                for job, count in sorted(lic.written.items()):
-                    rows_lines.append(f'syncer_rows_written_total{{{label},job="{job}"}} {count}')
-                states = conn.execute(select(t.sync_state.c.resource, t.sync_state.c.last_success_at)
-                                      .where(t.sync_state.c.license == lic.name)).all()
-                for state in states:
-                    if state.last_success_at is None:
-                        continue
-                    tag = f'{label},job="{_escape(state.resource)}"'
-                    stamp = state.last_success_at.timestamp()
-                    lag = (now - state.last_success_at).total_seconds()
-                    success_lines.append(f"syncer_last_success_timestamp_seconds{{{tag}}} {stamp:.0f}")
-                    lag_lines.append(f"syncer_job_lag_seconds{{{tag}}} {lag:.0f}")
-                quarantined = conn.execute(select(func.count()).select_from(t.quarantine)
-                                           .where(t.quarantine.c.license == lic.name)).scalar_one()
-                quarantine_lines.append(f"syncer_quarantine_records{{{label}}} {quarantined}")
-        lines += spent_lines
-        lines += ["# HELP syncer_requests_left_today Requests left for scheduled work today.",
-                  "# TYPE syncer_requests_left_today gauge", *left_lines]
-        lines += ["# HELP syncer_rows_written_total Rows inserted, updated or marked deleted.",
-                  "# TYPE syncer_rows_written_total counter", *rows_lines]
-        lines += ["# HELP syncer_last_success_timestamp_seconds Last successful run of a job.",
-                  "# TYPE syncer_last_success_timestamp_seconds gauge", *success_lines]
-        lines += ["# HELP syncer_job_lag_seconds Seconds since a job last succeeded.",
-                  "# TYPE syncer_job_lag_seconds gauge", *lag_lines]
-        lines += ["# HELP syncer_quarantine_records Records kept in the quarantine.",
-                  "# TYPE syncer_quarantine_records gauge", *quarantine_lines]
-        healthy, _ = self.healthy()
-        lines += ["# HELP syncer_up 1 when the scheduler runs and the database answers.",
-                  "# TYPE syncer_up gauge", f"syncer_up {1 if healthy else 0}"]
-        return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def rows_written(self) -> dict[tuple[str, str], int]:
+        """Rows each job of this process wrote since it started (a counter for /metrics)."""
+        return {(lic.name, job): count for lic in self.licenses for job, count in lic.written.items()}
 

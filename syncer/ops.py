@@ -1,40 +1,185 @@
-"""`--http HOST:PORT`: /healthz and /metrics for the daemon, on a small background server."""
+"""`--http HOST:PORT`: the status page at `/`, `/healthz` and `/metrics`, on a small
+background server. All three read the one read model (syncer.status).
+
+`/metrics` is prometheus_client's exposition of `SyncerCollector`, which turns a fresh
+`Status` into metric families on every scrape (counters as counters, gauges as gauges).
+When the database does not answer, the scrape still succeeds with `syncer_up 0`, so an
+alert can tell "daemon down" from "database down".
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+
+from syncer import page
+from syncer import status as read_model
 from syncer.daemon import Daemon
+from syncer.db import error_summary
 
 log = logging.getLogger("syncer.ops")
+
+# The classic text format, which generate_latest writes for names like ours and every
+# Prometheus 2.x reads (prometheus_client's own default names version 1.0.0).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DEFAULT_REFRESH = 30  # seconds between the page's reloads (?refresh=N: 1 to 3600)
+
+
+def families(status: read_model.Status | None, written: dict[tuple[str, str], int],
+             up: bool) -> Iterator[Metric]:
+    """The metric families of one status (None: the database did not answer)."""
+    syncer_up = GaugeMetricFamily("syncer_up", "1 when the scheduler runs and the database answers.")
+    syncer_up.add_metric([], 1 if up and status is not None else 0)
+    yield syncer_up
+    rows_written = CounterMetricFamily(
+        "syncer_rows_written", "Rows inserted, updated or marked deleted by this process.",
+        labels=["license", "sync_job"])
+    for (license, job_name), count in sorted(written.items()):
+        rows_written.add_metric([license, job_name], count)
+    yield rows_written
+    if status is None:
+        return
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ("license",)) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=list(labels))
+
+    spent = gauge("syncer_requests_spent_today", "Requests spent in the license's API day (any purpose).")
+    left = gauge("syncer_requests_left_today", "Requests left for scheduled work today "
+                 "(daily_budget - reserve - spent).")
+    planned = gauge("syncer_requests_planned_today", "Requests the plan expects for the rest of the day.")
+    needed = gauge("syncer_requests_needed_today", "Requests the rest of the day costs with every "
+                   "job at its longest interval.")
+    budget = gauge("syncer_requests_daily_budget", "The license's daily_budget.")
+    reserve = gauge("syncer_requests_reserve", "Requests kept for `syncer call` (reserve).")
+    refused = gauge("syncer_license_credentials_refused", "1 while the API's refusal of the "
+                    "credentials stops the license (until they change in the config).")
+    paused = gauge("syncer_license_paused", "1 while a 1003/1004 from the API pauses the license.")
+    paused_until = gauge("syncer_license_paused_until_timestamp_seconds",
+                         "Until when a paused license waits (only while paused).")
+    configured = gauge("syncer_license_configured", "1 for a license in the config, 0 for one "
+                       "known only from the database.")
+    shop_open = gauge("syncer_shop_open", "1 during opening hours ([schedule] opening_hours).")
+    quarantine = gauge("syncer_quarantine_records", "Records kept in the quarantine.")
+    audited = gauge("syncer_audit_problems", "Problems the latest daily audit found (syncer audit; "
+                    "only once an audit has run).")
+    requests = CounterMetricFamily(
+        "syncer_requests", "Requests in the ledger by function and outcome (ok, retried, failed, "
+        "auth, 1003, 1004, 1005, api_error, pending).", labels=["license", "function", "outcome"])
+    # Not `job`: Prometheus keeps that for the scrape job (and would rename ours exported_job).
+    job_labels = ("license", "sync_job")
+    success = gauge("syncer_last_success_timestamp_seconds", "Last successful run of a job.", job_labels)
+    lag = gauge("syncer_job_lag_seconds", "Seconds since a job last succeeded.", job_labels)
+    next_run = gauge("syncer_job_next_run_timestamp_seconds", "When a job runs next.", job_labels)
+    failing = gauge("syncer_job_failing", "1 while a job's last run ended in an error.", job_labels)
+    job_planned = gauge("syncer_job_planned_requests_today", "Requests a job is planned to spend "
+                        "for the rest of the day.", job_labels)
+    stored = gauge("syncer_table_rows", "Rows of the license in a resource's table.", job_labels)
+    for lic in status.licenses:
+        key = [lic.name]
+        spent.add_metric(key, lic.spent)
+        left.add_metric(key, lic.left)
+        planned.add_metric(key, lic.planned)
+        needed.add_metric(key, lic.needed)
+        budget.add_metric(key, lic.daily_budget)
+        reserve.add_metric(key, lic.reserve)
+        refused.add_metric(key, 1 if lic.credentials_refused else 0)
+        paused.add_metric(key, 1 if lic.paused_until else 0)
+        if lic.paused_until is not None:
+            paused_until.add_metric(key, lic.paused_until.timestamp())
+        configured.add_metric(key, 1 if lic.configured else 0)
+        shop_open.add_metric(key, 1 if lic.shop_open else 0)
+        quarantine.add_metric(key, lic.quarantined)
+        if lic.audit_problems is not None:
+            audited.add_metric(key, lic.audit_problems)
+        for asked in lic.requests:
+            if asked.total:  # (a request still pending is counted once it has its answer)
+                requests.add_metric([lic.name, asked.function, asked.outcome], asked.total)
+        for job in lic.jobs:
+            labels = [lic.name, job.job]
+            if job.last_success_at is not None and job.lag_seconds is not None:
+                success.add_metric(labels, round(job.last_success_at.timestamp()))
+                lag.add_metric(labels, round(job.lag_seconds))
+            if job.next_run_at is not None:
+                next_run.add_metric(labels, round(job.next_run_at.timestamp()))
+            failing.add_metric(labels, 1 if job.failing else 0)
+            job_planned.add_metric(labels, job.planned_requests)
+            if job.table_rows is not None:
+                stored.add_metric(labels, job.table_rows)
+    bad_logins = GaugeMetricFamily("syncer_bad_logins", "Bad logins (any license) in the last "
+                                   "30 minutes; at 3, new credentials wait.")
+    bad_logins.add_metric([], status.bad_logins)
+    yield from (spent, left, planned, needed, budget, reserve, requests, refused, paused,
+                paused_until, configured, shop_open, quarantine, audited, success, lag, next_run, failing,
+                job_planned, stored, bad_logins)
+
+
+class SyncerCollector(Collector):
+    """The daemon's state, read fresh from the database on every scrape."""
+
+    def __init__(self, daemon: Daemon, cache: read_model.Cache) -> None:
+        self.daemon = daemon
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        healthy, _ = self.daemon.healthy()
+        try:
+            status = read_model.build(self.daemon.engine, self.daemon.config, now=self.daemon.clock(),
+                                      totals=True, cache=self.cache)
+        except SQLAlchemyError as exc:
+            log.warning("metrics: the database did not answer: %s", error_summary(exc))
+            status = None
+        yield from families(status, self.daemon.rows_written(), healthy)
+
+
+def registry_for(daemon: Daemon, cache: read_model.Cache) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SyncerCollector(daemon, cache))
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, ...
+    return registry
 
 
 def serve(daemon: Daemon, host: str, port: int) -> ThreadingHTTPServer:
     """Start the server in a daemon thread and return it (call .shutdown() to stop)."""
+    cache = read_model.Cache()  # shared by the page and the scrapes
+    registry = registry_for(daemon, cache)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.startswith("/healthz"):
+            url = urlsplit(self.path)
+            if url.path == "/healthz":
                 ok, reason = daemon.healthy()
-                self._send(200 if ok else 503, reason + "\n", "text/plain")
-            elif self.path.startswith("/metrics"):
+                self._send(200 if ok else 503, reason + "\n", "text/plain; charset=utf-8")
+            elif url.path == "/metrics":
+                self._send(200, generate_latest(registry).decode(), METRICS_CONTENT_TYPE)
+            elif url.path in ("/", "/index.html"):
+                refresh = _refresh(parse_qs(url.query).get("refresh", []))
                 try:
-                    body = daemon.metrics()
-                except Exception as exc:  # the database may be down: say so, don't crash
-                    self._send(503, f"metrics unavailable: {type(exc).__name__}\n", "text/plain")
+                    status = read_model.build(daemon.engine, daemon.config, now=daemon.clock(),
+                                              requests=False, cache=cache)
+                except SQLAlchemyError as exc:  # the database may be down: say so, don't crash
+                    self._send(503, f"status unavailable: the database did not answer "
+                               f"({type(exc).__name__}); /healthz says more\n", "text/plain")
                     return
-                self._send(200, body, "text/plain; version=0.0.4")
+                self._send(200, page.render(status, refresh_seconds=refresh),
+                           "text/html; charset=utf-8")
             else:
-                self._send(404, "not found: try /healthz or /metrics\n", "text/plain")
+                self._send(404, "not found: try /, /healthz or /metrics\n", "text/plain")
 
         def _send(self, status: int, body: str, ctype: str) -> None:
             data = body.encode()
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
             self.end_headers()
             self.wfile.write(data)
 
@@ -44,5 +189,18 @@ def serve(daemon: Daemon, host: str, port: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="ops-http", daemon=True).start()
-    log.info("serving /healthz and /metrics on http://%s:%d", host, server.server_address[1])
+    log.info("serving the status page, /healthz and /metrics on http://%s:%d", host,
+             server.server_address[1])
     return server
+
+
+def _refresh(values: list[str]) -> int:
+    try:
+        return min(max(int(values[-1]), 1), 3600) if values else DEFAULT_REFRESH
+    except ValueError:
+        return DEFAULT_REFRESH
+
+
+def metrics_text(daemon: Daemon) -> str:
+    """What /metrics serves, as text (for tests and the secrets guard)."""
+    return generate_latest(registry_for(daemon, read_model.Cache())).decode()

@@ -780,12 +780,12 @@ def parse_order(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     children = {"order_lines": lines, "order_line_subproducts": slots, "order_payments": payments}
     parent["content_hash"] = _content_hash(parent, children)
     # Derived from the times above (and the zone), so left out of the hash.
-    parent.update(_local_reading(parent, ctx.tz))
+    parent.update(local_reading(parent, ctx.tz))
     return Rows(parent=parent, children=children)
 
 
-def _local_reading(order: Mapping[str, Any], tz: ZoneInfo) -> dict[str, Any]:
-    """The local day, hour and ISO weekday of the moment an order counts for.
+def local_reading(order: Mapping[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+    """The local day, hour, minute and ISO weekday of the moment an order counts for.
 
     A sale counts at `ordered_at`; a labour record on the day its shift began
     (`clock_in`, else `ordered_at`, else `clock_out`). SQLite cannot convert time
@@ -798,9 +798,11 @@ def _local_reading(order: Mapping[str, Any], tz: ZoneInfo) -> dict[str, Any]:
         moments = (order["clock_in"], order["ordered_at"], order["clock_out"])
     moment = next((m for m in moments if m is not None), None)
     if moment is None:
-        return {"business_date": None, "local_hour": None, "local_weekday": None}
+        return {"business_date": None, "local_hour": None, "local_weekday": None,
+                "local_minute": None}
     local = moment.astimezone(tz)
-    return {"business_date": local.date(), "local_hour": local.hour, "local_weekday": local.isoweekday()}
+    return {"business_date": local.date(), "local_hour": local.hour,
+            "local_weekday": local.isoweekday(), "local_minute": local.minute}
 
 
 def parse_invoice(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:

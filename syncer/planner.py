@@ -142,35 +142,53 @@ class Plan:
     interval: dict[str, dt.timedelta | None]
     expected: dict[str, int]
     budget_left: int
+    # Requests the rest of the day costs with every job at its longest interval: less
+    # than this left, and jobs run less often than their limits allow.
+    needed: int = 0
 
 
-def _intervals_for(jobs: Sequence[JobSpec], rate: float, *, open_: bool) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
+# (name, cost, weight, shortest, longest interval in seconds) of each job, while open
+# or while closed: what its interval depends on, worked out once per plan (the search
+# for the rate asks for the demand some 80 times).
+_Bounds = tuple[tuple[str, int, float, float, float | None], ...]
+
+
+def _bounds(jobs: Sequence[JobSpec], *, open_: bool) -> _Bounds:
+    out = []
     for job in jobs:
         weight = job.weight if open_ else job.closed_weight
         low = job.min_interval.total_seconds()
         if not open_:
             low = max(low, CLOSED_MIN_INTERVAL.total_seconds())
         high_td = job.max_interval if open_ else job.closed_max_interval
-        if weight <= 0 or rate <= 0:
-            out[job.name] = None if high_td is None else high_td.total_seconds()
-            continue
-        seconds = job.cost / (rate * weight)
-        if high_td is not None:
-            seconds = min(seconds, high_td.total_seconds())
-        out[job.name] = max(seconds, low)
-    return out
+        out.append((job.name, job.cost, weight, low,
+                    None if high_td is None else high_td.total_seconds()))
+    return tuple(out)
 
 
-def _demand(jobs: Sequence[JobSpec], open_s: float, closed_s: float, rate: float,
+def _interval(cost: int, weight: float, low: float, high: float | None, rate: float) -> float | None:
+    if weight <= 0 or rate <= 0:
+        return high
+    seconds = cost / (rate * weight)
+    if high is not None:
+        seconds = min(seconds, high)
+    return max(seconds, low)
+
+
+def _intervals_for(bounds: _Bounds, rate: float) -> dict[str, float | None]:
+    return {name: _interval(cost, weight, low, high, rate) for name, cost, weight, low, high in bounds}
+
+
+def _demand(open_b: _Bounds, closed_b: _Bounds, open_s: float, closed_s: float, rate: float,
             stretch: float = 1.0) -> float:
     total = 0.0
-    for state, span in ((True, open_s), (False, closed_s)):
-        intervals = _intervals_for(jobs, rate, open_=state)
-        for job in jobs:
-            seconds = intervals[job.name]
-            if seconds is not None and span > 0:
-                total += job.cost * span / (seconds * stretch)
+    for bounds, span in ((open_b, open_s), (closed_b, closed_s)):
+        if span <= 0:
+            continue
+        for _, cost, weight, low, high in bounds:
+            seconds = _interval(cost, weight, low, high, rate)
+            if seconds is not None:
+                total += cost * span / (seconds * stretch)
     return total
 
 
@@ -199,26 +217,27 @@ def plan(
     # The largest rate whose demand fits the budget (demand grows with the rate).
     stretch = 1.0
     lo, hi = 0.0, 1.0
-    if _demand(jobs, open_s, closed_s, 1e-12) > budget:
+    open_b, closed_b = _bounds(jobs, open_=True), _bounds(jobs, open_=False)
+    floor = _demand(open_b, closed_b, open_s, closed_s, 1e-12)
+    if floor > budget:
         # Even at every job's longest interval the day does not fit: stretch them all.
-        floor = _demand(jobs, open_s, closed_s, 1e-12)
         stretch = floor / budget if budget > 0 else math.inf
         rate = 1e-12
     else:
-        while _demand(jobs, open_s, closed_s, hi) <= budget and hi < 1e6:
+        while _demand(open_b, closed_b, open_s, closed_s, hi) <= budget and hi < 1e6:
             lo, hi = hi, hi * 2
         for _ in range(60):
             mid = (lo + hi) / 2
-            if _demand(jobs, open_s, closed_s, mid) <= budget:
+            if _demand(open_b, closed_b, open_s, closed_s, mid) <= budget:
                 lo = mid
             else:
                 hi = mid
         rate = lo
 
     is_open = hours.is_open(now, tz)
-    current = _intervals_for(jobs, rate, open_=is_open)
-    open_iv = _intervals_for(jobs, rate, open_=True)
-    closed_iv = _intervals_for(jobs, rate, open_=False)
+    current = _intervals_for(open_b if is_open else closed_b, rate)
+    open_iv = _intervals_for(open_b, rate)
+    closed_iv = _intervals_for(closed_b, rate)
     next_run: dict[str, dt.datetime] = {}
     interval: dict[str, dt.timedelta | None] = {}
     expected: dict[str, int] = {}
@@ -249,4 +268,4 @@ def plan(
             if iv is not None and span > 0:
                 runs += span / (iv * stretch)
         expected[job.name] = round(runs) * job.cost
-    return Plan(next_run, interval, expected, left)
+    return Plan(next_run, interval, expected, left, needed=math.ceil(floor))

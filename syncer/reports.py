@@ -1,4 +1,4 @@
-"""The reporting views (created by migration 0002): what they hold, and reading them.
+"""The reporting views (migrations 0002 and 0006): what they hold, their settings, reading them.
 
 The views live in the database so any SQL or BI tool can read them; this module
 only describes their columns (so values come back typed: Decimal, date, aware
@@ -23,6 +23,7 @@ from rich.table import Table as RichTable
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Date,
     Engine,
     Integer,
@@ -32,9 +33,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    insert,
     select,
+    update,
 )
 
+from syncer import tables as t
+from syncer.config import ReportsConfig
 from syncer.tables import UtcDateTime
 
 views = MetaData()
@@ -70,39 +75,79 @@ class Report:
         return self.view.name
 
 
+def _count(name: str) -> Column[int]:
+    return Column(name, Integer)
+
+
 REPORTS: tuple[Report, ...] = (
     Report(
         Table("report_daily_sales", views, _license(), _day(), Column("register_id", BigInteger),
-              Column("orders", Integer), _quantity("items_sold"), _money("revenue_incl_vat"),
-              _money("vat"), _money("revenue_excl_vat")),
-        "orders, items sold and revenue per local day and register",
+              _count("orders"), _quantity("items_sold"), _money("revenue_incl_vat"),
+              _money("vat"), _money("revenue_excl_vat"), _money("difference"), _money("paid")),
+        "tickets, items sold, revenue (the tickets' totals), VAT and payments per business day "
+        "and register",
         ("license", "day", "register_id"),
+    ),
+    Report(
+        Table("report_register_day", views, _license(), _day(), Column("register_id", BigInteger),
+              Column("position", SmallInteger), Column("section", String(20)),
+              Column("tax_rate", Numeric(7, 4)), Column("method", String(20)), _count("count"),
+              Column("first_ticket_at", UtcDateTime()), Column("last_ticket_at", UtcDateTime()),
+              _money("base"), _money("vat"), _money("amount")),
+        "the Z report per business day and register: tickets, each VAT rate, each payment "
+        "method, and the differences",
+        ("license", "day", "register_id", "position", "tax_rate", "method"),
     ),
     Report(
         Table("report_vat", views, _license(), _day(), Column("tax_rate", Numeric(7, 4)),
               _money("base"), _money("vat"), _money("total")),
-        "VAT base, VAT and total per day and rate (check against the Z report)",
+        "VAT base, VAT and total per business day and rate, computed per ticket",
         ("license", "day", "tax_rate"),
     ),
     Report(
         Table("report_payments", views, _license(), _day(), Column("method", String(20)),
-              Column("payments", Integer), _money("amount")),
-        "payments and amount per day and payment method",
+              _count("payments"), _money("amount")),
+        "payments and amount per business day and payment method",
         ("license", "day", "method"),
+    ),
+    Report(
+        Table("report_tickets", views, _license(), _day(), Column("order_id", BigInteger),
+              Column("register_id", BigInteger), Column("user_id", BigInteger),
+              Column("ordered_at", UtcDateTime()), Column("weekday", SmallInteger),
+              Column("hour", SmallInteger), _count("lines"), _quantity("items_sold"),
+              _money("total"), _money("lines_total"), _money("base"), _money("vat"),
+              _money("difference"), _money("paid"), _money("payment_difference")),
+        "every ticket (a sale: an order that is not a labour record) with its total, lines, "
+        "VAT, payments and differences",
+        ("license", "day", "order_id"),
+    ),
+    Report(
+        Table("report_ticket_vat", views, _license(), _day(), Column("order_id", BigInteger),
+              Column("register_id", BigInteger), Column("tax_rate", Numeric(7, 4)),
+              _money("base"), _money("vat"), _money("total")),
+        "VAT per ticket and rate, rounded to the cent as the receipt shows it",
+        ("license", "day", "order_id", "tax_rate"),
+    ),
+    Report(
+        Table("report_ticket_payments", views, _license(), _day(), Column("order_id", BigInteger),
+              Column("register_id", BigInteger), Column("method", String(20)), _money("amount")),
+        "payments per ticket and method",
+        ("license", "day", "order_id", "method"),
     ),
     Report(
         Table("report_product_sales", views, _license(), _day(), Column("product_id", BigInteger),
               Column("product_name", Text), Column("category_id", BigInteger),
               Column("category_name", Text), _quantity("quantity"), _money("product_revenue"),
               _money("supplement_revenue"), _money("revenue")),
-        "quantity and revenue per day and product, supplements apart",
+        "quantity and revenue per business day and product, supplements apart",
         ("license", "day", "product_id"),
     ),
     Report(
         Table("report_hourly", views, _license(), Column("weekday", SmallInteger),
-              Column("hour", SmallInteger), Column("days_open", Integer), Column("orders", Integer),
+              Column("hour", SmallInteger), _count("days_open"), _count("orders"),
               _money("revenue")),
-        "orders and revenue per weekday (1 = Monday) and hour, over all history",
+        "tickets and revenue per weekday of the business day (1 = Monday) and hour, over all "
+        "history",
         ("license", "weekday", "hour"),
         day_column=None,
     ),
@@ -110,13 +155,13 @@ REPORTS: tuple[Report, ...] = (
         Table("report_labor", views, _license(), _day(), Column("user_id", BigInteger),
               Column("username", Text), Column("clock_in", UtcDateTime()),
               Column("clock_out", UtcDateTime()), Column("hours_worked", Numeric(7, 2))),
-        "clock-in/clock-out pairs and hours worked per user and day",
+        "clock-in/clock-out pairs and hours worked per user and business day",
         ("license", "day", "user_id", "clock_in", "clock_out"),
     ),
     Report(
         Table("report_liabilities", views, _license(), Column("kind", String(20)),
               Column("customer_id", BigInteger), Column("customer_name", Text),
-              Column("items", Integer), _money("amount")),
+              _count("items"), _money("amount")),
         "outstanding gift vouchers and customer credit balances, as of today",
         ("license", "kind", "customer_id"),
         day_column=None,
@@ -171,6 +216,64 @@ def fetch(
                 for name, value in row.items()
             })
     return rows
+
+
+# --- the business day -------------------------------------------------------------------
+
+
+def business_day(moment: dt.datetime, tz: ZoneInfo, day_start_minute: int) -> dt.date:
+    """The business day `moment` counts for: its local date, or the day before when its
+    local time is before the day's start (the views' rule, migration 0006)."""
+    local = moment.astimezone(tz)
+    if local.hour * 60 + local.minute < day_start_minute:
+        return local.date() - dt.timedelta(days=1)
+    return local.date()
+
+
+def apply_settings(engine: Engine, settings: ReportsConfig) -> bool:
+    """Store `[reports]` where the views read it (report_settings); True if it changed.
+
+    Nothing stored is rewritten and nothing is fetched: the views compute the
+    business day when they are read. Written only when it differs, so a command on a
+    database it may only read writes nothing.
+    """
+    row = {"day_starts_at": settings.day_starts_at, "day_start_minute": settings.day_start_minute}
+    with engine.connect() as conn:
+        stored = conn.execute(select(t.report_settings.c.day_starts_at, t.report_settings.c.day_start_minute)
+                              .where(t.report_settings.c.id == 1)).one_or_none()
+    if stored is not None and tuple(stored) == (row["day_starts_at"], row["day_start_minute"]):
+        return False
+    with engine.begin() as conn:
+        values = {**row, "updated_at": dt.datetime.now(dt.UTC)}
+        if stored is None:
+            conn.execute(insert(t.report_settings).values(id=1, **values))
+        else:
+            conn.execute(update(t.report_settings).where(t.report_settings.c.id == 1).values(**values))
+    return True
+
+
+def day_start_minute(conn: Connection) -> int:
+    """The business day's start the views use now (minutes after local midnight)."""
+    stored = conn.execute(select(t.report_settings.c.day_start_minute)
+                          .where(t.report_settings.c.id == 1)).scalar()
+    return int(stored or 0)
+
+
+def sales_per_day(engine: Engine, license: str, days: int = 7) -> RichTable:
+    """Tickets and revenue per business day, the last `days` days: report_daily_sales added
+    up over the registers (the demo's table; the same tickets as every view)."""
+    totals: dict[dt.date, tuple[int, Decimal]] = {}
+    for row in fetch(engine, get("report_daily_sales"), license=license):
+        count, revenue = totals.get(row["day"], (0, Decimal("0.00")))
+        totals[row["day"]] = (count + row["orders"], revenue + row["revenue_incl_vat"])
+    table = RichTable(title="Sales per day (business days, from report_daily_sales, incl. VAT)")
+    table.add_column("day")
+    table.add_column("tickets", justify="right")
+    table.add_column("revenue", justify="right")
+    for day in sorted(totals)[-days:]:
+        count, revenue = totals[day]
+        table.add_row(day.isoformat(), str(count), f"{revenue:.2f}")
+    return table
 
 
 # --- rendering ------------------------------------------------------------------------

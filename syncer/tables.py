@@ -235,6 +235,7 @@ orders = Table(
     Column("business_date", Date),
     Column("local_hour", SmallInteger),  # 0-23
     Column("local_weekday", SmallInteger),  # ISO: 1 Monday .. 7 Sunday
+    Column("local_minute", SmallInteger),  # 0-59, of local_hour: where a business day starts
     # Hash of the whole source record, children included: a changed line or
     # payment changes it, so the order (and its children) is written again.
     Column("content_hash", String(32), nullable=False),
@@ -437,6 +438,31 @@ quarantine = Table(
     Column("last_seen_at", UtcDateTime(), nullable=False),
     Column("seen_count", Integer, nullable=False),
     UniqueConstraint("license", "resource", "raw_hash"),
+)
+
+# The database's reporting settings, one row (id 1), written from the config's
+# [reports] section by every command that opens the database; the report views read
+# it, so a change takes effect without rewriting a stored row.
+report_settings = Table(
+    "report_settings",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("day_starts_at", String(5), nullable=False),  # "HH:MM", local time
+    Column("day_start_minute", SmallInteger, nullable=False),  # the same, in minutes
+    Column("updated_at", UtcDateTime()),
+)
+
+# One row per `syncer audit` the daemon ran (daily, per license): for the metric
+# syncer_audit_problems and for anyone who wants the history of the checks.
+audit_runs = Table(
+    "audit_runs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("license", String(100), nullable=False),
+    Column("ran_at", UtcDateTime(), nullable=False),
+    Column("problems", Integer, nullable=False),
+    Column("report", Json(), nullable=False),
+    Index(None, "license", "ran_at"),
 )
 
 # Which process runs a job right now: a replica claims a lease before running a

@@ -35,7 +35,8 @@ def _local_reading(o: Order, ds: Dataset) -> dict[str, Any]:
     moment = o.clock_in if o.is_labour and o.clock_in is not None else o.ordered_at
     # Through UTC: a wall time in the spring gap reads as the hour after it.
     local = moment.astimezone(dt.UTC).astimezone(ds.zone)
-    return {"business_date": local.date(), "local_hour": local.hour, "local_weekday": local.isoweekday()}
+    return {"business_date": local.date(), "local_hour": local.hour,
+            "local_weekday": local.isoweekday(), "local_minute": local.minute}
 
 
 def _extra(extra: dict[str, Any]) -> dict[str, Any] | None:

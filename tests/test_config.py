@@ -324,3 +324,27 @@ def test_the_example_config_loads_as_shipped() -> None:
     assert config.licenses[0].token_env == "CLOUDPOS_TOKEN_MYSHOP"
     assert config.schedule.opening_hours == "10:00-23:00"
     assert config.budget_for(config.licenses[0]) == (500, 50)
+
+
+# --- [reports] -------------------------------------------------------------------------------
+
+
+def test_the_business_day_starts_at_midnight_unless_the_config_says_when(tmp_path: Path) -> None:
+    assert load_config(environ={}).reports.day_start_minute == 0
+    file = write(tmp_path / "r.toml", '[reports]\nday_starts_at = "04:30"\n')
+    reports = load_config(file, environ={}).reports
+    assert (reports.day_starts_at, reports.day_start_minute) == ("04:30", 270)
+
+
+@pytest.mark.parametrize("value", ['"4:00"', '"24:00"', '"04:60"', '"four"', "4", '""'])
+def test_a_day_start_that_is_not_hh_mm_names_the_key(tmp_path: Path, value: str) -> None:
+    file = write(tmp_path / "r.toml", f"[reports]\nday_starts_at = {value}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(file, environ={})
+    assert "reports.day_starts_at" in str(exc.value) and str(file) in str(exc.value)
+
+
+def test_an_unknown_reports_key_is_refused(tmp_path: Path) -> None:
+    file = write(tmp_path / "r.toml", '[reports]\nday_start = "04:00"\n')
+    with pytest.raises(ConfigError, match=r"reports\.day_start"):
+        load_config(file, environ={})

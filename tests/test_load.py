@@ -25,6 +25,7 @@ def order(order_id: int, total: str = "10.00", lines: int = 2, extra: Any = None
         "id": order_id, "customer_id": None, "register_id": 1, "user_id": 2,
         "total_price": Decimal(total), "ordered_at": T0, "clock_in": None, "clock_out": None,
         "business_date": dt.date(2026, 3, 1), "local_hour": 13, "local_weekday": 7,
+        "local_minute": 0,
         "content_hash": f"{order_id}-{total}-{lines}", "extra": extra,
     }
     order_lines = [{"order_id": order_id, "line_no": n, "quantity": Decimal(1), "product_id": 7,

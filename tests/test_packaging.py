@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def run(args: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
 def test_compose_file_parses_and_everything_it_references_exists() -> None:
     doc = compose()
     services = doc["services"]
-    assert {"db", "migrate", "syncer", "backfill", "grafana"} <= set(services)
+    assert {"db", "migrate", "syncer", "backfill", "grafana", "prometheus"} <= set(services)
     named = set(doc.get("volumes") or {})
     for name, service in services.items():
         build = service.get("build")
@@ -192,6 +193,66 @@ def test_dashboard_queries_run_against_the_report_views(pg_url: str) -> None:
             used.update(name for name in reports.NAMES if name in sql)
     assert used == set(reports.NAMES)
     engine.dispose()
+
+
+PROFILES = ("backfill", "bi", "ops")
+
+
+@pytest.mark.parametrize("profiles", [(), *((p,) for p in PROFILES), PROFILES],
+                         ids=lambda p: "+".join(p) or "none")
+def test_compose_is_complete_with_every_profile(profiles: tuple[str, ...]) -> None:
+    """`docker compose [--profile P]... up`: every service started depends only on
+    services started too, and every profile named exists."""
+    services = compose()["services"]
+    named = {p for service in services.values() for p in service.get("profiles", [])}
+    assert named == set(PROFILES)
+    active = {name for name, service in services.items()
+              if not service.get("profiles") or set(service["profiles"]) & set(profiles)}
+    for name in active:
+        for dependency in services[name].get("depends_on", {}):
+            assert dependency in active, (profiles, name, dependency)
+
+
+def test_ops_profile_runs_prometheus_scraping_the_syncer_with_the_alert_rules(tmp_path: Path) -> None:
+    services = compose()["services"]
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["ops"]
+    assert prometheus["depends_on"]["syncer"]["condition"] == "service_started"
+    assert any(port.endswith(":9090") and port.startswith("127.0.0.1:") for port in prometheus["ports"])
+    mounts = {resolve(v).split(":")[1]: resolve(v).split(":")[0] for v in prometheus["volumes"]
+              if resolve(v).startswith(".")}
+    flags = dict(arg.split("=", 1) for arg in prometheus["command"])
+    config_path = ROOT / mounts[flags["--config.file"]]
+    config = yaml.safe_load(config_path.read_text())
+    for rule_file in config["rule_files"]:
+        assert (ROOT / mounts[rule_file]).is_file(), rule_file
+    [scrape] = config["scrape_configs"]
+    assert scrape["metrics_path"] == "/metrics"
+    # The target is the syncer service on the port its --http listens on.
+    listen = services["syncer"]["command"][services["syncer"]["command"].index("--http") + 1]
+    assert scrape["static_configs"][0]["targets"] == [f"syncer:{listen.rsplit(':', 1)[1]}"]
+    # The job name the alert rules expect.
+    assert f'job="{scrape["job_name"]}"' in (ROOT / "deploy/prometheus/alerts.yml").read_text()
+    # Grafana (profile bi) reads this Prometheus for the sync-health dashboard.
+    provisioning = ROOT / "deploy/grafana/provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources/prometheus.yaml").read_text())["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    health = json.loads((ROOT / "deploy/grafana/dashboards/cloudpos-sync-health.json").read_text())
+    assert {p["datasource"]["uid"] for p in health["panels"]} == {source["uid"]}
+    titles = " ".join(p["title"] for p in health["panels"]).lower()
+    assert "budget" in titles or "requests spent" in titles
+    assert "lag" in titles and "outcome" in titles
+    # promtool reads the config as Prometheus would (rule paths as mounted in the container).
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is missing (apt-get install prometheus; .ci/run installs it)")
+        pytest.skip("promtool is not installed")
+    local = yaml.safe_load(config_path.read_text())
+    local["rule_files"] = [str(ROOT / mounts[r]) for r in config["rule_files"]]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(local))
+    done = run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 # --- Dockerfile ----------------------------------------------------------------------------

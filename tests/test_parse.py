@@ -275,6 +275,7 @@ SALE = Rows(
         "total_price": D("32.50"), "ordered_at": utc(2026, 6, 12, 17, 45, 10),
         "clock_in": None, "clock_out": None, "content_hash": MD5, "extra": {"tablenr": "12"},
         "business_date": dt.date(2026, 6, 12), "local_hour": 19, "local_weekday": 5,
+        "local_minute": 45,
     },
     {
         "order_lines": [
@@ -318,6 +319,7 @@ def test_labour_record_is_an_order_with_clock_times_and_no_children() -> None:
             "content_hash": MD5, "extra": None,
             # A labour record counts on the local day (and hour) its shift began.
             "business_date": dt.date(2026, 6, 12), "local_hour": 8, "local_weekday": 5,
+            "local_minute": 0,
         },
         {"order_lines": [], "order_line_subproducts": [], "order_payments": []},
     )
@@ -331,6 +333,7 @@ def test_local_time_in_the_spring_gap_is_shifted_forward() -> None:
             "total_price": D(3), "ordered_at": utc(2026, 3, 29, 1, 30),
             "clock_in": None, "clock_out": None, "content_hash": MD5, "extra": None,
             "business_date": dt.date(2026, 3, 29), "local_hour": 3, "local_weekday": 7,
+            "local_minute": 30,
         },
         {"order_lines": [], "order_line_subproducts": [],
          "order_payments": [{"order_id": 5003, "method": "voucher", "amount": D(3)}]},
@@ -345,6 +348,7 @@ def test_ambiguous_autumn_local_time_takes_its_first_occurrence() -> None:
             "total_price": D(-3), "ordered_at": utc(2026, 10, 25, 0, 30),
             "clock_in": None, "clock_out": None, "content_hash": MD5, "extra": None,
             "business_date": dt.date(2026, 10, 25), "local_hour": 2, "local_weekday": 7,
+            "local_minute": 30,
         },
         {"order_lines": [], "order_line_subproducts": [],
          "order_payments": [{"order_id": 5004, "method": "cash", "amount": D(-3)}]},
@@ -355,20 +359,21 @@ def test_ambiguous_autumn_local_time_takes_its_first_occurrence() -> None:
     ("record", "reading"),
     [
         # 00:30 local is still the previous day in UTC: the local day counts.
-        ({"ordertime": "2026-06-13 00:30:00"}, (dt.date(2026, 6, 13), 0, 6)),
-        ({"ordertime": "2026-01-12 23:59:59"}, (dt.date(2026, 1, 12), 23, 1)),
+        ({"ordertime": "2026-06-13 00:30:00"}, (dt.date(2026, 6, 13), 0, 6, 30)),
+        ({"ordertime": "2026-01-12 23:59:59"}, (dt.date(2026, 1, 12), 23, 1, 59)),
         # A night shift counts on the day it began, whatever its ordertime says.
         ({"ordertime": "2026-06-13 02:00:00", "clockin": "2026-06-12 22:00:00",
-          "clockout": "2026-06-13 02:00:00"}, (dt.date(2026, 6, 12), 22, 5)),
-        ({"clockout": "2026-06-13 02:00:00"}, (dt.date(2026, 6, 13), 2, 6)),
-        ({"ordertime": ""}, (None, None, None)),
+          "clockout": "2026-06-13 02:00:00"}, (dt.date(2026, 6, 12), 22, 5, 0)),
+        ({"clockout": "2026-06-13 02:00:00"}, (dt.date(2026, 6, 13), 2, 6, 0)),
+        ({"ordertime": ""}, (None, None, None, None)),
     ],
 )
-def test_local_day_hour_and_weekday_of_an_order(
+def test_local_day_hour_minute_and_weekday_of_an_order(
     record: dict[str, Any], reading: tuple[Any, ...]
 ) -> None:
     parent = parse_order({"id": "1", **record}, CTX).parent
-    assert (parent["business_date"], parent["local_hour"], parent["local_weekday"]) == reading
+    assert (parent["business_date"], parent["local_hour"], parent["local_weekday"],
+            parent["local_minute"]) == reading
 
 
 def test_local_reading_is_the_wall_clock_of_the_configured_zone() -> None:
@@ -454,7 +459,8 @@ def test_unused_subproduct_slot_is_ignored_whatever_its_price_says() -> None:
         {"id": 1, "customer_id": None, "register_id": None, "user_id": None,
          "total_price": None, "ordered_at": None, "clock_in": None, "clock_out": None,
          "content_hash": MD5, "extra": None,
-         "business_date": None, "local_hour": None, "local_weekday": None},
+         "business_date": None, "local_hour": None, "local_weekday": None,
+         "local_minute": None},
         {"order_lines": [{"order_id": 1, "line_no": 1, "quantity": D(1), "product_id": 101,
                           "price": None, "tax_rate": None, "extra": None}],
          "order_line_subproducts": [], "order_payments": []},

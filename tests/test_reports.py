@@ -27,7 +27,7 @@ from syncer.db import make_engine, migrate
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import Order
 from tests.conftest import ANCHOR, LICENSE, TOKEN, pg_schema
-from tests.helpers import cli_env, run_cli
+from tests.helpers import cli_env, ledger_count, run_cli
 
 OTHER = "other"  # a second shop in the same database
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -63,6 +63,12 @@ def counts_on(order: Order, zone: ZoneInfo) -> dt.datetime:
     return local(order.ordered_at, zone)
 
 
+def day_of(order: Order, zone: ZoneInfo, day_starts_at: dt.time = dt.time(0)) -> dt.date:
+    """The business day: the local date, or the day before when earlier than its start."""
+    at = counts_on(order, zone)
+    return at.date() - dt.timedelta(days=1) if at.time() < day_starts_at else at.date()
+
+
 def sales(ds: Dataset) -> list[Order]:
     return [o for o in ds.orders if not o.is_labour]
 
@@ -75,6 +81,14 @@ def items(order: Order) -> Iterator[tuple[Decimal, Decimal]]:
             yield sub.tax_rate, line.quantity * sub.price
 
 
+def ticket_vat(order: Order) -> dict[Decimal, tuple[Decimal, Decimal, Decimal]]:
+    """Per rate (base, VAT, total) of one ticket, as its receipt shows them: rounded per ticket."""
+    gross: dict[Decimal, Decimal] = defaultdict(Decimal)
+    for rate, amount in items(order):
+        gross[rate] += amount
+    return {rate: split_vat(amount, rate) for rate, amount in gross.items()}
+
+
 @dataclass
 class Shop:
     license: str
@@ -85,52 +99,53 @@ class Shop:
     customers: dict[int, Any]
 
 
-def expected_daily_sales(shop: Shop) -> dict[Key, Key]:
+MIDNIGHT = dt.time(0)
+
+
+def expected_daily_sales(shop: Shop, start: dt.time = MIDNIGHT) -> dict[Key, Key]:
+    """Revenue is the tickets' totals; VAT and base are added up from each ticket's rates."""
     zone = shop.ds.zone
-    orders: dict[Key, int] = defaultdict(int)
-    sold: dict[Key, Decimal] = defaultdict(Decimal)
-    gross: dict[Key, dict[Decimal, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    out: dict[Key, Key] = {}
     for o in sales(shop.ds):
-        key = (shop.license, counts_on(o, zone).date(), o.register_id)
-        orders[key] += 1
-        sold[key] += sum((line.quantity for line in o.lines), Decimal(0))
-        for rate, amount in items(o):
-            gross[key][rate] += amount
-    out = {}
-    for key, count in orders.items():
-        splits = [split_vat(amount, rate) for rate, amount in gross[key].items()]
-        revenue = sum((s[2] for s in splits), Decimal(0))
-        vat = sum((s[1] for s in splits), Decimal(0))
-        out[key] = (count, sold[key], revenue, vat, revenue - vat)
+        key = (shop.license, day_of(o, zone, start), o.register_id)
+        rates = ticket_vat(o).values()
+        lines = sum((r[2] for r in rates), Decimal(0))
+        ticket = (1, sum((line.quantity for line in o.lines), Decimal(0)), cents(o.total_price),
+                  sum((r[1] for r in rates), Decimal(0)), sum((r[0] for r in rates), Decimal(0)),
+                  cents(o.total_price) - lines, cents(sum(o.payments.values(), Decimal(0))))
+        before = out.get(key, (0, Decimal(0), Decimal(0), Decimal(0), Decimal(0), Decimal(0),
+                               Decimal(0)))
+        out[key] = tuple(a + b for a, b in zip(before, ticket, strict=True))
     return out
 
 
-def expected_vat(shop: Shop) -> dict[Key, Key]:
-    gross: dict[Key, Decimal] = defaultdict(Decimal)
+def expected_vat(shop: Shop, start: dt.time = MIDNIGHT) -> dict[Key, Key]:
+    out: dict[Key, Key] = {}
     for o in sales(shop.ds):
-        day = counts_on(o, shop.ds.zone).date()
-        for rate, amount in items(o):
-            gross[shop.license, day, rate] += amount
-    return {key: split_vat(amount, key[2]) for key, amount in gross.items()}
+        day = day_of(o, shop.ds.zone, start)
+        for rate, split in ticket_vat(o).items():
+            before = out.get((shop.license, day, rate), (Decimal(0),) * 3)
+            out[shop.license, day, rate] = tuple(a + b for a, b in zip(before, split, strict=True))
+    return out
 
 
-def expected_payments(shop: Shop) -> dict[Key, Key]:
+def expected_payments(shop: Shop, start: dt.time = MIDNIGHT) -> dict[Key, Key]:
     count: dict[Key, int] = defaultdict(int)
     amount: dict[Key, Decimal] = defaultdict(Decimal)
-    for o in shop.ds.orders:
+    for o in sales(shop.ds):
         for method, paid in o.payments.items():
-            key = (shop.license, counts_on(o, shop.ds.zone).date(), method)
+            key = (shop.license, day_of(o, shop.ds.zone, start), method)
             count[key] += 1
             amount[key] += paid
     return {key: (count[key], cents(amount[key])) for key in count}
 
 
-def expected_product_sales(shop: Shop) -> dict[Key, Key]:
+def expected_product_sales(shop: Shop, start: dt.time = MIDNIGHT) -> dict[Key, Key]:
     quantity: dict[Key, Decimal] = defaultdict(Decimal)
     products: dict[Key, Decimal] = defaultdict(Decimal)
     supplements: dict[Key, Decimal] = defaultdict(Decimal)
     for o in sales(shop.ds):
-        day = counts_on(o, shop.ds.zone).date()
+        day = day_of(o, shop.ds.zone, start)
         for line in o.lines:
             key = (shop.license, day, line.product_id)
             quantity[key] += line.quantity
@@ -146,21 +161,21 @@ def expected_product_sales(shop: Shop) -> dict[Key, Key]:
     return out
 
 
-def expected_hourly(shop: Shop) -> dict[Key, Key]:
+def expected_hourly(shop: Shop, start: dt.time = MIDNIGHT) -> dict[Key, Key]:
     zone = shop.ds.zone
     days: dict[int, set[dt.date]] = defaultdict(set)
     orders: dict[Key, int] = defaultdict(int)
     revenue: dict[Key, Decimal] = defaultdict(Decimal)
     for o in sales(shop.ds):
-        at = counts_on(o, zone)
-        key = (shop.license, at.isoweekday(), at.hour)
-        days[at.isoweekday()].add(at.date())
+        day = day_of(o, zone, start)
+        key = (shop.license, day.isoweekday(), counts_on(o, zone).hour)
+        days[day.isoweekday()].add(day)
         orders[key] += 1
-        revenue[key] += sum((amount for _, amount in items(o)), Decimal(0))
-    return {key: (len(days[key[1]]), orders[key], cents(revenue[key])) for key in orders}
+        revenue[key] += cents(o.total_price)
+    return {key: (len(days[key[1]]), orders[key], revenue[key]) for key in orders}
 
 
-def expected_labor(shop: Shop) -> dict[Key, Key]:
+def expected_labor(shop: Shop, start: dt.time = MIDNIGHT) -> dict[Key, Key]:
     out = {}
     for o in shop.ds.orders:
         if not o.is_labour:
@@ -168,7 +183,7 @@ def expected_labor(shop: Shop) -> dict[Key, Key]:
         assert o.clock_in is not None and o.clock_out is not None
         seconds = int((o.clock_out.astimezone(dt.UTC) - o.clock_in.astimezone(dt.UTC)).total_seconds())
         hours = (Decimal(seconds) / 3600).quantize(CENT, ROUND_HALF_UP)
-        key = (shop.license, counts_on(o, shop.ds.zone).date(), o.user_id,
+        key = (shop.license, day_of(o, shop.ds.zone, start), o.user_id,
                o.clock_in.astimezone(dt.UTC))
         assert o.user_id is not None
         out[key] = (shop.ds.users[o.user_id].username, o.clock_out.astimezone(dt.UTC), hours)
@@ -217,7 +232,8 @@ class Synced:
 
 def add_edge_cases(sim: Simulator) -> None:
     """Orders a UTC day would put on the wrong day, and shifts across midnight and DST."""
-    for moment in ("2026-10-25 00:15", "2026-10-25 02:45", "2026-10-25 23:40", "2026-10-26 00:30"):
+    for moment in ("2026-10-25 00:15", "2026-10-25 02:45", "2026-10-25 23:40", "2026-10-26 00:30",
+                   "2026-10-26 00:40"):
         sim.add_orders(2, dt.datetime.fromisoformat(moment).replace(tzinfo=BRUSSELS))
     ds = sim.dataset
     user = sorted(ds.users)[2]
@@ -610,7 +626,7 @@ def test_upgrade_gives_stored_orders_their_local_day(db_url: str) -> None:
     engine = make_engine(db_url)
     migrate(engine, "0001")
     old_columns = [c for c in t.orders.columns
-                   if c.name not in ("business_date", "local_hour", "local_weekday")]
+                   if c.name not in ("business_date", "local_hour", "local_weekday", "local_minute")]
     rows: list[dict[str, Any]] = [
         {"id": 1, "ordered_at": brussels("2026-10-26 00:30")},  # still 10-25 in UTC
         {"id": 2, "ordered_at": brussels("2026-10-25 02:30"), "clock_in": None},
@@ -625,12 +641,13 @@ def test_upgrade_gives_stored_orders_their_local_day(db_url: str) -> None:
     migrate(engine, timezone="Europe/Brussels")
     with engine.connect() as conn:
         got = conn.execute(sa.select(t.orders.c.id, t.orders.c.business_date, t.orders.c.local_hour,
-                                     t.orders.c.local_weekday).order_by(t.orders.c.id)).all()
+                                     t.orders.c.local_weekday, t.orders.c.local_minute)
+                           .order_by(t.orders.c.id)).all()
     assert [tuple(r) for r in got] == [
-        (1, dt.date(2026, 10, 26), 0, 1),
-        (2, dt.date(2026, 10, 25), 2, 7),
-        (3, dt.date(2026, 10, 25), 22, 7),
-        (4, None, None, None),
+        (1, dt.date(2026, 10, 26), 0, 1, 30),
+        (2, dt.date(2026, 10, 25), 2, 7, 30),
+        (3, dt.date(2026, 10, 25), 22, 7, 0),
+        (4, None, None, None, None),
     ]
     engine.dispose()
 
@@ -660,3 +677,197 @@ def test_report_for_a_license_the_database_does_not_hold_says_so(synced: Synced,
     result = report(synced, tmp_path, "vat", "--license", "nope")
     assert result.exit_code == 2, result.output
     assert "no data for license 'nope'" in result.output
+
+
+# --- reconciliation: revenue is what was charged ----------------------------------------------
+
+
+def test_revenue_is_the_tickets_totals_and_their_payments_per_day_and_register(
+        synced: Synced) -> None:
+    totals: dict[Key, Decimal] = defaultdict(Decimal)
+    payments: dict[Key, Decimal] = defaultdict(Decimal)
+    tickets: dict[Key, int] = defaultdict(int)
+    for shop in synced.shops:
+        for o in sales(shop.ds):
+            key = (shop.license, day_of(o, shop.ds.zone), o.register_id)
+            totals[key] += o.total_price
+            payments[key] += sum(o.payments.values(), Decimal(0))
+            tickets[key] += 1
+    actual = view(synced, "report_daily_sales", 3)
+    assert set(actual) == set(totals)
+    largest = Decimal(0)
+    for key, (orders, _sold, revenue, vat, excl, difference, paid) in actual.items():
+        largest = max(largest, abs(revenue - totals[key]), abs(paid - payments[key]))
+        assert orders == tickets[key]
+        assert revenue == cents(totals[key]) == paid == cents(payments[key]), key
+        assert excl + vat + difference == revenue and difference == 0
+    assert largest == 0
+
+
+def test_vat_per_ticket_and_rate_is_what_the_receipt_shows(synced: Synced) -> None:
+    expected = {(shop.license, day_of(o, shop.ds.zone), o.id, rate): (o.register_id, *split)
+                for shop in synced.shops for o in sales(shop.ds)
+                for rate, split in ticket_vat(o).items()}
+    actual = {(r["license"], r["day"], r["order_id"], r["tax_rate"]):
+              (r["register_id"], r["base"], r["vat"], r["total"])
+              for r in reports.fetch(synced.engine, reports.get("report_ticket_vat"))}
+    assert_same(actual, expected)
+
+
+def test_every_ticket_with_its_total_lines_vat_and_payments(synced: Synced) -> None:
+    expected = {}
+    for shop in synced.shops:
+        for o in sales(shop.ds):
+            at = counts_on(o, shop.ds.zone)
+            rates = ticket_vat(o).values()
+            lines = sum((r[2] for r in rates), Decimal(0))
+            paid = cents(sum(o.payments.values(), Decimal(0)))
+            expected[shop.license, day_of(o, shop.ds.zone), o.id] = (
+                o.register_id, o.user_id, o.ordered_at.astimezone(dt.UTC), day_of(o, shop.ds.zone)
+                .isoweekday(), at.hour, len(o.lines), sum((line.quantity for line in o.lines),
+                                                          Decimal(0)),
+                cents(o.total_price), lines, sum((r[0] for r in rates), Decimal(0)),
+                sum((r[1] for r in rates), Decimal(0)), cents(o.total_price) - lines, paid,
+                cents(o.total_price) - paid)
+    actual = view(synced, "report_tickets", 3)
+    assert_same(actual, expected)
+    labour = {o.id for o in synced.shops[0].ds.orders if o.is_labour}
+    assert labour and not labour & {key[2] for key in actual if key[0] == LICENSE}
+
+
+def expected_register_day(shop: Shop, start: dt.time = MIDNIGHT) -> dict[Key, Key]:
+    """The Z report: per register's day, its tickets, each rate, each method, the differences."""
+    zone = shop.ds.zone
+    out: dict[Key, list[Any]] = {}
+    none = None
+
+    def add(key: Key, values: list[Any]) -> None:
+        if key not in out:
+            out[key] = values
+            return
+        old = out[key]
+        out[key] = [a + b if isinstance(a, int | Decimal) and not isinstance(a, bool) else a
+                    for a, b in zip(old, values, strict=True)]
+
+    for o in sales(shop.ds):
+        day, register = day_of(o, zone, start), o.register_id
+        at = o.ordered_at.astimezone(dt.UTC)
+        rates = ticket_vat(o)
+        lines = sum((r[2] for r in rates.values()), Decimal(0))
+        paid = cents(sum(o.payments.values(), Decimal(0)))
+        key = (shop.license, day, register, 1, "tickets", none, none)
+        first, last = out.get(key, [0, at, at])[1:3]
+        add(key, [1, at, at, sum((r[0] for r in rates.values()), Decimal(0)),
+                  sum((r[1] for r in rates.values()), Decimal(0)), cents(o.total_price)])
+        out[key][1:3] = [min(first, at), max(last, at)]
+        for rate, (base, vat, total) in rates.items():
+            add((shop.license, day, register, 2, "vat", rate, none), [1, none, none, base, vat, total])
+        for method, amount in o.payments.items():
+            add((shop.license, day, register, 3, "payment", none, method),
+                [1, none, none, none, none, amount])
+        add((shop.license, day, register, 4, "lines_difference", none, none),
+            [int(cents(o.total_price) != lines), none, none, none, none, cents(o.total_price) - lines])
+        add((shop.license, day, register, 5, "payments_difference", none, none),
+            [int(cents(o.total_price) != paid), none, none, none, none, cents(o.total_price) - paid])
+    return {key: tuple(values) for key, values in out.items()}
+
+
+def test_register_day_is_the_z_report_line_by_line(synced: Synced) -> None:
+    actual = view(synced, "report_register_day", 7)
+    assert_same(actual, synced.expected(expected_register_day))
+    sections = {key[4] for key in actual}
+    assert sections == {"tickets", "vat", "payment", "lines_difference", "payments_difference"}
+
+
+# --- a business day that starts after midnight -------------------------------------------------
+
+
+def test_a_day_starting_at_four_counts_a_00_40_ticket_for_the_day_before_everywhere(
+        synced: Synced, tmp_path: Path) -> None:
+    shop = synced.shops[0]
+    (late,) = (o for o in sales(shop.ds)
+               if o.ordered_at.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M") == "2026-10-26 00:40"
+               and o.id == min(x.id for x in sales(shop.ds)
+                               if x.ordered_at.astimezone(BRUSSELS).strftime("%H:%M") == "00:40"))
+    four = dt.time(4)
+    (tmp_path / "syncer.toml").write_text('[reports]\nday_starts_at = "04:00"\n')
+    # Nothing may be fetched: the API is unreachable, and the ledger must not grow.
+    env = cli_env(synced.url, "http://127.0.0.1:9/")
+    before = ledger_count(synced.engine)
+    try:
+        result = run_cli(["report", "tickets", "--from", "2026-10-25", "--to", "2026-10-25",
+                          "--license", LICENSE, "--format", "json"], env, cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        assert late.id in {row["order_id"] for row in json.loads(result.stdout)}
+        result = run_cli(["report", "daily_sales", "--from", "2026-10-25", "--to", "2026-10-25",
+                          "--license", LICENSE, "--format", "json"], env, cwd=tmp_path)
+        counted = sum(row["orders"] for row in json.loads(result.stdout))
+        assert counted == sum(1 for o in sales(shop.ds) if day_of(o, shop.ds.zone, four)
+                              == dt.date(2026, 10, 25)) != sum(
+            1 for o in sales(shop.ds) if day_of(o, shop.ds.zone) == dt.date(2026, 10, 25))
+        assert ledger_count(synced.engine) == before
+        # Every view, as any SQL tool reads it now.
+        for name, width, compute in (
+                ("report_daily_sales", 3, expected_daily_sales), ("report_vat", 3, expected_vat),
+                ("report_payments", 3, expected_payments),
+                ("report_product_sales", 3, expected_product_sales),
+                ("report_hourly", 3, expected_hourly),
+                ("report_register_day", 7, expected_register_day)):
+            assert_same(view(synced, name, width),
+                        synced.expected(lambda s, compute=compute: compute(s, four)))
+        rows = reports.fetch(synced.engine, reports.get("report_labor"))
+        labour = {(r["license"], r["day"], r["user_id"], r["clock_in"]):
+                  (r["username"], r["clock_out"], r["hours_worked"]) for r in rows}
+        assert_same(labour, synced.expected(lambda s: expected_labor(s, four)))
+        # The shift that began at 01:00 on the DST Sunday now belongs to Saturday.
+        assert any(key[1] == dt.date(2026, 10, 24) and values[2] == Decimal("9.00")
+                   for key, values in labour.items())
+    finally:
+        # Back to midnight for the other tests on this database (a command without the
+        # setting writes the default again).
+        assert run_cli(["report", "vat", "--to", "2001-01-01"], env, cwd=synced_dir(tmp_path)
+                       ).exit_code == 0
+    assert_same(view(synced, "report_daily_sales", 3), synced.expected(expected_daily_sales))
+    assert ledger_count(synced.engine) == before
+
+
+def synced_dir(tmp_path: Path) -> Path:
+    """A working directory without a syncer.toml."""
+    plain = tmp_path / "plain"
+    plain.mkdir(exist_ok=True)
+    return plain
+
+
+def test_report_without_a_name_lists_the_reports(synced: Synced, tmp_path: Path) -> None:
+    result = report(synced, tmp_path)
+    assert result.exit_code == 0, result.output
+    for listed in reports.REPORTS:
+        assert listed.name in result.stdout
+
+
+def test_demo_sales_table_counts_the_tickets_of_report_daily_sales(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
+    result = run_cli(["demo", "--db", str(tmp_path / "demo.db"), "--orders", "1500"], env,
+                     cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    table = text[text.index("Sales per day"):text.index("report_daily_sales (last")]
+    shown = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").split("│")[1:-1]]
+        if len(cells) == 3 and cells[0][:2] == "20":
+            shown[dt.date.fromisoformat(cells[0])] = (int(cells[1]), Decimal(cells[2]))
+    engine = make_engine(f"sqlite:///{tmp_path / 'demo.db'}")
+    try:
+        per_day: dict[dt.date, list[Any]] = defaultdict(lambda: [0, Decimal(0)])
+        for row in reports.fetch(engine, reports.get("report_daily_sales")):
+            per_day[row["day"]][0] += row["orders"]
+            per_day[row["day"]][1] += row["revenue_incl_vat"]
+        with engine.connect() as conn:
+            labour = conn.execute(sa.select(sa.func.count()).select_from(t.orders).where(
+                t.orders.c.clock_out.is_not(None))).scalar_one()
+    finally:
+        engine.dispose()
+    assert labour > 0  # the demo's history has clock-ins, and they are not sales
+    assert sorted(shown) == sorted(per_day)[-7:]  # the last seven business days
+    assert shown == {day: tuple(per_day[day]) for day in shown}

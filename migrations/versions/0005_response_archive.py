@@ -1,7 +1,7 @@
 """the response archive, and resume points of long tasks
 
 Revision ID: 0005_response_archive
-Revises: 0007_secnr_hash_key
+Revises: 0006_reconciled_reports
 Create Date: 2026-12-01 08:45:00
 
 Every successful answer of a synced function is kept compressed (`archive_bodies`,
@@ -18,7 +18,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0005_response_archive"
-down_revision = "0007_secnr_hash_key"  # rechained after merging main (was "0003")
+down_revision = "0006_reconciled_reports"  # rechained after merging main (was "0003")
 branch_labels = None
 depends_on = None
 

@@ -822,6 +822,7 @@ def generate(
     anchor: dt.date | None = None,
     tz: str = "Europe/Brussels",
     until: dt.datetime | None = None,
+    anomalies: bool = False,
 ) -> Dataset:
     """A deterministic shop: catalogue, customers, and `orders` orders over days ending at anchor.
 
@@ -830,6 +831,9 @@ def generate(
     Without an anchor the anchor is today and `until` is now, so a live simulator never
     serves an order in the future; with an anchor and no `until` the whole anchor day is
     history (the tests' fixed data sets).
+
+    `anomalies`: plant what `syncer audit` must find (see `plant_anomalies`); off by
+    default, so the default data set reconciles.
     """
     if anchor is None and until is None:
         until = dt.datetime.now(ZoneInfo(tz))
@@ -839,6 +843,8 @@ def generate(
     gc.disable()
     try:
         dataset = _generate(seed, orders, anchor, tz, until)
+        if anomalies:
+            plant_anomalies(dataset)
         if until is not None:
             dataset.hold_back(until)
         # The records live as long as the simulator; keep the collector from walking
@@ -978,6 +984,40 @@ def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str,
     ds.customer_credits, ds.credit_top_ups = _credits(rng, customers, products, by_category)
     ds.weborders = _weborders(anchor, zone)
     return ds
+
+
+# Ids the API never returns, planted by generate(anomalies=True): more in a row than the
+# voided orders of a normal day, fewer than a backfill window.
+MISSING_RUN = 37
+OVERPAID = Decimal("5.00")  # paid above the total of one ticket
+OFF_LINES = Decimal("1.50")  # a ticket's total above its lines (and paid in full)
+
+
+def plant_anomalies(ds: Dataset) -> None:
+    """A ticket paid OVERPAID more than its total; a ticket whose total is OFF_LINES above
+    its lines, paid in full; and MISSING_RUN ids never returned, after the middle order
+    (the later orders move up)."""
+    orders = list(ds.orders)
+    sales = [o for o in orders if not o.is_labour and o.payments and o.total_price > 0]
+    overpaid, off_lines = sales[len(sales) // 3], sales[len(sales) // 3 + 1]
+    first = next(iter(overpaid.payments))
+    other = next(iter(off_lines.payments))
+    replaced = {
+        overpaid.id: dataclasses.replace(
+            overpaid, payments={**overpaid.payments, first: overpaid.payments[first] + OVERPAID}),
+        off_lines.id: dataclasses.replace(
+            off_lines, total_price=off_lines.total_price + OFF_LINES,
+            payments={**off_lines.payments, other: off_lines.payments[other] + OFF_LINES}),
+    }
+    middle = orders[len(orders) // 2].id
+    moved = []
+    for original in orders:
+        order = replaced.get(original.id, original)
+        if order.id > middle:
+            order = dataclasses.replace(order, id=order.id + MISSING_RUN)
+        moved.append(order)
+    ds.orders = IdIndex(moved, _order_day)
+    ds.last_order_id += MISSING_RUN
 
 
 def _order_seconds(rng: random.Random, count: int) -> list[int]:

@@ -733,17 +733,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def live(seed: int, orders: int, *, now: dt.datetime | None = None, daily_limit: int = 500,
-         tz: str = "Europe/Brussels") -> Simulator:
+         tz: str = "Europe/Brussels", anomalies: bool = False) -> Simulator:
     """The simulator `syncer simulate` and `syncer demo` run: `orders` orders of history
     ending at `now` (default: the real time), then the day's sales as its clock passes
     them. Given a `now`, the clock starts there and runs at real speed, so a demo can be
-    replayed exactly."""
+    replayed exactly. `anomalies`: what `syncer audit` must find (`data.plant_anomalies`)."""
     if now is None:
-        return Simulator(generate(seed=seed, orders=orders, tz=tz), daily_limit=daily_limit,
-                         tz=tz)
+        return Simulator(generate(seed=seed, orders=orders, tz=tz, anomalies=anomalies),
+                         daily_limit=daily_limit, tz=tz)
     start = now if now.tzinfo is not None else now.replace(tzinfo=ZoneInfo(tz))
     began = time.monotonic()
     return Simulator(generate(seed=seed, orders=orders, anchor=start.astimezone(ZoneInfo(tz)).date(),
-                              tz=tz, until=start),
+                              tz=tz, until=start, anomalies=anomalies),
                      daily_limit=daily_limit, tz=tz,
                      clock=lambda: start + dt.timedelta(seconds=time.monotonic() - began))

@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from syncer import page
 from syncer import tables as t
 from syncer.config import load_config
 from syncer.daemon import Daemon
 from syncer.db import make_engine
+from syncer.ops import metrics_text
 from syncer.simulator import Simulator
+from syncer.status import build as build_status
 from tests.conftest import LICENSE, TOKEN, Leaks
 from tests.helpers import cli_env, run_cli
 from tests.reliability.conftest import Figures
@@ -103,7 +106,8 @@ def test_errors_status_and_metrics_of_a_refused_token_show_no_token(
         sim.inject_fault("reset", count=4)
         for res in daemon.run_due():
             leaks.add("run result", repr(res))
-        leaks.add("metrics", daemon.metrics())
+        leaks.add("metrics", metrics_text(daemon))
+        leaks.add("page", page.render(build_status(engine, daemon.config)))
         leaks.add("health", repr(daemon.healthy()))
         with engine.connect() as conn:
             leaks.add("database", _everything(engine))

@@ -1,0 +1,202 @@
+"""The status page at `/`: the read model (syncer.status) as one HTML page for people.
+
+Server-rendered, no JavaScript (a meta refresh reloads it), readable on a phone. It
+only reads: no form, no button, no link that changes anything. Every time on it says
+its zone (`api.timezone`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from html import escape
+from zoneinfo import ZoneInfo
+
+from syncer.status import HOURS_SHOWN, JobView, LicenseView, Status, StopSign, when
+
+CATALOG_JOB = "products"  # the catalog's freshness: when the products last came
+STALE_AFTER = dt.timedelta(minutes=30)  # orders older than this while open: flagged
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:12px;
+background:#f5f6f8;color:#1d2430;font-size:16px;line-height:1.4}
+main{max-width:1100px;margin:0 auto}
+h1{font-size:1.3em;margin:0 0 4px}
+h2{font-size:1.15em;margin:0 0 6px}
+.meta{color:#5b6472;font-size:.9em;margin-bottom:12px}
+section.license{background:#fff;border-radius:8px;padding:12px;margin:0 0 14px;
+box-shadow:0 1px 2px rgba(0,0,0,.08)}
+.sign{border-left:4px solid;padding:6px 10px;margin:6px 0;border-radius:4px}
+.sign.error{border-color:#c62828;background:#fdecea}
+.sign.warning{border-color:#ef8f00;background:#fff4e0}
+.sign.info{border-color:#1e6fd9;background:#e8f0fc}
+.sign b{display:block}
+.bar{display:flex;height:18px;border-radius:4px;overflow:hidden;background:#e3e6ea;margin:6px 0 2px}
+.bar span{display:block;height:100%}
+.spent{background:#3b6fd4}.planned{background:#8fb0ec}.free{background:#d9e6d3}.reserve{background:#b9bec6}
+.legend{font-size:.85em;color:#3c4450}
+.legend i{display:inline-block;width:10px;height:10px;margin:0 3px 0 8px;border-radius:2px}
+.grid{display:flex;flex-wrap:wrap;gap:10px 24px;margin:8px 0}
+.fresh.stale{color:#c62828;font-weight:600}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;width:100%;font-size:.9em}
+th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #e3e6ea;vertical-align:top}
+td.n{text-align:right}
+td.e{color:#b3261e;max-width:28em}
+svg{display:block;max-width:100%}
+svg rect{fill:#3b6fd4}svg text{font-size:10px;fill:#5b6472}
+@media (max-width:640px){
+table.jobs thead{display:none}
+table.jobs tr{display:block;border-bottom:1px solid #d5d9df;padding:4px 0}
+table.jobs td{display:inline-block;border:0;padding:1px 8px 1px 0}
+table.jobs td:first-child{display:block;font-weight:600}
+table.jobs td:not(:empty)::before{color:#5b6472}
+table.jobs td:nth-child(2):not(:empty)::before{content:"last run: "}
+table.jobs td:nth-child(3):not(:empty)::before{content:"last success: "}
+table.jobs td:nth-child(4):not(:empty)::before{content:"next run: "}
+table.jobs td:nth-child(5):not(:empty)::before{content:"planned: "}
+table.jobs td:nth-child(6):not(:empty)::before{content:"rows: "}
+td.e{display:block!important}
+}
+"""
+
+
+def render(status: Status, *, refresh_seconds: int = 30) -> str:
+    tz = status.tz
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        '<meta name=viewport content="width=device-width,initial-scale=1">',
+        f'<meta http-equiv=refresh content="{int(refresh_seconds)}">',
+        "<title>cloudpos-syncer status</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        "<h1>cloudpos-syncer</h1>",
+        f"<div class=meta id=updated>Updated {status.now.astimezone(tz):%Y-%m-%d %H:%M:%S %Z} "
+        f"(times in {escape(str(tz))}); refreshes every {int(refresh_seconds)} s. "
+        f"{len(status.licenses)} license(s).</div>",
+    ]
+    parts += [_sign(sign) for sign in status.stop_signs]
+    if not status.licenses:
+        parts.append('<p class="sign info"><b>No license yet.</b>Add a [[licenses]] entry to the '
+                     "config and run <code>syncer backfill</code> or <code>syncer run</code>.</p>")
+    hours = _hours(status.hours_from, tz)
+    parts += [_license(lic, status, hours) for lic in status.licenses]
+    parts.append("</main></body></html>")
+    return "".join(parts)
+
+
+def _sign(sign: StopSign) -> str:
+    return (f'<div class="sign {escape(sign.severity)}" data-kind="{escape(sign.kind)}">'
+            f"<b>{escape(sign.says)}</b>What to do: {escape(sign.todo)}</div>")
+
+
+def _license(lic: LicenseView, status: Status, hours: list[str]) -> str:
+    tz = status.tz
+    title = escape(lic.name) + ("" if lic.configured else " <small>(not in the config)</small>")
+    state = ("stopped" if any(s.severity == "error" for s in lic.stop_signs)
+             else "degraded" if any(s.severity == "warning" for s in lic.stop_signs) else "ok")
+    return "".join([
+        f'<section class=license id="license-{escape(lic.name)}" data-state="{state}">',
+        f"<h2>{title}</h2>",
+        *(_sign(sign) for sign in lic.stop_signs),
+        _budget(lic),
+        '<div class=grid>',
+        _freshness("Orders", lic.job("orders"), lic, tz),
+        _freshness("Catalog (products)", lic.job(CATALOG_JOB), lic, tz),
+        f"<div>Shop {'open' if lic.shop_open else 'closed'} now</div>",
+        f"<div>Quarantine: <b>{lic.quarantined}</b> record(s)</div>",
+        ("" if lic.audit_problems is None else f"<div>Audit: <b>{lic.audit_problems}</b> problem(s)</div>"),
+        "</div>",
+        _chart(lic, hours, tz),
+        _jobs(lic, status.now, tz),
+        "</section>",
+    ])
+
+
+def _budget(lic: LicenseView) -> str:
+    total = max(lic.daily_budget, 1)
+    reserve_used = max(lic.spent - (lic.daily_budget - lic.reserve), 0)
+    planned = min(lic.planned, lic.left)
+    parts = {"spent": lic.spent, "planned": planned, "free": lic.left - planned,
+             "reserve": max(lic.reserve - reserve_used, 0)}
+    bar = "".join(f'<span class={name} style="width:{100 * value / total:.2f}%" title="{name} {value}">'
+                  "</span>" for name, value in parts.items() if value > 0)
+    legend = (f"<i class=spent></i>spent <b class=v-spent>{lic.spent}</b>"
+              f"<i class=planned></i>planned <b class=v-planned>{lic.planned}</b>"
+              f"<i class=free></i>left <b class=v-left>{lic.left}</b>"
+              f"<i class=reserve></i>reserve <b class=v-reserve>{lic.reserve}</b>"
+              f" of <b class=v-budget>{lic.daily_budget}</b> today")
+    return (f'<div class=budget aria-label="requests today"><div class=bar>{bar}</div>'
+            f"<div class=legend>{legend}</div></div>")
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def _freshness(label: str, job: JobView | None, lic: LicenseView, tz: ZoneInfo) -> str:
+    if job is None or job.last_success_at is None or job.lag_seconds is None:
+        return f"<div class=fresh>{escape(label)}: never synced</div>"
+    stale = lic.shop_open and job.job == "orders" and job.lag_seconds > STALE_AFTER.total_seconds()
+    return (f'<div class="fresh{" stale" if stale else ""}">{escape(label)}: as of '
+            f"{escape(when(job.last_success_at, tz))} ({_ago(job.lag_seconds)})</div>")
+
+
+def _hours(start: dt.datetime, tz: ZoneInfo) -> list[str]:
+    """The chart's hours, local with their zone: the same for every license."""
+    return [f"{(start + dt.timedelta(hours=h)).astimezone(tz):%H:00 %Z}" for h in range(HOURS_SHOWN)]
+
+
+_BAR, _HEIGHT, _GAP = 12, 60, 2
+
+
+def _chart(lic: LicenseView, hours: list[str], tz: ZoneInfo) -> str:
+    top = max(max(lic.hourly, default=0), 1)
+    step = _BAR + _GAP
+    bars = "".join(
+        f'<rect x="{index * step}" y="{_HEIGHT - round(_HEIGHT * count / top)}" width="{_BAR}" '
+        f'height="{round(_HEIGHT * count / top)}"><title>{hours[index]}: {count} request(s)</title></rect>'
+        for index, count in enumerate(lic.hourly))
+    labels = "".join(
+        f'<text x="{index * step + shift}" y="{_HEIGHT + 13}" text-anchor="{anchor}">{hours[index]}</text>'
+        for index, anchor, shift in ((0, "start", 0), (HOURS_SHOWN // 2, "middle", _BAR // 2),
+                                     (HOURS_SHOWN - 1, "end", _BAR)))
+    full = HOURS_SHOWN * step
+    return (f"<div><div class=legend>Requests per hour, last {HOURS_SHOWN} h ({escape(tz.key)}); "
+            f"highest {top}</div>"
+            f'<svg class=hourly viewBox="0 0 {full} {_HEIGHT + 16}" width="{full}" height="{_HEIGHT + 16}" '
+            f'role=img aria-label="requests per hour">{bars}{labels}</svg></div>')
+
+
+def short_when(moment: dt.datetime | None, today: dt.date, tz: ZoneInfo) -> str:
+    """A time with its zone, the date left out when it is `today` (local)."""
+    if moment is None:
+        return ""
+    local = moment.astimezone(tz)
+    clock = f"{local.hour:02d}:{local.minute:02d} {local.tzname()}"
+    return clock if local.date() == today else f"{local.date().isoformat()} {clock}"
+
+
+def _jobs(lic: LicenseView, now: dt.datetime, tz: ZoneInfo) -> str:
+    today = now.astimezone(tz).date()
+    """The jobs, one row each (end tags left out, as HTML allows: 200 licenses make
+    3,200 rows)."""
+    rows = []
+    for job in lic.jobs:
+        note = (f"disabled: {job.disabled}" if job.disabled else job.last_error or "")
+        since = f" (since {when(job.last_error_at, tz)})" if job.last_error and job.last_error_at else ""
+        rows.append(
+            f'<tr data-job="{escape(job.job)}"><td>{escape(job.job)}'
+            f"<td>{short_when(job.last_attempt_at, today, tz)}"
+            f"<td>{short_when(job.last_success_at, today, tz)}"
+            f"<td>{short_when(job.next_run_at, today, tz)}"
+            f"<td class=n>{job.planned_requests}"
+            f"<td class=n>{'' if job.table_rows is None else job.table_rows}"
+            f"<td class=e>{escape(note + since)}")
+    return ("<div class=scroll><table class=jobs><thead><tr><th>job<th>last run"
+            "<th>last success<th>next run<th>planned today<th>rows"
+            f"<th>last error</thead><tbody>{''.join(rows)}</tbody></table></div>")
