@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from syncer import archive
 from syncer import tables as t
 from syncer.backfill import Backfill
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
@@ -140,6 +141,7 @@ def main() -> None:
         with make_client(config, lic, ledger) as client:
             Backfill(engine, config, lic, client, ledger, clock=clock).run(RESOURCES)
 
+    archived = archive.sizes(engine)  # after the history: the day's share is the difference
     order_times = arrivals(day, args.orders_per_day, rng)
     product_ids = sorted(sim.dataset.products)
     change_times = sorted(start + dt.timedelta(minutes=rng.uniform(10 * 60, 23 * 60))
@@ -211,6 +213,17 @@ def main() -> None:
           f"(simulator included); {stored} orders stored in all")
     print(f"CPU: syncer {syncer_cpu:.1f} s ({syncer_cpu / len(names):.2f} s per license-day), "
           f"simulator {served:.1f} s, harness and the rest {cpu - syncer_cpu - served:.1f} s")
+    day_archive = {k: v - archived[k] for k, v in archive.sizes(engine).items()}
+    print(f"archive for the day: {day_archive['answers'] / len(names):.0f} answers, "
+          f"{day_archive['bodies'] / len(names):.0f} bodies, "
+          f"{day_archive['stored_bytes'] / len(names) / 1024:.1f} KiB stored "
+          f"({day_archive['raw_bytes'] / len(names) / 1024:.1f} KiB raw) per license-day")
+    # What stays once the day is past [archive] keep_days (retention with keep_days = 0).
+    archive.retention(engine, 0, end + dt.timedelta(days=1))
+    kept = {k: v - archived[k] for k, v in archive.sizes(engine).items()}
+    print(f"archive kept after the retention: {kept['answers'] / len(names):.0f} answers, "
+          f"{kept['stored_bytes'] / len(names) / 1024:.1f} KiB stored per license-day "
+          "(the history's answers are all kept)")
     assert max(spent.values()) <= budget, "the budget was passed"
     engine.dispose()
     tmp.cleanup()

@@ -25,6 +25,7 @@ from syncer.ledger import Ledger, utcnow
 from syncer.load import Counts
 from syncer.outcomes import EXIT_INTERRUPTED, Scope
 from syncer.resources import Pull, Resource
+from syncer.resume import BackfillProgress
 from syncer.sync import PullResult, Sync, WindowWalk, parse_context
 
 log = logging.getLogger("syncer.backfill")
@@ -93,7 +94,9 @@ class Backfill:
         self.since = since
         self.reporter = reporter or Reporter()
         self.clock = clock
-        self.sync = Sync(engine, license.name, client, parse_context(config, license), clock)
+        self.sync = Sync(engine, license.name, client, parse_context(config, license), clock,
+                         keep_answers=config.archive.enabled)
+        self.engine = engine
 
     def run(self, resources: Sequence[Resource]) -> tuple[list[Summary], int]:
         """Backfill these resources; returns the summaries and the exit code (the worst
@@ -101,6 +104,9 @@ class Backfill:
         summaries: list[Summary] = []
         exit_code = outcomes.EXIT_OK
         stop: Stop | None = None
+        self.progress = BackfillProgress(self.engine, self.license.name,
+                                         self.clock().astimezone(self.config.api.tz).date(),
+                                         [r.name for r in resources])
         for resource in resources:
             summary = Summary(self.license.name, resource.name)
             summaries.append(summary)
@@ -110,10 +116,13 @@ class Backfill:
             self.reporter.started(summary)
             before = self.ledger.sent
             try:
-                if resource.pull is Pull.FULL_LIST:
+                if resource.pull is Pull.FULL_LIST and resource.name in self.progress.lists:
+                    summary.note = "stored earlier today by this backfill"
+                elif resource.pull is Pull.FULL_LIST:
                     result = self.sync.pull_full_list(resource)
                     summary.counts += result.counts
                     self.reporter.advanced(summary, result)
+                    self.progress.stored(resource.name)
                 else:
                     self._windows(resource, summary)
                 summary.status = "done"
@@ -138,6 +147,8 @@ class Backfill:
             finally:
                 summary.requests = self.ledger.sent - before
             self.reporter.finished(summary)
+        if exit_code == outcomes.EXIT_OK:
+            self.progress.finished()
         spent = self.sync.timings
         log.info("%s: time in HTTP + JSON %.2f s, parsing to rows %.2f s, database %.2f s",
                  self.license.name, spent["http_json"], spent["parse"], spent["database"])

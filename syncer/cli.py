@@ -837,6 +837,154 @@ def demo(db_path: str, orders: int, seed: int, start_at: dt.datetime | None) -> 
     sys.exit(code)
 
 
+# --- rebuild / reset / doctor (the response archive) ---------------------------------------
+
+
+def _resources_of(names: Sequence[str]) -> list[res.Resource]:
+    return [res.get(n) for n in dict.fromkeys(names)] if names else list(res.RESOURCES)
+
+
+@cli.command()
+@click.option("--license", "license_names", multiple=True, help="Only these licenses.")
+@click.option("--resource", "resource_names", multiple=True,
+              type=click.Choice([r.name for r in res.RESOURCES]), help="Only these resources.")
+@click.pass_obj
+def rebuild(state: State, license_names: tuple[str, ...], resource_names: tuple[str, ...]) -> None:
+    """Re-derive the synced tables from the response archive with this version's parser;
+    sends no request. Interrupted, a rerun finishes it."""
+    from syncer.rebuild import RebuildRefused  # noqa: PLC0415
+    from syncer.rebuild import rebuild as rebuild_license  # noqa: PLC0415
+
+    config = state.config
+    licenses = licenses_of(config, license_names)
+    engine = open_database(config)
+    chosen = _resources_of(resource_names)
+    for lic in licenses:
+        try:
+            result = rebuild_license(engine, config, lic, chosen)
+        except RebuildRefused as exc:
+            fail(str(exc))
+        table = RichTable(title=f"Rebuild of {lic.name}" + (" (resumed)" if result.resumed else ""))
+        for name in ("resource", "inserted", "updated", "unchanged", "deleted", "quarantined"):
+            table.add_column(name, justify="left" if name == "resource" else "right")
+        for name, c in sorted(result.counts.items()):
+            table.add_row(name, str(c.inserted), str(c.updated), str(c.unchanged), str(c.deleted),
+                          str(c.quarantined))
+        console.print(table)
+        console.print(f"{lic.name}: {result.answers} archived answer(s) replayed in "
+                      f"{result.seconds:.1f} s, 0 requests sent; {result.unquarantined} "
+                      "record(s) left the quarantine")
+
+
+@cli.command()
+@click.argument("resource_names", nargs=-1, required=True, metavar="RESOURCE...",
+                type=click.Choice([r.name for r in res.RESOURCES]))
+@click.option("--license", "license_names", multiple=True, help="Only these licenses.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Orders/invoices: pull again from this date (YYYY-MM-DD), not the first id.")
+@click.option("--drop-rows", is_flag=True, help="Delete the license's rows of the resource first.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def reset(state: State, resource_names: tuple[str, ...], license_names: tuple[str, ...],
+          since: dt.datetime | None, drop_rows: bool, yes: bool) -> None:
+    """Forget resources' sync state so they are pulled again (full refresh); rows stay
+    unless --drop-rows."""
+    from syncer.rebuild import RebuildRefused  # noqa: PLC0415
+    from syncer.reset import reset as reset_license  # noqa: PLC0415
+    from syncer.reset import since_applies  # noqa: PLC0415
+
+    config = state.config
+    licenses = licenses_of(config, license_names)
+    chosen = _resources_of(resource_names)
+    if since is not None and not any(since_applies(r) for r in chosen):
+        fail("--since applies to orders and invoices (pulled by id, found by date); "
+             f"not to {', '.join(r.name for r in chosen)}", EXIT_USAGE)
+    what = (f"forget the sync state of {', '.join(r.name for r in chosen)} for "
+            f"{', '.join(lic.name for lic in licenses)}"
+            + (" and DELETE their rows" if drop_rows else " (rows stay)"))
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"reset would {what}; confirm with --yes (no terminal to ask on)", EXIT_USAGE)
+        click.confirm(f"This will {what}. Go on?", abort=True)
+    engine = open_database(config)
+    for lic in licenses:
+        try:
+            results = reset_license(engine, config, lic, chosen,
+                                    since=since.date() if since else None, drop_rows=drop_rows)
+        except RebuildRefused as exc:
+            fail(str(exc))
+        except (CloudPosError, RequestRefused) as exc:
+            fail(f"{lic.name}: the state was reset, but finding where --since starts failed: "
+                 f"{exc}; the next backfill pulls from the first id (or reset again later)")
+        for r in results:
+            rows = f"{r.rows} row(s) dropped" if r.dropped else f"{r.rows} row(s) kept"
+            start = (f"from id {r.cursor + 1}" if r.cursor else "from the first id"
+                     ) if res.get(r.resource).pull is res.Pull.ID_WINDOW else "again"
+            console.print(f"{lic.name}/{r.resource}: state forgotten (cursor was "
+                          f"{r.cursor_was if r.cursor_was is not None else 'none'}), {rows}; "
+                          f"the next backfill or run pulls it {start}", highlight=False)
+
+
+@cli.command()
+@click.option("--license", "license_names", multiple=True, help="Only these licenses.")
+@click.option("--fresh", is_flag=True,
+              help="First one new budgeted request per synced function (asks first).")
+@click.option("--yes", is_flag=True, help="With --fresh: do not ask for confirmation.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Support bundle file (default ./syncer-doctor-<time>.json).")
+@click.pass_obj
+def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
+           out_path: str | None) -> None:
+    """What the API's answers look like to the parser, as a redacted support bundle."""
+    from syncer import doctor as doc  # noqa: PLC0415
+    from syncer.sync import Sync, parse_context  # noqa: PLC0415
+
+    config = state.config
+    licenses = licenses_of(config, license_names)
+    engine = open_database(config)
+    chosen = list(res.RESOURCES)
+    now = utcnow()
+    if fresh and not yes:
+        what = (f"spend up to {len(chosen)} request(s) of today's budget per license "
+                f"({', '.join(lic.name for lic in licenses)})")
+        if not sys.stdin.isatty():
+            fail(f"doctor --fresh would {what}; confirm with --yes (no terminal to ask on)",
+                 EXIT_USAGE)
+        click.confirm(f"This will {what}. Go on?", abort=True)
+    found = []
+    for lic in licenses:
+        fresh_errors = None
+        if fresh:
+            ledger = make_ledger(engine, config, lic, purpose="backfill")
+            with make_client(config, lic, ledger) as client:
+                sync = Sync(engine, lic.name, client, parse_context(config, lic),
+                            keep_answers=config.archive.enabled)
+                fresh_errors = doc.fresh_pulls(engine, config, lic, chosen, sync)
+        found.append(doc.report(engine, config, lic, chosen, fresh_errors=fresh_errors, now=now))
+    for item in found:
+        table = RichTable(title=f"doctor: license {item['license']}")
+        for name in ("function", "envelope", "records", "rows", "quarantined", "unknown fields",
+                     "missing fields", "values"):
+            table.add_column(name)
+        for function, entry in item["functions"].items():
+            fields, parsed = entry.get("fields", {}), entry.get("parsed", {})
+            odd = sorted({kind for counts in entry.get("formats", {}).values() for kind in counts}
+                         & {"number as string", "decimal comma", "zero date", "empty string",
+                            "local time YYYY-MM-DD HH:MM[:SS]", "date YYYY-MM-DD"})
+            table.add_row(function, entry.get("envelope") or entry.get("note", ""),
+                          str(entry.get("records", "")), str(parsed.get("rows", "")),
+                          str(parsed.get("quarantined", "")),
+                          escape(", ".join(fields.get("unknown", []))),
+                          escape(", ".join(fields.get("missing", []))),
+                          ", ".join(odd) + (f" [red]{escape(entry['error'])}[/red]"
+                                            if "error" in entry else ""))
+        console.print(table)
+    path = Path(out_path or f"syncer-doctor-{now.astimezone(config.api.tz):%Y%m%d-%H%M%S}.json")
+    doc.write_bundle(found, path)
+    console.print(f"support bundle (redacted: no token, national number, e-mail or phone): "
+                  f"{path.resolve()}", highlight=False)
+
+
 def main() -> None:
     try:
         # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1.

@@ -313,6 +313,28 @@ def raise_for_api_error(body: Any, function: str, tz: ZoneInfo) -> bool:
     raise kind(text, code, until=until)
 
 
+def decode_json(content: bytes) -> Any:
+    """An answer's JSON, numbers with a fraction or an exponent as exact Decimals (never
+    a float). Raises ValueError (or UnicodeDecodeError) for text that is not JSON."""
+    return json.loads(content, parse_float=Decimal)
+
+
+def decode_body(function: str, content: bytes) -> Any:
+    """A JSON body as the client reads it (exact Decimals); the rebuild reads archived
+    bodies with it too, so both see the same values."""
+    try:
+        return decode_json(content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadResponse(f"{function}: body is not complete JSON ({exc})") from None
+
+
+def page_records(function: str, content: bytes, tz: ZoneInfo) -> list[Any]:
+    """The records of a list function's successful body as `fetch` unwraps them
+    (2000: none)."""
+    body = decode_body(function, content)
+    return [] if raise_for_api_error(body, function, tz) else records_from(body, function)
+
+
 def _attempt_note(number: int, of: int) -> str:
     """The log's attempt note, e.g. ' (attempt 2/3)', when the client retries; none when
     its caller retries instead (the backfill's windows log their own tries)."""
@@ -320,12 +342,6 @@ def _attempt_note(number: int, of: int) -> str:
 
 
 # --- the client ----------------------------------------------------------------
-
-
-def decode_json(content: bytes) -> Any:
-    """An answer's JSON, numbers with a fraction or an exponent as exact Decimals (never
-    a float). Raises ValueError (or UnicodeDecodeError) for text that is not JSON."""
-    return json.loads(content, parse_float=Decimal)
 
 
 @dataclass
@@ -337,6 +353,10 @@ class Page:
     nbytes: int = 0
     elapsed: float = 0.0
     empty: bool = False  # the API said 2000
+    # The body's bytes as received (the archive keeps them, whatever decoded them) and
+    # the door's ticket of the request that got them (the ledger row; never the token).
+    content: bytes = b""
+    ticket: object = None
 
 
 class CloudPosClient:
@@ -482,7 +502,7 @@ class CloudPosClient:
         log.debug("GET %s %s -> %s, %d bytes in %d ms%s", function, shown,
                   "empty" if empty else "ok", len(content), duration, _attempt_note(number, of))
         return Page(body=body, records=records, nbytes=len(content), elapsed=duration / 1000,
-                    empty=empty)
+                    empty=empty, content=content, ticket=ticket)
 
     def _url(self, function: str, params: Mapping[str, str]) -> str:
         # The function and flag filters are bare keys (`&get-orders&clockinclockout`),
@@ -504,10 +524,7 @@ class CloudPosClient:
         head = content.lstrip()[:1]
         if "html" in ctype or head == b"<":
             raise BadResponse(f"{function}: got an HTML page instead of JSON")
-        try:
-            return decode_json(content)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadResponse(f"{function}: body is not complete JSON ({exc})") from None
+        return decode_body(function, content)
 
     # -- list functions ---------------------------------------------------------
 

@@ -190,6 +190,14 @@ class PrivacyConfig(_Strict):
     hash_key: SecretStr | None = None
 
 
+class ArchiveConfig(_Strict):
+    """The response archive (syncer/archive.py): every answer kept, compressed, deduplicated."""
+
+    enabled: bool = True
+    # Full lists, day re-scans and coupon re-scans older than this are dropped by the
+    # daemon's daily retention, unless still needed (see archive.retention); id-window
+    # answers (the history) and the latest answer of each function and parameters stay.
+    keep_days: int = Field(default=14, ge=0)
 _CLOCK_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -220,6 +228,7 @@ class Config(_Strict):
     resources: dict[str, ResourceConfig] = Field(default_factory=dict)
     privacy: PrivacyConfig = PrivacyConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    archive: ArchiveConfig = ArchiveConfig()
     reports: ReportsConfig = ReportsConfig()
     source: str = "defaults"
 

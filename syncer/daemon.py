@@ -33,7 +33,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import ColumnElement, Engine, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncer import audit, outcomes
+from syncer import archive, audit, outcomes
 from syncer import jobs as registry
 from syncer import tables as t
 from syncer.client import Cancelled, CloudPosError, RequestRefused
@@ -193,7 +193,8 @@ class LicenseJobs:
         self.spendable = config.spendable(license)
         self.ledger = make_ledger(engine, config, license, purpose="run", clock=clock)
         self.client = make_client(config, license, self.ledger)
-        self.sync = Sync(engine, license.name, self.client, parse_context(config, license), clock)
+        self.sync = Sync(engine, license.name, self.client, parse_context(config, license), clock,
+                         keep_answers=config.archive.enabled)
         self.written: dict[str, int] = defaultdict(int)
         self._looked_ahead: dict[str, dt.date] = {}  # job: API day of its last look-ahead
         self._today = _Day(api_day(clock(), self.tz))
@@ -231,6 +232,7 @@ class LicenseJobs:
     def run(self, job: str) -> RunResult:
         """Run one job if it is due and ours to run; store and return its next run."""
         now = self.clock()
+        archive.daily_retention(self.engine, self.config.archive, now)  # once a day, any replica
         if not claim(self.engine, self.name, job, self.owner, now, self.ttl):
             return RunResult(job, now + dt.timedelta(seconds=10), ran=False)
         try:

@@ -102,6 +102,11 @@ class _Ticket:
     probe: bool  # this request tries credentials not yet accepted
 
 
+def ledger_id_of(ticket: object) -> int | None:
+    """The ledger row of the request a page answered (None: it passed no ledger)."""
+    return ticket.ledger_id if isinstance(ticket, _Ticket) else None
+
+
 @dataclass(eq=False)
 class Ledger:
     """The door for one license: spends the budget and records every request

@@ -459,6 +459,11 @@ def quarantine_raw(raw: Any) -> str:
         return repr(raw)  # repr escapes NUL and surrogates
 
 
+def quarantine_hash(raw: str) -> str:
+    """The quarantine's `raw_hash` of a record's `quarantine_raw` text."""
+    return hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
+
+
 def quarantine(
     conn: Connection, license: str, resource: str, rejected: Sequence[Rejected], now: dt.datetime
 ) -> int:
@@ -481,7 +486,7 @@ def quarantine(
     by_hash: dict[str, dict[str, Any]] = {}
     for item in rejected:
         raw = quarantine_raw(item.raw)
-        digest = hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
+        digest = quarantine_hash(raw)
         by_hash[digest] = {
             "license": license,
             "resource": resource,

@@ -942,3 +942,29 @@ def parse_invoice(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
 def parse_coupon(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A discount coupon (get-coupon)."""
     return _simple(raw, _COUPON)
+
+
+def _groups(fields: Iterable[Field], *more: str) -> tuple[tuple[str, ...], ...]:
+    """Each field's record key (or alternative keys), then the keys read by hand."""
+    return (*((key,) if isinstance(key, str) else key for _, key, _ in fields),
+            *((key,) for key in more))
+
+
+# The record keys each resource's parser reads, by resource name; a tuple holds keys
+# that stand for one another ("fistname"/"firstname"). `syncer doctor` compares them
+# with the keys the API sends.
+KNOWN_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "categories": _groups(_CATEGORY),
+    "products": _groups(_PRODUCT),
+    "subproducts": _groups(_SUBPRODUCT, "productlink"),
+    "customers": _groups(_CUSTOMER),
+    "users": _groups(_USER, "secnr"),
+    "pos_tables": _groups(_POS_TABLE),
+    "payment_methods": _groups(_PAYMENT_METHOD),
+    "printers": _groups(_PRINTER),
+    "gift_vouchers": _groups(_GIFT_VOUCHER),
+    "customer_credits": _groups(_CUSTOMER_CREDIT),
+    "orders": _groups(_order_fields(ZoneInfo("UTC")), "orderdetail", *_PAYMENT_KEYS.values()),
+    "invoices": _groups(_INVOICE, "invoicedetail"),
+    "coupons": _groups(_COUPON),
+}

@@ -80,6 +80,7 @@ RESOURCES: tuple[Resource, ...] = (
 )
 BY_NAME: dict[str, Resource] = {r.name: r for r in RESOURCES}
 BY_TABLE: dict[str, Resource] = {r.table.name: r for r in RESOURCES}  # by parent table
+BY_FUNCTION: dict[str, Resource] = {r.function: r for r in RESOURCES}  # archived answers' resource
 
 
 def get(name: str) -> Resource:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, update
 from tenacity import RetryCallState
 
+from syncer import archive
 from syncer import tables as t
 from syncer.client import CloudPosClient, Page, ResponseTimeout
 from syncer.config import Config, LicenseConfig, ResourceConfig
@@ -159,6 +160,16 @@ def _parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseCon
     return out
 
 
+def write_parsed(conn: Connection, license: str, resource: Resource, parsed: Parsed,
+                 now: dt.datetime, *, full_list: bool) -> Counts:
+    """Load a parsed page and quarantine what it rejected, on the caller's transaction
+    (a live pull and `syncer rebuild` write through this one function)."""
+    counts = load(conn, resource.table, resource.children, license, parsed.rows, now,
+                  full_list=full_list, unparsed=parsed.unparsed_keys)
+    counts.quarantined = quarantine(conn, license, resource.name, parsed.rejected, now)
+    return counts
+
+
 def save_state(conn: Connection, license: str, resource: str, **values: Any) -> None:
     """Update one resource's sync state (creating its row if needed)."""
     upsert_ignore(conn, t.sync_state, {"license": license, "resource": resource})
@@ -195,28 +206,34 @@ class Sync:
         client: CloudPosClient,
         ctx: ParseContext,
         clock: Callable[[], dt.datetime] = utcnow,
+        *,
+        keep_answers: bool = True,
     ) -> None:
         self.engine = engine
         self.license = license
         self.client = client
         self.ctx = ctx
         self.clock = clock
+        self.keep_answers = keep_answers  # [archive] enabled
         # Seconds spent per step, summed over pulls (two clock reads per step: cheap).
         self.timings: dict[str, float] = {"http_json": 0.0, "parse": 0.0, "database": 0.0}
 
-    def _apply(self, resource: Resource, page: Page, *, full_list: bool,
-               state: dict[str, Any]) -> PullResult:
+    def _apply(self, resource: Resource, page: Page, *, kind: str,
+               params: dict[str, Any] | None = None, state: dict[str, Any]) -> PullResult:
         started = time.perf_counter()
         parsed = parse_records(resource, page.records, self.ctx)
         now = self.clock()
         loading = time.perf_counter()
         with self.engine.begin() as conn:
-            counts = load(conn, resource.table, resource.children, self.license, parsed.rows, now,
-                          full_list=full_list, unparsed=parsed.unparsed_keys)
-            counts.quarantined = quarantine(conn, self.license, resource.name, parsed.rejected, now)
+            counts = write_parsed(conn, self.license, resource, parsed, now,
+                                  full_list=kind == archive.FULL_LIST)
             # An answer with records: the module is licensed (again), whatever a 1005 said.
             save_state(conn, self.license, resource.name, last_success_at=now, last_attempt_at=now,
                        last_error=None, disabled_reason=None, **state)
+            if self.keep_answers:
+                # With the rows it produced (rule 8): both commit, or neither.
+                archive.keep(conn, self.license, resource.function, params, page, kind=kind,
+                             state=state, counts=counts, received_at=now)
         self.timings["http_json"] += page.elapsed
         self.timings["parse"] += loading - started
         self.timings["database"] += time.perf_counter() - loading
@@ -231,24 +248,25 @@ class Sync:
         page = self.client.fetch(resource.function)
         if not page.records:
             log.warning("%s: the API lists none; rows still present are marked deleted", resource.name)
-        return self._apply(resource, page, full_list=True, state={})
+        return self._apply(resource, page, kind=archive.FULL_LIST, state={})
 
     def pull_window(self, resource: Resource, start: int, end: int, *, window: int,
                     max_attempts: int | None = None) -> PullResult:
         """One id window; the cursor moves to the highest id seen, with the rows."""
         assert resource.pull is Pull.ID_WINDOW
-        page = self.client.fetch(resource.function, {"start": start, "end": end},
-                                 max_attempts=max_attempts)
+        params = {"start": start, "end": end}
+        page = self.client.fetch(resource.function, params, max_attempts=max_attempts)
         parsed_max = max((i for r in page.records if (i := _raw_id(r)) is not None), default=None)
         state: dict[str, Any] = {"window": window}
         if parsed_max is not None:
             state["cursor"] = max(parsed_max, start - 1)
-        return self._apply(resource, page, full_list=False, state=state)
+        return self._apply(resource, page, kind=archive.WINDOW, params=params, state=state)
 
     def pull_date(self, resource: Resource, day: dt.date) -> PullResult:
         """Re-pull one API day of orders or invoices (late changes); the cursor stays."""
-        page = self.client.fetch(resource.function, {"date": day.isoformat()})
-        return self._apply(resource, page, full_list=False, state={})
+        params = {"date": day.isoformat()}
+        page = self.client.fetch(resource.function, params)
+        return self._apply(resource, page, kind=archive.DATE, params=params, state={})
 
     def start_history(self, resource: Resource, since: dt.date, today: dt.date) -> int:
         """Set the cursor of a resource with none yet so its history starts at `since`
@@ -302,8 +320,9 @@ class Sync:
 
     def rescan_window(self, resource: Resource, start: int, end: int) -> PullResult:
         """Re-pull a window of already stored ids (coupons' `used`); the cursor stays."""
-        page = self.client.fetch(resource.function, {"start": start, "end": end})
-        return self._apply(resource, page, full_list=False, state={})
+        params = {"start": start, "end": end}
+        page = self.client.fetch(resource.function, params)
+        return self._apply(resource, page, kind=archive.RESCAN, params=params, state={})
 
     def record_error(self, resource: Resource, message: str, **values: Any) -> None:
         now = self.clock()

@@ -21,8 +21,10 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     SmallInteger,
@@ -473,4 +475,55 @@ job_lease = Table(
     Column("job", String(40), primary_key=True),
     Column("owner", String(120)),
     Column("expires_at", UtcDateTime()),
+)
+
+# --- the response archive (design rule 8) -------------------------------------
+# Every successful answer of a synced function, kept so the tables can be rebuilt
+# without a request (see syncer/archive.py). A body is stored once per run of equal
+# answers of one (license, function, params): the answers refer to it.
+
+archive_bodies = Table(
+    "archive_bodies",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("license", String(100), nullable=False),
+    Column("content_hash", String(64), nullable=False),  # sha256 of the raw bytes received
+    Column("codec", String(10), nullable=False),  # zstd or zlib
+    Column("raw_bytes", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+)
+
+response_archive = Table(
+    "response_archive",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("license", String(100), nullable=False),
+    Column("function", String(60), nullable=False),
+    Column("params", Json(), nullable=True),  # never holds the token
+    Column("params_key", Text, nullable=False),  # the params as canonical JSON, for lookups
+    Column("kind", String(20), nullable=False),  # full_list, window, date, rescan
+    Column("state", Json(), nullable=True),  # the sync state the answer moved (cursor, window)
+    Column("ledger_id", BigInteger),  # the request_ledger row of the request answered
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("records", Integer, nullable=False),
+    # What loading it did: an answer that wrote or quarantined nothing repeats what
+    # is stored, and the retention may drop it.
+    Column("written", Integer, nullable=False),
+    Column("quarantined", Integer, nullable=False),
+    Column("body_id", BigInteger, ForeignKey("archive_bodies.id"), nullable=False),
+    Index(None, "license", "function", "params_key", "id"),
+    Index(None, "body_id"),
+)
+
+# Where a long task that commits as it goes stands, so a rerun continues it:
+# `rebuild` (the last archived answer replayed) and `backfill` (the full lists a
+# backfill already stored on its API day).
+resume_point = Table(
+    "resume_point",
+    metadata,
+    Column("license", String(100), primary_key=True),
+    Column("task", String(20), primary_key=True),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("data", Json(), nullable=False),
 )

@@ -97,6 +97,21 @@ def signal_after(proc: subprocess.Popen[str], sim: Simulator, requests: int,
     return time.monotonic() - started, out
 
 
+def kill_slow_backfill(sim: Simulator, env: dict[str, str], cwd: Path, requests: int) -> None:
+    """`syncer backfill` against a slowed simulator, SIGKILLed once the simulator has seen
+    `requests` (or when it ended by itself)."""
+    sim.reset_stats()
+    sim.inject_fault("slow", count=1000, delay=0.15)
+    proc = spawn_cli(["backfill"], env, cwd)
+    deadline = time.monotonic() + 60
+    while sim.stats()["requests"] < requests and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    finish(proc, timeout=10)
+    sim.clear_faults()
+
+
 def spawn_serving_daemon(env: dict[str, str], cwd: Path, *,
                          command: Sequence[str] = (sys.executable, "-m", "syncer"),
                          timeout: float = 60) -> tuple[subprocess.Popen[str], int]:

@@ -24,7 +24,7 @@ from tests.expected import expected_rows, stored_rows
 from tests.helpers import (
     cli_env,
     dump,
-    finish,
+    kill_slow_backfill,
     ledger_count,
     pg_writes,
     run_cli,
@@ -266,16 +266,7 @@ def test_killed_backfill_resumes_to_the_same_database(
     env = cli_env(db_url, sim.base_url)
     migrate(make_engine(db_url))
     for kill_after in (2, 7, 12, 16, 21):
-        sim.reset_stats()
-        sim.inject_fault("slow", count=1000, delay=0.15)
-        proc = spawn_cli(["backfill"], env, tmp_path)
-        deadline = time.monotonic() + 60
-        while sim.stats()["requests"] < kill_after and proc.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        finish(proc, timeout=10)
-        sim.clear_faults()
+        kill_slow_backfill(sim, env, tmp_path, kill_after)
     result = run_cli(["backfill"], env, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     engine = make_engine(db_url)

@@ -283,7 +283,7 @@ def test_with_a_hash_key_a_new_token_changes_no_hash_and_rewrites_no_user(
     assert users_by_id(db_url) == before  # same hashes, and no row written again
 
 
-def test_migration_0007_clears_token_keyed_hashes_and_a_hash_key_writes_them_again(
+def test_migration_0005_clears_token_keyed_hashes_and_a_hash_key_writes_them_again(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
     engine = make_engine(db_url)

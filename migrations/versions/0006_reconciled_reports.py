@@ -1,7 +1,7 @@
 """reports that reconcile with the till: tickets, per-ticket VAT, a business day, a Z report
 
 Revision ID: 0006_reconciled_reports
-Revises: 0007_secnr_hash_key (0003 in the task; chained after main's head when merged)
+Revises: 0005_secnr_hash_key
 Create Date: 2026-12-01 09:00:00
 
 Replaces the order views of 0002 (report_liabilities stays as it was). The rules
@@ -40,7 +40,7 @@ from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
 revision = "0006_reconciled_reports"
-down_revision = "0007_secnr_hash_key"  # main's head when merged (the task said 0003)
+down_revision = "0005_secnr_hash_key"
 branch_labels = None
 depends_on = None
 

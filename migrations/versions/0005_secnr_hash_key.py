@@ -1,7 +1,7 @@
 """national register number hashes: keyed only by [privacy] hash_key
 
-Revision ID: 0007_secnr_hash_key
-Revises: 0004_rescan_position (0003 on the branch; chained after 0004 when main brought it)
+Revision ID: 0005_secnr_hash_key
+Revises: 0004_rescan_position
 Create Date: 2026-12-01 09:00:00
 
 Until this revision, without `[privacy] hash_key` the HMAC of `users.secnr` was keyed
@@ -22,7 +22,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_secnr_hash_key"
+revision = "0005_secnr_hash_key"
 down_revision = "0004_rescan_position"
 branch_labels = None
 depends_on = None
