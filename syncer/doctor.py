@@ -32,13 +32,12 @@ from syncer import archive
 from syncer import tables as t
 from syncer.client import BadResponse, decode_body, raise_for_api_error, records_from
 from syncer.config import Config, LicenseConfig
-from syncer.parse import KNOWN_FIELDS
+from syncer.parse import IGNORED_KEYS, KNOWN_FIELDS
 from syncer.redact import redact
 from syncer.resources import Pull, Resource
 from syncer.sync import Sync, parse_context, parse_records
 
 SAMPLES = 3
-_IGNORED = frozenset({"success"})
 _NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _COMMA_NUMBER = re.compile(r"[+-]?[0-9]+,[0-9]+")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -158,7 +157,7 @@ def examine(resource: Resource, content: bytes, ctx: Any) -> dict[str, Any]:
         "fields": {
             "seen": sorted(seen),
             "known_to_parser": sorted(k for k in seen if k in known),
-            "unknown": sorted(k for k in seen if k not in known and k not in _IGNORED),
+            "unknown": sorted(k for k in seen if k not in known and k not in IGNORED_KEYS),
             "missing": sorted("/".join(g) for g in groups if not any(k in seen for k in g)),
             "always_empty": sorted(k for k in seen if k not in filled),
         },

@@ -65,7 +65,7 @@ Field = tuple[str, str | tuple[str, ...], Convert]
 _MAX_BIGINT = 2**63 - 1
 _SMALLINT = range(-(2**15), 2**15)
 # Keys that carry no data of the record itself (the envelope leaks them in).
-_IGNORED = frozenset({"success"})
+IGNORED_KEYS = frozenset({"success"})
 
 # ASCII digits only: Python's int() and Decimal() also take "1_000" and Arabic-Indic digits.
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -477,9 +477,9 @@ def _extra(
     """The fields no column reads, kept as sent; None when there are none.
 
     `known`: the keys columns read; a frozenset is taken as the whole skip set
-    (built once, with `_IGNORED`), any other iterable gets `_IGNORED` added.
+    (built once, with `IGNORED_KEYS`), any other iterable gets `IGNORED_KEYS` added.
     """
-    skip = known if isinstance(known, frozenset) else _IGNORED.union(known)
+    skip = known if isinstance(known, frozenset) else IGNORED_KEYS.union(known)
     extra = {
         _storable(str(key), prefix + "extra"): _json_value(value, prefix + str(key))
         for key, value in record.items()
@@ -491,7 +491,7 @@ def _extra(
 @functools.lru_cache(maxsize=64)
 def _skipped(fields: tuple[Field, ...], read: tuple[str, ...]) -> frozenset[str]:
     """The keys `_extra` leaves out for a parent read by `fields` (built once per kind)."""
-    return frozenset(_keys(fields).union(read, _IGNORED))
+    return frozenset(_keys(fields).union(read, IGNORED_KEYS))
 
 
 def _parent(record: Mapping[str, Any], fields: tuple[Field, ...], *read: str) -> dict[str, Any]:
@@ -726,8 +726,8 @@ _SLOT_KEYS = {
     for slot in range(1, 11)
 }
 _LINE_FIELD_KEYS = frozenset(_keys(_ORDER_LINE))
-# Frozen, with _IGNORED: `_extra` takes a frozenset as the whole set of keys to skip.
-_ORDER_LINE_KEYS = frozenset(_keys(_ORDER_LINE).union(*_SLOT_KEYS.values(), _IGNORED))
+# Frozen, with IGNORED_KEYS: `_extra` takes a frozenset as the whole set of keys to skip.
+_ORDER_LINE_KEYS = frozenset(_keys(_ORDER_LINE).union(*_SLOT_KEYS.values(), IGNORED_KEYS))
 
 _INVOICE: tuple[Field, ...] = (
     ("id", "id", _int_id),
@@ -748,7 +748,7 @@ _INVOICE_LINE: tuple[Field, ...] = (
     ("price", "productprice", _decimal),
     ("tax_rate", "producttax", _rate),
 )
-_INVOICE_LINE_KEYS = frozenset(_keys(_INVOICE_LINE) | _IGNORED)
+_INVOICE_LINE_KEYS = frozenset(_keys(_INVOICE_LINE) | IGNORED_KEYS)
 
 
 def parse_category(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
