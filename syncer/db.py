@@ -69,11 +69,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if dialect == "postgresql":
         # prepare_threshold=None: psycopg would otherwise prepare statements after
         # 5 runs and could keep a plan made while the tables were tiny (pitfalls.md).
+        # timezone=UTC: timestamptz values arrive in UTC (datetime.UTC itself), so
+        # reading one needs no conversion (tables.UtcDateTime); no SQL of ours depends
+        # on the session's zone (the views convert with explicit zones).
+        # The URL's own `options` (a search_path, say) are kept, after ours.
+        given = make_url(url).query.get("options") or ""
+        options = " ".join(["-c timezone=UTC", *([given] if isinstance(given, str) else given)])
         return create_engine(
             url,
             json_serializer=dumps,
             pool_pre_ping=True,
-            connect_args={"prepare_threshold": None},
+            connect_args={"prepare_threshold": None, "options": options},
             **kwargs,
         )
     raise ValueError(f"unsupported database {dialect!r} in database.url; use sqlite or postgresql")

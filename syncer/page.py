@@ -8,6 +8,7 @@ its zone (`api.timezone`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from html import escape
 from zoneinfo import ZoneInfo
 
@@ -182,21 +183,26 @@ def short_when(moment: dt.datetime | None, today: dt.date, tz: ZoneInfo) -> str:
 
 
 def _jobs(lic: LicenseView, now: dt.datetime, tz: ZoneInfo) -> str:
-    today = now.astimezone(tz).date()
     """The jobs, one row each (end tags left out, as HTML allows: 200 licenses make
     3,200 rows)."""
+    today = now.astimezone(tz).date()
     rows = []
     for job in lic.jobs:
         note = (f"disabled: {job.disabled}" if job.disabled else job.last_error or "")
         since = f" (since {when(job.last_error_at, tz)})" if job.last_error and job.last_error_at else ""
         rows.append(
-            f'<tr data-job="{escape(job.job)}"><td>{escape(job.job)}'
+            f'{_job_cell(job.job)}'
             f"<td>{short_when(job.last_attempt_at, today, tz)}"
             f"<td>{short_when(job.last_success_at, today, tz)}"
             f"<td>{short_when(job.next_run_at, today, tz)}"
             f"<td class=n>{job.planned_requests}"
             f"<td class=n>{'' if job.table_rows is None else job.table_rows}"
-            f"<td class=e>{escape(note + since)}")
+            f"<td class=e>{escape(note + since) if note else ''}")
     return ("<div class=scroll><table class=jobs><thead><tr><th>job<th>last run"
             "<th>last success<th>next run<th>planned today<th>rows"
             f"<th>last error</thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+@functools.cache
+def _job_cell(job: str) -> str:
+    return f'<tr data-job="{escape(job)}"><td>{escape(job)}'

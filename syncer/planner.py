@@ -14,6 +14,7 @@ limit: `daily_budget - reserve` is never passed whatever the plan says.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -153,7 +154,8 @@ class Plan:
 _Bounds = tuple[tuple[str, int, float, float, float | None], ...]
 
 
-def _bounds(jobs: Sequence[JobSpec], *, open_: bool) -> _Bounds:
+@functools.lru_cache(maxsize=64)
+def _bounds(jobs: tuple[JobSpec, ...], *, open_: bool) -> _Bounds:
     out = []
     for job in jobs:
         weight = job.weight if open_ else job.closed_weight
@@ -192,6 +194,53 @@ def _demand(open_b: _Bounds, closed_b: _Bounds, open_s: float, closed_s: float, 
     return total
 
 
+# Past this rate every job is at its shortest interval (kept from the search this
+# replaced, which doubled the rate from 1 up to 2**20).
+_RATE_CAP = float(2**20)
+
+
+def _largest_rate(spans: Sequence[tuple[_Bounds, float]], budget: float) -> float:
+    """The largest rate whose demand fits `budget`, solved exactly.
+
+    Each job's demand, `cost * span / interval`, is a constant while its interval is
+    clamped at its longest, then `span * weight * rate`, then a constant again once
+    it reaches its shortest: the day's demand is piecewise linear and rising in the
+    rate. One sweep over the (at most two per job) breakpoints finds the segment
+    where it crosses the budget; a bisection of the same function took ~2,000 calls
+    of `_interval` per plan, a third of the daemon's CPU.
+    """
+    base = 0.0  # demand = base + slope * rate on the current segment
+    slope = 0.0
+    events: list[tuple[float, float, float]] = []  # (rate, change of base, change of slope)
+    for bounds, span in spans:
+        if span <= 0:
+            continue
+        for _, cost, weight, low, high in bounds:
+            if weight <= 0:
+                if high is not None:
+                    base += cost * span / high
+                continue
+            linear = span * weight
+            if high is None:
+                slope += linear
+            else:
+                base += cost * span / high
+                events.append((cost / (weight * high), -cost * span / high, linear))
+            if low > 0:
+                events.append((cost / (weight * low), cost * span / low, -linear))
+    events.sort()
+    at = 0.0
+    for where, d_base, d_slope in events:
+        if where > at:
+            if base + slope * where > budget:
+                return min(max((budget - base) / slope, at), _RATE_CAP)
+            at = where
+        base, slope = base + d_base, slope + d_slope
+    if slope > 0:
+        return min(max((budget - base) / slope, at), _RATE_CAP)
+    return _RATE_CAP
+
+
 def plan(
     jobs: Sequence[JobSpec],
     *,
@@ -216,23 +265,15 @@ def plan(
 
     # The largest rate whose demand fits the budget (demand grows with the rate).
     stretch = 1.0
-    lo, hi = 0.0, 1.0
-    open_b, closed_b = _bounds(jobs, open_=True), _bounds(jobs, open_=False)
+    specs = tuple(jobs)
+    open_b, closed_b = _bounds(specs, open_=True), _bounds(specs, open_=False)
     floor = _demand(open_b, closed_b, open_s, closed_s, 1e-12)
     if floor > budget:
         # Even at every job's longest interval the day does not fit: stretch them all.
         stretch = floor / budget if budget > 0 else math.inf
         rate = 1e-12
     else:
-        while _demand(open_b, closed_b, open_s, closed_s, hi) <= budget and hi < 1e6:
-            lo, hi = hi, hi * 2
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            if _demand(open_b, closed_b, open_s, closed_s, mid) <= budget:
-                lo = mid
-            else:
-                hi = mid
-        rate = lo
+        rate = _largest_rate(((open_b, open_s), (closed_b, closed_s)), budget)
 
     is_open = hours.is_open(now, tz)
     current = _intervals_for(open_b if is_open else closed_b, rate)

@@ -75,6 +75,53 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
+    # SQLite: one call per value, text to aware datetime and back. The default chain
+    # (TypeDecorator's wrapper, `process_*`, then the dialect's own processor) costs
+    # three Python calls a value and a `datetime.replace`, which takes 2.2 us on
+    # CPython 3.11 (`fromisoformat` of the text with "+00:00" added: 0.3 us): 3,200
+    # sync_state rows read 4x slower than their text. The text is the dialect's own
+    # format, "YYYY-MM-DD HH:MM:SS.ffffff" (microseconds always written: the column
+    # compares as text). Postgres: values arrive in UTC already (the session's zone,
+    # set by db.make_engine) and pass through.
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        utc = UTC
+
+        def process(value: dt.datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError(f"naive datetime {value!r} given where an aware one is required")
+            return value.astimezone(utc).isoformat(" ", "microseconds")[:26]
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        utc = UTC
+        if dialect.name != "sqlite":  # Postgres: the session is in UTC (db.make_engine)
+
+            def aware(value: dt.datetime | None) -> dt.datetime | None:
+                if value is None or value.tzinfo is utc:
+                    return value
+                return value.replace(tzinfo=utc) if value.tzinfo is None else value.astimezone(utc)
+
+            return aware
+        parse = dt.datetime.fromisoformat
+
+        def process(value: str | dt.datetime | None) -> dt.datetime | None:
+            if value is None:
+                return None
+            if not isinstance(value, str):  # a datetime already (a literal, a function)
+                return value.replace(tzinfo=utc) if value.tzinfo is None else value.astimezone(utc)
+            try:
+                return parse(value + "+00:00")
+            except ValueError:  # text that carries its own offset
+                return parse(value).astimezone(utc)
+
+        return process
+
 
 def Json() -> JSON:
     # JSONB on Postgres: it has an equality operator, which the "only if

@@ -441,3 +441,40 @@ def test_closed_jobs_wait_no_later_than_the_opening() -> None:
     interval = result.interval["orders"]
     assert interval is not None and interval >= CLOSED_MIN_INTERVAL
     assert result.next_run["orders"] == local(ORDINARY_DAY, 10)
+
+
+def test_the_rate_is_the_largest_that_fits_as_a_bisection_finds_it() -> None:
+    """`_largest_rate` solves the piecewise-linear demand exactly; on random job sets it
+    must agree with a plain bisection of the demand function (what it replaced)."""
+    import random
+
+    from syncer import planner as p
+
+    def bisect(spans: tuple[tuple[p._Bounds, float], ...], budget: float) -> float:
+        (open_b, open_s), (closed_b, closed_s) = spans
+        lo, hi = 0.0, 1.0
+        while p._demand(open_b, closed_b, open_s, closed_s, hi) <= budget and hi < 1e6:
+            lo, hi = hi, hi * 2
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if p._demand(open_b, closed_b, open_s, closed_s, mid) <= budget else (lo, mid)
+        return lo
+
+    rng = random.Random(11)
+    checked = 0
+    for _ in range(3000):
+        jobs = tuple(JobSpec(
+            f"j{k}", rng.choice([0.0, rng.uniform(0.01, 10)]),
+            dt.timedelta(seconds=rng.choice([0, rng.uniform(10, 3600)])),
+            dt.timedelta(seconds=rng.uniform(3600, 86400)), rng.choice([0.0, rng.uniform(0, 1)]),
+            rng.choice([None, dt.timedelta(hours=rng.uniform(1, 24))]), rng.choice([1, 2]))
+            for k in range(rng.randint(1, 16)))
+        spans = ((p._bounds(jobs, open_=True), rng.choice([0.0, rng.uniform(0, 86400)])),
+                 (p._bounds(jobs, open_=False), rng.uniform(0, 86400)))
+        budget = rng.uniform(0, 600)
+        if p._demand(spans[0][0], spans[1][0], spans[0][1], spans[1][1], 1e-12) > budget:
+            continue  # the plan stretches instead (tested above)
+        expected = bisect(spans, budget)
+        assert p._largest_rate(spans, budget) == pytest.approx(expected, rel=1e-9)
+        checked += 1
+    assert checked > 1000
