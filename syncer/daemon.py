@@ -38,7 +38,7 @@ from syncer import jobs as registry
 from syncer import tables as t
 from syncer.client import Cancelled, CloudPosError, RequestRefused
 from syncer.config import Config, LicenseConfig
-from syncer.db import error_summary, upsert_ignore
+from syncer.db import error_summary, upsert
 from syncer.jobs import DEFAULT_JOBS, Job, Kind
 from syncer.ledger import Clock, api_day, spent_today, utcnow
 from syncer.load import Counts
@@ -109,8 +109,11 @@ def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
                 .returning(lease.owner)
             ).first() is not None
 
-        upsert_ignore(conn, t.job_lease, {"license": license, "job": job})
-        if take(or_(lease.owner.is_(None), lease.owner == owner, lease.expires_at < now)):
+        # One statement: a new lease row is ours; a stored one only if free, expired or ours.
+        held = {"owner": owner, "expires_at": now + ttl}
+        if upsert(conn, t.job_lease, {"license": license, "job": job, **held}, held,
+                  where=or_(lease.owner.is_(None), lease.owner == owner, lease.expires_at < now),
+                  returning=lease.owner).first() is not None:
             return True
         holder = conn.execute(select(lease.owner).where(lease.license == license,
                                                         lease.job == job)).scalar()

@@ -138,6 +138,19 @@ def upsert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> 
     conn.execute(insert_for(conn, table).values(**values).on_conflict_do_nothing())
 
 
+def upsert(conn: Connection, table: Table, row: Mapping[str, Any], changes: Mapping[str, Any],
+           *, where: Any = None, returning: Any = None) -> Any:
+    """INSERT `row`, or where its primary key is taken UPDATE the stored row with
+    `changes` (only if `where`, a condition on the stored row, holds): one atomic
+    statement on either database. With `returning`, the result has that column of the
+    row inserted or updated, and no row when `where` kept the stored one as it was."""
+    stmt = insert_for(conn, table).values(**row)
+    done = (stmt.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key.columns], set_=dict(changes), where=where)
+        if changes else stmt.on_conflict_do_nothing())
+    return conn.execute(done if returning is None else done.returning(returning))
+
+
 def migrations_dir() -> Path:
     """The Alembic scripts: shipped in the wheel, or the repo's migrations/ folder."""
     shipped = Path(str(importlib_resources.files("syncer"))) / "_migrations"

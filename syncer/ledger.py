@@ -26,12 +26,12 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from syncer import outcomes
 from syncer import tables as t
 from syncer.client import BudgetExhausted, LicenseStopped, Outcome, RequestInfo
-from syncer.db import upsert_ignore
+from syncer.db import upsert
 from syncer.outcomes import Kept
 from syncer.planner import next_midnight
 
@@ -61,6 +61,7 @@ class LicenseStatus:
     auth_reason: str | None
     blocked_until: dt.datetime | None
     blocked_reason: str | None
+    refusal_stored: bool = False  # a refusal of any credentials is stored for the license
 
 
 def license_status(conn: Connection, license: str, fingerprint: str) -> LicenseStatus:
@@ -69,7 +70,8 @@ def license_status(conn: Connection, license: str, fingerprint: str) -> LicenseS
         return LicenseStatus(False, None, None, None)
     rejected = row.auth_rejected_fingerprint == fingerprint
     return LicenseStatus(rejected, row.auth_rejected_reason if rejected else None,
-                         row.blocked_until, row.blocked_reason)
+                         row.blocked_until, row.blocked_reason,
+                         refusal_stored=row.auth_rejected_fingerprint is not None)
 
 
 def login_pause(conn: Connection, now: dt.datetime) -> tuple[int, dt.datetime | None]:
@@ -100,6 +102,9 @@ def spent_today(conn: Connection, license: str, day: dt.date) -> int:
 class _Ticket:
     ledger_id: int
     probe: bool  # this request tries credentials not yet accepted
+    # A refusal was stored when it was sent: an answer that proves the credentials
+    # clears it (without one, there is nothing to clear: no statement).
+    refusal_stored: bool = True
 
 
 def ledger_id_of(ticket: object) -> int | None:
@@ -136,7 +141,8 @@ class Ledger:
             raise BudgetExhausted(f"--max-requests {self.max_requests} reached")
         probe = self._enter()
         try:
-            return _Ticket(self._spend(info, probe), probe)
+            ledger_id, refusal_stored = self._spend(info, probe)
+            return _Ticket(ledger_id, probe, refusal_stored)
         except BaseException:
             if probe:
                 self._leave(accepted=False)
@@ -158,7 +164,7 @@ class Ledger:
             self._accepted = self._accepted or accepted
             self._gate.notify_all()
 
-    def _spend(self, info: RequestInfo, probe: bool) -> int:
+    def _spend(self, info: RequestInfo, probe: bool) -> tuple[int, bool]:
         now = self.clock()
         day = api_day(now, self.tz)
         with self.engine.begin() as conn:
@@ -176,15 +182,14 @@ class Ledger:
                     f"waiting until {status.blocked_until.astimezone(self.tz):%Y-%m-%d %H:%M %Z}",
                     status.blocked_until,
                 )
-            upsert_ignore(conn, t.request_budget, {"license": self.license, "day": day, "spent": 0})
+            # One atomic statement: the day's first request creates the row, each later
+            # one adds 1 only while the count is below the cap (replicas and backfills
+            # never pass it together).
             budget = t.request_budget.c
-            spent = conn.execute(
-                update(t.request_budget)
-                .where(and_(budget.license == self.license, budget.day == day,
-                            budget.spent < self.cap))
-                .values(spent=budget.spent + 1)
-                .returning(budget.spent)
-            ).scalar()
+            spent = None if self.cap < 1 else upsert(
+                conn, t.request_budget, {"license": self.license, "day": day, "spent": 1},
+                {"spent": budget.spent + 1}, where=budget.spent < self.cap,
+                returning=budget.spent).scalar()
             if spent is None:
                 allowed = ("the whole daily_budget" if self.purpose in MAY_USE_RESERVE
                            else "daily_budget - reserve")
@@ -209,7 +214,7 @@ class Ledger:
                 .returning(t.request_ledger.c.id)
             ).scalar_one()
         self.sent += 1
-        return int(ledger_id)
+        return int(ledger_id), status.refusal_stored
 
     def _refuse_near_ip_block(self, conn: Connection, now: dt.datetime) -> None:
         """Refuse to try unproven credentials while recent bad logins near the IP block."""
@@ -225,7 +230,7 @@ class Ledger:
         assert isinstance(ticket, _Ticket)
         meaning = outcomes.of_answer(outcome.outcome, outcome.error_code)
         try:
-            self._record(ticket.ledger_id, outcome, meaning)
+            self._record(ticket, outcome, meaning)
         finally:
             if ticket.probe:
                 # Records, or an answer about the function itself, prove the credentials;
@@ -233,12 +238,12 @@ class Ledger:
                 # probes again.
                 self._leave(accepted=meaning.proves_login)
 
-    def _record(self, ledger_id: int, outcome: Outcome, meaning: outcomes.Meaning) -> None:
+    def _record(self, ticket: _Ticket, outcome: Outcome, meaning: outcomes.Meaning) -> None:
         now = self.clock()
         with self.engine.begin() as conn:
             conn.execute(
                 update(t.request_ledger)
-                .where(t.request_ledger.c.id == ledger_id)
+                .where(t.request_ledger.c.id == ticket.ledger_id)
                 .values(outcome=outcome.outcome, error_code=outcome.error_code,
                         http_status=outcome.http_status, duration_ms=outcome.duration_ms)
             )
@@ -265,16 +270,12 @@ class Ledger:
                     )
                 log.warning("license %r: %s; no requests until %s", self.license, meaning.words,
                             until.astimezone(self.tz).strftime("%Y-%m-%d %H:%M %Z"))
-            elif meaning.kept is Kept.CLEARS_CREDENTIALS:
+            elif meaning.kept is Kept.CLEARS_CREDENTIALS and ticket.refusal_stored:
                 self._clear_auth(conn, now)
 
     def _set_state(self, conn: Connection, now: dt.datetime, **values: Any) -> None:
-        upsert_ignore(conn, t.license_state, {"license": self.license, "updated_at": now})
-        conn.execute(
-            update(t.license_state)
-            .where(t.license_state.c.license == self.license)
-            .values(updated_at=now, **values)
-        )
+        changes = {"updated_at": now, **values}
+        upsert(conn, t.license_state, {"license": self.license, **changes}, changes)
 
     def _clear_auth(self, conn: Connection, now: dt.datetime) -> None:
         conn.execute(

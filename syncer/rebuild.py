@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from syncer import archive
 from syncer import jobs as registry
@@ -126,6 +126,10 @@ def _wipe(conn: Connection, license: str, resources: Sequence[Resource]) -> None
     for resource in resources:
         for table in (*resource.children, resource.table):
             conn.execute(delete(table).where(table.c.license == license))
+    # The rows no longer follow from the last list loaded: the next pull parses again.
+    conn.execute(update(t.sync_state).where(
+        t.sync_state.c.license == license,
+        t.sync_state.c.resource.in_([r.name for r in resources])).values(answer_mark=None))
 
 
 class _Quarantined:

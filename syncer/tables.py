@@ -426,6 +426,9 @@ sync_state = Table(
     Column("disabled_reason", Text),  # set on 1005 (module not licensed)
     Column("next_run_at", UtcDateTime()),
     Column("rescan_position", BigInteger),  # a re-scan job: the last id its windows reached
+    # A full list: digest of the last answer loaded in full (sync.answer_mark); an
+    # answer with the same digest would write nothing, so it is not parsed again.
+    Column("answer_mark", String(64)),
 )
 
 license_state = Table(

@@ -256,3 +256,93 @@ def test_the_daemon_applies_the_retention_once_a_day(db_url: str, engine: Engine
             lic.close()
     finally:
         sim.stop()
+
+
+# --- an unchanged full list is not parsed again (sync_state.answer_mark) -------------------
+
+
+def _products(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(t.products.c.id, t.products.c.name, t.products.c.price, t.products.c.deleted_at,
+                   t.products.c.synced_at).order_by(t.products.c.id))]
+
+
+def test_an_unchanged_full_list_is_kept_but_not_parsed_again(
+    db_url: str, engine: Engine, sim: Simulator
+) -> None:
+    config = config_for(db_url, sim)
+    lic = config.licenses[0]
+    ledger = make_ledger(engine, config, lic, purpose="run")
+    with make_client(config, lic, ledger) as client:
+        sync = Sync(engine, LICENSE, client, parse_context(config, lic))
+        first = sync.pull_full_list(res.PRODUCTS)
+        assert first.counts.inserted == len(sim.dataset.products) > 0
+        stored, parsing = _products(engine), sync.timings["parse"]
+        assert parsing > 0
+        again = sync.pull_full_list(res.PRODUCTS)
+        assert (again.counts.written, again.counts.unchanged) == (0, first.records)
+        assert sync.timings["parse"] == parsing  # not parsed
+        assert _products(engine) == stored  # nothing written, not even synced_at
+        # One product changes at the source: the list is parsed and that one row written.
+        sim.touch("products", sorted(sim.dataset.products)[:1])
+        changed = sync.pull_full_list(res.PRODUCTS)
+        assert sync.timings["parse"] > parsing
+        assert (changed.counts.updated, changed.counts.written) == (1, 1)
+    with engine.connect() as conn:  # every answer is still kept (rule 8)
+        assert conn.execute(select(func.count()).select_from(t.response_archive)).scalar_one() == 3
+
+
+def test_after_a_reset_or_a_rebuild_an_unchanged_list_is_loaded_again(
+    db_url: str, engine: Engine, sim: Simulator, tmp_path: Path
+) -> None:
+    env = cli_env(db_url, sim.base_url)
+    assert run_cli(["backfill", "--resource", "products"], env, cwd=tmp_path).exit_code == 0
+    stored = len(_products(engine))
+    assert stored == len(sim.dataset.products)
+    # The rows go, the list at the source stays the same: the pull after a reset must
+    # load it again, not take it for "unchanged".
+    result = run_cli(["reset", "products", "--drop-rows", "--yes"], env, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert _products(engine) == []
+    assert run_cli(["backfill", "--resource", "products"], env, cwd=tmp_path).exit_code == 0
+    assert len(_products(engine)) == stored
+    # Rows damaged behind the syncer's back are put right by a rebuild, which also
+    # forgets the mark, so the next pull compares the list row by row again.
+    with engine.begin() as conn:
+        conn.execute(update(t.products).values(name="damaged"))
+    rebuild_without_a_request(db_url, sim, tmp_path, "--resource", "products")
+    with engine.connect() as conn:
+        assert conn.execute(select(t.sync_state.c.answer_mark)
+                            .where(t.sync_state.c.resource == "products")).scalar() is None
+        assert "damaged" not in {row[1] for row in _products(engine)}
+
+
+def test_a_list_with_a_quarantined_record_or_other_settings_is_parsed_again(
+    db_url: str, engine: Engine, sim: Simulator
+) -> None:
+    ds = sim.dataset
+    bad = sorted(ds.products)[2]
+    ds.products[bad] = replace(ds.products[bad], extra={"price": "12,5 EUR"})
+    config = config_for(db_url, sim)
+    lic = config.licenses[0]
+    ledger = make_ledger(engine, config, lic, purpose="run")
+    with make_client(config, lic, ledger) as client:
+        sync = Sync(engine, LICENSE, client, parse_context(config, lic))
+        sync.pull_full_list(res.PRODUCTS)
+        parsing = sync.timings["parse"]
+        sync.pull_full_list(res.PRODUCTS)
+        assert sync.timings["parse"] > parsing  # its record is quarantined again, not skipped
+        sync.pull_full_list(res.USERS)
+        parsing = sync.timings["parse"]
+        sync.pull_full_list(res.USERS)
+        assert sync.timings["parse"] == parsing
+        # A hash key set in the config changes what the same users list becomes.
+        keyed = config.model_copy(update={"privacy": config.privacy.model_copy(
+            update={"hash_key": SecretStr("a-key-of-the-user")})})
+        sync = Sync(engine, LICENSE, client, parse_context(keyed, lic))
+        result = sync.pull_full_list(res.USERS)
+        assert sync.timings["parse"] > 0
+    with engine.connect() as conn:
+        hashes = conn.execute(select(t.users.c.secnr_hash)).scalars().all()
+    assert result.counts.updated > 0 and any(hashes)
