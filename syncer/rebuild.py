@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, delete, func, select
 
 from syncer import archive
 from syncer import jobs as registry
@@ -35,7 +35,16 @@ from syncer.load import Counts, quarantine_hash, quarantine_raw
 from syncer.parse import ParseContext
 from syncer.resources import BY_FUNCTION, Resource
 from syncer.resume import clear_point, read_point, save_point
-from syncer.sync import _keepable, _raw_id, parse_context, parse_records, read_state, save_state, write_parsed
+from syncer.sync import (
+    _keepable,
+    _raw_id,
+    forget_marks,
+    parse_context,
+    parse_records,
+    read_state,
+    save_state,
+    write_parsed,
+)
 
 log = logging.getLogger("syncer.rebuild")
 
@@ -126,10 +135,7 @@ def _wipe(conn: Connection, license: str, resources: Sequence[Resource]) -> None
     for resource in resources:
         for table in (*resource.children, resource.table):
             conn.execute(delete(table).where(table.c.license == license))
-    # The rows no longer follow from the last list loaded: the next pull parses again.
-    conn.execute(update(t.sync_state).where(
-        t.sync_state.c.license == license,
-        t.sync_state.c.resource.in_([r.name for r in resources])).values(answer_mark=None))
+    forget_marks(conn, license, resources)  # the next pull compares row by row again
 
 
 class _Quarantined:

@@ -25,7 +25,7 @@ from syncer.rebuild import RESET_TASK, JobLeases, job_names
 from syncer.resources import Pull, Resource
 from syncer.resume import read_point, save_point
 from syncer.runtime import make_client, make_ledger
-from syncer.sync import Sync, parse_context
+from syncer.sync import Sync, forget_marks, parse_context
 
 
 @dataclass
@@ -61,6 +61,7 @@ def reset(engine: Engine, config: Config, license: LicenseConfig, resources: Seq
                 conn.execute(delete(t.sync_state).where(
                     state.license == license.name,
                     state.resource.in_(job_names([resource]))))
+                forget_marks(conn, license.name, [resource])  # a full refresh parses everything
                 if drop_rows:
                     for tbl in (*resource.children, table):
                         conn.execute(delete(tbl).where(tbl.c.license == license.name))

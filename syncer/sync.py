@@ -14,12 +14,12 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, and_, delete, or_, select
 from tenacity import RetryCallState
 
 import syncer.load as load_module
@@ -190,9 +190,9 @@ _SOURCE = _source_digest()
 
 
 def answer_mark(content: bytes, ctx: ParseContext) -> str | None:
-    """A digest of what a full list's rows follow from: the answer's bytes, the parsing
-    and loading code, and the parse settings (zone, national-number policy, the
-    digest of the hash key, never the key). None for an answer without its bytes."""
+    """A digest of what an answer's rows follow from: its bytes, the parsing and
+    loading code, and the parse settings (zone, national-number policy, the digest of
+    the hash key, never the key). None for an answer without its bytes."""
     if not content:
         return None
     digest = hashlib.sha256(_SOURCE)
@@ -202,9 +202,64 @@ def answer_mark(content: bytes, ctx: ParseContext) -> str | None:
     return digest.hexdigest()
 
 
-def stored_mark(conn: Connection, license: str, resource: str) -> str | None:
-    return conn.execute(select(t.sync_state.c.answer_mark).where(
-        t.sync_state.c.license == license, t.sync_state.c.resource == resource)).scalar()
+@dataclass
+class Applied:
+    """What loading one answer did."""
+
+    counts: Counts
+    parsed: Parsed
+    parse_seconds: float = 0.0
+    skipped: bool = False  # the same answer as the last one loaded: not parsed
+
+
+def apply_answer(conn: Connection, license: str, resource: Resource, records: Sequence[Any],
+                 content: bytes, params: Mapping[str, Any] | None, ctx: ParseContext,
+                 now: dt.datetime, *, full_list: bool) -> Applied:
+    """Parse and load one answer on the caller's transaction, unless it is the same
+    answer as the last one loaded for these parameters and nothing wrote its records
+    since (`answer_marks`): then it would write nothing, and it is not parsed.
+
+    The mark is kept only for an answer loaded without quarantine (those are parsed
+    every time, so the quarantine sees them). A load that writes rows drops the marks
+    of the function's other parameters whose record ids overlap its own (a re-check of
+    a day, a re-scan window): theirs no longer describe the rows. `syncer reset` and
+    `syncer rebuild` drop a resource's marks (`forget_marks`).
+    """
+    function, key = resource.function, archive.params_key(params)
+    mark = answer_mark(content, ctx) if records else None
+    marks = t.answer_marks.c
+    here = (marks.license == license, marks.function == function)
+    if mark is not None and conn.execute(select(marks.mark).where(
+            *here, marks.params_key == key)).scalar() == mark:
+        ids = [i for r in records if (i := _raw_id(r)) is not None]
+        return Applied(Counts(unchanged=len(records)), Parsed(max_id=max(ids, default=None)),
+                       skipped=True)
+    parsing = time.perf_counter()
+    parsed = parse_records(resource, records, ctx)
+    parse_seconds = time.perf_counter() - parsing
+    counts = write_parsed(conn, license, resource, parsed, now, full_list=full_list)
+    ids = [i for r in records if (i := _raw_id(r)) is not None]
+    low, high = (min(ids), max(ids)) if ids else (None, None)
+    if counts.written:
+        others = delete(t.answer_marks).where(*here, marks.params_key != key)
+        if low is not None:  # ids unknown: every other mark of the function goes
+            others = others.where(or_(marks.min_id.is_(None), marks.max_id.is_(None),
+                                      and_(marks.min_id <= high, marks.max_id >= low)))
+        conn.execute(others)
+    if mark is None or parsed.rejected:
+        conn.execute(delete(t.answer_marks).where(*here, marks.params_key == key))
+    else:
+        values = {"mark": mark, "min_id": low, "max_id": high, "loaded_at": now}
+        upsert(conn, t.answer_marks, {"license": license, "function": function,
+                                      "params_key": key, **values}, values)
+    return Applied(counts, parsed, parse_seconds)
+
+
+def forget_marks(conn: Connection, license: str, resources: Sequence[Resource]) -> None:
+    """The next answer of these resources is parsed and compared row by row again."""
+    conn.execute(delete(t.answer_marks).where(
+        t.answer_marks.c.license == license,
+        t.answer_marks.c.function.in_([r.function for r in resources])))
 
 
 def save_state(conn: Connection, license: str, resource: str, **values: Any) -> None:
@@ -254,30 +309,18 @@ class Sync:
                params: dict[str, Any] | None = None, state: dict[str, Any]) -> PullResult:
         started = time.perf_counter()
         now = self.clock()
-        # A full list equal to the last one loaded in full writes nothing: not parsed again.
-        mark = answer_mark(page.content, self.ctx) if kind == archive.FULL_LIST else None
-        parse_seconds = 0.0
         with self.engine.begin() as conn:
-            if mark is not None and stored_mark(conn, self.license, resource.name) == mark:
-                parsed = Parsed(max_id=max((i for r in page.records if (i := _raw_id(r)) is not None),
-                                           default=None))
-                counts = Counts(unchanged=len(page.records))
-            else:
-                parsing = time.perf_counter()
-                parsed = parse_records(resource, page.records, self.ctx)
-                parse_seconds = time.perf_counter() - parsing
-                counts = write_parsed(conn, self.license, resource, parsed, now,
-                                      full_list=kind == archive.FULL_LIST)
-                if mark is not None:  # a list with quarantined records is parsed every time
-                    state = {**state, "answer_mark": None if parsed.rejected else mark}
+            applied = apply_answer(conn, self.license, resource, page.records, page.content,
+                                   params, self.ctx, now, full_list=kind == archive.FULL_LIST)
+            counts, parsed = applied.counts, applied.parsed
             # An answer with records: the module is licensed (again), whatever a 1005 said.
             save_state(conn, self.license, resource.name, last_success_at=now, last_attempt_at=now,
                        last_error=None, disabled_reason=None, **state)
             if self.keep_answers:
                 # With the rows it produced (rule 8): both commit, or neither.
                 archive.keep(conn, self.license, resource.function, params, page, kind=kind,
-                             state={k: v for k, v in state.items() if k != "answer_mark"},
-                             counts=counts, received_at=now)
+                             state=state, counts=counts, received_at=now)
+        parse_seconds = applied.parse_seconds
         self.timings["http_json"] += page.elapsed
         self.timings["parse"] += parse_seconds
         self.timings["database"] += time.perf_counter() - started - parse_seconds

@@ -426,9 +426,22 @@ sync_state = Table(
     Column("disabled_reason", Text),  # set on 1005 (module not licensed)
     Column("next_run_at", UtcDateTime()),
     Column("rescan_position", BigInteger),  # a re-scan job: the last id its windows reached
-    # A full list: digest of the last answer loaded in full (sync.answer_mark); an
-    # answer with the same digest would write nothing, so it is not parsed again.
-    Column("answer_mark", String(64)),
+)
+
+# The last answer loaded in full per function and parameters (sync.apply_answer): the
+# same answer again would write nothing, so it is not parsed again. `min_id`..`max_id`:
+# the record ids it held (None: ids unknown); a load by other parameters that writes
+# records in that range drops the mark.
+answer_marks = Table(
+    "answer_marks",
+    metadata,
+    Column("license", String(100), primary_key=True),
+    Column("function", String(40), primary_key=True),
+    Column("params_key", Text, primary_key=True),
+    Column("mark", String(64), nullable=False),
+    Column("min_id", BigInteger),
+    Column("max_id", BigInteger),
+    Column("loaded_at", UtcDateTime(), nullable=False),
 )
 
 license_state = Table(

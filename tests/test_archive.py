@@ -22,6 +22,7 @@ from syncer.db import make_engine, migrate
 from syncer.parse import parse_product
 from syncer.runtime import make_client, make_ledger
 from syncer.simulator import Simulator, generate
+from syncer.simulator.data import Order
 from syncer.sync import Sync, parse_context
 from tests.conftest import ANCHOR, LICENSE, TOKEN
 from tests.helpers import SYNCED_TABLES, FakeClock, cli_env, dump, kill_slow_backfill, run_cli
@@ -258,7 +259,7 @@ def test_the_daemon_applies_the_retention_once_a_day(db_url: str, engine: Engine
         sim.stop()
 
 
-# --- an unchanged full list is not parsed again (sync_state.answer_mark) -------------------
+# --- the same answer again is not parsed again (answer_marks) -------------------------------
 
 
 def _products(engine: Engine) -> list[tuple[Any, ...]]:
@@ -313,8 +314,8 @@ def test_after_a_reset_or_a_rebuild_an_unchanged_list_is_loaded_again(
         conn.execute(update(t.products).values(name="damaged"))
     rebuild_without_a_request(db_url, sim, tmp_path, "--resource", "products")
     with engine.connect() as conn:
-        assert conn.execute(select(t.sync_state.c.answer_mark)
-                            .where(t.sync_state.c.resource == "products")).scalar() is None
+        assert conn.execute(select(func.count()).select_from(t.answer_marks).where(
+            t.answer_marks.c.function == "get-products")).scalar_one() == 0
         assert "damaged" not in {row[1] for row in _products(engine)}
 
 
@@ -346,3 +347,56 @@ def test_a_list_with_a_quarantined_record_or_other_settings_is_parsed_again(
     with engine.connect() as conn:
         hashes = conn.execute(select(t.users.c.secnr_hash)).scalars().all()
     assert result.counts.updated > 0 and any(hashes)
+
+
+def _day_of(order: Order) -> dt.date:
+    return order.ordered_at.date()  # local, as the API's `date` parameter means it
+
+
+def _marks(engine: Engine, function: str) -> dict[str, tuple[Any, Any]]:
+    with engine.connect() as conn:
+        return {r.params_key: (r.min_id, r.max_id) for r in conn.execute(
+            select(t.answer_marks).where(t.answer_marks.c.function == function))}
+
+
+def test_a_day_re_pulled_unchanged_is_not_parsed_and_a_write_by_others_drops_the_mark(
+    db_url: str, engine: Engine, sim: Simulator
+) -> None:
+    """Yesterday's re-check mostly answers the same: not parsed again. But a window (or
+    another day) that writes some of its orders makes its mark stale: dropped, so a
+    later answer equal to the old one is compared row by row again."""
+    config = config_for(db_url, sim)
+    lic = config.licenses[0]
+    ledger = make_ledger(engine, config, lic, purpose="run")
+    orders = sim.dataset.orders
+    with make_client(config, lic, ledger) as client:
+        sync = Sync(engine, LICENSE, client, parse_context(config, lic))
+        sync.pull_window(res.ORDERS, 1, 10**6, window=10**6)  # everything, as a backfill
+        # A day of orders in the middle of the history.
+        day = _day_of(orders.window(orders.max_id // 2)[0])
+        first = sync.pull_date(res.ORDERS, day)
+        assert first.records > 0
+        parsing = sync.timings["parse"]
+        again = sync.pull_date(res.ORDERS, day)
+        assert sync.timings["parse"] == parsing and again.counts.written == 0  # skipped
+        date_key = archive.params_key({"date": day.isoformat()})
+        ids = _marks(engine, "get-orders")[date_key]
+        assert ids[0] <= orders.max_id // 2 <= ids[1]
+        # One of that day's orders changes; a window over its ids writes it first.
+        changed = ids[0]
+        sim.touch("orders", [changed])
+        written = sync.pull_window(res.ORDERS, changed, changed, window=1)
+        assert written.counts.updated == 1
+        assert date_key not in _marks(engine, "get-orders")  # the day's mark is stale: gone
+        # A day elsewhere keeps its mark: its ids do not overlap.
+        other = _day_of(orders.window(orders.max_id)[0])
+        if other != day:
+            sync.pull_date(res.ORDERS, other)
+            kept = archive.params_key({"date": other.isoformat()})
+            sim.touch("orders", [changed])
+            sync.pull_window(res.ORDERS, changed, changed, window=1)
+            assert kept in _marks(engine, "get-orders")
+        # The day again: parsed (no mark), nothing left to write.
+        parsing = sync.timings["parse"]
+        third = sync.pull_date(res.ORDERS, day)
+        assert sync.timings["parse"] > parsing and third.counts.written == 0

@@ -1,13 +1,14 @@
-"""remember the last full list loaded, so an identical answer is not parsed again
+"""remember the last answer loaded per function and parameters, so that the same
+answer again is not parsed again
 
 Revision ID: 0008_answer_mark
 Revises: 0007_response_archive
 Create Date: 2026-12-01 12:00:00
 
-`sync_state.answer_mark`: for a full-list resource, a digest of the last answer it
-loaded in full (its bytes, the parser's code and the parse settings; see
-`sync.answer_mark`). Empty for every row at first: the next pull of each list is
-parsed as before and sets it.
+`answer_marks`: per license, function and parameters, a digest of the last answer
+loaded in full (its bytes, the parsing code and the parse settings; see
+`sync.answer_mark`) and the range of record ids it held. Empty at first: every
+answer is parsed as before until it has been loaded once.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("sync_state", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("answer_mark", sa.String(64), nullable=True))
+    op.create_table(
+        "answer_marks",
+        sa.Column("license", sa.String(100), primary_key=True),
+        sa.Column("function", sa.String(40), primary_key=True),
+        sa.Column("params_key", sa.Text(), primary_key=True),
+        sa.Column("mark", sa.String(64), nullable=False),
+        sa.Column("min_id", sa.BigInteger()),
+        sa.Column("max_id", sa.BigInteger()),
+        sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sync_state", schema=None) as batch_op:
-        batch_op.drop_column("answer_mark")
+    op.drop_table("answer_marks")
