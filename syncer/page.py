@@ -173,6 +173,7 @@ def _chart(lic: LicenseView, hours: list[str], tz: ZoneInfo) -> str:
             f'role=img aria-label="requests per hour">{bars}{labels}</svg></div>')
 
 
+@functools.lru_cache(maxsize=16384)  # a job's times stay the same from one reload to the next
 def short_when(moment: dt.datetime | None, today: dt.date, tz: ZoneInfo) -> str:
     """A time with its zone, the date left out when it is `today` (local)."""
     if moment is None:
