@@ -242,7 +242,7 @@ def run_day(args: argparse.Namespace, licenses: int, replicas: int,
               for i, c in created.items() if (n, i) in arrived]
     return {
         "licenses": licenses, "replicas": replicas, "steps": steps, "wall": wall,
-        "spent": spent, "budget": config.api.spendable, "runs": runs,
+        "spent": spent, "budget": config.spendable(config.licenses[0]), "runs": runs,
         "doubled": {k: v for k, v in runs.items() if v > 1},
         "missing": len(created) * len(names) - len(delays),
         "median": statistics.median(delays) if delays else float("nan"),

@@ -82,7 +82,8 @@ def families(status: read_model.Status | None, written: dict[tuple[str, str], in
     failing = gauge("syncer_job_failing", "1 while a job's last run ended in an error.", job_labels)
     job_planned = gauge("syncer_job_planned_requests_today", "Requests a job is planned to spend "
                         "for the rest of the day.", job_labels)
-    stored = gauge("syncer_table_rows", "Rows of the license in a resource's table.", job_labels)
+    stored = gauge("syncer_table_rows", "Rows of the license in a resource's table "
+                   "(counted at most once a minute).", job_labels)
     for lic in status.licenses:
         key = [lic.name]
         spent.add_metric(key, lic.spent)

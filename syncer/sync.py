@@ -214,19 +214,22 @@ class Applied:
 
 def apply_answer(conn: Connection, license: str, resource: Resource, records: Sequence[Any],
                  content: bytes, params: Mapping[str, Any] | None, ctx: ParseContext,
-                 now: dt.datetime, *, full_list: bool) -> Applied:
+                 now: dt.datetime, *, full_list: bool, remember: bool = True) -> Applied:
     """Parse and load one answer on the caller's transaction, unless it is the same
     answer as the last one loaded for these parameters and nothing wrote its records
     since (`answer_marks`): then it would write nothing, and it is not parsed.
 
-    The mark is kept only for an answer loaded without quarantine (those are parsed
-    every time, so the quarantine sees them). A load that writes rows drops the marks
-    of the function's other parameters whose record ids overlap its own (a re-check of
-    a day, a re-scan window): theirs no longer describe the rows. `syncer reset` and
+    `remember`: keep a mark for this answer. A pull past the cursor does not (its
+    parameters never come again: the cursor moves on, and a `reset` forgets marks);
+    full lists, day re-checks and re-scan windows do, they repeat all day. The mark is
+    kept only for an answer loaded without quarantine (those are parsed every time,
+    so the quarantine sees them). A load that writes rows drops the marks of the
+    function's other parameters whose record ids overlap its own (a re-check of a
+    day, a re-scan window): theirs no longer describe the rows. `syncer reset` and
     `syncer rebuild` drop a resource's marks (`forget_marks`).
     """
     function, key = resource.function, archive.params_key(params)
-    mark = answer_mark(content, ctx) if records else None
+    mark = answer_mark(content, ctx) if records and remember else None
     marks = t.answer_marks.c
     here = (marks.license == license, marks.function == function)
     if mark is not None and conn.execute(select(marks.mark).where(
@@ -241,13 +244,16 @@ def apply_answer(conn: Connection, license: str, resource: Resource, records: Se
     ids = [i for r in records if (i := _raw_id(r)) is not None]
     low, high = (min(ids), max(ids)) if ids else (None, None)
     if counts.written:
-        others = delete(t.answer_marks).where(*here, marks.params_key != key)
+        others = delete(t.answer_marks).where(*here)
+        if remember:  # its own mark is set below
+            others = others.where(marks.params_key != key)
         if low is not None:  # ids unknown: every other mark of the function goes
             others = others.where(or_(marks.min_id.is_(None), marks.max_id.is_(None),
                                       and_(marks.min_id <= high, marks.max_id >= low)))
         conn.execute(others)
     if mark is None or parsed.rejected:
-        conn.execute(delete(t.answer_marks).where(*here, marks.params_key == key))
+        if remember:  # a stale mark for these parameters must not outlive this answer
+            conn.execute(delete(t.answer_marks).where(*here, marks.params_key == key))
     else:
         values = {"mark": mark, "min_id": low, "max_id": high, "loaded_at": now}
         upsert(conn, t.answer_marks, {"license": license, "function": function,
@@ -311,7 +317,8 @@ class Sync:
         now = self.clock()
         with self.engine.begin() as conn:
             applied = apply_answer(conn, self.license, resource, page.records, page.content,
-                                   params, self.ctx, now, full_list=kind == archive.FULL_LIST)
+                                   params, self.ctx, now, full_list=kind == archive.FULL_LIST,
+                                   remember=kind != archive.WINDOW)
             counts, parsed = applied.counts, applied.parsed
             # An answer with records: the module is licensed (again), whatever a 1005 said.
             save_state(conn, self.license, resource.name, last_success_at=now, last_attempt_at=now,
