@@ -190,7 +190,10 @@ def open_database(config: Config, *, migrate_first: bool = True, existing: bool 
             path = (urlsplit(url.database).path if url.query.get("uri") == "true"
                     and url.database.startswith("file:") else url.database)
             if not Path(path).exists():
-                fail(f"no database at {path} (database.url in {config.source}); check the "
+                origin = ("$SYNCER_DATABASE_URL"
+                          if os.environ.get("SYNCER_DATABASE_URL") == config.database.url
+                          else f"database.url in {config.source}")
+                fail(f"no database at {path} ({origin}); check the "
                      "path, or load data first with `syncer backfill`")
     try:
         engine = make_engine(config.database.url)

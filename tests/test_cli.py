@@ -236,6 +236,7 @@ def test_check_does_not_create_a_sqlite_file_at_a_mistyped_path(
     result = syncer(f"sqlite:///{missing}", sim, tmp_path, "check")
     assert result.exit_code == 1, result.output
     assert f"no database at {missing}" in said(result)
+    assert "($SYNCER_DATABASE_URL)" in said(result)  # where the path came from
     assert not missing.exists()
 
 
