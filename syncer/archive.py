@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import zstandard
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
 from syncer import tables as t
 from syncer.client import Page
 from syncer.config import ArchiveConfig
-from syncer.db import dumps, upsert_ignore
+from syncer.db import dumps, prepared, upsert_ignore
 from syncer.ledger import ledger_id_of
 from syncer.load import Counts
 
@@ -72,30 +72,28 @@ def keep(conn: Connection, license: str, function: str, params: Mapping[str, Any
     ra, ab = t.response_archive.c, t.archive_bodies.c
     key = params_key(params)
     digest = hashlib.sha256(page.content).hexdigest()
-    previous = conn.execute(
-        select(ra.body_id, ab.content_hash)
+    previous = conn.execute(prepared(conn, ("previous_answer",), lambda _: select(
+        ra.body_id, ab.content_hash)
         .join(t.archive_bodies, ab.id == ra.body_id)
-        .where(ra.license == license, ra.function == function, ra.params_key == key)
-        .order_by(ra.id.desc()).limit(1)
-    ).first()
+        .where(ra.license == bindparam("lic"), ra.function == bindparam("fn"),
+               ra.params_key == bindparam("key"))
+        .order_by(ra.id.desc()).limit(1)), {"lic": license, "fn": function, "key": key}).first()
     if previous is not None and previous.content_hash == digest:
         body_id = int(previous.body_id)
     else:
         body_id = int(conn.execute(
-            insert(t.archive_bodies).values(
-                license=license, content_hash=digest, codec=CODEC, raw_bytes=len(page.content),
-                body=compress(page.content))
-            .returning(ab.id)
+            prepared(conn, ("new_body",), lambda _: insert(t.archive_bodies).returning(ab.id)),
+            {"license": license, "content_hash": digest, "codec": CODEC,
+             "raw_bytes": len(page.content), "body": compress(page.content)},
         ).scalar_one())
     return int(conn.execute(
-        insert(t.response_archive).values(
-            license=license, function=function,
-            params={k: str(v) for k, v in params.items()} if params else None,
-            params_key=key, kind=kind, state=dict(state) or None,
-            ledger_id=ledger_id_of(page.ticket), received_at=received_at,
-            records=len(page.records), written=counts.written,
-            quarantined=counts.quarantined, body_id=body_id)
-        .returning(ra.id)
+        prepared(conn, ("new_answer",), lambda _: insert(t.response_archive).returning(ra.id)),
+        {"license": license, "function": function,
+         "params": {k: str(v) for k, v in params.items()} if params else None,
+         "params_key": key, "kind": kind, "state": dict(state) or None,
+         "ledger_id": ledger_id_of(page.ticket), "received_at": received_at,
+         "records": len(page.records), "written": counts.written,
+         "quarantined": counts.quarantined, "body_id": body_id},
     ).scalar_one())
 
 

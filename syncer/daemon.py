@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import ColumnElement, Engine, or_, select, text, update
+from sqlalchemy import ColumnElement, Engine, bindparam, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncer import archive, audit, outcomes
@@ -38,7 +38,7 @@ from syncer import jobs as registry
 from syncer import tables as t
 from syncer.client import Cancelled, CloudPosError, RequestRefused
 from syncer.config import Config, LicenseConfig
-from syncer.db import error_summary, upsert
+from syncer.db import error_summary, prepared, upsert_statement
 from syncer.jobs import DEFAULT_JOBS, Job, Kind
 from syncer.ledger import Clock, api_day, spent_today, utcnow
 from syncer.load import Counts
@@ -110,10 +110,9 @@ def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
             ).first() is not None
 
         # One statement: a new lease row is ours; a stored one only if free, expired or ours.
-        held = {"owner": owner, "expires_at": now + ttl}
-        if upsert(conn, t.job_lease, {"license": license, "job": job, **held}, held,
-                  where=or_(lease.owner.is_(None), lease.owner == owner, lease.expires_at < now),
-                  returning=lease.owner).first() is not None:
+        if conn.execute(prepared(conn, ("claim",), _claim_statement), {
+                "license": license, "job": job, "owner": owner, "expires_at": now + ttl,
+                "now": now}).first() is not None:
             return True
         holder = conn.execute(select(lease.owner).where(lease.license == license,
                                                         lease.job == job)).scalar()
@@ -123,12 +122,24 @@ def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
     return True
 
 
+def _claim_statement(dialect: str) -> Any:
+    lease = t.job_lease.c
+    stmt = upsert_statement(dialect, t.job_lease)
+    return stmt.on_conflict_do_update(
+        index_elements=["license", "job"],
+        set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+        where=or_(lease.owner.is_(None), lease.owner == stmt.excluded.owner,
+                  lease.expires_at < bindparam("now", type_=t.UtcDateTime())),
+    ).returning(lease.owner)
+
+
 def release(engine: Engine, license: str, job: str, owner: str) -> None:
     lease = t.job_lease.c
     with engine.begin() as conn:
-        conn.execute(update(t.job_lease)
-                     .where(lease.license == license, lease.job == job, lease.owner == owner)
-                     .values(owner=None, expires_at=None))
+        conn.execute(prepared(conn, ("release",), lambda _: update(t.job_lease).where(
+            lease.license == bindparam("lic"), lease.job == bindparam("name"),
+            lease.owner == bindparam("holder")).values(owner=None, expires_at=None)),
+            {"lic": license, "name": job, "holder": owner})
 
 
 def renew(engine: Engine, owner: str, now: dt.datetime, ttl: dt.timedelta) -> None:
@@ -143,10 +154,12 @@ def plan_for(engine: Engine, config: Config, license: LicenseConfig, now: dt.dat
     """The planner's view of one license right now, from the database; `ran`: runs not
     stored yet (the job being planned after its run), by job."""
     tz = config.api.tz
+    state = t.sync_state.c
     with engine.connect() as conn:
         spent = spent_today(conn, license.name, api_day(now, tz))
-        rows = conn.execute(select(t.sync_state.c.resource, t.sync_state.c.last_attempt_at)
-                            .where(t.sync_state.c.license == license.name)).all()
+        rows = conn.execute(prepared(conn, ("last_attempts",), lambda _: select(
+            state.resource, state.last_attempt_at).where(state.license == bindparam("license"))),
+            {"license": license.name}).all()
     last = {r.resource: r.last_attempt_at for r in rows} | (ran or {})
     return plan(jobs, now=now, tz=tz, hours=config.schedule.hours(), spent=spent,
                 spendable=config.spendable(license), last_runs=last)
@@ -436,9 +449,10 @@ class Daemon:
 
     def _due(self) -> list[tuple[dt.datetime | None, LicenseJobs, str]]:
         """Every job's stored next run, for all licenses in one query."""
+        state = t.sync_state.c
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.sync_state.c.license, t.sync_state.c.resource,
-                                       t.sync_state.c.next_run_at)).all()
+            rows = conn.execute(prepared(conn, ("due",), lambda _: select(
+                state.license, state.resource, state.next_run_at))).all()
         stored = {(r.license, r.resource): r.next_run_at for r in rows}
         return [(stored.get((lic.name, job.name)), lic, job.name)
                 for lic in self.licenses for job in lic.jobs]

@@ -26,12 +26,12 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from syncer import outcomes
 from syncer import tables as t
 from syncer.client import BudgetExhausted, LicenseStopped, Outcome, RequestInfo
-from syncer.db import upsert
+from syncer.db import prepared, upsert, upsert_statement
 from syncer.outcomes import Kept
 from syncer.planner import next_midnight
 
@@ -64,8 +64,20 @@ class LicenseStatus:
     refusal_stored: bool = False  # a refusal of any credentials is stored for the license
 
 
+def _spend_statement(dialect: str) -> Any:
+    """The day's first request creates its budget row; each later one adds 1 only while
+    the count is below `:cap` (returns no row when it is not)."""
+    budget = t.request_budget.c
+    stmt = upsert_statement(dialect, t.request_budget)
+    return stmt.on_conflict_do_update(
+        index_elements=["license", "day"], set_={"spent": budget.spent + 1},
+        where=budget.spent < bindparam("cap")).returning(budget.spent)
+
+
 def license_status(conn: Connection, license: str, fingerprint: str) -> LicenseStatus:
-    row = conn.execute(select(t.license_state).where(t.license_state.c.license == license)).first()
+    stmt = prepared(conn, ("license_status",), lambda _: select(t.license_state).where(
+        t.license_state.c.license == bindparam("license")))
+    row = conn.execute(stmt, {"license": license}).first()
     if row is None:
         return LicenseStatus(False, None, None, None)
     rejected = row.auth_rejected_fingerprint == fingerprint
@@ -90,11 +102,10 @@ def login_pause(conn: Connection, now: dt.datetime) -> tuple[int, dt.datetime | 
 
 
 def spent_today(conn: Connection, license: str, day: dt.date) -> int:
-    value = conn.execute(
-        select(t.request_budget.c.spent).where(
-            t.request_budget.c.license == license, t.request_budget.c.day == day
-        )
-    ).scalar()
+    budget = t.request_budget.c
+    value = conn.execute(prepared(conn, ("spent_today",), lambda _: select(budget.spent).where(
+        budget.license == bindparam("license"), budget.day == bindparam("day"))),
+        {"license": license, "day": day}).scalar()
     return int(value or 0)
 
 
@@ -185,11 +196,9 @@ class Ledger:
             # One atomic statement: the day's first request creates the row, each later
             # one adds 1 only while the count is below the cap (replicas and backfills
             # never pass it together).
-            budget = t.request_budget.c
-            spent = None if self.cap < 1 else upsert(
-                conn, t.request_budget, {"license": self.license, "day": day, "spent": 1},
-                {"spent": budget.spent + 1}, where=budget.spent < self.cap,
-                returning=budget.spent).scalar()
+            spent = None if self.cap < 1 else conn.execute(
+                prepared(conn, ("spend",), _spend_statement),
+                {"license": self.license, "day": day, "spent": 1, "cap": self.cap}).scalar()
             if spent is None:
                 allowed = ("the whole daily_budget" if self.purpose in MAY_USE_RESERVE
                            else "daily_budget - reserve")
@@ -200,18 +209,11 @@ class Ledger:
                     next_midnight(now, self.tz),
                 )
             ledger_id = conn.execute(
-                insert(t.request_ledger)
-                .values(
-                    license=self.license,
-                    day=day,
-                    sent_at=now,
-                    function=info.function,
-                    params=dict(info.params) or None,
-                    purpose=self.purpose,
-                    attempt=info.attempt,
-                    outcome="pending",
-                )
-                .returning(t.request_ledger.c.id)
+                prepared(conn, ("ledger_row",), lambda _: insert(t.request_ledger)
+                         .returning(t.request_ledger.c.id)),
+                {"license": self.license, "day": day, "sent_at": now, "function": info.function,
+                 "params": dict(info.params) or None, "purpose": self.purpose,
+                 "attempt": info.attempt, "outcome": "pending"},
             ).scalar_one()
         self.sent += 1
         return int(ledger_id), status.refusal_stored
@@ -242,11 +244,11 @@ class Ledger:
         now = self.clock()
         with self.engine.begin() as conn:
             conn.execute(
-                update(t.request_ledger)
-                .where(t.request_ledger.c.id == ticket.ledger_id)
-                .values(outcome=outcome.outcome, error_code=outcome.error_code,
-                        http_status=outcome.http_status, duration_ms=outcome.duration_ms)
-            )
+                prepared(conn, ("ledger_outcome",), lambda _: update(t.request_ledger)
+                         .where(t.request_ledger.c.id == bindparam("ledger_id"))),
+                {"ledger_id": ticket.ledger_id, "outcome": outcome.outcome,
+                 "error_code": outcome.error_code, "http_status": outcome.http_status,
+                 "duration_ms": outcome.duration_ms})
             code = outcome.error_code
             if meaning.kept is Kept.CREDENTIALS:
                 self._set_state(conn, now, auth_rejected_fingerprint=self.fingerprint,
@@ -275,7 +277,7 @@ class Ledger:
 
     def _set_state(self, conn: Connection, now: dt.datetime, **values: Any) -> None:
         changes = {"updated_at": now, **values}
-        upsert(conn, t.license_state, {"license": self.license, **changes}, changes)
+        upsert(conn, t.license_state, {"license": self.license, **changes})
 
     def _clear_auth(self, conn: Connection, now: dt.datetime) -> None:
         conn.execute(

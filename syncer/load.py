@@ -36,6 +36,7 @@ from sqlalchemy import (
     Integer,
     Table,
     and_,
+    bindparam,
     delete,
     insert,
     null,
@@ -46,7 +47,7 @@ from sqlalchemy import (
 )
 
 from syncer import tables as t
-from syncer.db import dumps, insert_for
+from syncer.db import dumps, insert_for, prepared, upsert_statement
 from syncer.parse import Rows
 from syncer.resources import BY_TABLE
 
@@ -106,14 +107,49 @@ def _key_of(row: dict[str, Any], names: Sequence[str]) -> Any:
 
 def _existing_keys(conn: Connection, table: Table, license: str, keys: Sequence[Any]) -> set[Any]:
     found: set[Any] = set()
-    expr = _key_expr(table)
     single = len(key_columns(table)) == 1
+    if single:  # the common case, built once: one key column
+        stmt = prepared(conn, ("existing", table.name), lambda _: select(*key_columns(table)).where(
+            table.c.license == bindparam("lic"),
+            key_columns(table)[0].in_(bindparam("keys", expanding=True))))
+        for chunk in _chunks(keys):
+            found.update(r[0] for r in conn.execute(stmt, {"lic": license, "keys": list(chunk)}))
+        return found
+    expr = _key_expr(table)
     for chunk in _chunks(keys):
         result = conn.execute(
             select(*key_columns(table)).where(table.c.license == license, expr.in_(chunk))
         )
-        found.update(r[0] if single else tuple(r) for r in result)
+        found.update(tuple(r) for r in result)
     return found
+
+
+def _upsert_parents_statement(dialect: str, table: Table) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE ... WHERE (stored) IS DISTINCT FROM (new)
+    RETURNING key: only rows that changed are written (rule 3). Built once per table."""
+    names = [c.name for c in key_columns(table)]
+    full_list = "deleted_at" in table.c
+    value_cols = [c.name for c in table.columns
+                  if c.name not in ("license", "synced_at", "deleted_at") and c.name not in names]
+    stmt = upsert_statement(dialect, table)
+    excluded = stmt.excluded
+    current = [table.c[n] for n in value_cols]
+    incoming: list[Any] = [excluded[n] for n in value_cols]
+    if full_list:
+        current.append(table.c.deleted_at)
+        incoming.append(null())
+    changed = (
+        tuple_(*current).is_distinct_from(tuple_(*incoming))
+        if len(current) > 1
+        else or_(*(c.is_distinct_from(i) for c, i in zip(current, incoming, strict=True)))
+    )
+    set_: dict[str, Any] = {n: excluded[n] for n in value_cols}
+    set_["synced_at"] = excluded.synced_at
+    if full_list:
+        set_["deleted_at"] = null()
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.license, *key_columns(table)], set_=set_, where=changed
+    ).returning(*key_columns(table))
 
 
 def upsert_parents(
@@ -131,29 +167,7 @@ def upsert_parents(
     keys = [_key_of(r, names) for r in rows]
     existing = _existing_keys(conn, table, license, keys)
 
-    full_list = "deleted_at" in table.c
-    value_cols = [c.name for c in table.columns
-                  if c.name not in ("license", "synced_at", "deleted_at") and c.name not in names]
-    stmt = insert_for(conn, table)
-    excluded = stmt.excluded
-    current = [table.c[n] for n in value_cols]
-    incoming: list[Any] = [excluded[n] for n in value_cols]
-    if full_list:
-        current.append(table.c.deleted_at)
-        incoming.append(null())
-    changed = (
-        tuple_(*current).is_distinct_from(tuple_(*incoming))
-        if len(current) > 1
-        else or_(*(c.is_distinct_from(i) for c, i in zip(current, incoming, strict=True)))
-    )
-    set_: dict[str, Any] = {n: excluded[n] for n in value_cols}
-    set_["synced_at"] = excluded.synced_at
-    if full_list:
-        set_["deleted_at"] = null()
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.license, *key_columns(table)], set_=set_, where=changed
-    ).returning(*key_columns(table))
-
+    stmt = prepared(conn, ("upsert_parents", table.name), lambda d: _upsert_parents_statement(d, table))
     params = [{**r, "license": license, "synced_at": now} for r in rows]
     written: list[Any] = []
     single = len(names) == 1
@@ -177,13 +191,15 @@ def replace_children(
     now: dt.datetime,
 ) -> None:
     """Delete the children of these parents and insert the given ones."""
+    gone = prepared(conn, ("children_of", table.name), lambda _: delete(table).where(
+        table.c.license == bindparam("lic"),
+        table.c[parent_column].in_(bindparam("parents", expanding=True))))
     for chunk in _chunks(parent_keys):
-        conn.execute(
-            delete(table).where(table.c.license == license, table.c[parent_column].in_(chunk))
-        )
+        conn.execute(gone, {"lic": license, "parents": list(chunk)})
     params = [{**r, "license": license, "synced_at": now} for r in rows]
+    added = prepared(conn, ("insert", table.name), lambda _: insert(table))
     for chunk in _chunks(params, 2000):
-        conn.execute(insert(table), list(chunk))
+        conn.execute(added, list(chunk))
 
 
 def mark_deleted(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, or_, select
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select
 from tenacity import RetryCallState
 
 import syncer.load as load_module
@@ -29,7 +29,7 @@ from syncer import __version__, archive
 from syncer import tables as t
 from syncer.client import CloudPosClient, Page, ResponseTimeout
 from syncer.config import Config, LicenseConfig, ResourceConfig
-from syncer.db import upsert
+from syncer.db import prepared, upsert
 from syncer.ledger import utcnow
 from syncer.load import Counts, Rejected, key_columns, load, quarantine
 from syncer.parse import ParseContext, ParseError, Rows, _int_id, parse_key
@@ -232,8 +232,10 @@ def apply_answer(conn: Connection, license: str, resource: Resource, records: Se
     mark = answer_mark(content, ctx) if records and remember else None
     marks = t.answer_marks.c
     here = (marks.license == license, marks.function == function)
-    if mark is not None and conn.execute(select(marks.mark).where(
-            *here, marks.params_key == key)).scalar() == mark:
+    if mark is not None and conn.execute(prepared(conn, ("mark",), lambda _: select(marks.mark).where(
+            marks.license == bindparam("license"), marks.function == bindparam("function"),
+            marks.params_key == bindparam("key"))),
+            {"license": license, "function": function, "key": key}).scalar() == mark:
         ids = [i for r in records if (i := _raw_id(r)) is not None]
         return Applied(Counts(unchanged=len(records)), Parsed(max_id=max(ids, default=None)),
                        skipped=True)
@@ -257,7 +259,7 @@ def apply_answer(conn: Connection, license: str, resource: Resource, records: Se
     else:
         values = {"mark": mark, "min_id": low, "max_id": high, "loaded_at": now}
         upsert(conn, t.answer_marks, {"license": license, "function": function,
-                                      "params_key": key, **values}, values)
+                                      "params_key": key, **values})
     return Applied(counts, parsed, parse_seconds)
 
 
@@ -270,14 +272,14 @@ def forget_marks(conn: Connection, license: str, resources: Sequence[Resource]) 
 
 def save_state(conn: Connection, license: str, resource: str, **values: Any) -> None:
     """Update one resource's sync state (creating its row if needed): one statement."""
-    upsert(conn, t.sync_state, {"license": license, "resource": resource, **values}, values)
+    upsert(conn, t.sync_state, {"license": license, "resource": resource, **values})
 
 
 def read_state(conn: Connection, license: str, resource: str) -> Any:
-    return conn.execute(
-        select(t.sync_state).where(t.sync_state.c.license == license,
-                                   t.sync_state.c.resource == resource)
-    ).first()
+    stmt = prepared(conn, ("read_state",), lambda _: select(t.sync_state).where(
+        t.sync_state.c.license == bindparam("license"),
+        t.sync_state.c.resource == bindparam("resource")))
+    return conn.execute(stmt, {"license": license, "resource": resource}).first()
 
 
 @dataclass
