@@ -122,7 +122,7 @@ def replica(conn: Connection, clock_value: Any, url: str, base_url: str, names: 
         if command == "run":
             now = clock()
             # Daemon.run_due, keeping each run's due time for the no-double-run check.
-            due = sorted(((when or now, lic, job) for when, lic, job in daemon._due()
+            due = sorted(((when or now, lic, job) for when, lic, job in daemon._due(now)
                           if when is None or when <= now), key=lambda i: (i[0], i[1].name, i[2]))
             for _, lic, job in due:
                 claimed.clear()

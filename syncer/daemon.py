@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import ColumnElement, Engine, bindparam, or_, select, text, update
+from sqlalchemy import ColumnElement, Connection, Engine, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncer import archive, audit, outcomes
@@ -447,28 +447,61 @@ class Daemon:
 
     # -- for tests and the simulated day: run what is due, in this thread --------------
 
-    def _due(self) -> list[tuple[dt.datetime | None, LicenseJobs, str]]:
-        """Every job's stored next run, for all licenses in one query."""
+    def _planned(self, conn: Connection) -> tuple[int, dt.datetime | None]:
+        """How many of this daemon's jobs have a stored next run, and the earliest."""
         state = t.sync_state.c
+        stmt = prepared(conn, ("planned",), lambda _: select(
+            func.count(), func.min(state.next_run_at)).where(
+                state.license.in_(bindparam("names", expanding=True)),
+                state.resource.in_(bindparam("jobs", expanding=True)),
+                state.next_run_at.is_not(None)))
+        count, earliest = conn.execute(stmt, self._scope).one()
+        return int(count), earliest
+
+    @property
+    def _scope(self) -> dict[str, list[str]]:
+        return {"names": [lic.name for lic in self.licenses],
+                "jobs": sorted({job.name for lic in self.licenses for job in lic.jobs})}
+
+    def _due(self, now: dt.datetime) -> list[tuple[dt.datetime | None, LicenseJobs, str]]:
+        """The jobs due at `now` with their stored next run (None: never planned), for
+        all licenses in two queries: only the rows due are read once every job has a
+        next run (the common case), every row of the licenses before."""
+        state = t.sync_state.c
+        jobs = {(lic.name, job.name): lic for lic in self.licenses for job in lic.jobs}
+        if not jobs:
+            return []
         with self.engine.connect() as conn:
-            rows = conn.execute(prepared(conn, ("due",), lambda _: select(
-                state.license, state.resource, state.next_run_at))).all()
+            planned, _ = self._planned(conn)
+            every = planned < len(jobs)
+            stmt = prepared(conn, ("due", every), lambda _: select(
+                state.license, state.resource, state.next_run_at).where(
+                    state.license.in_(bindparam("names", expanding=True)),
+                    *(() if every else
+                      (state.next_run_at <= bindparam("now", type_=t.UtcDateTime()),))))
+            rows = conn.execute(stmt, {**self._scope, "now": now}).all()
         stored = {(r.license, r.resource): r.next_run_at for r in rows}
-        return [(stored.get((lic.name, job.name)), lic, job.name)
-                for lic in self.licenses for job in lic.jobs]
+        if not every:
+            return [(when, jobs[key], key[1]) for key, when in stored.items() if key in jobs]
+        return [(stored.get(key), lic, key[1]) for key, lic in jobs.items()
+                if stored.get(key) is None or stored[key] <= now]
 
     def run_due(self) -> list[RunResult]:
         """Run every job whose time has come, once, in order of due time."""
         now = self.clock()
-        due = [(when or now, lic, job) for when, lic, job in self._due() if when is None or when <= now]
+        due = [(when or now, lic, job) for when, lic, job in self._due(now)]
         due.sort(key=lambda item: (item[0], item[1].name, item[2]))
         return [lic.run(job) for _, lic, job in due]
 
     def next_due(self) -> dt.datetime | None:
         """The earliest due time of any job (a job never planned is due now)."""
         now = self.clock()
-        times = [when or now for when, _, _ in self._due()]
-        return min(times) if times else None
+        jobs = sum(len(lic.jobs) for lic in self.licenses)
+        if not jobs:
+            return None
+        with self.engine.connect() as conn:
+            planned, earliest = self._planned(conn)
+        return now if planned < jobs else earliest
 
     # -- the real thing ---------------------------------------------------------------------
 
