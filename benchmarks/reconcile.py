@@ -26,16 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from benchmarks.scratch import scratch_url
 from syncer import reports
 from syncer.config import ReportsConfig
 from syncer.db import make_engine
@@ -43,7 +41,6 @@ from syncer.simulator import Dataset, Simulator, generate
 
 CENT = Decimal("0.01")
 TOKEN = "reconcile-token-0000"
-PG_URL = os.environ.get("SYNCER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def cents(amount: Decimal) -> Decimal:
@@ -114,23 +111,6 @@ def compare(engine: sa.Engine, license: str, want: dict[str, dict[Any, Decimal]]
     return largest
 
 
-@contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp}/reconcile.db"
-        return
-    schema = f"reconcile_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=13500, help="about 225 a day: 60 days")
@@ -151,7 +131,7 @@ def main() -> None:
     kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     try:
         for kind in kinds:
-            with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as url:
+            with tempfile.TemporaryDirectory() as tmp, scratch_url(kind, Path(tmp), "reconcile") as url:
                 Path(tmp, "syncer.toml").write_text(
                     f'[reports]\nday_starts_at = "{setting.day_starts_at}"\n')
                 env = {**{k: v for k, v in os.environ.items()
