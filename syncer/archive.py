@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, sele
 from syncer import tables as t
 from syncer.client import Page
 from syncer.config import ArchiveConfig
-from syncer.db import dumps, prepared, upsert_ignore
+from syncer.db import dumps, prepared, upsert
 from syncer.ledger import ledger_id_of
 from syncer.load import Counts
 
@@ -237,10 +237,10 @@ def daily_retention(engine: Engine, settings: ArchiveConfig, now: dt.datetime) -
     if last is not None and last > now - dt.timedelta(days=1):
         return
     with engine.begin() as conn:
-        upsert_ignore(conn, t.resume_point, {"license": "*", "task": RETENTION_TASK,
-                                             "started_at": now - dt.timedelta(days=2),
-                                             "updated_at": now - dt.timedelta(days=2),
-                                             "data": {}})
+        upsert(conn, t.resume_point, {"license": "*", "task": RETENTION_TASK,
+                                      "started_at": now - dt.timedelta(days=2),
+                                      "updated_at": now - dt.timedelta(days=2),
+                                      "data": {}}, update=())
         claimed = conn.execute(
             update(t.resume_point)
             .where(rp.license == "*", rp.task == RETENTION_TASK,

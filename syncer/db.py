@@ -128,16 +128,6 @@ def describe(engine: Engine) -> str:
     return shown_url(engine.url)
 
 
-def insert_for(conn: Connection, table: Table) -> Any:
-    """The dialect's INSERT, which knows `ON CONFLICT`, for the database of `conn`."""
-    return upsert_statement(conn.dialect.name, table)
-
-
-def upsert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING on either database."""
-    conn.execute(insert_for(conn, table).values(**values).on_conflict_do_nothing())
-
-
 # Statements built once per dialect and key. Building a SQLAlchemy statement costs
 # about 4x executing a built one, whose cache key it keeps: a two-column select on
 # SQLite took 382 us built at each call against 97 us prebuilt and 95 us as raw driver
@@ -164,8 +154,9 @@ def upsert_statement(dialect: str, table: Table) -> Any:
 def upsert(conn: Connection, table: Table, row: Mapping[str, Any],
            update: Sequence[str] | None = None) -> None:
     """INSERT `row`, or where its primary key is taken UPDATE the stored row's `update`
-    columns (default: every column of `row` outside the key) to `row`'s values: one
-    atomic statement on either database, built once per table and set of columns."""
+    columns (default: every column of `row` outside the key; none: leave the stored row
+    as it is) to `row`'s values: one atomic statement on either database, built once
+    per table and set of columns."""
     key_names = [c.name for c in table.primary_key.columns]
     changed = tuple(update) if update is not None else tuple(k for k in row if k not in key_names)
 

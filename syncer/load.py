@@ -47,7 +47,7 @@ from sqlalchemy import (
 )
 
 from syncer import tables as t
-from syncer.db import dumps, insert_for, prepared, upsert_statement
+from syncer.db import dumps, prepared, upsert_statement
 from syncer.parse import Rows
 from syncer.resources import BY_TABLE
 
@@ -490,7 +490,7 @@ def quarantine(
     """
     if not rejected:
         return 0
-    stmt = insert_for(conn, t.quarantine)
+    stmt = upsert_statement(conn.dialect.name, t.quarantine)
     stmt = stmt.on_conflict_do_update(
         index_elements=[t.quarantine.c.license, t.quarantine.c.resource, t.quarantine.c.raw_hash],
         set_={

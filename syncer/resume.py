@@ -11,10 +11,10 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, select
 
 from syncer import tables as t
-from syncer.db import upsert_ignore
+from syncer.db import upsert
 from syncer.ledger import utcnow
 
 
@@ -26,11 +26,8 @@ def read_point(conn: Connection, license: str, task: str) -> dict[str, Any] | No
 
 def save_point(conn: Connection, license: str, task: str, data: dict[str, Any]) -> None:
     now = utcnow()
-    rp = t.resume_point.c
-    upsert_ignore(conn, t.resume_point, {"license": license, "task": task, "started_at": now,
-                                         "updated_at": now, "data": data})
-    conn.execute(update(t.resume_point).where(rp.license == license, rp.task == task)
-                 .values(updated_at=now, data=data))
+    upsert(conn, t.resume_point, {"license": license, "task": task, "started_at": now,
+                                  "updated_at": now, "data": data}, update=("updated_at", "data"))
 
 
 def clear_point(conn: Connection, license: str, task: str) -> None:
