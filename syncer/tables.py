@@ -58,13 +58,17 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    @staticmethod
+    def _in_utc(value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given where an aware one is required")
+        return value.astimezone(UTC)
+
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r} given where an aware one is required")
-        value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
+        value = self._in_utc(value)
+        if dialect.name == "sqlite":  # literal SQL (`literal_binds`); bound values: below
             return value.replace(tzinfo=None)
         return value
 
@@ -87,14 +91,10 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
     def bind_processor(self, dialect: Dialect) -> Any:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-        utc = UTC
+        in_utc = self._in_utc
 
         def process(value: dt.datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError(f"naive datetime {value!r} given where an aware one is required")
-            return value.astimezone(utc).isoformat(" ", "microseconds")[:26]
+            return None if value is None else in_utc(value).isoformat(" ", "microseconds")[:26]
 
         return process
 
@@ -105,7 +105,7 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             def aware(value: dt.datetime | None) -> dt.datetime | None:
                 if value is None or value.tzinfo is utc:
                     return value
-                return value.replace(tzinfo=utc) if value.tzinfo is None else value.astimezone(utc)
+                return self.process_result_value(value, dialect)
 
             return aware
         parse = dt.datetime.fromisoformat
@@ -114,7 +114,7 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             if value is None:
                 return None
             if not isinstance(value, str):  # a datetime already (a literal, a function)
-                return value.replace(tzinfo=utc) if value.tzinfo is None else value.astimezone(utc)
+                return self.process_result_value(value, dialect)
             try:
                 return parse(value + "+00:00")
             except ValueError:  # text that carries its own offset
