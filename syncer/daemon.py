@@ -432,6 +432,10 @@ class Daemon:
         self.ttl = dt.timedelta(seconds=config.schedule.lease_seconds)
         self.licenses = [LicenseJobs(engine, config, lic, owner=self.owner, clock=clock, jobs=jobs)
                          for lic in config.licenses]
+        # Every (license, job) this daemon runs, and the same as query parameters.
+        self._jobs = {(lic.name, job.name): lic for lic in self.licenses for job in lic.jobs}
+        self._scope = {"names": [lic.name for lic in self.licenses],
+                       "jobs": sorted({job for _, job in self._jobs})}
         self.scheduler = BackgroundScheduler(
             timezone=dt.UTC,
             executors={"default": {"type": "threadpool", "max_workers": max_workers}},
@@ -458,17 +462,12 @@ class Daemon:
         count, earliest = conn.execute(stmt, self._scope).one()
         return int(count), earliest
 
-    @property
-    def _scope(self) -> dict[str, list[str]]:
-        return {"names": [lic.name for lic in self.licenses],
-                "jobs": sorted({job.name for lic in self.licenses for job in lic.jobs})}
-
     def _due(self, now: dt.datetime) -> list[tuple[dt.datetime | None, LicenseJobs, str]]:
         """The jobs due at `now` with their stored next run (None: never planned), for
         all licenses in two queries: only the rows due are read once every job has a
         next run (the common case), every row of the licenses before."""
         state = t.sync_state.c
-        jobs = {(lic.name, job.name): lic for lic in self.licenses for job in lic.jobs}
+        jobs = self._jobs
         if not jobs:
             return []
         with self.engine.connect() as conn:
@@ -496,12 +495,11 @@ class Daemon:
     def next_due(self) -> dt.datetime | None:
         """The earliest due time of any job (a job never planned is due now)."""
         now = self.clock()
-        jobs = sum(len(lic.jobs) for lic in self.licenses)
-        if not jobs:
+        if not self._jobs:
             return None
         with self.engine.connect() as conn:
             planned, earliest = self._planned(conn)
-        return now if planned < jobs else earliest
+        return now if planned < len(self._jobs) else earliest
 
     # -- the real thing ---------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import gc
 import hashlib
 import logging
@@ -176,6 +177,7 @@ def write_parsed(conn: Connection, license: str, resource: Resource, parsed: Par
     return counts
 
 
+@functools.cache  # read once, at the first answer (not at every command's start)
 def _source_digest() -> bytes:
     """The code that turns an answer into rows: a change to it (an upgrade, a relaxed
     parser) makes every list parse again once."""
@@ -186,16 +188,13 @@ def _source_digest() -> bytes:
     return digest.digest()
 
 
-_SOURCE = _source_digest()
-
-
 def answer_mark(content: bytes, ctx: ParseContext) -> str | None:
     """A digest of what an answer's rows follow from: its bytes, the parsing and
     loading code, and the parse settings (zone, national-number policy, the digest of
     the hash key, never the key). None for an answer without its bytes."""
     if not content:
         return None
-    digest = hashlib.sha256(_SOURCE)
+    digest = hashlib.sha256(_source_digest())
     digest.update(f"{ctx.tz.key}|{ctx.store_national_number}|".encode())
     digest.update(hashlib.sha256(ctx.secnr_key).digest() if ctx.secnr_key is not None else b"-")
     digest.update(content)
@@ -232,19 +231,17 @@ def apply_answer(conn: Connection, license: str, resource: Resource, records: Se
     mark = answer_mark(content, ctx) if records and remember else None
     marks = t.answer_marks.c
     here = (marks.license == license, marks.function == function)
+    ids = [i for r in records if (i := _raw_id(r)) is not None]
+    low, high = (min(ids), max(ids)) if ids else (None, None)
     if mark is not None and conn.execute(prepared(conn, ("mark",), lambda _: select(marks.mark).where(
             marks.license == bindparam("license"), marks.function == bindparam("function"),
             marks.params_key == bindparam("key"))),
             {"license": license, "function": function, "key": key}).scalar() == mark:
-        ids = [i for r in records if (i := _raw_id(r)) is not None]
-        return Applied(Counts(unchanged=len(records)), Parsed(max_id=max(ids, default=None)),
-                       skipped=True)
+        return Applied(Counts(unchanged=len(records)), Parsed(max_id=high), skipped=True)
     parsing = time.perf_counter()
     parsed = parse_records(resource, records, ctx)
     parse_seconds = time.perf_counter() - parsing
     counts = write_parsed(conn, license, resource, parsed, now, full_list=full_list)
-    ids = [i for r in records if (i := _raw_id(r)) is not None]
-    low, high = (min(ids), max(ids)) if ids else (None, None)
     if counts.written:
         others = delete(t.answer_marks).where(*here)
         if remember:  # its own mark is set below
