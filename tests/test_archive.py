@@ -4,6 +4,8 @@ from it with no request, on SQLite and Postgres, the real CLI over real HTTP."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,14 @@ def config_for(db_url: str, sim: Simulator) -> Config:
                   api=ApiConfig(base_url=sim.base_url, max_attempts=2),
                   licenses=(LicenseConfig(name=LICENSE, token=SecretStr(TOKEN)),),
                   schedule=ScheduleConfig(lease_seconds=45))
+
+
+@contextmanager
+def syncing(engine: Engine, config: Config) -> Iterator[Sync]:
+    """The license's `Sync` over the simulator, as a `syncer run` pull makes it."""
+    lic = config.licenses[0]
+    with make_client(config, lic, make_ledger(engine, config, lic, purpose="run")) as client:
+        yield Sync(engine, LICENSE, client, parse_context(config, lic))
 
 
 def wipe(engine: Engine) -> None:
@@ -155,11 +165,7 @@ def test_a_quarantined_record_lands_on_rebuild_once_the_parser_accepts_it(
 def test_an_unchanged_full_list_pulled_100_times_adds_one_body(
     db_url: str, engine: Engine, sim: Simulator
 ) -> None:
-    config = config_for(db_url, sim)
-    lic = config.licenses[0]
-    ledger = make_ledger(engine, config, lic, purpose="run")
-    with make_client(config, lic, ledger) as client:
-        sync = Sync(engine, LICENSE, client, parse_context(config, lic))
+    with syncing(engine, config_for(db_url, sim)) as sync:
         for _ in range(100):
             sync.pull_full_list(res.PRINTERS)
     with engine.connect() as conn:
@@ -272,11 +278,7 @@ def _products(engine: Engine) -> list[tuple[Any, ...]]:
 def test_an_unchanged_full_list_is_kept_but_not_parsed_again(
     db_url: str, engine: Engine, sim: Simulator
 ) -> None:
-    config = config_for(db_url, sim)
-    lic = config.licenses[0]
-    ledger = make_ledger(engine, config, lic, purpose="run")
-    with make_client(config, lic, ledger) as client:
-        sync = Sync(engine, LICENSE, client, parse_context(config, lic))
+    with syncing(engine, config_for(db_url, sim)) as sync:
         first = sync.pull_full_list(res.PRODUCTS)
         assert first.counts.inserted == len(sim.dataset.products) > 0
         stored, parsing = _products(engine), sync.timings["parse"]
@@ -325,11 +327,7 @@ def test_a_list_with_a_quarantined_record_or_other_settings_is_parsed_again(
     ds = sim.dataset
     bad = sorted(ds.products)[2]
     ds.products[bad] = replace(ds.products[bad], extra={"price": "12,5 EUR"})
-    config = config_for(db_url, sim)
-    lic = config.licenses[0]
-    ledger = make_ledger(engine, config, lic, purpose="run")
-    with make_client(config, lic, ledger) as client:
-        sync = Sync(engine, LICENSE, client, parse_context(config, lic))
+    with syncing(engine, config_for(db_url, sim)) as sync:
         sync.pull_full_list(res.PRODUCTS)
         parsing = sync.timings["parse"]
         sync.pull_full_list(res.PRODUCTS)
@@ -338,10 +336,11 @@ def test_a_list_with_a_quarantined_record_or_other_settings_is_parsed_again(
         parsing = sync.timings["parse"]
         sync.pull_full_list(res.USERS)
         assert sync.timings["parse"] == parsing
-        # A hash key set in the config changes what the same users list becomes.
-        keyed = config.model_copy(update={"privacy": config.privacy.model_copy(
-            update={"hash_key": SecretStr("a-key-of-the-user")})})
-        sync = Sync(engine, LICENSE, client, parse_context(keyed, lic))
+    # A hash key set in the config changes what the same users list becomes.
+    config = config_for(db_url, sim)
+    keyed = config.model_copy(update={"privacy": config.privacy.model_copy(
+        update={"hash_key": SecretStr("a-key-of-the-user")})})
+    with syncing(engine, keyed) as sync:
         result = sync.pull_full_list(res.USERS)
         assert sync.timings["parse"] > 0
     with engine.connect() as conn:
@@ -365,12 +364,8 @@ def test_a_day_re_pulled_unchanged_is_not_parsed_and_a_write_by_others_drops_the
     """Yesterday's re-check mostly answers the same: not parsed again. But a window (or
     another day) that writes some of its orders makes its mark stale: dropped, so a
     later answer equal to the old one is compared row by row again."""
-    config = config_for(db_url, sim)
-    lic = config.licenses[0]
-    ledger = make_ledger(engine, config, lic, purpose="run")
     orders = sim.dataset.orders
-    with make_client(config, lic, ledger) as client:
-        sync = Sync(engine, LICENSE, client, parse_context(config, lic))
+    with syncing(engine, config_for(db_url, sim)) as sync:
         sync.pull_window(res.ORDERS, 1, 10**6, window=10**6)  # everything, as a backfill
         # A day of orders in the middle of the history.
         day = _day_of(orders.window(orders.max_id // 2)[0])
