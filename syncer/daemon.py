@@ -98,26 +98,32 @@ def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
           ttl: dt.timedelta) -> bool:
     """Take the job's lease if it is free, expired, ours, or held by a dead process of
     this host (atomic: the UPDATE names the holder it replaces)."""
-    lease = t.job_lease.c
     with engine.begin() as conn:
+        return claim_on(conn, license, job, owner, now, ttl)
 
-        def take(held_by: ColumnElement[bool]) -> bool:
-            return conn.execute(
-                update(t.job_lease)
-                .where(lease.license == license, lease.job == job, held_by)
-                .values(owner=owner, expires_at=now + ttl)
-                .returning(lease.owner)
-            ).first() is not None
 
-        # One statement: a new lease row is ours; a stored one only if free, expired or ours.
-        if conn.execute(prepared(conn, ("claim",), _claim_statement), {
-                "license": license, "job": job, "owner": owner, "expires_at": now + ttl,
-                "now": now}).first() is not None:
-            return True
-        holder = conn.execute(select(lease.owner).where(lease.license == license,
-                                                        lease.job == job)).scalar()
-        if not (_dead_here(holder) and take(lease.owner == holder)):
-            return False
+def claim_on(conn: Connection, license: str, job: str, owner: str, now: dt.datetime,
+             ttl: dt.timedelta) -> bool:
+    """`claim` on the caller's transaction (the daemon reads the job's state in it too)."""
+    lease = t.job_lease.c
+
+    def take(held_by: ColumnElement[bool]) -> bool:
+        return conn.execute(
+            update(t.job_lease)
+            .where(lease.license == license, lease.job == job, held_by)
+            .values(owner=owner, expires_at=now + ttl)
+            .returning(lease.owner)
+        ).first() is not None
+
+    # One statement: a new lease row is ours; a stored one only if free, expired or ours.
+    if conn.execute(prepared(conn, ("claim",), _claim_statement), {
+            "license": license, "job": job, "owner": owner, "expires_at": now + ttl,
+            "now": now}).first() is not None:
+        return True
+    holder = conn.execute(select(lease.owner).where(lease.license == license,
+                                                    lease.job == job)).scalar()
+    if not (_dead_here(holder) and take(lease.owner == holder)):
+        return False
     log.info("%s/%s: took over the lease of %s, which no longer runs", license, job, holder)
     return True
 
@@ -134,12 +140,17 @@ def _claim_statement(dialect: str) -> Any:
 
 
 def release(engine: Engine, license: str, job: str, owner: str) -> None:
-    lease = t.job_lease.c
     with engine.begin() as conn:
-        conn.execute(prepared(conn, ("release",), lambda _: update(t.job_lease).where(
-            lease.license == bindparam("lic"), lease.job == bindparam("name"),
-            lease.owner == bindparam("holder")).values(owner=None, expires_at=None)),
-            {"lic": license, "name": job, "holder": owner})
+        release_on(conn, license, job, owner)
+
+
+def release_on(conn: Connection, license: str, job: str, owner: str) -> None:
+    """`release` on the caller's transaction (the daemon stores the next run in it too)."""
+    lease = t.job_lease.c
+    conn.execute(prepared(conn, ("release",), lambda _: update(t.job_lease).where(
+        lease.license == bindparam("lic"), lease.job == bindparam("name"),
+        lease.owner == bindparam("holder")).values(owner=None, expires_at=None)),
+        {"lic": license, "name": job, "holder": owner})
 
 
 def renew(engine: Engine, owner: str, now: dt.datetime, ttl: dt.timedelta) -> None:
@@ -148,18 +159,17 @@ def renew(engine: Engine, owner: str, now: dt.datetime, ttl: dt.timedelta) -> No
                      .values(expires_at=now + ttl))
 
 
-def plan_for(engine: Engine, config: Config, license: LicenseConfig, now: dt.datetime,
+def plan_for(conn: Connection, config: Config, license: LicenseConfig, now: dt.datetime,
              jobs: Sequence[JobSpec] = DEFAULT_JOBS,
              ran: dict[str, dt.datetime] | None = None) -> Plan:
     """The planner's view of one license right now, from the database; `ran`: runs not
     stored yet (the job being planned after its run), by job."""
     tz = config.api.tz
     state = t.sync_state.c
-    with engine.connect() as conn:
-        spent = spent_today(conn, license.name, api_day(now, tz))
-        rows = conn.execute(prepared(conn, ("last_attempts",), lambda _: select(
-            state.resource, state.last_attempt_at).where(state.license == bindparam("license"))),
-            {"license": license.name}).all()
+    spent = spent_today(conn, license.name, api_day(now, tz))
+    rows = conn.execute(prepared(conn, ("last_attempts",), lambda _: select(
+        state.resource, state.last_attempt_at).where(state.license == bindparam("license"))),
+        {"license": license.name}).all()
     last = {r.resource: r.last_attempt_at for r in rows} | (ran or {})
     return plan(jobs, now=now, tz=tz, hours=config.schedule.hours(), spent=spent,
                 spendable=config.spendable(license), last_runs=last)
@@ -242,34 +252,48 @@ class LicenseJobs:
         stored = {r.resource: r.next_run_at for r in rows}
         return {j.name: stored.get(j.name) for j in self.jobs}
 
-    def make_plan(self, now: dt.datetime, ran: dict[str, dt.datetime] | None = None) -> Plan:
-        return plan_for(self.engine, self.config, self.license, now, self.jobs, ran)
-
     def run(self, job: str) -> RunResult:
-        """Run one job if it is due and ours to run; store and return its next run."""
+        """Run one job if it is due and ours to run; store and return its next run.
+
+        Three transactions around the pull: the lease and the job's state (read in the
+        claim's transaction: a replica that just ran the job has stored its next run);
+        the pull's own (the ledger's before each request, the answer's with its rows);
+        and the plan, the next run and the lease let go, together."""
         now = self.clock()
         archive.daily_retention(self.engine, self.config.archive, now)  # once a day, any replica
-        if not claim(self.engine, self.name, job, self.owner, now, self.ttl):
-            return RunResult(job, now + dt.timedelta(seconds=10), ran=False)
+        with self.engine.begin() as conn:
+            if not claim_on(conn, self.name, job, self.owner, now, self.ttl):
+                return RunResult(job, now + dt.timedelta(seconds=10), ran=False)
+            state = read_state(conn, self.name, job)
+        released = False
         try:
-            with self.engine.connect() as conn:
-                state = read_state(conn, self.name, job)
             if state is not None and state.next_run_at is not None and state.next_run_at > now:
                 return RunResult(job, state.next_run_at, ran=False)  # another replica just ran it
             self.summarize_day(now)
             before = self.ledger.sent
-            result = self._execute(job, now)
+            result, pulled = self._execute(job, now, state)
             result.requests = self.ledger.sent - before
             self.written[job] += result.written
             with self.engine.begin() as conn:
-                save_state(conn, self.name, job, next_run_at=result.next_run,
-                           last_attempt_at=now)
+                if pulled is None or not pulled.more:
+                    # Planned from this run, not the one before it (not stored yet): an
+                    # overdue job (after the night, or when the shop opens and intervals
+                    # shrink) was otherwise planned for "now" and ran twice in a row for
+                    # one due time (found by benchmarks/fleet.py).
+                    after = plan_for(conn, self.config, self.license, self.clock(), self.jobs,
+                                     ran={job: now})
+                    result.next_run = max(result.next_run, after.next_run[job])
+                save_state(conn, self.name, job, next_run_at=result.next_run, last_attempt_at=now,
+                           **({} if pulled is None else pulled.state))
+                release_on(conn, self.name, job, self.owner)
+            released = True
             self._today.rows += result.written
             self._today.errors += result.error is not None
             self._log_run(result, None if state is None else state.last_success_at, now)
             return result
         finally:
-            release(self.engine, self.name, job, self.owner)
+            if not released:
+                release(self.engine, self.name, job, self.owner)
 
     def _log_run(self, result: RunResult, last_success: dt.datetime | None,
                  now: dt.datetime) -> None:
@@ -302,11 +326,14 @@ class LicenseJobs:
         if not final:
             self._today = _Day(api_day(now, self.tz))
 
-    def _execute(self, job: str, now: dt.datetime) -> RunResult:
-        """Run the job's pull; an error's outcome (see `outcomes`) sets when it runs again."""
+    def _execute(self, job: str, now: dt.datetime, state: Any) -> tuple[RunResult, _Pulled | None]:
+        """Run the job's pull (`state`: its sync_state row, None before its first run).
+        The result's `next_run` is the earliest the outcome allows: the plan may put it
+        later, except after a full window (catching up: again after `min_interval`). An
+        error's outcome (see `outcomes`) sets when it may run again; no pull is returned."""
         entry = registry.BY_NAME[job]
         try:
-            pulled = self._pull(entry, now)
+            pulled = self._pull(entry, now, state)
         except Cancelled:
             raise  # stopping: no error to record, the job stays due
         except (CloudPosError, RequestRefused) as exc:
@@ -317,42 +344,32 @@ class LicenseJobs:
                     {"disabled_reason": str(exc)} if meaning.scope is Scope.RESOURCE else {}))
             log.warning("%s/%s: %s", self.name, job, error)
             again = meaning.until(getattr(exc, "until", None), now, self.tz)
-            planned = self._planned_after(job, now)
-            return RunResult(job, max(again, planned), error=error,
-                             exit_code=meaning.exit_code)
+            return RunResult(job, again, error=error, exit_code=meaning.exit_code), None
         # Catching up (a full window, or empty space stepped over): again soon.
-        next_run = (now + self.specs[job].min_interval if pulled.more
-                    else self._planned_after(job, now))
+        next_run = now + self.specs[job].min_interval if pulled.more else now
         return RunResult(job, next_run, written=pulled.counts.written, counts=pulled.counts,
-                         cursor=pulled.cursor)
-
-    def _planned_after(self, job: str, ran_at: dt.datetime) -> dt.datetime:
-        """The job's next run, planned from the run that began at `ran_at`, not the one
-        before it (not stored yet): an overdue job (after the night, or when the shop
-        opens and intervals shrink) was otherwise planned for "now" and ran twice in a
-        row for one due time (found by benchmarks/fleet.py)."""
-        return self.make_plan(self.clock(), ran={job: ran_at}).next_run[job]
+                         cursor=pulled.cursor), pulled
 
     def _error(self, job: str, message: str, **values: Any) -> None:
         now = self.clock()
         with self.engine.begin() as conn:
             save_state(conn, self.name, job, last_error=message, last_error_at=now, **values)
 
-    def _pull(self, job: Job, now: dt.datetime) -> _Pulled:
+    def _pull(self, job: Job, now: dt.datetime, state: Any) -> _Pulled:
         resource = job.resource
         if job.kind is Kind.RECHECK:
             today = now.astimezone(self.tz).date()
             total = _Pulled()
             for day in (today - dt.timedelta(days=1), today):
                 total.add(self.sync.pull_date(resource, day))
-            self._success(job.name)
+            total.state = {"last_success_at": self.clock(), "last_error": None}
             return total
         if job.kind is Kind.RESCAN:
-            return self._rescan(job)
+            return self._rescan(job, state)
         if resource.pull is Pull.FULL_LIST:
             return _Pulled().add(self.sync.pull_full_list(resource))
         walk = WindowWalk(self.sync, resource, self.config.resource(resource.name),
-                          attempts=self.config.api.max_attempts)
+                          attempts=self.config.api.max_attempts, state=state)
         step = walk.step()
         pulled = _Pulled(more=step.more).add(step.result)
         today = now.astimezone(self.tz).date()
@@ -372,26 +389,19 @@ class LicenseJobs:
         pulled.cursor = walk.cursor
         return pulled
 
-    def _rescan(self, job: Job) -> _Pulled:
+    def _rescan(self, job: Job, state: Any) -> _Pulled:
         """One window of stored ids again, from the job's own position (wrapping to the
-        start once it passes the cursor)."""
+        start once it passes the cursor); the position moves with the run's state."""
         resource = job.resource
-        with self.engine.connect() as conn:
-            position = int(getattr(read_state(conn, self.name, job.name), "rescan_position", 0)
-                           or 0)
+        position = int(getattr(state, "rescan_position", 0) or 0)
         cursor, _ = self.sync.cursor(resource)
         if position >= cursor:
             position = 0
         width = self.config.resource(resource.name).max_window
         result = self.sync.rescan_window(resource, position + 1, min(position + width, cursor or width))
-        with self.engine.begin() as conn:
-            save_state(conn, self.name, job.name, rescan_position=position + width,
-                       last_success_at=self.clock(), last_error=None)
-        return _Pulled(cursor=position + width).add(result)
-
-    def _success(self, job: str) -> None:
-        with self.engine.begin() as conn:
-            save_state(conn, self.name, job, last_success_at=self.clock(), last_error=None)
+        return _Pulled(cursor=position + width, state={
+            "rescan_position": position + width, "last_success_at": self.clock(),
+            "last_error": None}).add(result)
 
 
 @dataclass
@@ -399,6 +409,7 @@ class _Pulled:
     more: bool = False
     counts: Counts = field(default_factory=Counts)
     cursor: int | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # stored with the run's next run
 
     def add(self, result: PullResult) -> _Pulled:
         self.counts += result.counts
@@ -485,12 +496,16 @@ class Daemon:
         return [(stored.get(key), lic, key[1]) for key, lic in jobs.items()
                 if stored.get(key) is None or stored[key] <= now]
 
-    def run_due(self) -> list[RunResult]:
-        """Run every job whose time has come, once, in order of due time."""
+    def due_now(self) -> list[tuple[LicenseJobs, str]]:
+        """Every job whose time has come, in order of due time."""
         now = self.clock()
         due = [(when or now, lic, job) for when, lic, job in self._due(now)]
         due.sort(key=lambda item: (item[0], item[1].name, item[2]))
-        return [lic.run(job) for _, lic, job in due]
+        return [(lic, job) for _, lic, job in due]
+
+    def run_due(self) -> list[RunResult]:
+        """Run every job whose time has come, once, in order of due time."""
+        return [lic.run(job) for lic, job in self.due_now()]
 
     def next_due(self) -> dt.datetime | None:
         """The earliest due time of any job (a job never planned is due now)."""

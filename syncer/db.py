@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from importlib import resources as importlib_resources
@@ -16,7 +17,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from syncer.redact import redact
 
@@ -75,14 +76,47 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # The URL's own `options` (a search_path, say) are kept, after ours.
         given = make_url(url).query.get("options") or ""
         options = " ".join(["-c timezone=UTC", *([given] if isinstance(given, str) else given)])
-        return create_engine(
+        engine = create_engine(
             url,
             json_serializer=dumps,
-            pool_pre_ping=True,
+            pool_use_lifo=True,
             connect_args={"prepare_threshold": None, "options": options},
             **kwargs,
         )
+        _ping_when_idle(engine)
+        return engine
     raise ValueError(f"unsupported database {dialect!r} in database.url; use sqlite or postgresql")
+
+
+# A pooled connection unused for this long is pinged before it is lent again.
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before lending it only when it lay idle for
+    `IDLE_PING_SECONDS` (SQLAlchemy's pessimistic disconnect handling, through the
+    pool's `checkout` event). `pool_pre_ping` pings at every checkout: one round trip
+    per transaction, about 40 us of client CPU each, 11 per daemon job run on
+    Postgres. A connection reused within seconds was just working; one the server
+    dropped while it was busy fails its statement instead, SQLAlchemy then discards
+    the pool's connections, and the job retries as after any database error.
+    LIFO lending keeps the busy connections warm and lets the others go idle."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _idle_since(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as exc:
+            # The pool then discards this connection and lends a new one.
+            raise DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
 def error_summary(exc: BaseException) -> str:

@@ -305,6 +305,14 @@ def _tuples(
         yield values
 
 
+# Up to this many records a window's rows go inline in the upsert (`VALUES`); more go
+# through a temporary staging table filled by `COPY`. A daemon run's answer is small
+# (a few new orders, a list of tables): creating, filling and dropping a temporary
+# table cost it 4 round trips and catalog writes more than the upsert itself, while
+# for thousands of rows `COPY` is the fastest way in (benchmarks/load.py).
+INLINE_ROWS = 200
+
+
 def _load_postgres(
     conn: Connection,
     parent: Table,
@@ -322,17 +330,33 @@ def _load_postgres(
     value_cols = _value_columns(parent)
     data_cols = [*names, *value_cols]
     columns = ["license", *data_cols, "synced_at"]
-    stage = f"_stage_{parent.name}"
     ident = pg_sql.Identifier
-    target, staged = ident(parent.name), ident(stage)
+    comma = pg_sql.SQL(", ")
+    target = ident(parent.name)
+    stage = f"_stage_{parent.name}"
+    staged = ident(stage)
+    inline = len(by_key) <= INLINE_ROWS
     driver = conn.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cur:
-        # Inside the caller's transaction: gone at commit (and at rollback).
-        cur.execute(pg_sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP")
-                    .format(staged, target))
-        _copy_rows(cur, stage, columns,
-                   _tuples((r.parent for r in by_key.values()), parent, data_cols, license, now))
+        column_list = comma.join(map(ident, columns))
+        key_list = comma.join(map(ident, names))
+        params: list[Any] = []
+        if inline:
+            # In key order, as the staging table's rows are read: concurrent loads of
+            # overlapping keys lock them in one order.
+            ordered = [by_key[k] for k in sorted(by_key)]
+            rows = list(_tuples((r.parent for r in ordered), parent, data_cols, license, now))
+            row_sql = pg_sql.SQL("({})").format(comma.join([pg_sql.Placeholder()] * len(columns)))
+            source: pg_sql.Composable = pg_sql.SQL("VALUES {}").format(comma.join([row_sql] * len(rows)))
+            params = [value for row in rows for value in row]
+        else:
+            # Inside the caller's transaction: gone at commit (and at rollback).
+            cur.execute(pg_sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP")
+                        .format(staged, target))
+            _copy_rows(cur, stage, columns,
+                       _tuples((r.parent for r in by_key.values()), parent, data_cols, license, now))
+            source = pg_sql.SQL("SELECT {} FROM {} ORDER BY {}").format(column_list, staged, key_list)
 
         # Rows written before COPY was used hold JSON 'null' where COPY writes NULL:
         # the same "no extra fields", so it must not count as a change.
@@ -348,21 +372,20 @@ def _load_postgres(
             current.append(pg_sql.SQL("t.deleted_at"))
             incoming.append(pg_sql.SQL("NULL::timestamptz"))
             updates.append(pg_sql.SQL("deleted_at = NULL"))
-        comma = pg_sql.SQL(", ")
-        column_list = comma.join(map(ident, columns))
-        key_list = comma.join(map(ident, names))
-        upsert = pg_sql.SQL(
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {staged} ORDER BY {keys} "
-            "ON CONFLICT (license, {keys}) DO UPDATE SET {updates} "
-            "WHERE ({current}) IS DISTINCT FROM ({incoming}) "
-            "RETURNING {returned}, (t.xmax = 0)"
-        ).format(target=target, columns=column_list, staged=staged, keys=key_list,
-                 updates=comma.join(updates), current=comma.join(current),
-                 incoming=comma.join(incoming),
-                 returned=comma.join(pg_sql.SQL("t.{}").format(ident(n)) for n in names))
-        cur.execute(upsert)
-        # xmax = 0: the row version was inserted by this statement, not updated.
-        returned = cur.fetchall()
+        returned: list[Any] = []
+        if by_key:
+            cur.execute(pg_sql.SQL(
+                "INSERT INTO {target} AS t ({columns}) {source} "
+                "ON CONFLICT (license, {keys}) DO UPDATE SET {updates} "
+                "WHERE ({current}) IS DISTINCT FROM ({incoming}) "
+                "RETURNING {returned}, (t.xmax = 0)"
+            ).format(target=target, columns=column_list, source=source, keys=key_list,
+                     updates=comma.join(updates), current=comma.join(current),
+                     incoming=comma.join(incoming),
+                     returned=comma.join(pg_sql.SQL("t.{}").format(ident(n)) for n in names)),
+                params or None)
+            # xmax = 0: the row version was inserted by this statement, not updated.
+            returned = cur.fetchall()
         counts.inserted = sum(1 for r in returned if r[-1])
         counts.updated = len(returned) - counts.inserted
         counts.unchanged = len(by_key) - len(returned)
@@ -385,31 +408,35 @@ def _load_postgres(
                         (license, updated),
                     )
                 child_data = [c.name for c in child.columns if c.name not in ("license", "synced_at")]
-                rows = (row for key, r in by_key.items() if key in wanted
-                        for row in r.children.get(child.name, ()))
+                child_rows = (row for key, r in by_key.items() if key in wanted
+                              for row in r.children.get(child.name, ()))
                 _copy_rows(cur, child.name, ["license", *child_data, "synced_at"],
-                           _tuples(rows, child, child_data, license, now))
+                           _tuples(child_rows, child, child_data, license, now))
 
         if full_list:
-            same_key = pg_sql.SQL(" AND ").join(
-                pg_sql.SQL("s.{} = t.{}").format(ident(n), ident(n)) for n in names)
-            # The keys of unparsed records count as listed: one array per key column,
-            # zipped back into keys by `unnest`.
-            unparsed_columns = [[key[i] for key in unparsed] for i in range(len(names))]
+            # Listed: the staged rows (or, inline, their keys) and the keys of unparsed
+            # records, one array per key column, zipped back into keys by `unnest`.
+            listed = [*(unparsed or ()), *((k,) if len(names) == 1 else k for k in by_key)] \
+                if inline else list(unparsed or ())
+            listed_columns = [[key[i] for key in listed] for i in range(len(names))]
             arrays = [pg_sql.SQL("%s::bigint[]" if isinstance(parent.c[n].type, Integer)
                                  else "%s::text[]") for n in names]
+            staged_rows = pg_sql.SQL("") if inline else pg_sql.SQL(
+                "AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE s.license = t.license AND {}) ").format(
+                staged, pg_sql.SQL(" AND ").join(
+                    pg_sql.SQL("s.{} = t.{}").format(ident(n), ident(n)) for n in names))
             cur.execute(
                 pg_sql.SQL("UPDATE {} AS t SET deleted_at = %s, synced_at = %s "
-                           "WHERE t.license = %s AND t.deleted_at IS NULL AND NOT EXISTS "
-                           "(SELECT 1 FROM {} AS s WHERE s.license = t.license AND {}) "
+                           "WHERE t.license = %s AND t.deleted_at IS NULL {}"
                            "AND ({}) NOT IN (SELECT * FROM unnest({}))")
-                .format(target, staged, same_key,
+                .format(target, staged_rows,
                         comma.join(pg_sql.SQL("t.{}").format(ident(n)) for n in names),
                         comma.join(arrays)),
-                (now, now, license, *unparsed_columns),
+                (now, now, license, *listed_columns),
             )
             counts.deleted = cur.rowcount
-        cur.execute(pg_sql.SQL("DROP TABLE {}").format(staged))
+        if not inline:
+            cur.execute(pg_sql.SQL("DROP TABLE {}").format(staged))
     return counts
 
 

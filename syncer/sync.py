@@ -426,10 +426,12 @@ class Sync:
         with self.engine.begin() as conn:
             save_state(conn, self.license, resource.name, **values)
 
-    def window_plan(self, resource: Resource, settings: ResourceConfig) -> tuple[int, int, int, int]:
+    def window_plan(self, resource: Resource, settings: ResourceConfig,
+                    state: Any = None) -> tuple[int, int, int, int]:
         """(cursor, window, lo, hi): where the next id window starts, its size (the one
-        stored by the last pull, else the configured one) and the bounds it adapts in."""
-        cursor, stored = self.cursor(resource)
+        stored by the last pull, else the configured one) and the bounds it adapts in.
+        `state`: the resource's sync_state row, when the caller has just read it."""
+        cursor, stored = self.cursor(resource) if state is None else _cursor_of(state)
         lo, hi = min(settings.min_window, settings.max_window), settings.max_window
         return cursor, min(max(stored or settings.window, lo), hi), lo, hi
 
@@ -445,10 +447,14 @@ class Sync:
     def cursor(self, resource: Resource) -> tuple[int, int | None]:
         """(cursor, window) of an id-window resource; (0, None) before its first pull."""
         with self.engine.connect() as conn:
-            row = read_state(conn, self.license, resource.name)
-        if row is None:
-            return 0, None
-        return int(row.cursor or 0), row.window
+            return _cursor_of(read_state(conn, self.license, resource.name))
+
+
+def _cursor_of(state: Any) -> tuple[int, int | None]:
+    """(cursor, window) of a sync_state row; (0, None) for none."""
+    if state is None:
+        return 0, None
+    return int(state.cursor or 0), state.window
 
 
 @dataclass
@@ -479,12 +485,14 @@ class WindowWalk:
     """
 
     def __init__(self, sync: Sync, resource: Resource, settings: ResourceConfig, *,
-                 attempts: int, probes: int = 0) -> None:
+                 attempts: int, probes: int = 0, state: Any = None) -> None:
+        """`state`: the resource's sync_state row when the caller has just read it (the
+        daemon reads it with the job's lease); otherwise it is read here."""
         assert resource.pull is Pull.ID_WINDOW
         self.sync = sync
         self.resource = resource
         self.attempts = attempts
-        self.cursor, self.window, self.lo, self.hi = sync.window_plan(resource, settings)
+        self.cursor, self.window, self.lo, self.hi = sync.window_plan(resource, settings, state)
         self.probe = self.cursor
         self.probes_left = probes if self.cursor == 0 else 0
 

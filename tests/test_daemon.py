@@ -162,13 +162,13 @@ def test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_o
     guard = threading.Lock()
     original = LicenseJobs._execute
 
-    def watched(self: LicenseJobs, job: str, now: dt.datetime) -> Any:
+    def watched(self: LicenseJobs, job: str, now: dt.datetime, state: Any) -> Any:
         with guard:
             running[job] += 1
             if running[job] > 1:
                 overlaps.append(job)
         try:
-            return original(self, job, now)
+            return original(self, job, now, state)
         finally:
             with guard:
                 running[job] -= 1

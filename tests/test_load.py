@@ -7,8 +7,10 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select, text
 
+from syncer import load as load_module
 from syncer import tables as t
 from syncer.load import Counts, Rejected, load, quarantine
 from syncer.parse import Rows
@@ -18,6 +20,14 @@ LICENSE = "shop"
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(hours=1)
 T2 = T0 + dt.timedelta(hours=2)
+
+
+@pytest.fixture(autouse=True, params=["inline", "staged"])
+def postgres_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice on Postgres' two ways in: rows inline in the upsert, and COPY
+    into a staging table (SQLite has one way: it runs both times the same)."""
+    monkeypatch.setattr(load_module, "INLINE_ROWS", 10**9 if request.param == "inline" else -1)
+    return str(request.param)
 
 
 def order(order_id: int, total: str = "10.00", lines: int = 2, extra: Any = None) -> Rows:
@@ -228,3 +238,28 @@ def test_the_quarantine_keeps_records_with_a_nul_or_a_lone_surrogate_losslessly(
             assert set(raw) == {"unstorable_json"}
             assert json.loads(raw["unstorable_json"]) == record
         assert stored[str(i)].reason == f"name: odd \\ud800\\u0000 {i}"
+
+
+def test_rows_written_one_way_are_unchanged_the_other_way(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backfill's big windows go staged, a daemon's small answers inline: the same rows
+    must compare equal either way (no extra fields is NULL both ways, never JSON 'null')."""
+    monkeypatch.setattr(load_module, "INLINE_ROWS", 3)
+    orders = [order(i) for i in range(1, 11)]
+    products = [product(i) for i in range(1, 11)]
+    assert load_orders(engine, orders, T0) == Counts(inserted=10)  # staged
+    assert load_products(engine, products, T0) == Counts(inserted=10)
+
+    assert load_orders(engine, orders[:2], T1) == Counts(unchanged=2)  # inline
+    assert load_orders(engine, [order(3, total="9.00")], T1) == Counts(updated=1)
+    assert load_orders(engine, orders, T2) == Counts(unchanged=9, updated=1)  # staged again
+    assert load_products(engine, products[:3], T1) == Counts(unchanged=3, deleted=7)
+    assert load_products(engine, products, T2) == Counts(unchanged=3, updated=7)
+    with engine.connect() as conn:
+        stored = conn.execute(select(t.orders.c.id, t.orders.c.total_price, t.orders.c.extra)
+                              .order_by(t.orders.c.id)).all()
+        lines = conn.execute(select(text("count(*)")).select_from(t.order_lines)).scalar_one()
+    assert [(r.id, r.total_price) for r in stored][:4] == [
+        (1, Decimal("10.00")), (2, Decimal("10.00")), (3, Decimal("10.00")), (4, Decimal("10.00"))]
+    assert {r.extra for r in stored} == {None}
+    assert lines == 20

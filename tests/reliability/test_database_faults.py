@@ -4,6 +4,9 @@
   that stores a page: the daemon notices, retries the job 30 s later by itself, the
   cursor and rows end as in a clean run, and exactly one request (the one whose
   answer was lost) is spent again.
+- A pooled connection the server dropped while it lay idle is replaced before it is
+  lent (`db.IDLE_PING_SECONDS`); one dropped while just used fails one statement, and
+  the next checkout gets a working connection.
 - Slow only, and only with SYNCER_TEST_PG_RESTART=1 (it restarts the shared Postgres
   server, so nothing else may use it; `python -m benchmarks.reliability` runs it alone):
   the server restarts while `syncer run` works; it recovers without a restart of its own.
@@ -23,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Connection, select
 
+from syncer import db as db_module
 from syncer import sync as sync_module
 from syncer import tables as t
 from syncer.daemon import Daemon
@@ -112,6 +116,38 @@ def test_a_connection_killed_mid_transaction_costs_one_request_and_loses_no_curs
                        for r in RESOURCES if r.pull is Pull.ID_WINDOW}
     assert requests == clean_requests + 1, "more than the one request in flight was spent again"
     assert ledger == requests
+
+
+def _backend(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+def _terminate(pid: int) -> None:
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        admin.dispose()
+
+
+def test_a_pooled_connection_dropped_while_idle_is_replaced_before_it_is_lent(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(pg_url)
+    try:
+        first = _backend(engine)
+        _terminate(first)
+        monkeypatch.setattr(db_module, "IDLE_PING_SECONDS", 0.0)  # idle long enough: pinged
+        second = _backend(engine)
+        assert second != first
+        monkeypatch.setattr(db_module, "IDLE_PING_SECONDS", 3600.0)  # just used: not pinged
+        _terminate(second)
+        with pytest.raises(sa.exc.OperationalError):
+            _backend(engine)
+        assert _backend(engine) not in (first, second)  # the pool let the dead one go
+    finally:
+        engine.dispose()
 
 
 RESTART = "pg_ctlcluster --skip-systemctl-redirect 15 main restart"
