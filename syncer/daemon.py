@@ -161,17 +161,22 @@ def renew(engine: Engine, owner: str, now: dt.datetime, ttl: dt.timedelta) -> No
 
 def plan_for(conn: Connection, config: Config, license: LicenseConfig, now: dt.datetime,
              jobs: Sequence[JobSpec] = DEFAULT_JOBS,
-             ran: dict[str, dt.datetime] | None = None) -> Plan:
+             ran: dict[str, dt.datetime] | None = None,
+             spent: tuple[dt.date, int] | None = None) -> Plan:
     """The planner's view of one license right now, from the database; `ran`: runs not
-    stored yet (the job being planned after its run), by job."""
+    stored yet (the job being planned after its run), by job; `spent`: the day's
+    count as a spend just returned it (API day, count), read here when it is of
+    another day or None."""
     tz = config.api.tz
     state = t.sync_state.c
-    spent = spent_today(conn, license.name, api_day(now, tz))
+    day = api_day(now, tz)
+    count = spent[1] if spent is not None and spent[0] == day else \
+        spent_today(conn, license.name, day)
     rows = conn.execute(prepared(conn, ("last_attempts",), lambda _: select(
         state.resource, state.last_attempt_at).where(state.license == bindparam("license"))),
         {"license": license.name}).all()
     last = {r.resource: r.last_attempt_at for r in rows} | (ran or {})
-    return plan(jobs, now=now, tz=tz, hours=config.schedule.hours(), spent=spent,
+    return plan(jobs, now=now, tz=tz, hours=config.schedule.hours(), spent=count,
                 spendable=config.spendable(license), last_runs=last)
 
 
@@ -281,7 +286,8 @@ class LicenseJobs:
                     # shrink) was otherwise planned for "now" and ran twice in a row for
                     # one due time (found by benchmarks/fleet.py).
                     after = plan_for(conn, self.config, self.license, self.clock(), self.jobs,
-                                     ran={job: now})
+                                     ran={job: now},
+                                     spent=self.ledger.last_spent if result.requests else None)
                     result.next_run = max(result.next_run, after.next_run[job])
                 save_state(conn, self.name, job, next_run_at=result.next_run, last_attempt_at=now,
                            **({} if pulled is None else pulled.state))

@@ -216,6 +216,7 @@ class Ledger:
                  "attempt": info.attempt, "outcome": "pending"},
             ).scalar_one()
         self.sent += 1
+        self.last_spent = (day, int(spent))
         return int(ledger_id), status.refusal_stored
 
     def _refuse_near_ip_block(self, conn: Connection, now: dt.datetime) -> None:

@@ -286,6 +286,9 @@ class PullResult:
     nbytes: int
     elapsed: float
     max_id: int | None
+    # An empty id window: whether the database holds a record past its end (see
+    # `WindowWalk`), asked in the transaction that stored the answer. None otherwise.
+    stored_past: bool | None = None
 
 
 class Sync:
@@ -311,10 +314,16 @@ class Sync:
         self.timings: dict[str, float] = {"http_json": 0.0, "parse": 0.0, "database": 0.0}
 
     def _apply(self, resource: Resource, page: Page, *, kind: str,
-               params: dict[str, Any] | None = None, state: dict[str, Any]) -> PullResult:
+               params: dict[str, Any] | None = None, state: dict[str, Any],
+               window_end: int | None = None) -> PullResult:
+        """Load, archive and move the state for one answer, in one transaction;
+        `window_end`: an id window's last id (an empty one asks `stored_past` too)."""
         started = time.perf_counter()
         now = self.clock()
+        past = None
         with self.engine.begin() as conn:
+            if window_end is not None and not page.records:
+                past = _stored_past(conn, self.license, resource, window_end)
             applied = apply_answer(conn, self.license, resource, page.records, page.content,
                                    params, self.ctx, now, full_list=kind == archive.FULL_LIST,
                                    remember=kind != archive.WINDOW)
@@ -333,7 +342,8 @@ class Sync:
         if parsed.rejected:
             log.warning("%s: %d record(s) quarantined, e.g. %s", resource.name,
                         len(parsed.rejected), parsed.rejected[0].reason)
-        return PullResult(counts, len(page.records), page.nbytes, page.elapsed, parsed.max_id)
+        return PullResult(counts, len(page.records), page.nbytes, page.elapsed, parsed.max_id,
+                          past)
 
     def pull_full_list(self, resource: Resource) -> PullResult:
         """One request for the whole list; write what changed, mark what left."""
@@ -353,7 +363,8 @@ class Sync:
         state: dict[str, Any] = {"window": window}
         if parsed_max is not None:
             state["cursor"] = max(parsed_max, start - 1)
-        return self._apply(resource, page, kind=archive.WINDOW, params=params, state=state)
+        return self._apply(resource, page, kind=archive.WINDOW, params=params, state=state,
+                           window_end=end)
 
     def pull_date(self, resource: Resource, day: dt.date) -> PullResult:
         """Re-pull one API day of orders or invoices (late changes); the cursor stays."""
@@ -435,19 +446,20 @@ class Sync:
         lo, hi = min(settings.min_window, settings.max_window), settings.max_window
         return cursor, min(max(stored or settings.window, lo), hi), lo, hi
 
-    def stored_past(self, resource: Resource, end: int) -> bool:
-        """Whether the database holds a record of this license with an id past `end`
-        (the day re-check stores new orders and invoices before the id windows reach
-        them): then an empty window up to `end` is a run of ids that will not come."""
-        table = resource.table
-        with self.engine.connect() as conn:
-            return conn.execute(select(table.c.id).where(
-                table.c.license == self.license, table.c.id > end).limit(1)).first() is not None
-
     def cursor(self, resource: Resource) -> tuple[int, int | None]:
         """(cursor, window) of an id-window resource; (0, None) before its first pull."""
         with self.engine.connect() as conn:
             return _cursor_of(read_state(conn, self.license, resource.name))
+
+
+def _stored_past(conn: Connection, license: str, resource: Resource, end: int) -> bool:
+    """Whether the database holds a record of this license with an id past `end`
+    (the day re-check stores new orders and invoices before the id windows reach
+    them): then an empty window up to `end` is a run of ids that will not come."""
+    table = resource.table
+    stmt = prepared(conn, ("stored_past", table.name), lambda _: select(table.c.id).where(
+        table.c.license == bindparam("license"), table.c.id > bindparam("end")).limit(1))
+    return conn.execute(stmt, {"license": license, "end": end}).first() is not None
 
 
 def _cursor_of(state: Any) -> tuple[int, int | None]:
@@ -506,7 +518,7 @@ class WindowWalk:
                 self.probes_left -= 1
                 self.probe, self.window = end, min(self.window * 2, self.hi)
                 return Step(result, start, end, more=True)
-            if self.sync.stored_past(self.resource, end):
+            if result.stored_past:
                 self.probe = self.cursor = end
                 self.window = min(self.window * 2, self.hi)
                 self.sync.save(self.resource, cursor=end, window=self.window)
