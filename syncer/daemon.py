@@ -8,10 +8,10 @@ day); afterwards the planner decides the job's next run and it is stored in
 (requests, rows, quarantined, cursor, lag, next run), and each license one summary
 line per API day (requests spent of its budget, rows written, errors).
 
-Replicas: before running a job a process claims its lease in `job_lease` (an
-atomic UPDATE), renews it while the job runs, and re-reads `next_run_at` after
-claiming, so a job runs in one place at a time and never twice for one due
-time. A replica that dies leaves leases that expire after `schedule.lease_seconds`
+Replicas: before running a job a process claims its lease in `job_lease` (one
+atomic upsert), reads `next_run_at` in the claim's transaction, and renews the
+lease while the job runs, so a job runs in one place at a time and never twice
+for one due time. A replica that dies leaves leases that expire after `schedule.lease_seconds`
 (45 s): another replica takes its jobs over at their next due time. SQLite is
 single-process: a second daemon on the same file is refused.
 """
