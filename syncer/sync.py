@@ -322,12 +322,12 @@ class Sync:
         now = self.clock()
         past = None
         with self.engine.begin() as conn:
-            if window_end is not None and not page.records:
-                past = _stored_past(conn, self.license, resource, window_end)
             applied = apply_answer(conn, self.license, resource, page.records, page.content,
                                    params, self.ctx, now, full_list=kind == archive.FULL_LIST,
                                    remember=kind != archive.WINDOW)
             counts, parsed = applied.counts, applied.parsed
+            if window_end is not None and parsed.max_id is None:  # no id in the window
+                past = _stored_past(conn, self.license, resource, window_end)
             # An answer with records: the module is licensed (again), whatever a 1005 said.
             save_state(conn, self.license, resource.name, last_success_at=now, last_attempt_at=now,
                        last_error=None, disabled_reason=None, **state)
