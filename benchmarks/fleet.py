@@ -134,12 +134,11 @@ def replica(conn: Connection, clock_value: Any, url: str, base_url: str, names: 
         runs: list[tuple[str, str, float | None]] = []
         if command == "run":
             started = time.thread_time()
-            now = clock()
-            # Daemon.run_due, keeping each run's due time for the no-double-run check.
-            due = sorted(((when or now, lic, job) for when, lic, job in daemon._due(now)
-                          if when is None or when <= now), key=lambda i: (i[0], i[1].name, i[2]))
+            # Daemon.run_due, timed apart, keeping each run's due time (as the run read
+            # it) for the no-double-run check.
+            due = daemon.due_now()
             scan_cpu += time.thread_time() - started
-            for _, lic, job in due:
+            for lic, job in due:
                 claimed.clear()
                 started = time.thread_time()
                 ran = lic.run(job).ran

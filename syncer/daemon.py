@@ -427,6 +427,16 @@ def db_retry_delay(failures: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(30 * 2 ** min(failures - 1, 5), 600))
 
 
+def make_scheduler(max_workers: int = 4) -> BackgroundScheduler:
+    """The daemon's APScheduler: `max_workers` threads; a job late or fired twice while
+    it runs runs once, however late."""
+    return BackgroundScheduler(
+        timezone=dt.UTC,
+        executors={"default": {"type": "threadpool", "max_workers": max_workers}},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+    )
+
+
 def enabled_jobs(config: Config, jobs: Sequence[JobSpec] = DEFAULT_JOBS) -> list[JobSpec]:
     """The jobs `syncer run` schedules for a license: those of the registry whose
     resource is enabled in the config."""
@@ -453,11 +463,7 @@ class Daemon:
         self._jobs = {(lic.name, job.name): lic for lic in self.licenses for job in lic.jobs}
         self._scope = {"names": [lic.name for lic in self.licenses],
                        "jobs": sorted({job for _, job in self._jobs})}
-        self.scheduler = BackgroundScheduler(
-            timezone=dt.UTC,
-            executors={"default": {"type": "threadpool", "max_workers": max_workers}},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-        )
+        self.scheduler = make_scheduler(max_workers)
         self._stopping = threading.Event()
         self._db_failures: dict[tuple[str, str], int] = defaultdict(int)  # in a row, per job
         self._running = 0

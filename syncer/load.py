@@ -416,8 +416,9 @@ def _load_postgres(
         if full_list:
             # Listed: the staged rows (or, inline, their keys) and the keys of unparsed
             # records, one array per key column, zipped back into keys by `unnest`.
-            listed = [*(unparsed or ()), *((k,) if len(names) == 1 else k for k in by_key)] \
-                if inline else list(unparsed or ())
+            listed = list(unparsed)
+            if inline:  # no staging table to look the rows up in
+                listed += [(k,) if len(names) == 1 else k for k in by_key]
             listed_columns = [[key[i] for key in listed] for i in range(len(names))]
             arrays = [pg_sql.SQL("%s::bigint[]" if isinstance(parent.c[n].type, Integer)
                                  else "%s::text[]") for n in names]
