@@ -65,35 +65,57 @@ def params_key(params: Mapping[str, Any] | None) -> str:
     return dumps({k: str(v) for k, v in params.items()}) if params else ""
 
 
+# The columns of an answer row besides its body, as `keep` writes them.
+_ANSWER_COLUMNS = ("license", "function", "params", "params_key", "kind", "state", "ledger_id",
+                   "received_at", "records", "written", "quarantined")
+
+
+def _repeat_statement(_dialect: str) -> Any:
+    """One statement for an answer equal to the previous one of its parameters: the
+    answer row is inserted referring to that answer's body when the body's hash is the
+    new answer's (no row is inserted, and none returned, otherwise)."""
+    ra, ab = t.response_archive.c, t.archive_bodies.c
+    previous = select(func.max(ra.id)).where(
+        ra.license == bindparam("license"), ra.function == bindparam("function"),
+        ra.params_key == bindparam("params_key")).scalar_subquery()
+    values = [bindparam(name, type_=ra[name].type) for name in _ANSWER_COLUMNS]
+    source = (select(*values, ra.body_id).select_from(t.response_archive)
+              .join(t.archive_bodies, ab.id == ra.body_id)
+              .where(ra.id == previous, ab.content_hash == bindparam("content_hash")))
+    return (insert(t.response_archive)
+            .from_select([*_ANSWER_COLUMNS, "body_id"], source)
+            .returning(ra.id))
+
+
 def keep(conn: Connection, license: str, function: str, params: Mapping[str, Any] | None,
          page: Page, *, kind: str, state: Mapping[str, Any], counts: Counts,
          received_at: dt.datetime) -> int:
-    """Archive one answer on the caller's transaction; returns its id."""
-    ra, ab = t.response_archive.c, t.archive_bodies.c
-    key = params_key(params)
+    """Archive one answer on the caller's transaction; returns its id.
+
+    An answer equal to the previous one of its parameters (most pulls of a day: an
+    unchanged list, an empty window's `[]`) costs one statement; a new body three
+    (the attempt, the body, the answer)."""
+    ab = t.archive_bodies.c
     digest = hashlib.sha256(page.content).hexdigest()
-    previous = conn.execute(prepared(conn, ("previous_answer",), lambda _: select(
-        ra.body_id, ab.content_hash)
-        .join(t.archive_bodies, ab.id == ra.body_id)
-        .where(ra.license == bindparam("lic"), ra.function == bindparam("fn"),
-               ra.params_key == bindparam("key"))
-        .order_by(ra.id.desc()).limit(1)), {"lic": license, "fn": function, "key": key}).first()
-    if previous is not None and previous.content_hash == digest:
-        body_id = int(previous.body_id)
-    else:
-        body_id = int(conn.execute(
-            prepared(conn, ("new_body",), lambda _: insert(t.archive_bodies).returning(ab.id)),
-            {"license": license, "content_hash": digest, "codec": CODEC,
-             "raw_bytes": len(page.content), "body": compress(page.content)},
-        ).scalar_one())
+    answer = {"license": license, "function": function,
+              "params": {k: str(v) for k, v in params.items()} if params else None,
+              "params_key": params_key(params), "kind": kind, "state": dict(state) or None,
+              "ledger_id": ledger_id_of(page.ticket), "received_at": received_at,
+              "records": len(page.records), "written": counts.written,
+              "quarantined": counts.quarantined}
+    repeated = conn.execute(prepared(conn, ("repeated_answer",), _repeat_statement),
+                            {**answer, "content_hash": digest}).scalar()
+    if repeated is not None:
+        return int(repeated)
+    body_id = int(conn.execute(
+        prepared(conn, ("new_body",), lambda _: insert(t.archive_bodies).returning(ab.id)),
+        {"license": license, "content_hash": digest, "codec": CODEC,
+         "raw_bytes": len(page.content), "body": compress(page.content)},
+    ).scalar_one())
     return int(conn.execute(
-        prepared(conn, ("new_answer",), lambda _: insert(t.response_archive).returning(ra.id)),
-        {"license": license, "function": function,
-         "params": {k: str(v) for k, v in params.items()} if params else None,
-         "params_key": key, "kind": kind, "state": dict(state) or None,
-         "ledger_id": ledger_id_of(page.ticket), "received_at": received_at,
-         "records": len(page.records), "written": counts.written,
-         "quarantined": counts.quarantined, "body_id": body_id},
+        prepared(conn, ("new_answer",), lambda _: insert(t.response_archive)
+                 .returning(t.response_archive.c.id)),
+        {**answer, "body_id": body_id},
     ).scalar_one())
 
 

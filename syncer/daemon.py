@@ -43,7 +43,7 @@ from syncer.jobs import DEFAULT_JOBS, Job, Kind
 from syncer.ledger import Clock, api_day, spent_today, utcnow
 from syncer.load import Counts
 from syncer.outcomes import Scope
-from syncer.planner import JobSpec, Plan, plan
+from syncer.planner import JobSpec, plan
 from syncer.resources import Pull
 from syncer.runtime import make_client, make_ledger
 from syncer.sync import PullResult, Sync, WindowWalk, parse_context, read_state, save_state
@@ -159,25 +159,21 @@ def renew(engine: Engine, owner: str, now: dt.datetime, ttl: dt.timedelta) -> No
                      .values(expires_at=now + ttl))
 
 
-def plan_for(conn: Connection, config: Config, license: LicenseConfig, now: dt.datetime,
-             jobs: Sequence[JobSpec] = DEFAULT_JOBS,
-             ran: dict[str, dt.datetime] | None = None,
-             spent: tuple[dt.date, int] | None = None) -> Plan:
-    """The planner's view of one license right now, from the database; `ran`: runs not
-    stored yet (the job being planned after its run), by job; `spent`: the day's
-    count as a spend just returned it (API day, count), read here when it is of
-    another day or None."""
+def next_run_after(conn: Connection, config: Config, license: LicenseConfig, job: str,
+                   ran_at: dt.datetime, now: dt.datetime,
+                   jobs: Sequence[JobSpec] = DEFAULT_JOBS,
+                   spent: tuple[dt.date, int] | None = None) -> dt.datetime:
+    """When the planner runs `job` next, planned from its run at `ran_at` (not stored
+    yet); `spent`: the day's count as a spend just returned it (API day, count), read
+    here when it is of another day or None. A job's next run depends on its own last
+    run and the day's count only (`planner.plan`), so the other jobs' runs are not read."""
     tz = config.api.tz
-    state = t.sync_state.c
     day = api_day(now, tz)
     count = spent[1] if spent is not None and spent[0] == day else \
         spent_today(conn, license.name, day)
-    rows = conn.execute(prepared(conn, ("last_attempts",), lambda _: select(
-        state.resource, state.last_attempt_at).where(state.license == bindparam("license"))),
-        {"license": license.name}).all()
-    last = {r.resource: r.last_attempt_at for r in rows} | (ran or {})
-    return plan(jobs, now=now, tz=tz, hours=config.schedule.hours(), spent=count,
-                spendable=config.spendable(license), last_runs=last)
+    planned = plan(jobs, now=now, tz=tz, hours=config.schedule.hours(), spent=count,
+                   spendable=config.spendable(license), last_runs={job: ran_at})
+    return planned.next_run[job]
 
 
 # --- one license ---------------------------------------------------------------------
@@ -285,10 +281,10 @@ class LicenseJobs:
                     # overdue job (after the night, or when the shop opens and intervals
                     # shrink) was otherwise planned for "now" and ran twice in a row for
                     # one due time (found by benchmarks/fleet.py).
-                    after = plan_for(conn, self.config, self.license, self.clock(), self.jobs,
-                                     ran={job: now},
-                                     spent=self.ledger.last_spent if result.requests else None)
-                    result.next_run = max(result.next_run, after.next_run[job])
+                    after = next_run_after(
+                        conn, self.config, self.license, job, now, self.clock(), self.jobs,
+                        spent=self.ledger.last_spent if result.requests else None)
+                    result.next_run = max(result.next_run, after)
                 save_state(conn, self.name, job, next_run_at=result.next_run, last_attempt_at=now,
                            **({} if pulled is None else pulled.state))
                 release_on(conn, self.name, job, self.owner)

@@ -158,11 +158,12 @@ def upsert_parents(
     license: str,
     rows: Sequence[dict[str, Any]],
     now: dt.datetime,
-) -> tuple[Counts, list[Any]]:
-    """Insert new rows, update changed ones, leave equal ones alone; return counts and written keys."""
+) -> tuple[Counts, list[Any], set[Any]]:
+    """Insert new rows, update changed ones, leave equal ones alone; return the counts,
+    the written keys and the keys that were stored before."""
     counts = Counts()
     if not rows:
-        return counts, []
+        return counts, [], set()
     names = [c.name for c in key_columns(table)]
     keys = [_key_of(r, names) for r in rows]
     existing = _existing_keys(conn, table, license, keys)
@@ -178,7 +179,7 @@ def upsert_parents(
     counts.inserted = inserted
     counts.updated = len(written) - inserted
     counts.unchanged = len(rows) - len(written)
-    return counts, written
+    return counts, written, existing
 
 
 def replace_children(
@@ -190,7 +191,8 @@ def replace_children(
     rows: Iterable[dict[str, Any]],
     now: dt.datetime,
 ) -> None:
-    """Delete the children of these parents and insert the given ones."""
+    """Delete the stored children of these parents (`parent_keys`: the parents that were
+    stored before; a new parent has none) and insert the given ones."""
     gone = prepared(conn, ("children_of", table.name), lambda _: delete(table).where(
         table.c.license == bindparam("lic"),
         table.c[parent_column].in_(bindparam("parents", expanding=True))))
@@ -247,9 +249,13 @@ def load(
     if conn.dialect.name == "postgresql":
         return _load_postgres(conn, parent, children, license, records, now, full_list=full_list,
                               unparsed=unparsed)
-    counts, written = upsert_parents(conn, parent, license, [r.parent for r in records], now)
+    counts, written, existing = upsert_parents(conn, parent, license,
+                                               [r.parent for r in records], now)
     if children and written:
         wanted = set(written)
+        # Only updated parents can have stored children: children are written with their
+        # parent, in its transaction (as on Postgres: a first load deletes nothing).
+        updated = [k for k in written if k in existing]
         for child in children:
             parent_column = _parent_column(parent)
             rows = [
@@ -258,7 +264,7 @@ def load(
                 if _key_of(r.parent, names) in wanted
                 for row in r.children.get(child.name, [])
             ]
-            replace_children(conn, child, parent_column, license, written, rows, now)
+            replace_children(conn, child, parent_column, license, updated, rows, now)
     if full_list:
         seen = {_key_of(r.parent, names) for r in records}
         seen.update(key[0] if len(names) == 1 else key for key in unparsed)
