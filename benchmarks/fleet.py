@@ -2,7 +2,7 @@
 
 What is real: R separate `syncer` replica processes (each a `Daemon` with every
 license of the config, as replicas of one deployment are), one shared Postgres
-schema (leases in `job_lease`, due times in `sync_state`, the ledger), the bundled
+schema (leases and due times in `sync_state`, the ledger), the bundled
 simulator over real HTTP (in this, the coordinating process). What is shared and
 faked: the clock. It is one number in shared memory that only the coordinator
 moves, from one event to the next (the earliest due time any replica reports, or
@@ -110,19 +110,20 @@ def replica(conn: Connection, clock_value: Any, url: str, base_url: str, names: 
     config = Config(database=DatabaseConfig(url=url), api=ApiConfig(base_url=base_url),
                     licenses=tuple(LicenseConfig(name=n, token=SecretStr(TOKEN)) for n in names))
     daemon = Daemon(engine, config, clock=clock)
-    # The due time a run is for: `next_run_at` as LicenseJobs.run re-reads it after its
-    # claim (None: never planned, due at once), not as this replica last listed it.
+    # The due time a run is for: `next_run_at` as the claim that took the job's lease
+    # returned it (None: never planned, due at once), not as this replica last listed it.
     import syncer.daemon
 
-    read_state = syncer.daemon.read_state
+    claim_on = syncer.daemon.claim_on
     claimed: dict[str, Any] = {}
 
-    def reading(conn: Any, license: str, job: str) -> Any:
-        state = read_state(conn, license, job)
-        claimed.setdefault("due", getattr(state, "next_run_at", None))
-        return state
+    def claiming(*args: Any) -> Any:
+        taken = claim_on(*args)
+        if taken.taken:
+            claimed.setdefault("due", taken.state.next_run_at)
+        return taken
 
-    syncer.daemon.read_state = reading  # type: ignore[assignment]
+    syncer.daemon.claim_on = claiming
     runs_cpu = scan_cpu = 0.0  # the job runs; this harness's scans for what is due
     lost = 0  # runs that found the job's lease taken or the job already run
     while True:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import random
 import resource
 import statistics
@@ -32,10 +33,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
+import psycopg
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Engine, event, func, select
 
 from syncer import archive
+from syncer import client as client_module
+from syncer import daemon as daemon_module
+from syncer import sync as sync_module
 from syncer import tables as t
 from syncer.backfill import Backfill
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
@@ -78,6 +84,65 @@ class SimulatorCpu:
         while self.active and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.seconds
+
+
+class RunShape:
+    """Statements and transactions the job runs send (SQLAlchemy's engine events,
+    counted only while a job runs: the harness's own queries are not)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.on = False
+        self.statements = self.commits = 0
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _statement(*_args: Any) -> None:
+            self.statements += self.on
+
+        @event.listens_for(engine, "commit")
+        def _commit(*_args: Any) -> None:
+            self.commits += self.on
+
+
+class CpuParts:
+    """CPU of the job runs by part, on the running thread: each part is a set of
+    functions wrapped with a timer; a call inside a timed call counts for the outer
+    one (a statement inside the load counts as the database's, once). Counted only
+    while `shape.on` (a job runs), like the statements."""
+
+    PARTS: dict[str, tuple[tuple[Any, str], ...]] = {
+        "database": ((Connection, "execute"), (Connection, "_commit_impl"),
+                     (Connection, "_rollback_impl"), (Engine, "connect"), (Connection, "close"),
+                     (psycopg.Cursor, "execute"), (psycopg.Cursor, "copy")),
+        "http": ((httpx.Client, "get"),),
+        "json": ((client_module, "decode_body"),),
+        "parse": ((sync_module, "parse_records"),),
+        "plan": ((daemon_module, "plan"),),
+        "archive compression": ((archive, "compress"),),
+    }
+
+    def __init__(self, shape: RunShape) -> None:
+        self.shape = shape
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+        self._inside = threading.local()
+        for part, targets in self.PARTS.items():
+            for owner, name in targets:
+                setattr(owner, name, self._timed(part, getattr(owner, name)))
+
+    def _timed(self, part: str, function: Any) -> Any:
+        inside, seconds, shape = self._inside, self.seconds, self.shape
+
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not shape.on or getattr(inside, "on", False):
+                return function(*args, **kwargs)
+            inside.on = True
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[part] += time.thread_time() - started
+                inside.on = False
+        return timed
 
 
 class Clock:
@@ -153,6 +218,8 @@ def main() -> None:
                           for _ in range(args.product_changes))
     clock.now = start
     daemon = Daemon(engine, config, clock=clock)
+    shape = RunShape(engine)
+    parts = CpuParts(shape)
     created: dict[int, dt.datetime] = {}
     arrived: dict[tuple[str, int], dt.datetime] = {}
     touched: list[tuple[dt.datetime, int]] = []
@@ -187,7 +254,9 @@ def main() -> None:
             scan_cpu += time.thread_time() - started
             for lic, job in jobs:
                 started = time.thread_time()
+                shape.on = True
                 runs += lic.run(job).ran
+                shape.on = False
                 runs_cpu += time.thread_time() - started
             _record_arrivals(engine, names, created, arrived, touched, product_seen, clock.now)
         if clock.now >= end:
@@ -229,6 +298,14 @@ def main() -> None:
     print(f"syncer CPU per license-day as deployed: {deployed / len(names):.2f} s (the job runs, "
           f"plus {runs} APScheduler fires at {fire * 1e6:.0f} us each: `syncer run` fires each "
           "job from its own timer and scans nothing)")
+    requests = sum(spent.values())
+    print(f"per job run: {shape.statements / runs:.1f} statements in {shape.commits / runs:.1f} "
+          f"transactions, {requests / runs:.2f} requests")
+    shares = {**parts.seconds, "APScheduler fires": runs * fire}
+    shares["the rest (the syncer's Python around them)"] = deployed - sum(shares.values())
+    print("syncer CPU as deployed by part: " + ", ".join(
+        f"{name} {seconds / len(names):.2f} s ({seconds / deployed:.0%})"
+        for name, seconds in shares.items()))
     day_archive = {k: v - archived[k] for k, v in archive.sizes(engine).items()}
     print(f"archive for the day: {day_archive['answers'] / len(names):.0f} answers, "
           f"{day_archive['bodies'] / len(names):.0f} bodies, "

@@ -8,12 +8,14 @@ day); afterwards the planner decides the job's next run and it is stored in
 (requests, rows, quarantined, cursor, lag, next run), and each license one summary
 line per API day (requests spent of its budget, rows written, errors).
 
-Replicas: before running a job a process claims its lease in `job_lease` (one
-atomic upsert), reads `next_run_at` in the claim's transaction, and renews the
-lease while the job runs, so a job runs in one place at a time and never twice
-for one due time. A replica that dies leaves leases that expire after `schedule.lease_seconds`
-(45 s): another replica takes its jobs over at their next due time. SQLite is
-single-process: a second daemon on the same file is refused.
+Replicas: before running a job a process claims its lease in its `sync_state` row
+(one atomic upsert, which takes it only when the job is due and returns the job's
+state), renews the lease while the job runs and lets it go with the next run
+stored, so a job runs in one place at a time and never twice for one due time. A
+replica that dies leaves leases that expire after `schedule.lease_seconds` (45 s):
+another replica takes its jobs over at their next due time. SQLite is
+single-process: a second daemon on the same file is refused (the process lock
+`DAEMON_LOCK` in `job_lease`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,25 @@ import socket
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import ColumnElement, Connection, Engine, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    null,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncer import archive, audit, outcomes
@@ -46,11 +61,11 @@ from syncer.outcomes import Scope
 from syncer.planner import JobSpec, plan
 from syncer.resources import Pull
 from syncer.runtime import make_client, make_ledger
-from syncer.sync import PullResult, Sync, WindowWalk, parse_context, read_state, save_state
+from syncer.sync import PullResult, Sync, WindowWalk, parse_context, save_state
 
 log = logging.getLogger("syncer.daemon")
 
-DAEMON_JOB = "__daemon__"
+DAEMON_LOCK = "__daemon__"  # the process lock of SQLite's one daemon
 
 
 class DaemonConflict(Exception):
@@ -94,69 +109,156 @@ def _dead_here(owner: str | None) -> bool:
 # --- leases ------------------------------------------------------------------------
 
 
-def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
-          ttl: dt.timedelta) -> bool:
-    """Take the job's lease if it is free, expired, ours, or held by a dead process of
-    this host (atomic: the UPDATE names the holder it replaces)."""
-    with engine.begin() as conn:
-        return claim_on(conn, license, job, owner, now, ttl)
+@dataclass(frozen=True)
+class _Home:
+    """Where leases are kept: a table, its two key columns, its holder and its expiry."""
+
+    table: Table
+    keys: tuple[str, str]
+    owner: str
+    expires: str
+
+
+# Jobs' leases, beside the due time they guard; process locks (SQLite's one daemon).
+JOB_LEASES = _Home(t.sync_state, ("license", "resource"), "lease_owner", "lease_expires_at")
+LOCKS = _Home(t.job_lease, ("license", "job"), "owner", "expires_at")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim found. Taken: the lease is ours, `state` the job's sync_state row
+    (None for a lock). Not taken: `due_at` is the job's stored next run when it is not
+    due yet (a replica just ran it), None when a live process holds the lease."""
+
+    taken: bool
+    state: Any = None
+    due_at: dt.datetime | None = None
+
+
+def _claim_statement(home: _Home, due: bool) -> Callable[[str], Any]:
+    """One statement: a new row is ours; a stored one only if its lease is free, expired
+    or ours and, with `due`, the job's next run has come. Returns the row when taken."""
+    def build(dialect: str) -> Any:
+        c = home.table.c
+        now = bindparam("now", type_=t.UtcDateTime())
+        stmt = upsert_statement(dialect, home.table)
+        free = or_(c[home.owner].is_(None), c[home.owner] == stmt.excluded[home.owner],
+                   c[home.expires] < now)
+        if due:
+            free = and_(free, or_(c.next_run_at.is_(None), c.next_run_at <= now))
+        return stmt.on_conflict_do_update(
+            index_elements=list(home.keys),
+            set_={home.owner: stmt.excluded[home.owner],
+                  home.expires: stmt.excluded[home.expires]},
+            where=free,
+        ).returning(*home.table.c)
+    return build
+
+
+def _claim(conn: Connection, home: _Home, license: str, job: str, owner: str,
+           now: dt.datetime, ttl: dt.timedelta, *, due: bool) -> Claim:
+    c = home.table.c
+    lic, name = home.keys
+    where = (c[lic] == license, c[name] == job)
+    row = conn.execute(prepared(conn, ("claim", home.table.name, due), _claim_statement(home, due)), {
+        lic: license, name: job, home.owner: owner, home.expires: now + ttl, "now": now}).first()
+    if row is not None:
+        return Claim(True, row if home is JOB_LEASES else None)
+    stored = conn.execute(select(*home.table.c).where(*where)).first()
+    if stored is None:  # deleted in between (a reset): nothing to run
+        return Claim(False)
+    if due and stored.next_run_at is not None and stored.next_run_at > now:
+        return Claim(False, due_at=stored.next_run_at)
+    held_by = stored._mapping[home.owner]
+    if not _dead_here(held_by):
+        return Claim(False)
+    # Atomic: the UPDATE names the holder it replaces.
+    row = conn.execute(update(home.table).where(*where, c[home.owner] == held_by)
+                       .values({home.owner: owner, home.expires: now + ttl})
+                       .returning(*home.table.c)).first()
+    if row is None:
+        return Claim(False)
+    log.info("%s/%s: took over the lease of %s, which no longer runs", license, job, held_by)
+    return Claim(True, row if home is JOB_LEASES else None)
 
 
 def claim_on(conn: Connection, license: str, job: str, owner: str, now: dt.datetime,
-             ttl: dt.timedelta) -> bool:
-    """`claim` on the caller's transaction (the daemon reads the job's state in it too)."""
-    lease = t.job_lease.c
-
-    def take(held_by: ColumnElement[bool]) -> bool:
-        return conn.execute(
-            update(t.job_lease)
-            .where(lease.license == license, lease.job == job, held_by)
-            .values(owner=owner, expires_at=now + ttl)
-            .returning(lease.owner)
-        ).first() is not None
-
-    # One statement: a new lease row is ours; a stored one only if free, expired or ours.
-    if conn.execute(prepared(conn, ("claim",), _claim_statement), {
-            "license": license, "job": job, "owner": owner, "expires_at": now + ttl,
-            "now": now}).first() is not None:
-        return True
-    holder = conn.execute(select(lease.owner).where(lease.license == license,
-                                                    lease.job == job)).scalar()
-    if not (_dead_here(holder) and take(lease.owner == holder)):
-        return False
-    log.info("%s/%s: took over the lease of %s, which no longer runs", license, job, holder)
-    return True
+             ttl: dt.timedelta) -> Claim:
+    """Take the job's lease, on the caller's transaction, if the job is due and its lease
+    is free, expired, ours, or held by a dead process of this host; the job's state
+    comes with it (one statement in the common case)."""
+    return _claim(conn, JOB_LEASES, license, job, owner, now, ttl, due=True)
 
 
-def _claim_statement(dialect: str) -> Any:
-    lease = t.job_lease.c
-    stmt = upsert_statement(dialect, t.job_lease)
-    return stmt.on_conflict_do_update(
-        index_elements=["license", "job"],
-        set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
-        where=or_(lease.owner.is_(None), lease.owner == stmt.excluded.owner,
-                  lease.expires_at < bindparam("now", type_=t.UtcDateTime())),
-    ).returning(lease.owner)
+def _home(license: str) -> _Home:
+    """License "*" names a process lock, any other a job's lease."""
+    return LOCKS if license == "*" else JOB_LEASES
+
+
+def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
+          ttl: dt.timedelta) -> bool:
+    """Take a job's lease whether or not it is due (a rebuild or reset keeps the daemon
+    off the job while it works), or with license "*" the process lock `job`."""
+    with engine.begin() as conn:
+        return _claim(conn, _home(license), license, job, owner, now, ttl, due=False).taken
 
 
 def release(engine: Engine, license: str, job: str, owner: str) -> None:
+    """Let go of a lease (or, license "*", a process lock) if it is still ours."""
     with engine.begin() as conn:
-        release_on(conn, license, job, owner)
+        _let_go(conn, _home(license), license, job, owner)
 
 
-def release_on(conn: Connection, license: str, job: str, owner: str) -> None:
-    """`release` on the caller's transaction (the daemon stores the next run in it too)."""
-    lease = t.job_lease.c
-    conn.execute(prepared(conn, ("release",), lambda _: update(t.job_lease).where(
-        lease.license == bindparam("lic"), lease.job == bindparam("name"),
-        lease.owner == bindparam("holder")).values(owner=None, expires_at=None)),
+def holder(engine: Engine, license: str, job: str) -> str | None:
+    """Who holds a job's lease (license "*": the process lock `job`), for messages."""
+    home = _home(license)
+    c = home.table.c
+    with engine.connect() as conn:
+        return conn.execute(select(c[home.owner]).where(
+            c[home.keys[0]] == license, c[home.keys[1]] == job)).scalar()
+
+
+def _let_go(conn: Connection, home: _Home, license: str, job: str, owner: str) -> None:
+    c = home.table.c
+    lic, name = home.keys
+    conn.execute(prepared(conn, ("release", home.table.name), lambda _: update(home.table).where(
+        c[lic] == bindparam("lic"), c[name] == bindparam("name"),
+        c[home.owner] == bindparam("holder")).values({home.owner: None, home.expires: None})),
         {"lic": license, "name": job, "holder": owner})
 
 
+def finish_on(conn: Connection, license: str, job: str, owner: str, **values: Any) -> None:
+    """Store the job's state after its run (`values`: its next run and what the run
+    moved) and let go of its lease if it is still ours: one statement."""
+    def build(dialect: str) -> Any:
+        c = t.sync_state.c
+        stmt = upsert_statement(dialect, t.sync_state)
+        ours = c.lease_owner == bindparam("holder")
+        set_: dict[str, Any] = {k: stmt.excluded[k] for k in values}
+        set_["lease_owner"] = case((ours, null()), else_=c.lease_owner)
+        set_["lease_expires_at"] = case((ours, null()), else_=c.lease_expires_at)
+        return stmt.on_conflict_do_update(index_elements=["license", "resource"], set_=set_)
+
+    conn.execute(prepared(conn, ("finish", tuple(values)), build),
+                 {"license": license, "resource": job, "holder": owner, **values})
+
+
 def renew(engine: Engine, owner: str, now: dt.datetime, ttl: dt.timedelta) -> None:
+    """Push back the expiry of every lease and lock `owner` holds."""
     with engine.begin() as conn:
-        conn.execute(update(t.job_lease).where(t.job_lease.c.owner == owner)
-                     .values(expires_at=now + ttl))
+        for home in (JOB_LEASES, LOCKS):
+            c = home.table.c
+            conn.execute(update(home.table).where(c[home.owner] == owner)
+                         .values({home.expires: now + ttl}))
+
+
+def let_go_all(engine: Engine, owner: str) -> None:
+    """Let go of every lease and lock `owner` holds (a daemon stopping)."""
+    with engine.begin() as conn:
+        for home in (JOB_LEASES, LOCKS):
+            c = home.table.c
+            conn.execute(update(home.table).where(c[home.owner] == owner)
+                         .values({home.owner: None, home.expires: None}))
 
 
 def next_run_after(conn: Connection, config: Config, license: LicenseConfig, job: str,
@@ -256,20 +358,21 @@ class LicenseJobs:
     def run(self, job: str) -> RunResult:
         """Run one job if it is due and ours to run; store and return its next run.
 
-        Three transactions around the pull: the lease and the job's state (read in the
-        claim's transaction: a replica that just ran the job has stored its next run);
-        the pull's own (the ledger's before each request, the answer's with its rows);
-        and the plan, the next run and the lease let go, together."""
+        Three transactions around the pull: the claim, which takes the lease only when
+        the job is due (a replica that just ran it has stored its next run) and returns
+        the job's state; the pull's own (the ledger's before each request, the answer's
+        with its rows); and the plan, with the next run stored and the lease let go in
+        one statement."""
         now = self.clock()
         archive.daily_retention(self.engine, self.config.archive, now)  # once a day, any replica
         with self.engine.begin() as conn:
-            if not claim_on(conn, self.name, job, self.owner, now, self.ttl):
-                return RunResult(job, now + dt.timedelta(seconds=10), ran=False)
-            state = read_state(conn, self.name, job)
+            taken = claim_on(conn, self.name, job, self.owner, now, self.ttl)
+        if not taken.taken:
+            # Not due (a replica just ran it: its next run is stored) or running elsewhere.
+            return RunResult(job, taken.due_at or now + dt.timedelta(seconds=10), ran=False)
+        state = taken.state
         released = False
         try:
-            if state is not None and state.next_run_at is not None and state.next_run_at > now:
-                return RunResult(job, state.next_run_at, ran=False)  # another replica just ran it
             self.summarize_day(now)
             before = self.ledger.sent
             result, pulled = self._execute(job, now, state)
@@ -285,13 +388,12 @@ class LicenseJobs:
                         conn, self.config, self.license, job, now, self.clock(), self.jobs,
                         spent=self.ledger.last_spent if result.requests else None)
                     result.next_run = max(result.next_run, after)
-                save_state(conn, self.name, job, next_run_at=result.next_run, last_attempt_at=now,
-                           **({} if pulled is None else pulled.state))
-                release_on(conn, self.name, job, self.owner)
+                finish_on(conn, self.name, job, self.owner, next_run_at=result.next_run,
+                          last_attempt_at=now, **({} if pulled is None else pulled.state))
             released = True
             self._today.rows += result.written
             self._today.errors += result.error is not None
-            self._log_run(result, None if state is None else state.last_success_at, now)
+            self._log_run(result, state.last_success_at, now)
             return result
         finally:
             if not released:
@@ -329,7 +431,7 @@ class LicenseJobs:
             self._today = _Day(api_day(now, self.tz))
 
     def _execute(self, job: str, now: dt.datetime, state: Any) -> tuple[RunResult, _Pulled | None]:
-        """Run the job's pull (`state`: its sync_state row, None before its first run).
+        """Run the job's pull (`state`: its sync_state row, all empty before its first run).
         The result's `next_run` is the earliest the outcome allows: the plan may put it
         later, except after a full window (catching up: again after `min_interval`). An
         error's outcome (see `outcomes`) sets when it may run again; no pull is returned."""
@@ -532,19 +634,17 @@ class Daemon:
         try:
             return self.run_due()
         finally:
-            release(self.engine, "*", DAEMON_JOB, self.owner)
+            release(self.engine, "*", DAEMON_LOCK, self.owner)
 
     def _claim_sqlite(self) -> None:
         """SQLite has one writer: one daemon (or `run --once`) per database file. A
         holder that crashed on this host is taken over at once, not after its lease."""
         if self.engine.dialect.name != "sqlite" or claim(
-                self.engine, "*", DAEMON_JOB, self.owner, self.clock(), self.ttl):
+                self.engine, "*", DAEMON_LOCK, self.owner, self.clock(), self.ttl):
             return
-        with self.engine.connect() as conn:
-            holder = conn.execute(select(t.job_lease.c.owner).where(
-                t.job_lease.c.license == "*", t.job_lease.c.job == DAEMON_JOB)).scalar()
+        other = holder(self.engine, "*", DAEMON_LOCK)
         raise DaemonConflict(
-            f"another `syncer run` ({holder}) already uses this SQLite database; SQLite "
+            f"another `syncer run` ({other}) already uses this SQLite database; SQLite "
             "supports one daemon. Use Postgres to run replicas.")
 
     def start(self) -> None:
@@ -632,9 +732,7 @@ class Daemon:
         with self._idle:
             finished = self._idle.wait_for(lambda: self._running == 0, timeout)
         try:
-            with self.engine.begin() as conn:
-                conn.execute(update(t.job_lease).where(t.job_lease.c.owner == self.owner)
-                             .values(owner=None, expires_at=None))
+            let_go_all(self.engine, self.owner)
             for lic in self.licenses:
                 lic.summarize_day(self.clock(), final=True)
         except SQLAlchemyError:

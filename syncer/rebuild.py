@@ -29,7 +29,7 @@ from syncer import jobs as registry
 from syncer import tables as t
 from syncer.client import page_records
 from syncer.config import Config, LicenseConfig
-from syncer.daemon import DAEMON_JOB, claim, owner_id, release, renew
+from syncer.daemon import DAEMON_LOCK, claim, holder, owner_id, release, renew
 from syncer.ledger import utcnow
 from syncer.load import Counts, quarantine_hash, quarantine_raw
 from syncer.parse import ParseContext
@@ -88,15 +88,13 @@ class JobLeases:
         now = utcnow()
         wanted = [(self.license, job) for job in self.jobs]
         if self.engine.dialect.name == "sqlite":
-            wanted.insert(0, ("*", DAEMON_JOB))  # SQLite's one daemon holds this while it runs
+            wanted.insert(0, ("*", DAEMON_LOCK))  # SQLite's one daemon holds this while it runs
         for lic, job in wanted:
             if not claim(self.engine, lic, job, self.owner, now, self.ttl):
                 self.give_back()
-                with self.engine.connect() as conn:
-                    holder = conn.execute(select(t.job_lease.c.owner).where(
-                        t.job_lease.c.license == lic, t.job_lease.c.job == job)).scalar()
+                other = holder(self.engine, lic, job)
                 raise RebuildRefused(
-                    f"license {self.license!r}: a daemon ({holder}) holds its job {job!r}; stop "
+                    f"license {self.license!r}: a daemon ({other}) holds its job {job!r}; stop "
                     f"`syncer run` (or wait for the job to finish) and run the {self.task} again")
             self.held.append((lic, job))
 

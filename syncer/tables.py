@@ -426,6 +426,12 @@ sync_state = Table(
     Column("disabled_reason", Text),  # set on 1005 (module not licensed)
     Column("next_run_at", UtcDateTime()),
     Column("rescan_position", BigInteger),  # a re-scan job: the last id its windows reached
+    # Which process runs the job right now (daemon.claim_on): a replica takes the lease
+    # with the job's state in one statement, only when the job is due, renews it while
+    # the job runs and lets it go with the next run stored; a lease past
+    # `lease_expires_at` (a dead replica) is free for another.
+    Column("lease_owner", String(120)),
+    Column("lease_expires_at", UtcDateTime()),
 )
 
 # The last answer loaded in full per function and parameters (sync.apply_answer): the
@@ -528,9 +534,9 @@ audit_runs = Table(
     Index(None, "license", "ran_at"),
 )
 
-# Which process runs a job right now: a replica claims a lease before running a
-# job and renews it while it runs; a lease past `expires_at` (a dead replica) is
-# free for another. Job "__daemon__" with license "*" guards SQLite's one daemon.
+# Process locks, not job leases (those are in sync_state): job "__daemon__" with
+# license "*" guards SQLite's one daemon, and a rebuild or reset on SQLite takes it
+# too. A lock past `expires_at` (a dead process) is free for another.
 job_lease = Table(
     "job_lease",
     metadata,

@@ -558,6 +558,8 @@ def test_run_with_a_port_in_use_says_so_and_leaves_no_daemon(
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.job_lease)
                             .where(t.job_lease.c.owner.is_not(None))).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(t.sync_state)
+                            .where(t.sync_state.c.lease_owner.is_not(None))).scalar_one() == 0
     engine.dispose()
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select, update
 from syncer import tables as t
 from syncer.cli import STOP_TIMEOUT
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, ResourceConfig, ScheduleConfig
-from syncer.daemon import Daemon, LicenseJobs, claim, db_retry_delay
+from syncer.daemon import Daemon, LicenseJobs, claim, claim_on, db_retry_delay, finish_on, holder
 from syncer.db import make_engine, migrate
 from syncer.jobs import DEFAULT_JOBS
 from syncer.ledger import utcnow
@@ -147,6 +147,31 @@ def test_a_dead_replicas_jobs_are_taken_over_after_its_leases_expire(db_url: str
         assert ran == set(jobs)
     finally:
         sim.stop()
+
+
+def test_a_job_is_claimed_only_when_due_and_let_go_only_by_its_holder(db: Engine) -> None:
+    now = dt.datetime(2026, 10, 27, 14, 0, tzinfo=dt.UTC)
+    ttl, later = dt.timedelta(seconds=30), dt.timedelta(minutes=5)
+    with db.begin() as conn:
+        first = claim_on(conn, LICENSE, "orders", "a:1:x", now, ttl)
+    assert first.taken and first.state.cursor is None  # never run: due, its row made
+    with db.begin() as conn:
+        finish_on(conn, LICENSE, "orders", "a:1:x", next_run_at=now + later, cursor=42)
+    assert holder(db, LICENSE, "orders") is None
+    with db.begin() as conn:  # a replica whose timer fired early: not due, told when
+        early = claim_on(conn, LICENSE, "orders", "b:2:y", now + dt.timedelta(minutes=1), ttl)
+    assert not early.taken and early.due_at == now + later
+    with db.begin() as conn:
+        due = claim_on(conn, LICENSE, "orders", "b:2:y", now + later, ttl)
+    assert due.taken and due.state.cursor == 42 and due.state.lease_owner == "b:2:y"
+    with db.begin() as conn:  # held by b: a takes nothing, and its late finish leaves b's lease
+        held = claim_on(conn, LICENSE, "orders", "a:1:x", now + later, ttl)
+        assert not held.taken and held.due_at is None
+        finish_on(conn, LICENSE, "orders", "a:1:x", next_run_at=now + 2 * later)
+    assert holder(db, LICENSE, "orders") == "b:2:y"
+    with db.begin() as conn:
+        finish_on(conn, LICENSE, "orders", "b:2:y", next_run_at=now + 2 * later)
+    assert holder(db, LICENSE, "orders") is None
 
 
 def test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_once(
@@ -480,12 +505,12 @@ def test_killing_one_daemon_hands_its_jobs_to_the_other(
     # the jobs it holds are in flight when it dies. Everything after is just slow.
     sim.inject_fault("slow", count=4, delay=5.0)
     sim.inject_fault("slow", count=100_000, delay=0.2)
-    lease = t.job_lease.c
+    state = t.sync_state.c
 
     def leases_of(proc: subprocess.Popen[str]) -> list[str]:
         with engine.connect() as conn:
-            return [r.job for r in conn.execute(select(lease.job, lease.owner))
-                    if r.owner and f":{proc.pid}:" in r.owner]
+            return [r.resource for r in conn.execute(select(state.resource, state.lease_owner))
+                    if r.lease_owner and f":{proc.pid}:" in r.lease_owner]
 
     def planned_after(when: dt.datetime) -> set[str]:
         """Jobs whose next run lies after `when`: someone has run them since."""

@@ -191,9 +191,35 @@ def test_the_coupon_rescan_position_moves_to_its_own_column(empty_engine: Engine
                                      {"license": "shop", "resource": "coupons", "cursor": 4321}])
     command.upgrade(cfg, "0004_rescan_position")
     with empty_engine.connect() as conn:
-        rows = {r.resource: (r.cursor, r.rescan_position) for r in conn.execute(select(t.sync_state))}
+        rows = {r.resource: (r.cursor, r.rescan_position) for r in conn.execute(select(
+            t.sync_state.c.resource, t.sync_state.c.cursor, t.sync_state.c.rescan_position))}
     assert rows == {"coupons_rescan": (None, 1500), "coupons": (4321, None)}
     command.downgrade(cfg, "0003")
     with empty_engine.connect() as conn:
         back = dict(conn.execute(select(state.c.resource, state.c.cursor)).all())
     assert back == {"coupons_rescan": 1500, "coupons": 4321}
+
+
+def test_job_leases_move_into_the_sync_state(empty_engine: Engine) -> None:
+    """0009: a job's lease lives in its sync_state row; `job_lease` keeps the process
+    locks (SQLite's one daemon), and its job rows, leases no run holds during a
+    migration, go."""
+    cfg = alembic_config(empty_engine)
+    command.upgrade(cfg, "0008_answer_mark")
+    lease = sa.table("job_lease", sa.column("license"), sa.column("job"), sa.column("owner"))
+    state = sa.table("sync_state", sa.column("license"), sa.column("resource"), sa.column("cursor"))
+    with empty_engine.begin() as conn:
+        conn.execute(insert(lease), [{"license": "*", "job": "__daemon__", "owner": "host:1:a"},
+                                     {"license": "shop", "job": "orders", "owner": "host:1:a"}])
+        conn.execute(insert(state), [{"license": "shop", "resource": "orders", "cursor": 42}])
+    command.upgrade(cfg, "0009_job_lease_in_state")
+    with empty_engine.connect() as conn:
+        assert conn.execute(select(lease.c.license, lease.c.job)).all() == [("*", "__daemon__")]
+        rows = conn.execute(select(t.sync_state.c.cursor, t.sync_state.c.lease_owner,
+                                   t.sync_state.c.lease_expires_at)).all()
+    assert rows == [(42, None, None)]
+    command.downgrade(cfg, "0008_answer_mark")
+    with empty_engine.connect() as conn:
+        assert conn.execute(select(state.c.cursor)).scalars().all() == [42]
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("sync_state")}
+    assert "lease_owner" not in columns
