@@ -1,10 +1,11 @@
 """The request ledger: the door every request passes, and the license's stop signs.
 
-Before a request leaves, one transaction (1) checks the license is not stopped
-(credentials refused, daily limit or IP block in force), (2) spends one request
-from the day's counter with a single atomic `UPDATE ... WHERE spent < cap`, and
-(3) writes the ledger row. That transaction commits before the request is sent,
-so no crash, restart or second process can spend behind the budget's back.
+Before a request leaves, one transaction (1) spends one request from the day's
+counter with a single atomic upsert that adds 1 only while `spent < cap` and only
+for a license not stopped (credentials refused, daily limit or IP block in force:
+then the license's state is read to say which), and (2) writes the ledger row.
+That transaction commits before the request is sent, so no crash, restart or
+second process can spend behind the budget's back.
 After the answer, the row gets its outcome, and 1001/1002/1003/1004 become
 persisted license state that every process honours.
 
@@ -26,7 +27,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, exists, func, insert, literal, or_, select, update
 
 from syncer import outcomes
 from syncer import tables as t
@@ -65,13 +66,25 @@ class LicenseStatus:
 
 
 def _spend_statement(dialect: str) -> Any:
-    """The day's first request creates its budget row; each later one adds 1 only while
-    the count is below `:cap` (returns no row when it is not)."""
-    budget = t.request_budget.c
-    stmt = upsert_statement(dialect, t.request_budget)
+    """Spend one request, only for a license not stopped: the day's first request
+    creates its budget row, each later one adds 1 while the count is below `:cap`.
+    Returns the new count and whether a refusal of any credentials is stored for the
+    license; no row when the license is stopped (its credentials refused, or a block in
+    force) or the day is spent. One statement where a read of the license's state and
+    the spend were two."""
+    budget, state = t.request_budget.c, t.license_state.c
+    now = bindparam("now", type_=t.UtcDateTime())
+    stopped = exists().where(state.license == bindparam("lic"), or_(
+        state.auth_rejected_fingerprint == bindparam("fingerprint"), state.blocked_until > now))
+    source = select(bindparam("lic", type_=budget.license.type),
+                    bindparam("day", type_=budget.day.type), literal(1)).where(~stopped)
+    refused = select(state.auth_rejected_fingerprint.is_not(None)).where(
+        state.license == bindparam("lic")).scalar_subquery()
+    stmt = upsert_statement(dialect, t.request_budget).from_select(
+        ["license", "day", "spent"], source)
     return stmt.on_conflict_do_update(
         index_elements=["license", "day"], set_={"spent": budget.spent + 1},
-        where=budget.spent < bindparam("cap")).returning(budget.spent)
+        where=budget.spent < bindparam("cap")).returning(budget.spent, refused)
 
 
 def license_status(conn: Connection, license: str, fingerprint: str) -> LicenseStatus:
@@ -179,27 +192,17 @@ class Ledger:
         now = self.clock()
         day = api_day(now, self.tz)
         with self.engine.begin() as conn:
-            status = license_status(conn, self.license, self.fingerprint)
-            if status.auth_rejected:
-                raise LicenseStopped(
-                    f"license {self.license!r}: credentials were refused ({status.auth_reason}); "
-                    "nothing is sent until its name or token changes in the config"
-                )
-            if probe:
+            if probe:  # unproven credentials: told apart from a near IP block first
+                self._refuse_if_stopped(license_status(conn, self.license, self.fingerprint), now)
                 self._refuse_near_ip_block(conn, now)
-            if status.blocked_until is not None and status.blocked_until > now:
-                raise LicenseStopped(
-                    f"license {self.license!r}: {status.blocked_reason}; "
-                    f"waiting until {status.blocked_until.astimezone(self.tz):%Y-%m-%d %H:%M %Z}",
-                    status.blocked_until,
-                )
-            # One atomic statement: the day's first request creates the row, each later
-            # one adds 1 only while the count is below the cap (replicas and backfills
-            # never pass it together).
-            spent = None if self.cap < 1 else conn.execute(
+            # One atomic statement: replicas and backfills never pass the cap together,
+            # and a stopped license spends nothing.
+            spend = None if self.cap < 1 else conn.execute(
                 prepared(conn, ("spend",), _spend_statement),
-                {"license": self.license, "day": day, "spent": 1, "cap": self.cap}).scalar()
-            if spent is None:
+                {"lic": self.license, "day": day, "cap": self.cap, "now": now,
+                 "fingerprint": self.fingerprint}).first()
+            if spend is None:
+                self._refuse_if_stopped(license_status(conn, self.license, self.fingerprint), now)
                 allowed = ("the whole daily_budget" if self.purpose in MAY_USE_RESERVE
                            else "daily_budget - reserve")
                 raise BudgetExhausted(
@@ -208,6 +211,7 @@ class Ledger:
                     f"{next_midnight(now, self.tz):%Y-%m-%d %H:%M %Z}",
                     next_midnight(now, self.tz),
                 )
+            spent, refusal_stored = spend
             ledger_id = conn.execute(
                 prepared(conn, ("ledger_row",), lambda _: insert(t.request_ledger)
                          .returning(t.request_ledger.c.id)),
@@ -217,7 +221,20 @@ class Ledger:
             ).scalar_one()
         self.sent += 1
         self.last_spent = (day, int(spent))
-        return int(ledger_id), status.refusal_stored
+        return int(ledger_id), bool(refusal_stored)
+
+    def _refuse_if_stopped(self, status: LicenseStatus, now: dt.datetime) -> None:
+        if status.auth_rejected:
+            raise LicenseStopped(
+                f"license {self.license!r}: credentials were refused ({status.auth_reason}); "
+                "nothing is sent until its name or token changes in the config"
+            )
+        if status.blocked_until is not None and status.blocked_until > now:
+            raise LicenseStopped(
+                f"license {self.license!r}: {status.blocked_reason}; "
+                f"waiting until {status.blocked_until.astimezone(self.tz):%Y-%m-%d %H:%M %Z}",
+                status.blocked_until,
+            )
 
     def _refuse_near_ip_block(self, conn: Connection, now: dt.datetime) -> None:
         """Refuse to try unproven credentials while recent bad logins near the IP block."""
