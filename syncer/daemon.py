@@ -58,7 +58,7 @@ from syncer.jobs import DEFAULT_JOBS, Job, Kind
 from syncer.ledger import Clock, api_day, spent_today, utcnow
 from syncer.load import Counts
 from syncer.outcomes import Scope
-from syncer.planner import JobSpec, plan
+from syncer.planner import JobSpec, OpeningHours, plan
 from syncer.resources import Pull
 from syncer.runtime import make_client, make_ledger
 from syncer.sync import PullResult, Sync, WindowWalk, parse_context, save_state
@@ -157,13 +157,13 @@ def _claim_statement(home: _Home, due: bool) -> Callable[[str], Any]:
 
 def _claim(conn: Connection, home: _Home, license: str, job: str, owner: str,
            now: dt.datetime, ttl: dt.timedelta, *, due: bool) -> Claim:
-    c = home.table.c
     lic, name = home.keys
-    where = (c[lic] == license, c[name] == job)
     row = conn.execute(prepared(conn, ("claim", home.table.name, due), _claim_statement(home, due)), {
         lic: license, name: job, home.owner: owner, home.expires: now + ttl, "now": now}).first()
     if row is not None:
         return Claim(True, row if home is JOB_LEASES else None)
+    c = home.table.c
+    where = (c[lic] == license, c[name] == job)
     stored = conn.execute(select(*home.table.c).where(*where)).first()
     if stored is None:  # deleted in between (a reset): nothing to run
         return Claim(False)
@@ -264,16 +264,18 @@ def let_go_all(engine: Engine, owner: str) -> None:
 def next_run_after(conn: Connection, config: Config, license: LicenseConfig, job: str,
                    ran_at: dt.datetime, now: dt.datetime,
                    jobs: Sequence[JobSpec] = DEFAULT_JOBS,
-                   spent: tuple[dt.date, int] | None = None) -> dt.datetime:
+                   spent: tuple[dt.date, int] | None = None,
+                   hours: OpeningHours | None = None) -> dt.datetime:
     """When the planner runs `job` next, planned from its run at `ran_at` (not stored
     yet); `spent`: the day's count as a spend just returned it (API day, count), read
     here when it is of another day or None. A job's next run depends on its own last
-    run and the day's count only (`planner.plan`), so the other jobs' runs are not read."""
+    run and the day's count only (`planner.plan`), so the other jobs' runs are not read.
+    `hours`: the config's opening hours, parsed (the caller keeps them)."""
     tz = config.api.tz
     day = api_day(now, tz)
     count = spent[1] if spent is not None and spent[0] == day else \
         spent_today(conn, license.name, day)
-    planned = plan(jobs, now=now, tz=tz, hours=config.schedule.hours(), spent=count,
+    planned = plan(jobs, now=now, tz=tz, hours=hours or config.schedule.hours(), spent=count,
                    spendable=config.spendable(license), last_runs={job: ran_at})
     return planned.next_run[job]
 
@@ -386,7 +388,8 @@ class LicenseJobs:
                     # one due time (found by benchmarks/fleet.py).
                     after = next_run_after(
                         conn, self.config, self.license, job, now, self.clock(), self.jobs,
-                        spent=self.ledger.last_spent if result.requests else None)
+                        spent=self.ledger.last_spent if result.requests else None,
+                        hours=self.hours)
                     result.next_run = max(result.next_run, after)
                 finish_on(conn, self.name, job, self.owner, next_run_at=result.next_run,
                           last_attempt_at=now, **({} if pulled is None else pulled.state))

@@ -230,7 +230,6 @@ def apply_answer(conn: Connection, license: str, resource: Resource, records: Se
     function, key = resource.function, archive.params_key(params)
     mark = answer_mark(content, ctx) if records and remember else None
     marks = t.answer_marks.c
-    here = (marks.license == license, marks.function == function)
     ids = [i for r in records if (i := _raw_id(r)) is not None]
     low, high = (min(ids), max(ids)) if ids else (None, None)
     if mark is not None and conn.execute(prepared(conn, ("mark",), lambda _: select(marks.mark).where(
@@ -242,22 +241,39 @@ def apply_answer(conn: Connection, license: str, resource: Resource, records: Se
     parsed = parse_records(resource, records, ctx)
     parse_seconds = time.perf_counter() - parsing
     counts = write_parsed(conn, license, resource, parsed, now, full_list=full_list)
+    which = {"license": license, "function": function, "key": key, "low": low, "high": high}
     if counts.written:
-        others = delete(t.answer_marks).where(*here)
-        if remember:  # its own mark is set below
-            others = others.where(marks.params_key != key)
-        if low is not None:  # ids unknown: every other mark of the function goes
-            others = others.where(or_(marks.min_id.is_(None), marks.max_id.is_(None),
-                                      and_(marks.min_id <= high, marks.max_id >= low)))
-        conn.execute(others)
+        # Its own mark is set below (`remember`); ids unknown: every other mark goes.
+        drop = "others" if remember else "all"
+        conn.execute(prepared(conn, ("drop_marks", drop, low is not None),
+                              lambda _: _drop_marks(drop, overlapping=low is not None)), which)
     if mark is None or parsed.rejected:
         if remember:  # a stale mark for these parameters must not outlive this answer
-            conn.execute(delete(t.answer_marks).where(*here, marks.params_key == key))
+            conn.execute(prepared(conn, ("drop_marks", "own", False),
+                                  lambda _: _drop_marks("own", overlapping=False)), which)
     else:
         values = {"mark": mark, "min_id": low, "max_id": high, "loaded_at": now}
         upsert(conn, t.answer_marks, {"license": license, "function": function,
                                       "params_key": key, **values})
     return Applied(counts, parsed, parse_seconds)
+
+
+def _drop_marks(which: str, *, overlapping: bool) -> Any:
+    """The DELETE of a function's marks (`:license`, `:function`): "own" for the
+    parameters `:key`, "others" for every other, "all"; `overlapping`: only those whose
+    id range meets `:low`..`:high` (or is unknown)."""
+    marks = t.answer_marks.c
+    stmt = delete(t.answer_marks).where(marks.license == bindparam("license"),
+                                        marks.function == bindparam("function"))
+    if which == "own":
+        stmt = stmt.where(marks.params_key == bindparam("key"))
+    elif which == "others":
+        stmt = stmt.where(marks.params_key != bindparam("key"))
+    if overlapping:
+        stmt = stmt.where(or_(marks.min_id.is_(None), marks.max_id.is_(None),
+                              and_(marks.min_id <= bindparam("high"),
+                                   marks.max_id >= bindparam("low"))))
+    return stmt
 
 
 def forget_marks(conn: Connection, license: str, resources: Sequence[Resource]) -> None:
