@@ -14,6 +14,12 @@ harness's scans for what is due at each step of the fake clock (`Daemon.due_now`
 the figure "as deployed" is the job runs plus one APScheduler fire per run, its CPU
 measured here on an empty job (`scheduler_fire_cpu`).
 
+Then what the job runs are made of: statements and transactions per run (`RunShape`),
+the CPU as deployed by part (`CpuParts`: database, HTTP, JSON, parse, plan, ...), and
+the floor: the CPU of the cheapest run this design allows, measured with the real
+parts (`cheapest_run_cpu`), times the day's runs. No version of the code that keeps
+the design's rules and this stack spends less per license-day than that floor.
+
     python -m benchmarks.simulated_day                      # one shop
     python -m benchmarks.simulated_day --licenses 200 --orders-per-day 120   # load check
 """
@@ -45,8 +51,9 @@ from syncer import sync as sync_module
 from syncer import tables as t
 from syncer.backfill import Backfill
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
-from syncer.daemon import Daemon, make_scheduler
+from syncer.daemon import Daemon, claim_on, finish_on, make_scheduler
 from syncer.db import make_engine, migrate
+from syncer.load import Counts
 from syncer.resources import RESOURCES
 from syncer.runtime import make_client, make_ledger
 from syncer.simulator import Simulator, generate, server
@@ -143,6 +150,34 @@ class CpuParts:
                 seconds[part] += time.thread_time() - started
                 inside.on = False
         return timed
+
+
+def cheapest_run_cpu(engine: Any, config: Config, clock: Clock, n: int = 200) -> float:
+    """CPU seconds, on the calling thread, of the cheapest job run this design allows,
+    measured with the real parts: the lease claimed (`daemon.claim_on`); one request
+    through the real client and ledger (the spend and the ledger row committed before it
+    leaves, its outcome after: rules 1 and 8); the answer archived and the job's state,
+    next run and lease stored in one transaction (`archive.keep`, `daemon.finish_on`).
+    The answer is a list equal to the last one (the tables list): nothing to parse,
+    write or plan. Every run of a day costs at least this."""
+    lic = config.licenses[0]
+    ttl = dt.timedelta(seconds=45)
+    ledger = make_ledger(engine, config, lic, purpose="call", clock=clock)
+    with make_client(config, lic, ledger) as client:
+        client.fetch("get-tables")  # the credential probe, once per process
+        started = time.thread_time()
+        for _ in range(n):
+            now = clock()
+            with engine.begin() as conn:
+                assert claim_on(conn, lic.name, "__cheapest__", "bench:0:0", now, ttl).taken
+            page = client.fetch("get-tables")
+            with engine.begin() as conn:
+                archive.keep(conn, lic.name, "get-tables", None, page, kind=archive.FULL_LIST,
+                             state={}, counts=Counts(unchanged=len(page.records)),
+                             received_at=now)
+                finish_on(conn, lic.name, "__cheapest__", "bench:0:0", next_run_at=now,
+                          last_attempt_at=now, last_success_at=now)
+        return (time.thread_time() - started) / n
 
 
 class Clock:
@@ -318,6 +353,19 @@ def main() -> None:
           f"{kept['stored_bytes'] / len(names) / 1024:.1f} KiB stored per license-day "
           "(the history's answers are all kept)")
     assert max(spent.values()) <= budget, "the budget was passed"
+    # Last, on a simulator of its own and the next API day: it spends requests and
+    # archives answers, which the figures above must not count.
+    floor_sim = Simulator(generate(seed=args.seed, orders=10, anchor=day),
+                          licenses={names[0]: TOKEN}, clock=clock)
+    config = config.model_copy(update={"api": ApiConfig(base_url=floor_sim.start())})
+    try:
+        cheapest = cheapest_run_cpu(engine, config, clock)
+    finally:
+        floor_sim.stop()
+    floor = runs * (cheapest + fire)
+    print(f"the cheapest run this design allows (an unchanged answer: 6 statements in 4 "
+          f"transactions, one request, nothing parsed or planned) costs {cheapest * 1e3:.2f} ms "
+          f"here: {runs} of them and their fires are {floor / len(names):.2f} s per license-day")
     engine.dispose()
     tmp.cleanup()
 
