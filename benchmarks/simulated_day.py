@@ -94,20 +94,33 @@ class SimulatorCpu:
 
 
 class RunShape:
-    """Statements and transactions the job runs send (SQLAlchemy's engine events,
-    counted only while a job runs: the harness's own queries are not)."""
+    """Statements and transactions the job runs send, counted only while a job runs
+    (the harness's own queries are not): transactions by SQLAlchemy's commit event;
+    statements by its cursor events on SQLite, on Postgres on psycopg's cursors (the
+    loader sends its upserts and COPYs on the driver's cursor, past SQLAlchemy)."""
 
     def __init__(self, engine: Any) -> None:
         self.on = False
         self.statements = self.commits = 0
 
-        @event.listens_for(engine, "before_cursor_execute")
-        def _statement(*_args: Any) -> None:
-            self.statements += self.on
-
         @event.listens_for(engine, "commit")
         def _commit(*_args: Any) -> None:
             self.commits += self.on
+
+        if engine.dialect.name != "postgresql":
+            @event.listens_for(engine, "before_cursor_execute")
+            def _statement(*_args: Any) -> None:
+                self.statements += self.on
+            return
+        for name in ("execute", "executemany", "copy"):
+            setattr(psycopg.Cursor, name, self._counted(getattr(psycopg.Cursor, name)))
+
+    def _counted(self, function: Any) -> Any:
+        @functools.wraps(function)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.statements += self.on
+            return function(*args, **kwargs)
+        return counted
 
 
 class CpuParts:
