@@ -218,9 +218,9 @@ class Simulator:
         """Serve until KeyboardInterrupt (the `syncer simulate` command); `on_start`
         gets the base URL once listening (port 0 picks a free port)."""
         url = self.start(host, port)
-        if on_start is not None:
-            on_start(url)
-        try:
+        try:  # from here on a Ctrl-C stops it cleanly, even while the banner prints
+            if on_start is not None:
+                on_start(url)
             while not self._stopping.wait(1.0):
                 pass
         except KeyboardInterrupt:
