@@ -243,39 +243,39 @@ def finish_on(conn: Connection, license: str, job: str, owner: str, **values: An
                  {"license": license, "resource": job, "holder": owner, **values})
 
 
-def renew(engine: Engine, owner: str, now: dt.datetime, ttl: dt.timedelta) -> None:
-    """Push back the expiry of every lease and lock `owner` holds."""
+def _update_held(engine: Engine, owner: str, values: Callable[[_Home], dict[str, Any]]) -> None:
+    """Set `values(home)` on every lease and lock `owner` holds."""
     with engine.begin() as conn:
         for home in (JOB_LEASES, LOCKS):
-            c = home.table.c
-            conn.execute(update(home.table).where(c[home.owner] == owner)
-                         .values({home.expires: now + ttl}))
+            conn.execute(update(home.table).where(home.table.c[home.owner] == owner)
+                         .values(values(home)))
+
+
+def renew(engine: Engine, owner: str, now: dt.datetime, ttl: dt.timedelta) -> None:
+    """Push back the expiry of every lease and lock `owner` holds."""
+    _update_held(engine, owner, lambda home: {home.expires: now + ttl})
 
 
 def let_go_all(engine: Engine, owner: str) -> None:
     """Let go of every lease and lock `owner` holds (a daemon stopping)."""
-    with engine.begin() as conn:
-        for home in (JOB_LEASES, LOCKS):
-            c = home.table.c
-            conn.execute(update(home.table).where(c[home.owner] == owner)
-                         .values({home.owner: None, home.expires: None}))
+    _update_held(engine, owner, lambda home: {home.owner: None, home.expires: None})
 
 
 def next_run_after(conn: Connection, config: Config, license: LicenseConfig, job: str,
                    ran_at: dt.datetime, now: dt.datetime,
                    jobs: Sequence[JobSpec] = DEFAULT_JOBS,
-                   spent: tuple[dt.date, int] | None = None,
-                   hours: OpeningHours | None = None) -> dt.datetime:
+                   spent: tuple[dt.date, int] | None = None, *,
+                   hours: OpeningHours) -> dt.datetime:
     """When the planner runs `job` next, planned from its run at `ran_at` (not stored
     yet); `spent`: the day's count as a spend just returned it (API day, count), read
     here when it is of another day or None. A job's next run depends on its own last
     run and the day's count only (`planner.plan`), so the other jobs' runs are not read.
-    `hours`: the config's opening hours, parsed (the caller keeps them)."""
+    `hours`: the config's opening hours, parsed once by the caller."""
     tz = config.api.tz
     day = api_day(now, tz)
     count = spent[1] if spent is not None and spent[0] == day else \
         spent_today(conn, license.name, day)
-    planned = plan(jobs, now=now, tz=tz, hours=hours or config.schedule.hours(), spent=count,
+    planned = plan(jobs, now=now, tz=tz, hours=hours, spent=count,
                    spendable=config.spendable(license), last_runs={job: ran_at})
     return planned.next_run[job]
 

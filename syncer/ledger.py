@@ -193,7 +193,7 @@ class Ledger:
         day = api_day(now, self.tz)
         with self.engine.begin() as conn:
             if probe:  # unproven credentials: told apart from a near IP block first
-                self._refuse_if_stopped(license_status(conn, self.license, self.fingerprint), now)
+                self._refuse_if_stopped(conn, now)
                 self._refuse_near_ip_block(conn, now)
             # One atomic statement: replicas and backfills never pass the cap together,
             # and a stopped license spends nothing.
@@ -202,7 +202,7 @@ class Ledger:
                 {"lic": self.license, "day": day, "cap": self.cap, "now": now,
                  "fingerprint": self.fingerprint}).first()
             if spend is None:
-                self._refuse_if_stopped(license_status(conn, self.license, self.fingerprint), now)
+                self._refuse_if_stopped(conn, now)
                 allowed = ("the whole daily_budget" if self.purpose in MAY_USE_RESERVE
                            else "daily_budget - reserve")
                 raise BudgetExhausted(
@@ -223,7 +223,10 @@ class Ledger:
         self.last_spent = (day, int(spent))
         return int(ledger_id), bool(refusal_stored)
 
-    def _refuse_if_stopped(self, status: LicenseStatus, now: dt.datetime) -> None:
+    def _refuse_if_stopped(self, conn: Connection, now: dt.datetime) -> None:
+        """Raise LicenseStopped when the license's stored state stops it (its credentials
+        refused, or a block in force), saying which."""
+        status = license_status(conn, self.license, self.fingerprint)
         if status.auth_rejected:
             raise LicenseStopped(
                 f"license {self.license!r}: credentials were refused ({status.auth_reason}); "

@@ -1,10 +1,9 @@
 """The ledger's spend: one statement that counts a request only for a license that is
-not stopped, on both databases."""
+not stopped, on both databases (conftest's `engine`: migrated, per `db_url`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,7 +11,7 @@ from sqlalchemy import Engine, select
 
 from syncer import tables as t
 from syncer.client import BudgetExhausted, LicenseStopped, Outcome, RequestInfo
-from syncer.db import make_engine, migrate, upsert
+from syncer.db import upsert
 from syncer.ledger import Ledger
 from tests.conftest import LICENSE
 
@@ -26,14 +25,6 @@ class Clock:
 
     def __call__(self) -> dt.datetime:
         return self.now
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def spent(engine: Engine, day: dt.date) -> int | None:
