@@ -283,7 +283,7 @@ def _now() -> dt.datetime:
 def run_ceiling(db: Database, path: Path) -> dict[str, Any]:
     """Decode, minimal typed rows, plain COPY (Postgres) or executemany INSERT (SQLite),
     into the same empty tables, in one transaction."""
-    from syncer.load import _copy_rows
+    from syncer.dialects.postgres import copy_rows
 
     rows = 0
     spent = {"decode": 0.0, "parse": 0.0, "database": 0.0}
@@ -303,7 +303,7 @@ def run_ceiling(db: Database, path: Path) -> dict[str, Any]:
             for name, tuples in typed.items():
                 columns = CEILING_COLUMNS[name]
                 if cur is not None:
-                    _copy_rows(cur, name, columns, tuples)
+                    copy_rows(cur, name, columns, tuples)
                 else:
                     conn.execute(sa.insert(by_name[name]), [dict(zip(columns, t, strict=True))
                                                             for t in tuples])

@@ -51,8 +51,9 @@ from syncer import sync as sync_module
 from syncer import tables as t
 from syncer.backfill import Backfill
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
-from syncer.daemon import Daemon, claim_on, finish_on, make_scheduler
+from syncer.daemon import Daemon, make_scheduler
 from syncer.db import make_engine, migrate
+from syncer.leases import claim_on, finish_on
 from syncer.load import Counts
 from syncer.resources import RESOURCES
 from syncer.runtime import make_client, make_ledger
@@ -167,10 +168,10 @@ class CpuParts:
 
 def cheapest_run_cpu(engine: Any, config: Config, clock: Clock, n: int = 200) -> float:
     """CPU seconds, on the calling thread, of the cheapest job run this design allows,
-    measured with the real parts: the lease claimed (`daemon.claim_on`); one request
+    measured with the real parts: the lease claimed (`leases.claim_on`); one request
     through the real client and ledger (the spend and the ledger row committed before it
     leaves, its outcome after: rules 1 and 8); the answer archived and the job's state,
-    next run and lease stored in one transaction (`archive.keep`, `daemon.finish_on`).
+    next run and lease stored in one transaction (`archive.keep`, `leases.finish_on`).
     The answer is a list equal to the last one (the tables list): nothing to parse,
     write or plan. Every run of a day costs at least this."""
     lic = config.licenses[0]

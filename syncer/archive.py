@@ -70,7 +70,7 @@ _ANSWER_COLUMNS = ("license", "function", "params", "params_key", "kind", "state
                    "received_at", "records", "written", "quarantined")
 
 
-def _repeat_statement(_dialect: str) -> Any:
+def _repeat_statement(_dialect: object) -> Any:
     """One statement for an answer equal to the previous one of its parameters: the
     answer row is inserted referring to that answer's body when the body's hash is the
     new answer's (no row is inserted, and none returned, otherwise)."""

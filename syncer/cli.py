@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import click
 from alembic.runtime.migration import MigrationContext
@@ -33,10 +32,10 @@ from rich.progress import (
 from rich.table import Column
 from rich.table import Table as RichTable
 from rich.text import Text
-from sqlalchemy import Engine, false, func, make_url, select, update
+from sqlalchemy import Engine, false, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncer import outcomes, reports
+from syncer import dialects, outcomes, reports
 from syncer import resources as res
 from syncer import tables as t
 from syncer.backfill import INTERRUPTED, INTERRUPTED_NOTE, Backfill, Reporter, Summary
@@ -56,7 +55,6 @@ from syncer.db import (
     error_summary,
     make_engine,
     migrate,
-    normalize_url,
 )
 from syncer.ledger import api_day, license_status, utcnow
 from syncer.load import Counts
@@ -184,17 +182,14 @@ def open_database(config: Config, *, migrate_first: bool = True, existing: bool 
     """The configured database, migrated. `existing`: for commands that only read (status,
     report), a SQLite file that is not there is a typo in the path, not a new database."""
     if existing:
-        url = make_url(normalize_url(config.database.url))
-        if url.get_backend_name() == "sqlite" and url.database:
-            # sqlite:///path, or a URI (sqlite:///file:path?mode=ro&uri=true)
-            path = (urlsplit(url.database).path if url.query.get("uri") == "true"
-                    and url.database.startswith("file:") else url.database)
-            if not Path(path).exists():
-                origin = ("$SYNCER_DATABASE_URL"
-                          if os.environ.get("SYNCER_DATABASE_URL") == config.database.url
-                          else f"database.url in {config.source}")
-                fail(f"no database at {path} ({origin}); check the "
-                     "path, or load data first with `syncer backfill`")
+        url = dialects.with_driver(config.database.url)
+        path = dialects.for_url(url).database_file(url)
+        if path is not None and not path.exists():
+            origin = ("$SYNCER_DATABASE_URL"
+                      if os.environ.get("SYNCER_DATABASE_URL") == config.database.url
+                      else f"database.url in {config.source}")
+            fail(f"no database at {path} ({origin}); check the "
+                 "path, or load data first with `syncer backfill`")
     try:
         engine = make_engine(config.database.url)
         ctx = click.get_current_context(silent=True)
@@ -855,6 +850,7 @@ def _resources_of(names: Sequence[str]) -> list[res.Resource]:
 def rebuild(state: State, license_names: tuple[str, ...], resource_names: tuple[str, ...]) -> None:
     """Re-derive the synced tables from the response archive with this version's parser;
     sends no request. Interrupted, a rerun finishes it."""
+    from syncer.leases import Held  # noqa: PLC0415
     from syncer.rebuild import RebuildRefused  # noqa: PLC0415
     from syncer.rebuild import rebuild as rebuild_license  # noqa: PLC0415
 
@@ -865,7 +861,7 @@ def rebuild(state: State, license_names: tuple[str, ...], resource_names: tuple[
     for lic in licenses:
         try:
             result = rebuild_license(engine, config, lic, chosen)
-        except RebuildRefused as exc:
+        except (RebuildRefused, Held) as exc:
             fail(str(exc))
         table = RichTable(title=f"Rebuild of {lic.name}" + (" (resumed)" if result.resumed else ""))
         for name in ("resource", "inserted", "updated", "unchanged", "deleted", "quarantined"):
@@ -892,6 +888,7 @@ def reset(state: State, resource_names: tuple[str, ...], license_names: tuple[st
           since: dt.datetime | None, drop_rows: bool, yes: bool) -> None:
     """Forget resources' sync state so they are pulled again (full refresh); rows stay
     unless --drop-rows."""
+    from syncer.leases import Held  # noqa: PLC0415
     from syncer.rebuild import RebuildRefused  # noqa: PLC0415
     from syncer.reset import reset as reset_license  # noqa: PLC0415
     from syncer.reset import since_applies  # noqa: PLC0415
@@ -914,7 +911,7 @@ def reset(state: State, resource_names: tuple[str, ...], license_names: tuple[st
         try:
             results = reset_license(engine, config, lic, chosen,
                                     since=since.date() if since else None, drop_rows=drop_rows)
-        except RebuildRefused as exc:
+        except (RebuildRefused, Held) as exc:
             fail(str(exc))
         except (CloudPosError, RequestRefused) as exc:
             fail(f"{lic.name}: the state was reset, but finding where --since starts failed: "

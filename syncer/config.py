@@ -36,6 +36,7 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from syncer import dialects
 from syncer.db import shown_url
 from syncer.planner import OpeningHours
 from syncer.resources import BY_NAME
@@ -67,17 +68,18 @@ class DatabaseConfig(_Strict):
     @classmethod
     def _lasting(cls, value: str) -> str:
         text = value.strip()
-        if text.startswith("sqlite") and (text.rstrip("/").endswith(("sqlite:", ":memory:"))
-                                          or "mode=memory" in text):
-            raise ValueError("an in-memory SQLite database forgets the data and the request "
-                             "ledger (the budget) at exit; give a file, e.g. sqlite:///cloudpos.db")
         try:
-            backend = make_url(text).get_backend_name()
+            url = make_url(text)
+            dialect = dialects.for_url(url)
         except ArgumentError:
             raise Invalid("", f"not a database URL: {shown_url(text)!r} (e.g. "
                           "sqlite:///cloudpos.db or postgresql://user@host/db)") from None
-        if backend not in ("sqlite", "postgresql"):
-            raise Invalid("", f"unsupported database {backend!r}; use sqlite or postgresql")
+        except dialects.UnsupportedDatabase:
+            raise Invalid("", f"unsupported database {url.get_backend_name()!r}; use one of: "
+                          f"{dialects.SUPPORTED}") from None
+        if dialect.forgetful(url):
+            raise ValueError("an in-memory SQLite database forgets the data and the request "
+                             "ledger (the budget) at exit; give a file, e.g. sqlite:///cloudpos.db")
         return value
 
 

@@ -15,19 +15,16 @@ stored, so a job runs in one place at a time and never twice for one due time. A
 replica that dies leaves leases that expire after `schedule.lease_seconds` (45 s):
 another replica takes its jobs over at their next due time. SQLite is
 single-process: a second daemon on the same file is refused (the process lock
-`DAEMON_LOCK` in `job_lease`).
+`leases.lock_writer`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
 import threading
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,13 +32,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import (
     Connection,
     Engine,
-    Table,
-    and_,
     bindparam,
-    case,
     func,
-    null,
-    or_,
     select,
     text,
     update,
@@ -53,8 +45,19 @@ from syncer import jobs as registry
 from syncer import tables as t
 from syncer.client import Cancelled, CloudPosError, RequestRefused
 from syncer.config import Config, LicenseConfig
-from syncer.db import error_summary, prepared, upsert_statement
+from syncer.db import error_summary, prepared
+from syncer.dialects.types import UtcDateTime
 from syncer.jobs import DEFAULT_JOBS, Job, Kind
+from syncer.leases import (
+    claim_on,
+    finish_on,
+    let_go_all,
+    lock_writer,
+    owner_id,
+    release,
+    renew,
+    unlock_writer,
+)
 from syncer.ledger import Clock, api_day, spent_today, utcnow
 from syncer.load import Counts
 from syncer.outcomes import Scope
@@ -65,200 +68,8 @@ from syncer.sync import PullResult, Sync, WindowWalk, parse_context, save_state
 
 log = logging.getLogger("syncer.daemon")
 
-DAEMON_LOCK = "__daemon__"  # the process lock of SQLite's one daemon
-
-
 class DaemonConflict(Exception):
-    """Another daemon already runs on this SQLite database."""
-
-
-def _this_host() -> str:
-    """The host name, with the PID namespace where there is one: two containers may
-    share a host name, never a PID namespace."""
-    try:
-        return f"{socket.gethostname()}/{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return socket.gethostname()
-
-
-def owner_id() -> str:
-    """`host:pid:random`: who holds a lease, and whether it can still be alive."""
-    return f"{_this_host()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def _dead_here(owner: str | None) -> bool:
-    """Whether `owner` was a process on this host that no longer runs (a crash, a
-    SIGKILL): its leases need not wait for their expiry."""
-    if owner is None:
-        return False
-    host, pid_text, _ = [*owner.rsplit(":", 2), "", ""][:3]
-    if host != _this_host() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # it exists, but belongs to someone else
-        return False
-    return False
-
-
-# --- leases ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Home:
-    """Where leases are kept: a table, its two key columns, its holder and its expiry."""
-
-    table: Table
-    keys: tuple[str, str]
-    owner: str
-    expires: str
-
-
-# Jobs' leases, beside the due time they guard; process locks (SQLite's one daemon).
-JOB_LEASES = _Home(t.sync_state, ("license", "resource"), "lease_owner", "lease_expires_at")
-LOCKS = _Home(t.job_lease, ("license", "job"), "owner", "expires_at")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a claim found. Taken: the lease is ours, `state` the job's sync_state row
-    (None for a lock). Not taken: `due_at` is the job's stored next run when it is not
-    due yet (a replica just ran it), None when a live process holds the lease."""
-
-    taken: bool
-    state: Any = None
-    due_at: dt.datetime | None = None
-
-
-def _claim_statement(home: _Home, due: bool) -> Callable[[str], Any]:
-    """One statement: a new row is ours; a stored one only if its lease is free, expired
-    or ours and, with `due`, the job's next run has come. Returns the row when taken."""
-    def build(dialect: str) -> Any:
-        c = home.table.c
-        now = bindparam("now", type_=t.UtcDateTime())
-        stmt = upsert_statement(dialect, home.table)
-        free = or_(c[home.owner].is_(None), c[home.owner] == stmt.excluded[home.owner],
-                   c[home.expires] < now)
-        if due:
-            free = and_(free, or_(c.next_run_at.is_(None), c.next_run_at <= now))
-        return stmt.on_conflict_do_update(
-            index_elements=list(home.keys),
-            set_={home.owner: stmt.excluded[home.owner],
-                  home.expires: stmt.excluded[home.expires]},
-            where=free,
-        ).returning(*home.table.c)
-    return build
-
-
-def _claim(conn: Connection, home: _Home, license: str, job: str, owner: str,
-           now: dt.datetime, ttl: dt.timedelta, *, due: bool) -> Claim:
-    lic, name = home.keys
-    row = conn.execute(prepared(conn, ("claim", home.table.name, due), _claim_statement(home, due)), {
-        lic: license, name: job, home.owner: owner, home.expires: now + ttl, "now": now}).first()
-    if row is not None:
-        return Claim(True, row if home is JOB_LEASES else None)
-    c = home.table.c
-    where = (c[lic] == license, c[name] == job)
-    stored = conn.execute(select(*home.table.c).where(*where)).first()
-    if stored is None:  # deleted in between (a reset): nothing to run
-        return Claim(False)
-    if due and stored.next_run_at is not None and stored.next_run_at > now:
-        return Claim(False, due_at=stored.next_run_at)
-    held_by = stored._mapping[home.owner]
-    if not _dead_here(held_by):
-        return Claim(False)
-    # Atomic: the UPDATE names the holder it replaces.
-    row = conn.execute(update(home.table).where(*where, c[home.owner] == held_by)
-                       .values({home.owner: owner, home.expires: now + ttl})
-                       .returning(*home.table.c)).first()
-    if row is None:
-        return Claim(False)
-    log.info("%s/%s: took over the lease of %s, which no longer runs", license, job, held_by)
-    return Claim(True, row if home is JOB_LEASES else None)
-
-
-def claim_on(conn: Connection, license: str, job: str, owner: str, now: dt.datetime,
-             ttl: dt.timedelta) -> Claim:
-    """Take the job's lease, on the caller's transaction, if the job is due and its lease
-    is free, expired, ours, or held by a dead process of this host; the job's state
-    comes with it (one statement in the common case)."""
-    return _claim(conn, JOB_LEASES, license, job, owner, now, ttl, due=True)
-
-
-def _home(license: str) -> _Home:
-    """License "*" names a process lock, any other a job's lease."""
-    return LOCKS if license == "*" else JOB_LEASES
-
-
-def claim(engine: Engine, license: str, job: str, owner: str, now: dt.datetime,
-          ttl: dt.timedelta) -> bool:
-    """Take a job's lease whether or not it is due (a rebuild or reset keeps the daemon
-    off the job while it works), or with license "*" the process lock `job`."""
-    with engine.begin() as conn:
-        return _claim(conn, _home(license), license, job, owner, now, ttl, due=False).taken
-
-
-def release(engine: Engine, license: str, job: str, owner: str) -> None:
-    """Let go of a lease (or, license "*", a process lock) if it is still ours."""
-    with engine.begin() as conn:
-        _let_go(conn, _home(license), license, job, owner)
-
-
-def holder(engine: Engine, license: str, job: str) -> str | None:
-    """Who holds a job's lease (license "*": the process lock `job`), for messages."""
-    home = _home(license)
-    c = home.table.c
-    with engine.connect() as conn:
-        return conn.execute(select(c[home.owner]).where(
-            c[home.keys[0]] == license, c[home.keys[1]] == job)).scalar()
-
-
-def _let_go(conn: Connection, home: _Home, license: str, job: str, owner: str) -> None:
-    c = home.table.c
-    lic, name = home.keys
-    conn.execute(prepared(conn, ("release", home.table.name), lambda _: update(home.table).where(
-        c[lic] == bindparam("lic"), c[name] == bindparam("name"),
-        c[home.owner] == bindparam("holder")).values({home.owner: None, home.expires: None})),
-        {"lic": license, "name": job, "holder": owner})
-
-
-def finish_on(conn: Connection, license: str, job: str, owner: str, **values: Any) -> None:
-    """Store the job's state after its run (`values`: its next run and what the run
-    moved) and let go of its lease if it is still ours: one statement."""
-    def build(dialect: str) -> Any:
-        c = t.sync_state.c
-        stmt = upsert_statement(dialect, t.sync_state)
-        ours = c.lease_owner == bindparam("holder")
-        set_: dict[str, Any] = {k: stmt.excluded[k] for k in values}
-        set_["lease_owner"] = case((ours, null()), else_=c.lease_owner)
-        set_["lease_expires_at"] = case((ours, null()), else_=c.lease_expires_at)
-        return stmt.on_conflict_do_update(index_elements=["license", "resource"], set_=set_)
-
-    conn.execute(prepared(conn, ("finish", tuple(values)), build),
-                 {"license": license, "resource": job, "holder": owner, **values})
-
-
-def _update_held(engine: Engine, owner: str, values: Callable[[_Home], dict[str, Any]]) -> None:
-    """Set `values(home)` on every lease and lock `owner` holds."""
-    with engine.begin() as conn:
-        for home in (JOB_LEASES, LOCKS):
-            conn.execute(update(home.table).where(home.table.c[home.owner] == owner)
-                         .values(values(home)))
-
-
-def renew(engine: Engine, owner: str, now: dt.datetime, ttl: dt.timedelta) -> None:
-    """Push back the expiry of every lease and lock `owner` holds."""
-    _update_held(engine, owner, lambda home: {home.expires: now + ttl})
-
-
-def let_go_all(engine: Engine, owner: str) -> None:
-    """Let go of every lease and lock `owner` holds (a daemon stopping)."""
-    _update_held(engine, owner, lambda home: {home.owner: None, home.expires: None})
+    """Another daemon already runs on this single-writer (SQLite) database."""
 
 
 def next_run_after(conn: Connection, config: Config, license: LicenseConfig, job: str,
@@ -601,7 +412,7 @@ class Daemon:
                 state.license, state.resource, state.next_run_at).where(
                     state.license.in_(bindparam("names", expanding=True)),
                     *(() if every else
-                      (state.next_run_at <= bindparam("now", type_=t.UtcDateTime()),))))
+                      (state.next_run_at <= bindparam("now", type_=UtcDateTime()),))))
             rows = conn.execute(stmt, {**self._scope, "now": now}).all()
         stored = {(r.license, r.resource): r.next_run_at for r in rows}
         if not every:
@@ -633,26 +444,24 @@ class Daemon:
 
     def run_once(self) -> list[RunResult]:
         """`syncer run --once`: the due jobs, under the same one-daemon rule as `start`."""
-        self._claim_sqlite()
+        self._lock_writer()
         try:
             return self.run_due()
         finally:
-            release(self.engine, "*", DAEMON_LOCK, self.owner)
+            unlock_writer(self.engine, self.owner)
 
-    def _claim_sqlite(self) -> None:
-        """SQLite has one writer: one daemon (or `run --once`) per database file. A
-        holder that crashed on this host is taken over at once, not after its lease."""
-        if self.engine.dialect.name != "sqlite" or claim(
-                self.engine, "*", DAEMON_LOCK, self.owner, self.clock(), self.ttl):
-            return
-        other = holder(self.engine, "*", DAEMON_LOCK)
-        raise DaemonConflict(
-            f"another `syncer run` ({other}) already uses this SQLite database; SQLite "
-            "supports one daemon. Use Postgres to run replicas.")
+    def _lock_writer(self) -> None:
+        """A single-writer database (SQLite) has one daemon (or `run --once`) per file.
+        A holder that crashed on this host is taken over at once, not after its lease."""
+        other = lock_writer(self.engine, self.owner, self.clock(), self.ttl)
+        if other is not None:
+            raise DaemonConflict(
+                f"another `syncer run` ({other}) already uses this SQLite database; SQLite "
+                "supports one daemon. Use Postgres to run replicas.")
 
     def start(self) -> None:
         now = self.clock()
-        self._claim_sqlite()
+        self._lock_writer()
         for lic in self.licenses:
             for job, when in lic.due_times().items():
                 self._schedule(lic, job, when or now)

@@ -1,4 +1,5 @@
-"""Engines and migrations for SQLite (embedded default) and Postgres (production)."""
+"""Engines, statement helpers and migrations, on whichever database the URL names
+(the differences live in `syncer.dialects`)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from importlib import resources as importlib_resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, Table, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 
+from syncer import dialects
 from syncer.redact import redact
+
+if TYPE_CHECKING:
+    from syncer.dialects.base import Dialect
 
 log = logging.getLogger("syncer.db")
 
@@ -36,63 +40,22 @@ def dumps(value: Any, *, ensure_ascii: bool = False) -> str:
     return json.dumps(value, sort_keys=True, default=_json_default, ensure_ascii=ensure_ascii)
 
 
-def _with_driver(url: str | URL) -> URL:
-    """Use psycopg 3 for plain postgresql:// URLs."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
 def normalize_url(url: str) -> str:
-    """Use psycopg 3 for plain postgresql:// URLs."""
-    return _with_driver(url).render_as_string(hide_password=False)
+    """The URL with the driver we use where it names none (`dialects.with_driver`)."""
+    return dialects.with_driver(url).render_as_string(hide_password=False)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine tuned for this workload on either database."""
-    url = normalize_url(url)
-    dialect = make_url(url).get_backend_name()
-    if dialect == "sqlite":
-        engine = create_engine(
-            url, json_serializer=dumps, connect_args={"timeout": 30}, **kwargs
-        )
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        return engine
-    if dialect == "postgresql":
-        # prepare_threshold=None: psycopg would otherwise prepare statements after
-        # 5 runs and could keep a plan made while the tables were tiny (pitfalls.md).
-        # timezone=UTC: timestamptz values arrive in UTC (datetime.UTC itself), so
-        # reading one needs no conversion (tables.UtcDateTime); no SQL of ours depends
-        # on the session's zone (the views convert with explicit zones).
-        # The URL's own `options` (a search_path, say) are kept, after ours.
-        given = make_url(url).query.get("options") or ""
-        options = " ".join(["-c timezone=UTC", *([given] if isinstance(given, str) else given)])
-        engine = create_engine(
-            url,
-            json_serializer=dumps,
-            pool_use_lifo=True,
-            connect_args={"prepare_threshold": None, "options": options},
-            **kwargs,
-        )
-        _ping_when_idle(engine)
-        return engine
-    raise ValueError(f"unsupported database {dialect!r} in database.url; use sqlite or postgresql")
+    """An engine tuned for this workload on the URL's database (`Dialect.make_engine`)."""
+    parsed = dialects.with_driver(url)
+    return dialects.for_url(parsed).make_engine(parsed, **kwargs)
 
 
 # A pooled connection unused for this long is pinged before it is lent again.
 IDLE_PING_SECONDS = 5.0
 
 
-def _ping_when_idle(engine: Engine) -> None:
+def ping_when_idle(engine: Engine) -> None:
     """Ping a pooled connection before lending it only when it lay idle for
     `IDLE_PING_SECONDS` (SQLAlchemy's pessimistic disconnect handling, through the
     pool's `checkout` event). `pool_pre_ping` pings at every checkout: one round trip
@@ -134,27 +97,21 @@ def shown_url(url: str | URL) -> str:
     """A database URL as every message shows it: the password as `***`, tokens masked.
     A text that does not parse as a URL is masked the same way."""
     try:
-        text = _with_driver(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        text = dialects.with_driver(url).render_as_string(hide_password=True)
+    except (ArgumentError, dialects.UnsupportedDatabase):
         text = _PASSWORD_IN_URL.sub(r"\1***@", str(url))
     return redact(text)
 
 
-_NO_DATABASE = re.compile(r'database "([^"]+)" does not exist')
-
-
 def connect_problem(url: str | URL, exc: BaseException) -> str:
     """One line saying why the database at `url` cannot be used, and what to run when
-    that is clear (a Postgres database that was never created)."""
-    text = error_summary(exc)
-    missing = _NO_DATABASE.search(str(getattr(exc, "orig", None) or exc))
-    if missing:
-        parsed = make_url(url)
-        flags = "".join(f" {flag} {value}" for flag, value in (
-            ("-h", parsed.host), ("-p", parsed.port), ("-U", parsed.username)) if value)
-        return (f"database {shown_url(url)}: database {missing.group(1)!r} does not exist; "
-                f"create it with `createdb{flags} {missing.group(1)}` and run the command again")
-    return f"database {shown_url(url)}: {text}"
+    that is clear (a database that was never created)."""
+    try:
+        parsed = dialects.with_driver(url)
+        hint = dialects.for_url(parsed).missing_database_hint(parsed, exc)
+    except (ArgumentError, dialects.UnsupportedDatabase):
+        hint = None
+    return f"database {shown_url(url)}: {hint or error_summary(exc)}"
 
 
 def describe(engine: Engine) -> str:
@@ -170,38 +127,25 @@ def describe(engine: Engine) -> str:
 _PREPARED: dict[tuple[Any, ...], Any] = {}
 
 
-def prepared(conn: Connection, key: tuple[Any, ...], build: Callable[[str], Any]) -> Any:
-    """The statement `build(dialect name)` makes, made once per dialect and `key`
-    (execute it with a dict of its bind parameters)."""
-    full = (conn.dialect.name, *key)
+def prepared(conn: Connection, key: tuple[Any, ...], build: Callable[[Dialect], Any]) -> Any:
+    """The statement `build(the database's dialect module)` makes, made once per
+    database and `key` (execute it with a dict of its bind parameters)."""
+    dialect = dialects.of(conn)
+    full = (dialect, *key)
     stmt = _PREPARED.get(full)
     if stmt is None:
-        stmt = _PREPARED[full] = build(conn.dialect.name)
+        stmt = _PREPARED[full] = build(dialect)
     return stmt
-
-
-def upsert_statement(dialect: str, table: Table) -> Any:
-    """The dialect's INSERT (which knows `ON CONFLICT`) of `table`."""
-    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 def upsert(conn: Connection, table: Table, row: Mapping[str, Any],
            update: Sequence[str] | None = None) -> None:
     """INSERT `row`, or where its primary key is taken UPDATE the stored row's `update`
     columns (default: every column of `row` outside the key; none: leave the stored row
-    as it is) to `row`'s values: one atomic statement on either database, built once
-    per table and set of columns."""
+    as it is) to `row`'s values: one atomic statement on every database."""
     key_names = [c.name for c in table.primary_key.columns]
     changed = tuple(update) if update is not None else tuple(k for k in row if k not in key_names)
-
-    def build(dialect: str) -> Any:
-        stmt = upsert_statement(dialect, table)
-        if not changed:
-            return stmt.on_conflict_do_nothing()
-        return stmt.on_conflict_do_update(index_elements=key_names,
-                                          set_={k: stmt.excluded[k] for k in changed})
-
-    conn.execute(prepared(conn, ("upsert", table.name, tuple(row), changed), build), dict(row))
+    dialects.of(conn).upsert(conn, table, row, changed)
 
 
 def migrations_dir() -> Path:

@@ -27,12 +27,12 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, bindparam, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
-from syncer import outcomes
+from syncer import dialects, outcomes
 from syncer import tables as t
 from syncer.client import BudgetExhausted, LicenseStopped, Outcome, RequestInfo
-from syncer.db import prepared, upsert, upsert_statement
+from syncer.db import prepared, upsert
 from syncer.outcomes import Kept
 from syncer.planner import next_midnight
 
@@ -63,28 +63,6 @@ class LicenseStatus:
     blocked_until: dt.datetime | None
     blocked_reason: str | None
     refusal_stored: bool = False  # a refusal of any credentials is stored for the license
-
-
-def _spend_statement(dialect: str) -> Any:
-    """Spend one request, only for a license not stopped: the day's first request
-    creates its budget row, each later one adds 1 while the count is below `:cap`.
-    Returns the new count and whether a refusal of any credentials is stored for the
-    license; no row when the license is stopped (its credentials refused, or a block in
-    force) or the day is spent. One statement where a read of the license's state and
-    the spend were two."""
-    budget, state = t.request_budget.c, t.license_state.c
-    now = bindparam("now", type_=t.UtcDateTime())
-    stopped = exists().where(state.license == bindparam("lic"), or_(
-        state.auth_rejected_fingerprint == bindparam("fingerprint"), state.blocked_until > now))
-    source = select(bindparam("lic", type_=budget.license.type),
-                    bindparam("day", type_=budget.day.type), literal(1)).where(~stopped)
-    refused = select(state.auth_rejected_fingerprint.is_not(None)).where(
-        state.license == bindparam("lic")).scalar_subquery()
-    stmt = upsert_statement(dialect, t.request_budget).from_select(
-        ["license", "day", "spent"], source)
-    return stmt.on_conflict_do_update(
-        index_elements=["license", "day"], set_={"spent": budget.spent + 1},
-        where=budget.spent < bindparam("cap")).returning(budget.spent, refused)
 
 
 def license_status(conn: Connection, license: str, fingerprint: str) -> LicenseStatus:
@@ -197,10 +175,9 @@ class Ledger:
                 self._refuse_near_ip_block(conn, now)
             # One atomic statement: replicas and backfills never pass the cap together,
             # and a stopped license spends nothing.
-            spend = None if self.cap < 1 else conn.execute(
-                prepared(conn, ("spend",), _spend_statement),
-                {"lic": self.license, "day": day, "cap": self.cap, "now": now,
-                 "fingerprint": self.fingerprint}).first()
+            spend = None if self.cap < 1 else dialects.of(conn).spend(
+                conn, license=self.license, day=day, cap=self.cap, now=now,
+                fingerprint=self.fingerprint)
             if spend is None:
                 self._refuse_if_stopped(conn, now)
                 allowed = ("the whole daily_budget" if self.purpose in MAY_USE_RESERVE
@@ -287,9 +264,7 @@ class Ledger:
                         update(t.request_budget)
                         .where(t.request_budget.c.license == self.license,
                                t.request_budget.c.day == api_day(now, self.tz))
-                        .values(spent=func.max(t.request_budget.c.spent, self.cap)
-                                if conn.dialect.name == "sqlite"
-                                else func.greatest(t.request_budget.c.spent, self.cap))
+                        .values(spent=dialects.of(conn).greatest(t.request_budget.c.spent, self.cap))
                     )
                 log.warning("license %r: %s; no requests until %s", self.license, meaning.words,
                             until.astimezone(self.tz).strftime("%Y-%m-%d %H:%M %Z"))

@@ -7,13 +7,12 @@ is cleared when they come back). Everything happens on the connection it is
 given: the caller's transaction also moves the cursor, so rows and state commit
 together.
 
-One interface, two ways, chosen by measurement (benchmarks/load.py):
-- Postgres: `COPY` into a temporary staging table, then one
-  `INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE (row) IS DISTINCT FROM
-  (excluded) RETURNING key, (xmax = 0)` per window, children deleted with one
-  `= ANY(keys)` and `COPY`-ed straight into their table. Per-row statements would
-  cost ~10x more on the wire and in the executor.
-- SQLite (in-process, no wire): executemany upserts with the same guard.
+One interface; how the parents are written is the database's (`syncer.dialects`):
+- the common way, here: the parents through the dialect's `write_parents` (SQLite:
+  executemany upserts guarded by `IS DISTINCT FROM`), the children of updated parents
+  replaced, the rows that left a full list marked;
+- a database with a faster way of its own takes the whole load (`Dialect.bulk_load`;
+  Postgres: `COPY`, chosen by measurement, benchmarks/load.py).
 """
 
 from __future__ import annotations
@@ -28,26 +27,21 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
 
-from psycopg import sql as pg_sql
 from sqlalchemy import (
-    JSON,
     Column,
     Connection,
-    Integer,
     Table,
     and_,
     bindparam,
     delete,
     insert,
-    null,
-    or_,
     select,
     tuple_,
     update,
 )
 
-from syncer import tables as t
-from syncer.db import dumps, prepared, upsert_statement
+from syncer import dialects
+from syncer.db import dumps, prepared
 from syncer.parse import Rows
 from syncer.resources import BY_TABLE
 
@@ -86,7 +80,7 @@ class Rejected:
     key: str | None = None
 
 
-def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -96,90 +90,39 @@ def key_columns(table: Table) -> list[Column[Any]]:
     return [c for c in table.primary_key.columns if c.name != "license"]
 
 
+def value_columns(table: Table) -> list[str]:
+    """The columns a load writes besides the key, `synced_at` and `deleted_at`."""
+    keys = {c.name for c in key_columns(table)}
+    return [c.name for c in table.columns
+            if c.name not in ("license", "synced_at", "deleted_at") and c.name not in keys]
+
+
 def _key_expr(table: Table) -> Any:
     cols = key_columns(table)
     return cols[0] if len(cols) == 1 else tuple_(*cols)
 
 
-def _key_of(row: dict[str, Any], names: Sequence[str]) -> Any:
+def key_of(row: dict[str, Any], names: Sequence[str]) -> Any:
     return row[names[0]] if len(names) == 1 else tuple(row[n] for n in names)
 
 
-def _existing_keys(conn: Connection, table: Table, license: str, keys: Sequence[Any]) -> set[Any]:
+def existing_keys(conn: Connection, table: Table, license: str, keys: Sequence[Any]) -> set[Any]:
     found: set[Any] = set()
     single = len(key_columns(table)) == 1
     if single:  # the common case, built once: one key column
         stmt = prepared(conn, ("existing", table.name), lambda _: select(*key_columns(table)).where(
             table.c.license == bindparam("lic"),
             key_columns(table)[0].in_(bindparam("keys", expanding=True))))
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys):
             found.update(r[0] for r in conn.execute(stmt, {"lic": license, "keys": list(chunk)}))
         return found
     expr = _key_expr(table)
-    for chunk in _chunks(keys):
+    for chunk in chunks(keys):
         result = conn.execute(
             select(*key_columns(table)).where(table.c.license == license, expr.in_(chunk))
         )
         found.update(tuple(r) for r in result)
     return found
-
-
-def _upsert_parents_statement(dialect: str, table: Table) -> Any:
-    """INSERT ... ON CONFLICT DO UPDATE ... WHERE (stored) IS DISTINCT FROM (new)
-    RETURNING key: only rows that changed are written (rule 3). Built once per table."""
-    names = [c.name for c in key_columns(table)]
-    full_list = "deleted_at" in table.c
-    value_cols = [c.name for c in table.columns
-                  if c.name not in ("license", "synced_at", "deleted_at") and c.name not in names]
-    stmt = upsert_statement(dialect, table)
-    excluded = stmt.excluded
-    current = [table.c[n] for n in value_cols]
-    incoming: list[Any] = [excluded[n] for n in value_cols]
-    if full_list:
-        current.append(table.c.deleted_at)
-        incoming.append(null())
-    changed = (
-        tuple_(*current).is_distinct_from(tuple_(*incoming))
-        if len(current) > 1
-        else or_(*(c.is_distinct_from(i) for c, i in zip(current, incoming, strict=True)))
-    )
-    set_: dict[str, Any] = {n: excluded[n] for n in value_cols}
-    set_["synced_at"] = excluded.synced_at
-    if full_list:
-        set_["deleted_at"] = null()
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.license, *key_columns(table)], set_=set_, where=changed
-    ).returning(*key_columns(table))
-
-
-def upsert_parents(
-    conn: Connection,
-    table: Table,
-    license: str,
-    rows: Sequence[dict[str, Any]],
-    now: dt.datetime,
-) -> tuple[Counts, list[Any], set[Any]]:
-    """Insert new rows, update changed ones, leave equal ones alone; return the counts,
-    the written keys and the keys that were stored before."""
-    counts = Counts()
-    if not rows:
-        return counts, [], set()
-    names = [c.name for c in key_columns(table)]
-    keys = [_key_of(r, names) for r in rows]
-    existing = _existing_keys(conn, table, license, keys)
-
-    stmt = prepared(conn, ("upsert_parents", table.name), lambda d: _upsert_parents_statement(d, table))
-    params = [{**r, "license": license, "synced_at": now} for r in rows]
-    written: list[Any] = []
-    single = len(names) == 1
-    for chunk in _chunks(params, 1000):
-        result = conn.execute(stmt, list(chunk))
-        written.extend(r[0] if single else tuple(r) for r in result)
-    inserted = sum(1 for k in written if k not in existing)
-    counts.inserted = inserted
-    counts.updated = len(written) - inserted
-    counts.unchanged = len(rows) - len(written)
-    return counts, written, existing
 
 
 def replace_children(
@@ -196,11 +139,11 @@ def replace_children(
     gone = prepared(conn, ("children_of", table.name), lambda _: delete(table).where(
         table.c.license == bindparam("lic"),
         table.c[parent_column].in_(bindparam("parents", expanding=True))))
-    for chunk in _chunks(parent_keys):
+    for chunk in chunks(parent_keys):
         conn.execute(gone, {"lic": license, "parents": list(chunk)})
     params = [{**r, "license": license, "synced_at": now} for r in rows]
     added = prepared(conn, ("insert", table.name), lambda _: insert(table))
-    for chunk in _chunks(params, 2000):
+    for chunk in chunks(params, 2000):
         conn.execute(added, list(chunk))
 
 
@@ -217,7 +160,7 @@ def mark_deleted(
     }
     gone = sorted(live - seen)
     expr = _key_expr(table)
-    for chunk in _chunks(gone):
+    for chunk in chunks(gone):
         conn.execute(
             update(table)
             .where(and_(table.c.license == license, expr.in_(chunk), table.c.deleted_at.is_(None)))
@@ -245,209 +188,36 @@ def load(
     names = [c.name for c in key_columns(parent)]
     # One record per key, the last one winning (as sequential upserts would end): one
     # statement may not touch a row twice, and children would collide.
-    records = list({_key_of(r.parent, names): r for r in records}.values())
-    if conn.dialect.name == "postgresql":
-        return _load_postgres(conn, parent, children, license, records, now, full_list=full_list,
-                              unparsed=unparsed)
-    counts, written, existing = upsert_parents(conn, parent, license,
-                                               [r.parent for r in records], now)
+    records = list({key_of(r.parent, names): r for r in records}.values())
+    dialect = dialects.of(conn)
+    bulk = dialect.bulk_load(conn, parent, children, license, records, now, full_list=full_list,
+                             unparsed=list(unparsed))
+    if bulk is not None:
+        return bulk
+    counts, written, existing = dialect.write_parents(conn, parent, license,
+                                                      [r.parent for r in records], now)
     if children and written:
         wanted = set(written)
         # Only updated parents can have stored children: children are written with their
         # parent, in its transaction (as on Postgres: a first load deletes nothing).
         updated = [k for k in written if k in existing]
         for child in children:
-            parent_column = _parent_column(parent)
+            parent_key = parent_column(parent)
             rows = [
                 row
                 for r in records
-                if _key_of(r.parent, names) in wanted
+                if key_of(r.parent, names) in wanted
                 for row in r.children.get(child.name, [])
             ]
-            replace_children(conn, child, parent_column, license, updated, rows, now)
+            replace_children(conn, child, parent_key, license, updated, rows, now)
     if full_list:
-        seen = {_key_of(r.parent, names) for r in records}
+        seen = {key_of(r.parent, names) for r in records}
         seen.update(key[0] if len(names) == 1 else key for key in unparsed)
         counts.deleted = mark_deleted(conn, parent, license, seen, now)
     return counts
 
 
-# --- Postgres: COPY into staging, one set-wise upsert ---------------------------------
-
-
-def _value_columns(table: Table) -> list[str]:
-    keys = {c.name for c in key_columns(table)}
-    return [c.name for c in table.columns
-            if c.name not in ("license", "synced_at", "deleted_at") and c.name not in keys]
-
-
-def _json_columns(table: Table) -> frozenset[str]:
-    return frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
-
-
-def _copy_rows(cursor: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """`COPY table (columns) FROM STDIN`: psycopg adapts Decimal, date, aware datetime, None."""
-    statement = pg_sql.SQL("COPY {} ({}) FROM STDIN").format(
-        pg_sql.Identifier(table), pg_sql.SQL(", ").join(map(pg_sql.Identifier, columns)))
-    with cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
-def _tuples(
-    dicts: Iterable[dict[str, Any]], table: Table, data_columns: Sequence[str],
-    license: str, now: dt.datetime,
-) -> Iterator[list[Any]]:
-    """Rows as COPY values: license, `data_columns`, synced_at.
-
-    JSON goes as its deterministic text (JSONB then compares equal content as equal).
-    """
-    json_at = [i + 1 for i, name in enumerate(data_columns) if name in _json_columns(table)]
-    for row in dicts:
-        values = [license, *map(row.get, data_columns), now]
-        for i in json_at:
-            if values[i] is not None:
-                values[i] = dumps(values[i])
-        yield values
-
-
-# Up to this many records a window's rows go inline in the upsert (`VALUES`); more go
-# through a temporary staging table filled by `COPY`. A daemon run's answer is small
-# (a few new orders, a list of tables): creating, filling and dropping a temporary
-# table cost it 4 round trips and catalog writes more than the upsert itself, while
-# for thousands of rows `COPY` is the fastest way in (benchmarks/load.py).
-INLINE_ROWS = 200
-
-
-def _load_postgres(
-    conn: Connection,
-    parent: Table,
-    children: Sequence[Table],
-    license: str,
-    records: Sequence[Rows],
-    now: dt.datetime,
-    *,
-    full_list: bool,
-    unparsed: Collection[tuple[Any, ...]] = (),
-) -> Counts:
-    counts = Counts()
-    names = [c.name for c in key_columns(parent)]
-    by_key = {_key_of(r.parent, names): r for r in records}  # keys are unique here (see load)
-    value_cols = _value_columns(parent)
-    data_cols = [*names, *value_cols]
-    columns = ["license", *data_cols, "synced_at"]
-    ident = pg_sql.Identifier
-    comma = pg_sql.SQL(", ")
-    target = ident(parent.name)
-    stage = f"_stage_{parent.name}"
-    staged = ident(stage)
-    inline = len(by_key) <= INLINE_ROWS
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cur:
-        column_list = comma.join(map(ident, columns))
-        key_list = comma.join(map(ident, names))
-        params: list[Any] = []
-        if inline:
-            # In key order, as the staging table's rows are read: concurrent loads of
-            # overlapping keys lock them in one order.
-            ordered = [by_key[k] for k in sorted(by_key)]
-            rows = list(_tuples((r.parent for r in ordered), parent, data_cols, license, now))
-            row_sql = pg_sql.SQL("({})").format(comma.join([pg_sql.Placeholder()] * len(columns)))
-            source: pg_sql.Composable = pg_sql.SQL("VALUES {}").format(comma.join([row_sql] * len(rows)))
-            params = [value for row in rows for value in row]
-        else:
-            # Inside the caller's transaction: gone at commit (and at rollback).
-            cur.execute(pg_sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP")
-                        .format(staged, target))
-            _copy_rows(cur, stage, columns,
-                       _tuples((r.parent for r in by_key.values()), parent, data_cols, license, now))
-            source = pg_sql.SQL("SELECT {} FROM {} ORDER BY {}").format(column_list, staged, key_list)
-
-        # Rows written before COPY was used hold JSON 'null' where COPY writes NULL:
-        # the same "no extra fields", so it must not count as a change.
-        json_cols = _json_columns(parent)
-        current: list[pg_sql.Composable] = [
-            pg_sql.SQL("NULLIF(t.{}, 'null'::jsonb)" if n in json_cols else "t.{}").format(ident(n))
-            for n in value_cols]
-        incoming: list[pg_sql.Composable] = [pg_sql.SQL("EXCLUDED.{}").format(ident(n)) for n in value_cols]
-        updates: list[pg_sql.Composable] = [pg_sql.SQL("{} = EXCLUDED.{}").format(ident(n), ident(n))
-                   for n in [*value_cols, "synced_at"]]
-        if full_list:
-            # A row that comes back after it left the list is written, to clear the mark.
-            current.append(pg_sql.SQL("t.deleted_at"))
-            incoming.append(pg_sql.SQL("NULL::timestamptz"))
-            updates.append(pg_sql.SQL("deleted_at = NULL"))
-        returned: list[Any] = []
-        if by_key:
-            cur.execute(pg_sql.SQL(
-                "INSERT INTO {target} AS t ({columns}) {source} "
-                "ON CONFLICT (license, {keys}) DO UPDATE SET {updates} "
-                "WHERE ({current}) IS DISTINCT FROM ({incoming}) "
-                "RETURNING {returned}, (t.xmax = 0)"
-            ).format(target=target, columns=column_list, source=source, keys=key_list,
-                     updates=comma.join(updates), current=comma.join(current),
-                     incoming=comma.join(incoming),
-                     returned=comma.join(pg_sql.SQL("t.{}").format(ident(n)) for n in names)),
-                params or None)
-            # xmax = 0: the row version was inserted by this statement, not updated.
-            returned = cur.fetchall()
-        counts.inserted = sum(1 for r in returned if r[-1])
-        counts.updated = len(returned) - counts.inserted
-        counts.unchanged = len(by_key) - len(returned)
-
-        if children and returned:
-            if len(names) != 1:
-                raise NotImplementedError(f"{parent.name}: children of a composite-key parent")
-            wanted = {r[0] for r in returned}
-            # Only updated parents can have stored children: children are written with
-            # their parent, in its transaction. Skipping the inserted ones keeps a first
-            # load free of deletes. `::bigint[]`: psycopg would send small ids as
-            # smallint[], which turns the key lookup into a per-row array scan.
-            updated = [r[0] for r in returned if not r[-1]]
-            for child in children:
-                parent_column = _parent_column(parent)
-                if updated:
-                    cur.execute(
-                        pg_sql.SQL("DELETE FROM {} WHERE license = %s AND {} = ANY(%s::bigint[])")
-                        .format(ident(child.name), ident(parent_column)),
-                        (license, updated),
-                    )
-                child_data = [c.name for c in child.columns if c.name not in ("license", "synced_at")]
-                child_rows = (row for key, r in by_key.items() if key in wanted
-                              for row in r.children.get(child.name, ()))
-                _copy_rows(cur, child.name, ["license", *child_data, "synced_at"],
-                           _tuples(child_rows, child, child_data, license, now))
-
-        if full_list:
-            # Listed: the staged rows (or, inline, their keys) and the keys of unparsed
-            # records, one array per key column, zipped back into keys by `unnest`.
-            listed = list(unparsed)
-            if inline:  # no staging table to look the rows up in
-                listed += [(k,) if len(names) == 1 else k for k in by_key]
-            listed_columns = [[key[i] for key in listed] for i in range(len(names))]
-            arrays = [pg_sql.SQL("%s::bigint[]" if isinstance(parent.c[n].type, Integer)
-                                 else "%s::text[]") for n in names]
-            staged_rows = pg_sql.SQL("") if inline else pg_sql.SQL(
-                "AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE s.license = t.license AND {}) ").format(
-                staged, pg_sql.SQL(" AND ").join(
-                    pg_sql.SQL("s.{} = t.{}").format(ident(n), ident(n)) for n in names))
-            cur.execute(
-                pg_sql.SQL("UPDATE {} AS t SET deleted_at = %s, synced_at = %s "
-                           "WHERE t.license = %s AND t.deleted_at IS NULL {}"
-                           "AND ({}) NOT IN (SELECT * FROM unnest({}))")
-                .format(target, staged_rows,
-                        comma.join(pg_sql.SQL("t.{}").format(ident(n)) for n in names),
-                        comma.join(arrays)),
-                (now, now, license, *listed_columns),
-            )
-            counts.deleted = cur.rowcount
-        if not inline:
-            cur.execute(pg_sql.SQL("DROP TABLE {}").format(staged))
-    return counts
-
-
-def _parent_column(parent: Table) -> str:
+def parent_column(parent: Table) -> str:
     """The children's column that holds the parent's id, as its resource declares it."""
     key = BY_TABLE[parent.name].parent_key
     if key is None:
@@ -524,15 +294,6 @@ def quarantine(
     """
     if not rejected:
         return 0
-    stmt = upsert_statement(conn.dialect.name, t.quarantine)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[t.quarantine.c.license, t.quarantine.c.resource, t.quarantine.c.raw_hash],
-        set_={
-            "reason": stmt.excluded.reason,
-            "last_seen_at": stmt.excluded.last_seen_at,
-            "seen_count": t.quarantine.c.seen_count + 1,
-        },
-    )
     by_hash: dict[str, dict[str, Any]] = {}
     for item in rejected:
         raw = quarantine_raw(item.raw)
@@ -551,6 +312,6 @@ def quarantine(
         }
     # One row per distinct raw record: the same statement may not touch a row twice.
     params = list(by_hash.values())
-    for chunk in _chunks(params):
-        conn.execute(stmt, list(chunk))
+    for chunk in chunks(params):
+        dialects.of(conn).quarantine(conn, chunk)
     return len(rejected)

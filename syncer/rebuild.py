@@ -16,7 +16,6 @@ refused while a daemon holds them.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,8 +28,7 @@ from syncer import jobs as registry
 from syncer import tables as t
 from syncer.client import page_records
 from syncer.config import Config, LicenseConfig
-from syncer.daemon import DAEMON_LOCK, claim, holder, owner_id, release, renew
-from syncer.ledger import utcnow
+from syncer.leases import JobLeases
 from syncer.load import Counts, quarantine_hash, quarantine_raw
 from syncer.parse import ParseContext
 from syncer.resources import BY_FUNCTION, Resource
@@ -70,43 +68,6 @@ def job_names(resources: Sequence[Resource]) -> list[str]:
     """The daemon jobs that write these resources' tables or state."""
     names = {r.name for r in resources}
     return [job.name for job in registry.listed() if job.resource.name in names]
-
-
-class JobLeases:
-    """The license's job leases, held while a rebuild or reset changes its tables and
-    state (renewed as it goes), so no daemon replica runs those jobs meanwhile."""
-
-    def __init__(self, engine: Engine, config: Config, license: str, jobs: Sequence[str],
-                 task: str = TASK) -> None:
-        self.engine, self.license, self.jobs, self.task = engine, license, list(jobs), task
-        self.owner = f"{owner_id()}:{task}"
-        self.ttl = dt.timedelta(seconds=config.schedule.lease_seconds)
-        self.held: list[tuple[str, str]] = []
-        self.renewed = time.monotonic()
-
-    def take(self) -> None:
-        now = utcnow()
-        wanted = [(self.license, job) for job in self.jobs]
-        if self.engine.dialect.name == "sqlite":
-            wanted.insert(0, ("*", DAEMON_LOCK))  # SQLite's one daemon holds this while it runs
-        for lic, job in wanted:
-            if not claim(self.engine, lic, job, self.owner, now, self.ttl):
-                self.give_back()
-                other = holder(self.engine, lic, job)
-                raise RebuildRefused(
-                    f"license {self.license!r}: a daemon ({other}) holds its job {job!r}; stop "
-                    f"`syncer run` (or wait for the job to finish) and run the {self.task} again")
-            self.held.append((lic, job))
-
-    def keep_alive(self) -> None:
-        if time.monotonic() - self.renewed > self.ttl.total_seconds() / 3:
-            renew(self.engine, self.owner, utcnow(), self.ttl)
-            self.renewed = time.monotonic()
-
-    def give_back(self) -> None:
-        for lic, job in self.held:
-            release(self.engine, lic, job, self.owner)
-        self.held.clear()
 
 
 def _check_coverage(conn: Connection, license: str, resources: Sequence[Resource]) -> None:
@@ -179,7 +140,7 @@ def rebuild(engine: Engine, config: Config, license: LicenseConfig, resources: S
     result = RebuildResult(license.name)
     ctx = parse_context(config, license)
     names = sorted(r.name for r in resources)
-    leases = JobLeases(engine, config, license.name, job_names(resources))
+    leases = JobLeases(engine, license.name, job_names(resources), config.schedule.lease_seconds, TASK)
     leases.take()
     try:
         with engine.begin() as conn:

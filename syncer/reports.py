@@ -40,7 +40,7 @@ from sqlalchemy import (
 
 from syncer import tables as t
 from syncer.config import ReportsConfig
-from syncer.tables import UtcDateTime
+from syncer.dialects.types import UtcDateTime
 
 views = MetaData()
 

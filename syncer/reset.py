@@ -20,8 +20,9 @@ from sqlalchemy import Engine, delete, func, select
 from syncer import archive
 from syncer import tables as t
 from syncer.config import Config, LicenseConfig
+from syncer.leases import JobLeases
 from syncer.ledger import utcnow
-from syncer.rebuild import RESET_TASK, JobLeases, job_names
+from syncer.rebuild import RESET_TASK, job_names
 from syncer.resources import Pull, Resource
 from syncer.resume import read_point, save_point
 from syncer.runtime import make_client, make_ledger
@@ -44,7 +45,8 @@ def since_applies(resource: Resource) -> bool:
 def reset(engine: Engine, config: Config, license: LicenseConfig, resources: Sequence[Resource],
           *, since: dt.date | None = None, drop_rows: bool = False) -> list[ResetResult]:
     """Forget the state of these resources of one license (see the module doc)."""
-    leases = JobLeases(engine, config, license.name, job_names(resources), task="reset")
+    leases = JobLeases(engine, license.name, job_names(resources), config.schedule.lease_seconds,
+                       "reset")
     leases.take()
     out = []
     try:

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, func, literal_column, or_, select, union
+from sqlalchemy import Connection, Engine, and_, func, or_, select, union
 
-from syncer import audit, outcomes
+from syncer import audit, dialects, outcomes
 from syncer import jobs as registry
 from syncer import tables as t
 from syncer.config import Config, LicenseConfig
@@ -437,11 +437,7 @@ def _hourly(conn: Connection, names: list[str], now: dt.datetime, start: dt.date
     """Requests per license and UTC hour since `start`, grouped in SQL. With a cache,
     hours that ended more than an hour ago are read once."""
     ledger = t.request_ledger.c
-    if conn.dialect.name == "postgresql":
-        hour: Any = func.to_char(func.timezone(literal_column("'UTC'"), ledger.sent_at),
-                                 literal_column("'YYYY-MM-DD HH24'"))
-    else:  # UTC text, 'YYYY-MM-DD HH:MM:SS...'
-        hour = func.substr(ledger.sent_at, 1, 13)
+    hour = dialects.of(conn).utc_hour(ledger.sent_at)
     current = now.replace(minute=0, second=0, microsecond=0)
     settled_before = current - dt.timedelta(hours=1)  # a late write may still land in the last one
     moments = [start + dt.timedelta(hours=h) for h in range(HOURS_SHOWN)]

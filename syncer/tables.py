@@ -14,13 +14,10 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Column,
     Date,
-    DateTime,
-    Dialect,
     ForeignKey,
     Index,
     Integer,
@@ -33,8 +30,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.types import TypeDecorator
+
+from syncer.dialects.types import Id, Json, KeyText, UtcDateTime
 
 UTC = dt.UTC
 
@@ -50,83 +47,6 @@ def Money() -> Numeric[Any]:
 
 def Rate() -> Numeric[Any]:
     return Numeric(RATE_PRECISION, RATE_SCALE)
-
-
-class UtcDateTime(TypeDecorator[dt.datetime]):
-    """An aware datetime, stored as UTC, always read back aware (UTC)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    @staticmethod
-    def _in_utc(value: dt.datetime) -> dt.datetime:
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r} given where an aware one is required")
-        return value.astimezone(UTC)
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        value = self._in_utc(value)
-        if dialect.name == "sqlite":  # literal SQL (`literal_binds`); bound values: below
-            return value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-    # SQLite: one call per value, text to aware datetime and back. The default chain
-    # (TypeDecorator's wrapper, `process_*`, then the dialect's own processor) costs
-    # three Python calls a value and a `datetime.replace`, which takes 2.2 us on
-    # CPython 3.11 (`fromisoformat` of the text with "+00:00" added: 0.3 us): 3,200
-    # sync_state rows read 4x slower than their text. The text is the dialect's own
-    # format, "YYYY-MM-DD HH:MM:SS.ffffff" (microseconds always written: the column
-    # compares as text). Postgres: values arrive in UTC already (the session's zone,
-    # set by db.make_engine) and pass through.
-
-    def bind_processor(self, dialect: Dialect) -> Any:
-        if dialect.name != "sqlite":
-            return super().bind_processor(dialect)
-        in_utc = self._in_utc
-
-        def process(value: dt.datetime | None) -> str | None:
-            return None if value is None else in_utc(value).isoformat(" ", "microseconds")[:26]
-
-        return process
-
-    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
-        utc = UTC
-        if dialect.name != "sqlite":  # Postgres: the session is in UTC (db.make_engine)
-
-            def aware(value: dt.datetime | None) -> dt.datetime | None:
-                if value is None or value.tzinfo is utc:
-                    return value
-                return self.process_result_value(value, dialect)
-
-            return aware
-        parse = dt.datetime.fromisoformat
-
-        def process(value: str | dt.datetime | None) -> dt.datetime | None:
-            if value is None:
-                return None
-            if not isinstance(value, str):  # a datetime already (a literal, a function)
-                return self.process_result_value(value, dialect)
-            try:
-                return parse(value + "+00:00")
-            except ValueError:  # text that carries its own offset
-                return parse(value).astimezone(utc)
-
-        return process
-
-
-def Json() -> JSON:
-    # JSONB on Postgres: it has an equality operator, which the "only if
-    # different" upsert guard needs; plain json has none.
-    return JSON().with_variant(JSONB(), "postgresql")
 
 
 metadata = MetaData(
@@ -443,7 +363,7 @@ answer_marks = Table(
     metadata,
     Column("license", String(100), primary_key=True),
     Column("function", String(40), primary_key=True),
-    Column("params_key", Text, primary_key=True),
+    Column("params_key", KeyText(), primary_key=True),
     Column("mark", String(64), nullable=False),
     Column("min_id", BigInteger),
     Column("max_id", BigInteger),
@@ -477,7 +397,7 @@ request_budget = Table(
 request_ledger = Table(
     "request_ledger",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", Id(), primary_key=True, autoincrement=True),
     Column("license", String(100), nullable=False),
     Column("day", Date, nullable=False),  # the API's day (api.timezone)
     Column("sent_at", UtcDateTime(), nullable=False),
@@ -496,7 +416,7 @@ request_ledger = Table(
 quarantine = Table(
     "quarantine",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", Id(), primary_key=True, autoincrement=True),
     Column("license", String(100), nullable=False),
     Column("resource", String(40), nullable=False),
     Column("record_key", Text),
@@ -526,7 +446,7 @@ report_settings = Table(
 audit_runs = Table(
     "audit_runs",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", Id(), primary_key=True, autoincrement=True),
     Column("license", String(100), nullable=False),
     Column("ran_at", UtcDateTime(), nullable=False),
     Column("problems", Integer, nullable=False),
@@ -554,7 +474,7 @@ job_lease = Table(
 archive_bodies = Table(
     "archive_bodies",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", Id(), primary_key=True, autoincrement=True),
     Column("license", String(100), nullable=False),
     Column("content_hash", String(64), nullable=False),  # sha256 of the raw bytes received
     Column("codec", String(10), nullable=False),  # zstd or zlib
@@ -565,11 +485,11 @@ archive_bodies = Table(
 response_archive = Table(
     "response_archive",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", Id(), primary_key=True, autoincrement=True),
     Column("license", String(100), nullable=False),
     Column("function", String(60), nullable=False),
     Column("params", Json(), nullable=True),  # never holds the token
-    Column("params_key", Text, nullable=False),  # the params as canonical JSON, for lookups
+    Column("params_key", KeyText(), nullable=False),  # the params as canonical JSON, for lookups
     Column("kind", String(20), nullable=False),  # full_list, window, date, rescan
     Column("state", Json(), nullable=True),  # the sync state the answer moved (cursor, window)
     Column("ledger_id", BigInteger),  # the request_ledger row of the request answered

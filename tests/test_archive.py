@@ -215,7 +215,7 @@ def test_sigkill_during_pulls_leaves_answers_and_rows_together(
 def test_rebuild_is_refused_while_a_daemon_holds_the_license_jobs(
     db_url: str, engine: Engine, sim: Simulator, tmp_path: Path
 ) -> None:
-    from syncer.daemon import claim
+    from syncer.leases import claim
 
     assert run_cli(["backfill", "--resource", "printers"], cli_env(db_url, sim.base_url),
                    cwd=tmp_path).exit_code == 0

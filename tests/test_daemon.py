@@ -24,9 +24,10 @@ from sqlalchemy import Engine, select, update
 from syncer import tables as t
 from syncer.cli import STOP_TIMEOUT
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, ResourceConfig, ScheduleConfig
-from syncer.daemon import Daemon, LicenseJobs, claim, claim_on, db_retry_delay, finish_on, holder
+from syncer.daemon import Daemon, LicenseJobs, db_retry_delay
 from syncer.db import make_engine, migrate
 from syncer.jobs import DEFAULT_JOBS
+from syncer.leases import claim, claim_on, finish_on, holder
 from syncer.ledger import utcnow
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, text
 
-from syncer import load as load_module
 from syncer import tables as t
+from syncer.dialects import postgres as pg_dialect
 from syncer.load import Counts, Rejected, load, quarantine
 from syncer.parse import Rows
 from syncer.resources import ORDERS, PRODUCTS
@@ -26,7 +26,7 @@ T2 = T0 + dt.timedelta(hours=2)
 def postgres_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test twice on Postgres' two ways in: rows inline in the upsert, and COPY
     into a staging table (SQLite has one way: it runs both times the same)."""
-    monkeypatch.setattr(load_module, "INLINE_ROWS", 10**9 if request.param == "inline" else -1)
+    monkeypatch.setattr(pg_dialect, "INLINE_ROWS", 10**9 if request.param == "inline" else -1)
     return str(request.param)
 
 
@@ -244,7 +244,7 @@ def test_rows_written_one_way_are_unchanged_the_other_way(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A backfill's big windows go staged, a daemon's small answers inline: the same rows
     must compare equal either way (no extra fields is NULL both ways, never JSON 'null')."""
-    monkeypatch.setattr(load_module, "INLINE_ROWS", 3)
+    monkeypatch.setattr(pg_dialect, "INLINE_ROWS", 3)
     orders = [order(i) for i in range(1, 11)]
     products = [product(i) for i in range(1, 11)]
     assert load_orders(engine, orders, T0) == Counts(inserted=10)  # staged

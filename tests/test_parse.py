@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import JSON, BigInteger, Boolean, Date, Integer, Numeric, SmallInteger, String, Table
 
 from syncer import tables
+from syncer.dialects.types import UtcDateTime
 from syncer.parse import (
     ParseContext,
     ParseError,
@@ -717,7 +718,7 @@ def check_row(table: Table, row: dict[str, Any]) -> None:
             assert -(2 ** (bits - 1)) <= value < 2 ** (bits - 1), (name, value)
         elif isinstance(kind, Boolean):
             assert isinstance(value, bool), (name, value)
-        elif isinstance(kind, tables.UtcDateTime):
+        elif isinstance(kind, UtcDateTime):
             assert isinstance(value, dt.datetime) and value.utcoffset() == dt.timedelta(0)
         elif isinstance(kind, Date):
             assert isinstance(value, dt.date) and not isinstance(value, dt.datetime)

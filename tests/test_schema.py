@@ -22,6 +22,7 @@ from sqlalchemy import Engine, insert, inspect, select
 
 from syncer import tables as t
 from syncer.db import alembic_config, make_engine, migrate
+from syncer.dialects.types import UtcDateTime
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -123,7 +124,7 @@ def test_timestamps_are_timestamptz_on_postgres(pg_url: str) -> None:
     for table in t.metadata.sorted_tables:
         reflected = {c["name"]: c["type"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
-            if isinstance(column.type, t.UtcDateTime):
+            if isinstance(column.type, UtcDateTime):
                 kind = reflected[column.name]
                 assert isinstance(kind, sa.DateTime), (table.name, column.name)
                 assert kind.timezone is True, (table.name, column.name)
