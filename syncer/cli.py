@@ -18,24 +18,11 @@ import click
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic import SecretStr
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TaskProgressColumn,
-    TextColumn,
-)
-from rich.table import Column
-from rich.table import Table as RichTable
-from rich.text import Text
-from sqlalchemy import Engine, false, func, select, update
+from sqlalchemy import Engine, false, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncer import dialects, outcomes, reports
+from syncer import dialects, outcomes, reports, views, writers
 from syncer import resources as res
 from syncer import tables as t
 from syncer.backfill import INTERRUPTED, INTERRUPTED_NOTE, Backfill, Reporter, Summary
@@ -57,26 +44,15 @@ from syncer.db import (
     migrate,
 )
 from syncer.ledger import api_day, license_status, utcnow
-from syncer.load import Counts
 from syncer.outcomes import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from syncer.redact import install_log_redaction, redact
 from syncer.runtime import make_client, make_ledger
-from syncer.status import Status, when
 from syncer.status import build as build_status
 from syncer.status import to_json as status_json
-from syncer.sync import PullResult
+from syncer.views import console, errors
 
 log = logging.getLogger("syncer")
 
-
-def _width(stream: Any) -> int | None:
-    """A terminal's own width; elsewhere (cron mail, a log file, a pipe) 200 columns, so
-    that tables keep whole words where rich would assume 80."""
-    return None if stream.isatty() else 200
-
-
-console = Console(stderr=False, width=_width(sys.stdout))
-errors = Console(stderr=True, width=_width(sys.stderr))
 
 # `syncer run` waits this long for running jobs on SIGTERM: with the exit itself it
 # stays well inside Docker's 10 s grace, even on a loaded machine.
@@ -223,132 +199,6 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format:
 # --- backfill -------------------------------------------------------------------
 
 
-# The day each stored record of a history belongs to: orders and invoices carry their
-# time, so a backfill's progress is how far its days have come (coupons do not: they pulse).
-HISTORY_DAY = {"orders": t.orders.c.business_date, "invoices": t.invoices.c.invoice_date}
-
-
-class EtaColumn(ProgressColumn):
-    """`ETA 0:01:05` while a bar with a total runs; nothing for a bar that only pulses."""
-
-    def render(self, task: Task) -> Text:
-        if task.total is None or task.finished:
-            return Text("")
-        remaining = task.time_remaining
-        left = "…" if remaining is None else str(dt.timedelta(seconds=round(remaining)))
-        return Text(f"ETA {left}", style="progress.remaining")
-
-
-def _counted(c: Counts) -> str:
-    return f"{c.inserted:,} inserted, {c.updated:,} updated"
-
-
-class RichReporter(Reporter):
-    """A progress bar per resource on a terminal. A history's bar counts days: from the
-    first stored day to today, done up to the last stored day, with a percentage, the
-    records per second and an ETA; the other bars say their counts in words."""
-
-    def __init__(self, progress: Progress, engine: Engine, today: dt.date) -> None:
-        self.progress = progress
-        self.engine = engine
-        self.today = today
-        self.tasks: dict[tuple[str, str], Any] = {}
-        self.began: dict[tuple[str, str], tuple[float, int]] = {}  # monotonic, records
-
-    def _days(self, summary: Summary) -> tuple[dt.date, dt.date] | None:
-        """The first and last stored day of this history, if it has one and rows."""
-        column = HISTORY_DAY.get(summary.resource)
-        if column is None:
-            return None
-        with self.engine.connect() as conn:
-            first, last = conn.execute(select(func.min(column), func.max(column)).where(
-                column.table.c.license == summary.license)).one()
-        return (first, last) if first is not None and last is not None else None
-
-    def _history(self, summary: Summary) -> dict[str, Any]:
-        days = self._days(summary)
-        if days is None:
-            return {}
-        first, last = days
-        total = max((self.today - first).days, 1)
-        done = min(max((last - first).days, 0), total)
-        return {"total": total, "completed": done,
-                "reached": f"{last:%Y-%m-%d}, day {done:,} of {total:,}"}
-
-    def started(self, summary: Summary) -> None:
-        key = (summary.license, summary.resource)
-        history = self._history(summary)
-        self.began[key] = (time.monotonic(), 0)
-        self.tasks[key] = self.progress.add_task(
-            f"{summary.license}/{summary.resource}", total=history.get("total"),
-            completed=history.get("completed", 0), status=history.get("reached", ""))
-
-    def advanced(self, summary: Summary, result: PullResult) -> None:
-        key = (summary.license, summary.resource)
-        since, records = self.began[key]
-        records += result.records
-        self.began[key] = (since, records)
-        rate = records / max(time.monotonic() - since, 1e-3)
-        status = f"{_counted(summary.counts)}, {rate:,.0f}/s"
-        history = self._history(summary)
-        if history:
-            status = f"{history['reached']}: {status}"
-        self.progress.update(self.tasks[key], total=history.get("total"),
-                             completed=history.get("completed", 0), status=status)
-
-    def finished(self, summary: Summary) -> None:
-        task = self.tasks.get((summary.license, summary.resource))
-        if task is not None:
-            self.progress.update(task, total=1, completed=1,
-                                 status=f"{summary.status}: {_counted(summary.counts)}")
-
-
-def _shown_status(summaries: Sequence[Summary]) -> list[tuple[Summary, str, bool]]:
-    """Each summary with the status a person reads, and whether its note is news: a stop
-    is said once, at the resource where it happened; the resources after it, which the
-    backfill never began, are "not started"."""
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for s in summaries:
-        key = (s.license, s.note)
-        repeat = bool(s.note) and s.status == "stopped" and key in seen
-        seen.add(key)
-        out.append((s, "not started" if repeat else s.status, bool(s.note) and s.status != "done"
-                    and not repeat))
-    return out
-
-
-def summary_table(summaries: Sequence[Summary]) -> RichTable:
-    table = RichTable(title="Backfill summary")
-    for name in ("license", "resource", "requests", "inserted", "updated", "unchanged", "deleted",
-                 "quarantined", "status"):
-        table.add_column(name, justify="right" if name not in ("license", "resource", "status") else "left")
-    for s, shown, _news in _shown_status(summaries):
-        c = s.counts
-        table.add_row(s.license, s.resource, str(s.requests), str(c.inserted), str(c.updated),
-                      str(c.unchanged), str(c.deleted), str(c.quarantined), shown)
-    return table
-
-
-def print_summary(summaries: Sequence[Summary], started: float, code: int) -> None:
-    """The summary table, the request count, and below it, in full and once each, why work
-    stopped, failed or was skipped (a table cell would cut a sentence short)."""
-    console.print(summary_table(summaries))
-    console.print(f"{sum(s.requests for s in summaries)} requests in {time.monotonic() - started:.1f} s")
-    shown = _shown_status(summaries)
-    for s, status, news in shown:
-        if not news:
-            continue
-        after = sum(1 for o, other, _ in shown
-                    if other == "not started" and (o.license, o.note) == (s.license, s.note))
-        rest = f" (and the {after} resource(s) after it: not started)" if after else ""
-        errors.print(f"{s.license}/{s.resource} {status}{rest}: {redact(s.note)}", markup=False,
-                     highlight=False)
-    if code == EXIT_BUDGET:
-        errors.print("work is left: run again to continue (it starts at the cursors; nothing "
-                     "stored is fetched again)", highlight=False)
-
-
 def run_backfill(
     engine: Engine,
     config: Config,
@@ -361,22 +211,13 @@ def run_backfill(
     summaries: list[Summary] = []
     exit_code = EXIT_OK
     use_bar = console.is_terminal
-    # transient: the bars go when the backfill ends, and the summary table says it all.
-    # On a narrow terminal the status text is cut (an ellipsis), never the bar or the ETA.
-    progress = Progress(SpinnerColumn(),
-                        TextColumn("{task.description}", table_column=Column(no_wrap=True)),
-                        BarColumn(bar_width=max(10, min(30, console.width // 8))),
-                        TaskProgressColumn(),
-                        EtaColumn(table_column=Column(no_wrap=True)),
-                        TextColumn("{task.fields[status]}", table_column=Column(
-                            no_wrap=True, overflow="ellipsis", ratio=1)),
-                        console=console, disable=not use_bar, transient=True, expand=True)
+    progress = views.backfill_progress(use_bar)
     today = api_day(utcnow(), config.api.tz)
     with progress:
         for lic in licenses:
             ledger = make_ledger(engine, config, lic, purpose="backfill", max_requests=max_requests)
             with make_client(config, lic, ledger) as client:
-                reporter = RichReporter(progress, engine, today) if use_bar else Reporter()
+                reporter = views.RichReporter(progress, engine, today) if use_bar else Reporter()
                 done, code = Backfill(engine, config, lic, client, ledger, since=since,
                                       reporter=reporter).run(resources)
             summaries.extend(done)
@@ -406,7 +247,7 @@ def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime |
     started = time.monotonic()
     summaries, code = run_backfill(engine, config, licenses, chosen,
                                    since=since.date() if since else None, max_requests=max_requests)
-    print_summary(summaries, started, code)
+    views.print_summary(summaries, started, code)
     sys.exit(code)
 
 
@@ -576,40 +417,6 @@ def check(state: State, online: bool) -> None:
 # --- status --------------------------------------------------------------------------
 
 
-def print_status(status: Status) -> None:
-    """`syncer status` for a person: per license its budget and stop signs, per job a row."""
-    tz = status.tz
-    console.print(f"status at {when(status.now, tz)}", highlight=False)
-    for sign in status.stop_signs:
-        console.print(f"[yellow]{escape(sign.says)} {escape(sign.todo)}[/yellow]", highlight=False)
-    if not status.licenses:
-        console.print("[yellow]" + escape(
-            "no license in the config, and none in this database yet: add a [[licenses]] entry "
-            "(or set CLOUDPOS_LICNAME and CLOUDPOS_TOKEN), then run `syncer backfill` or "
-            "`syncer run`") + "[/yellow]", highlight=False)
-    for lic in status.licenses:
-        console.print(f"[bold]license {escape(lic.name)}[/bold]"
-                      + ("" if lic.configured else " (not in the config)")
-                      + f": {lic.spent} requests used today, {lic.left} left "
-                      f"(budget {lic.daily_budget}, reserve {lic.reserve}; {lic.planned} planned for "
-                      f"the rest of the day); {lic.quarantined} record(s) in quarantine",
-                      highlight=False)
-        for sign in lic.stop_signs:
-            colour = "red" if sign.severity == "error" else "yellow"
-            console.print(f"[{colour}]  {escape(sign.says)} {escape(sign.todo)}[/{colour}]",
-                          highlight=False)
-        table = RichTable()
-        for name in ("job", "rows", "cursor", "last success", "next run", "planned today", "last error"):
-            table.add_column(name)
-        for job in lic.jobs:
-            table.add_row(job.job, "" if job.table_rows is None else str(job.table_rows),
-                          "" if job.cursor is None else str(job.cursor),
-                          when(job.last_success_at, tz), when(job.next_run_at, tz),
-                          str(job.planned_requests),
-                          escape((job.disabled and f"disabled: {job.disabled}") or (job.last_error or "")))
-        console.print(table)
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -622,7 +429,7 @@ def status(state: State, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(status_json(report), indent=2))
     else:
-        print_status(report)
+        views.print_status(report)
 
 
 # --- report ------------------------------------------------------------------------------
@@ -653,19 +460,18 @@ def require_data_for(engine: Engine, license_name: str) -> None:
 @click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="Last business day (YYYY-MM-DD), inclusive.")
 @click.option("--license", "license_name", default=None, help="Only this license.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True, help="A table for people, CSV or JSON for scripts.")
+@click.option("--format", "fmt", type=click.Choice(list(writers.WRITERS)), default=None,
+              help="table (for people; the default), csv or json (for scripts); default: "
+                   "from the suffix of --out, else table.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file (replaced when complete) instead of standard output.")
 @click.pass_obj
 def report(state: State, name: str | None, date_from: dt.datetime | None,
-           date_to: dt.datetime | None, license_name: str | None, fmt: str) -> None:
+           date_to: dt.datetime | None, license_name: str | None, fmt: str | None,
+           out_path: Path | None) -> None:
     """Print one of the reporting views (the same rows any SQL tool sees); no NAME: list them."""
     if name is None:
-        table = RichTable(title="Reports (syncer report NAME; the report_ prefix may be left out)")
-        table.add_column("name")
-        table.add_column("what")
-        for listed in reports.REPORTS:
-            table.add_row(listed.name, listed.summary)
-        console.print(table)
+        console.print(views.report_list())
         return
     try:
         chosen = reports.get(name)
@@ -673,21 +479,21 @@ def report(state: State, name: str | None, date_from: dt.datetime | None,
         fail(f"unknown report {name!r}; choose one of: {', '.join(reports.NAMES)}", EXIT_USAGE)
     if chosen.day_column is None and (date_from or date_to):
         fail(f"{chosen.name} has no day column; --from/--to do not apply", EXIT_USAGE)
+    writer = (writers.get(fmt) if fmt is not None
+              else (out_path is not None and writers.for_path(out_path)) or writers.get("table"))
     since, until = day_range(date_from, date_to)
     config = state.config
     engine = open_database(config, existing=True)
     if license_name is not None:
         require_data_for(engine, license_name)
     rows = reports.fetch(engine, chosen, since=since, until=until, license=license_name)
-    tz = config.api.tz
-    if fmt == "json":
-        click.echo(reports.to_json(chosen, rows, tz))
-    elif fmt == "csv":
-        click.echo(reports.to_csv(chosen, rows, tz), nl=False)
-    else:
-        console.print(reports.to_table(chosen, rows, tz))
-        if not rows:
-            console.print("no rows")
+    try:
+        writers.write(writer, writers.Extract(chosen, rows, config.api.tz), out_path)
+    except OSError as exc:
+        fail(f"--out {out_path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE)
+    if out_path is not None:
+        errors.print(f"{chosen.name}: {len(rows)} row(s) written to {out_path} ({writer.name})",
+                     markup=False, highlight=False)
 
 
 # --- audit ---------------------------------------------------------------------------------
@@ -789,14 +595,6 @@ def simulate(host: str, port: int, seed: int, orders: int, daily_limit: int,
         f"CloudPOS simulator on {url} (licname=demo, token=demo-token); Ctrl-C stops it"))
 
 
-def last_days_of(engine: Engine, report: reports.Report, tz: Any, days: int = 3) -> RichTable:
-    """A report's rows of its last `days` days."""
-    rows = reports.fetch(engine, report)
-    shown = sorted({row["day"] for row in rows})[-days:]
-    return reports.to_table(report, [row for row in rows if row["day"] in shown], tz,
-                            title=f"{report.name} (last {len(shown)} days)")
-
-
 @cli.command()
 @click.option("--db", "db_path", default="cloudpos-demo.db", show_default=True,
               type=click.Path(dir_okay=False), help="SQLite file to sync into.")
@@ -824,11 +622,11 @@ def demo(db_path: str, orders: int, seed: int, start_at: dt.datetime | None) -> 
                                        since=None, max_requests=None)
     finally:
         sim.stop()
-    print_summary(summaries, started, code)
-    print_status(build_status(engine, config))
-    console.print(reports.sales_per_day(engine, "demo"))
+    views.print_summary(summaries, started, code)
+    views.print_status(build_status(engine, config))
+    console.print(views.sales_per_day(engine, "demo"))
     for name in ("report_daily_sales", "report_vat"):
-        console.print(last_days_of(engine, reports.get(name), config.api.tz))
+        console.print(views.last_days_of(engine, reports.get(name), config.api.tz))
     console.print(f"demo done in {time.monotonic() - started:.1f} s; "
                   f"{sum(s.requests for s in summaries)} requests. Query it: sqlite3 {db_path}, or "
                   f"SYNCER_DATABASE_URL=sqlite:///{db_path} syncer report report_vat")
@@ -863,13 +661,7 @@ def rebuild(state: State, license_names: tuple[str, ...], resource_names: tuple[
             result = rebuild_license(engine, config, lic, chosen)
         except (RebuildRefused, Held) as exc:
             fail(str(exc))
-        table = RichTable(title=f"Rebuild of {lic.name}" + (" (resumed)" if result.resumed else ""))
-        for name in ("resource", "inserted", "updated", "unchanged", "deleted", "quarantined"):
-            table.add_column(name, justify="left" if name == "resource" else "right")
-        for name, c in sorted(result.counts.items()):
-            table.add_row(name, str(c.inserted), str(c.updated), str(c.unchanged), str(c.deleted),
-                          str(c.quarantined))
-        console.print(table)
+        console.print(views.rebuild_table(lic.name, result.counts, result.resumed))
         console.print(f"{lic.name}: {result.answers} archived answer(s) replayed in "
                       f"{result.seconds:.1f} s, 0 requests sent; {result.unquarantined} "
                       "record(s) left the quarantine")
@@ -962,23 +754,7 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
                 fresh_errors = doc.fresh_pulls(engine, config, lic, chosen, sync)
         found.append(doc.report(engine, config, lic, chosen, fresh_errors=fresh_errors, now=now))
     for item in found:
-        table = RichTable(title=f"doctor: license {item['license']}")
-        for name in ("function", "envelope", "records", "rows", "quarantined", "unknown fields",
-                     "missing fields", "values"):
-            table.add_column(name)
-        for function, entry in item["functions"].items():
-            fields, parsed = entry.get("fields", {}), entry.get("parsed", {})
-            odd = sorted({kind for counts in entry.get("formats", {}).values() for kind in counts}
-                         & {"number as string", "decimal comma", "zero date", "empty string",
-                            "local time YYYY-MM-DD HH:MM[:SS]", "date YYYY-MM-DD"})
-            table.add_row(function, entry.get("envelope") or entry.get("note", ""),
-                          str(entry.get("records", "")), str(parsed.get("rows", "")),
-                          str(parsed.get("quarantined", "")),
-                          escape(", ".join(fields.get("unknown", []))),
-                          escape(", ".join(fields.get("missing", []))),
-                          ", ".join(odd) + (f" [red]{escape(entry['error'])}[/red]"
-                                            if "error" in entry else ""))
-        console.print(table)
+        console.print(views.doctor_table(item))
     path = Path(out_path or f"syncer-doctor-{now.astimezone(config.api.tz):%Y%m%d-%H%M%S}.json")
     doc.write_bundle(found, path)
     console.print(f"support bundle (redacted: no token, national number, e-mail or phone): "

@@ -2,24 +2,20 @@
 
 The views live in the database so any SQL or BI tool can read them; this module
 only describes their columns (so values come back typed: Decimal, date, aware
-datetime, on SQLite as on Postgres) and renders rows for `syncer report`.
+datetime, on SQLite as on Postgres) and reads them. How rows are written (a table,
+CSV, JSON) is `syncer.writers`.
 The view descriptions live in their own MetaData: they are not tables, and
 alembic's autogenerate must not try to create them.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from rich.table import Table as RichTable
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -257,90 +253,3 @@ def day_start_minute(conn: Connection) -> int:
     stored = conn.execute(select(t.report_settings.c.day_start_minute)
                           .where(t.report_settings.c.id == 1)).scalar()
     return int(stored or 0)
-
-
-def sales_per_day(engine: Engine, license: str, days: int = 7) -> RichTable:
-    """Tickets and revenue per business day, the last `days` days: report_daily_sales added
-    up over the registers (the demo's table; the same tickets as every view)."""
-    totals: dict[dt.date, tuple[int, Decimal]] = {}
-    for row in fetch(engine, get("report_daily_sales"), license=license):
-        count, revenue = totals.get(row["day"], (0, Decimal("0.00")))
-        totals[row["day"]] = (count + row["orders"], revenue + row["revenue_incl_vat"])
-    table = RichTable(title="Sales per day (business days, from report_daily_sales, incl. VAT)")
-    table.add_column("day")
-    table.add_column("tickets", justify="right")
-    table.add_column("revenue", justify="right")
-    for day in sorted(totals)[-days:]:
-        count, revenue = totals[day]
-        table.add_row(day.isoformat(), str(count), f"{revenue:.2f}")
-    return table
-
-
-# --- rendering ------------------------------------------------------------------------
-
-
-def text_of(value: Any, tz: ZoneInfo, *, scale: int | None = None, for_table: bool = False) -> str:
-    """A cell as text: money with its cents, other numbers without trailing zeros,
-    dates ISO, times in the API's zone (ISO with offset, or minutes and the zone's
-    abbreviation for a table: every time a person reads says its zone)."""
-    if value is None:
-        return ""
-    if isinstance(value, Decimal):
-        if scale == 2:
-            return f"{value:.2f}"
-        text = f"{value.normalize():f}"
-        return "0" if text == "-0" else text
-    if isinstance(value, dt.datetime):
-        local = value.astimezone(tz)
-        return local.strftime("%Y-%m-%d %H:%M %Z") if for_table else local.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
-
-
-def _scales(report: Report) -> dict[str, int | None]:
-    return {c.name: c.type.scale if isinstance(c.type, Numeric) else None for c in report.view.columns}
-
-
-def to_json(report: Report, rows: Sequence[dict[str, Any]], tz: ZoneInfo) -> str:
-    """A JSON list of objects; Decimals as strings, dates and times ISO, integers as numbers."""
-    scales = _scales(report)
-
-    def value(name: str, v: Any) -> Any:
-        if v is None or isinstance(v, int | str):
-            return v
-        return text_of(v, tz, scale=scales[name])
-
-    return json.dumps([{k: value(k, v) for k, v in row.items()} for row in rows],
-                      indent=2, ensure_ascii=False)
-
-
-def to_csv(report: Report, rows: Sequence[dict[str, Any]], tz: ZoneInfo) -> str:
-    scales = _scales(report)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([c.name for c in report.view.columns])
-    for row in rows:
-        writer.writerow([text_of(v, tz, scale=scales[k]) for k, v in row.items()])
-    return out.getvalue()
-
-
-def to_table(report: Report, rows: Sequence[dict[str, Any]], tz: ZoneInfo,
-             title: str | None = None) -> RichTable:
-    """A table for a terminal; the license goes to the title when all rows share one."""
-    scales = _scales(report)
-    title = title or report.name
-    columns = [c for c in report.view.columns]
-    licenses = {row["license"] for row in rows}
-    if len(licenses) == 1:
-        title += f", license {licenses.pop()}"
-        columns = [c for c in columns if c.name != "license"]
-    table = RichTable(title=title, caption=report.summary)
-    for column in columns:
-        numeric = isinstance(column.type, Numeric | Integer) and not column.name.endswith("_id")
-        # Spaces let a narrow terminal wrap the header instead of cutting it.
-        table.add_column(column.name.replace("_", " "), justify="right" if numeric else "left")
-    for row in rows:
-        table.add_row(*(text_of(row[c.name], tz, scale=scales[c.name], for_table=True)
-                        for c in columns))
-    return table

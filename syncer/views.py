@@ -1,0 +1,304 @@
+"""Terminal views: what the commands show a person (progress bars, summaries, status,
+the demo's tables). The commands in `syncer.cli` gather the figures and call these;
+a report's rows are written by `syncer.writers`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+)
+from rich.table import Column
+from rich.table import Table as RichTable
+from rich.text import Text
+from sqlalchemy import Engine, func, select
+
+from syncer import reports, writers
+from syncer import tables as t
+from syncer.backfill import Reporter, Summary
+from syncer.load import Counts
+from syncer.outcomes import EXIT_BUDGET
+from syncer.redact import redact
+from syncer.status import Status, when
+from syncer.sync import PullResult
+
+
+def _width(stream: Any) -> int | None:
+    """A terminal's own width; elsewhere (cron mail, a log file, a pipe) 200 columns, so
+    that tables keep whole words where rich would assume 80."""
+    return None if stream.isatty() else writers.PLAIN_WIDTH
+
+
+console = Console(stderr=False, width=_width(sys.stdout))
+errors = Console(stderr=True, width=_width(sys.stderr))
+
+
+# --- backfill ----------------------------------------------------------------------------
+
+# The day each stored record of a history belongs to: orders and invoices carry their
+# time, so a backfill's progress is how far its days have come (coupons do not: they pulse).
+HISTORY_DAY = {"orders": t.orders.c.business_date, "invoices": t.invoices.c.invoice_date}
+
+
+class EtaColumn(ProgressColumn):
+    """`ETA 0:01:05` while a bar with a total runs; nothing for a bar that only pulses."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None or task.finished:
+            return Text("")
+        remaining = task.time_remaining
+        left = "…" if remaining is None else str(dt.timedelta(seconds=round(remaining)))
+        return Text(f"ETA {left}", style="progress.remaining")
+
+
+def backfill_progress(enabled: bool) -> Progress:
+    """The backfill's bars: transient (they go when the backfill ends, and the summary
+    table says it all); on a narrow terminal the status text is cut (an ellipsis),
+    never the bar or the ETA."""
+    return Progress(SpinnerColumn(),
+                    TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+                    BarColumn(bar_width=max(10, min(30, console.width // 8))),
+                    TaskProgressColumn(),
+                    EtaColumn(table_column=Column(no_wrap=True)),
+                    TextColumn("{task.fields[status]}", table_column=Column(
+                        no_wrap=True, overflow="ellipsis", ratio=1)),
+                    console=console, disable=not enabled, transient=True, expand=True)
+
+
+def _counted(c: Counts) -> str:
+    return f"{c.inserted:,} inserted, {c.updated:,} updated"
+
+
+class RichReporter(Reporter):
+    """A progress bar per resource on a terminal. A history's bar counts days: from the
+    first stored day to today, done up to the last stored day, with a percentage, the
+    records per second and an ETA; the other bars say their counts in words."""
+
+    def __init__(self, progress: Progress, engine: Engine, today: dt.date) -> None:
+        self.progress = progress
+        self.engine = engine
+        self.today = today
+        self.tasks: dict[tuple[str, str], Any] = {}
+        self.began: dict[tuple[str, str], tuple[float, int]] = {}  # monotonic, records
+
+    def _days(self, summary: Summary) -> tuple[dt.date, dt.date] | None:
+        """The first and last stored day of this history, if it has one and rows."""
+        column = HISTORY_DAY.get(summary.resource)
+        if column is None:
+            return None
+        with self.engine.connect() as conn:
+            first, last = conn.execute(select(func.min(column), func.max(column)).where(
+                column.table.c.license == summary.license)).one()
+        return (first, last) if first is not None and last is not None else None
+
+    def _history(self, summary: Summary) -> dict[str, Any]:
+        days = self._days(summary)
+        if days is None:
+            return {}
+        first, last = days
+        total = max((self.today - first).days, 1)
+        done = min(max((last - first).days, 0), total)
+        return {"total": total, "completed": done,
+                "reached": f"{last:%Y-%m-%d}, day {done:,} of {total:,}"}
+
+    def started(self, summary: Summary) -> None:
+        key = (summary.license, summary.resource)
+        history = self._history(summary)
+        self.began[key] = (time.monotonic(), 0)
+        self.tasks[key] = self.progress.add_task(
+            f"{summary.license}/{summary.resource}", total=history.get("total"),
+            completed=history.get("completed", 0), status=history.get("reached", ""))
+
+    def advanced(self, summary: Summary, result: PullResult) -> None:
+        key = (summary.license, summary.resource)
+        since, records = self.began[key]
+        records += result.records
+        self.began[key] = (since, records)
+        rate = records / max(time.monotonic() - since, 1e-3)
+        status = f"{_counted(summary.counts)}, {rate:,.0f}/s"
+        history = self._history(summary)
+        if history:
+            status = f"{history['reached']}: {status}"
+        self.progress.update(self.tasks[key], total=history.get("total"),
+                             completed=history.get("completed", 0), status=status)
+
+    def finished(self, summary: Summary) -> None:
+        task = self.tasks.get((summary.license, summary.resource))
+        if task is not None:
+            self.progress.update(task, total=1, completed=1,
+                                 status=f"{summary.status}: {_counted(summary.counts)}")
+
+
+def _shown_status(summaries: Sequence[Summary]) -> list[tuple[Summary, str, bool]]:
+    """Each summary with the status a person reads, and whether its note is news: a stop
+    is said once, at the resource where it happened; the resources after it, which the
+    backfill never began, are "not started"."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for s in summaries:
+        key = (s.license, s.note)
+        repeat = bool(s.note) and s.status == "stopped" and key in seen
+        seen.add(key)
+        out.append((s, "not started" if repeat else s.status, bool(s.note) and s.status != "done"
+                    and not repeat))
+    return out
+
+
+def summary_table(summaries: Sequence[Summary]) -> RichTable:
+    table = RichTable(title="Backfill summary")
+    for name in ("license", "resource", "requests", "inserted", "updated", "unchanged", "deleted",
+                 "quarantined", "status"):
+        table.add_column(name, justify="right" if name not in ("license", "resource", "status") else "left")
+    for s, shown, _news in _shown_status(summaries):
+        c = s.counts
+        table.add_row(s.license, s.resource, str(s.requests), str(c.inserted), str(c.updated),
+                      str(c.unchanged), str(c.deleted), str(c.quarantined), shown)
+    return table
+
+
+def print_summary(summaries: Sequence[Summary], started: float, code: int) -> None:
+    """The summary table, the request count, and below it, in full and once each, why work
+    stopped, failed or was skipped (a table cell would cut a sentence short)."""
+    console.print(summary_table(summaries))
+    console.print(f"{sum(s.requests for s in summaries)} requests in {time.monotonic() - started:.1f} s")
+    shown = _shown_status(summaries)
+    for s, status, news in shown:
+        if not news:
+            continue
+        after = sum(1 for o, other, _ in shown
+                    if other == "not started" and (o.license, o.note) == (s.license, s.note))
+        rest = f" (and the {after} resource(s) after it: not started)" if after else ""
+        errors.print(f"{s.license}/{s.resource} {status}{rest}: {redact(s.note)}", markup=False,
+                     highlight=False)
+    if code == EXIT_BUDGET:
+        errors.print("work is left: run again to continue (it starts at the cursors; nothing "
+                     "stored is fetched again)", highlight=False)
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+def print_status(status: Status) -> None:
+    """`syncer status` for a person: per license its budget and stop signs, per job a row."""
+    tz = status.tz
+    console.print(f"status at {when(status.now, tz)}", highlight=False)
+    for sign in status.stop_signs:
+        console.print(f"[yellow]{escape(sign.says)} {escape(sign.todo)}[/yellow]", highlight=False)
+    if not status.licenses:
+        console.print("[yellow]" + escape(
+            "no license in the config, and none in this database yet: add a [[licenses]] entry "
+            "(or set CLOUDPOS_LICNAME and CLOUDPOS_TOKEN), then run `syncer backfill` or "
+            "`syncer run`") + "[/yellow]", highlight=False)
+    for lic in status.licenses:
+        console.print(f"[bold]license {escape(lic.name)}[/bold]"
+                      + ("" if lic.configured else " (not in the config)")
+                      + f": {lic.spent} requests used today, {lic.left} left "
+                      f"(budget {lic.daily_budget}, reserve {lic.reserve}; {lic.planned} planned for "
+                      f"the rest of the day); {lic.quarantined} record(s) in quarantine",
+                      highlight=False)
+        for sign in lic.stop_signs:
+            colour = "red" if sign.severity == "error" else "yellow"
+            console.print(f"[{colour}]  {escape(sign.says)} {escape(sign.todo)}[/{colour}]",
+                          highlight=False)
+        table = RichTable()
+        for name in ("job", "rows", "cursor", "last success", "next run", "planned today", "last error"):
+            table.add_column(name)
+        for job in lic.jobs:
+            table.add_row(job.job, "" if job.table_rows is None else str(job.table_rows),
+                          "" if job.cursor is None else str(job.cursor),
+                          when(job.last_success_at, tz), when(job.next_run_at, tz),
+                          str(job.planned_requests),
+                          escape((job.disabled and f"disabled: {job.disabled}") or (job.last_error or "")))
+        console.print(table)
+
+
+# --- reports and the demo ------------------------------------------------------------------
+
+
+def report_list() -> RichTable:
+    """`syncer report` without a name: every report and what it holds."""
+    table = RichTable(title="Reports (syncer report NAME; the report_ prefix may be left out)")
+    table.add_column("name")
+    table.add_column("what")
+    for listed in reports.REPORTS:
+        table.add_row(listed.name, listed.summary)
+    return table
+
+
+def sales_per_day(engine: Engine, license: str, days: int = 7) -> RichTable:
+    """Tickets and revenue per business day, the last `days` days: report_daily_sales added
+    up over the registers (the demo's table; the same tickets as every view)."""
+    totals: dict[dt.date, tuple[int, Decimal]] = {}
+    for row in reports.fetch(engine, reports.get("report_daily_sales"), license=license):
+        count, revenue = totals.get(row["day"], (0, Decimal("0.00")))
+        totals[row["day"]] = (count + row["orders"], revenue + row["revenue_incl_vat"])
+    table = RichTable(title="Sales per day (business days, from report_daily_sales, incl. VAT)")
+    table.add_column("day")
+    table.add_column("tickets", justify="right")
+    table.add_column("revenue", justify="right")
+    for day in sorted(totals)[-days:]:
+        count, revenue = totals[day]
+        table.add_row(day.isoformat(), str(count), f"{revenue:.2f}")
+    return table
+
+
+def last_days_of(engine: Engine, report: reports.Report, tz: ZoneInfo, days: int = 3) -> RichTable:
+    """A report's rows of its last `days` days."""
+    rows = reports.fetch(engine, report)
+    shown = sorted({row["day"] for row in rows})[-days:]
+    return writers.table_of(writers.Extract(report, [row for row in rows if row["day"] in shown], tz,
+                                            title=f"{report.name} (last {len(shown)} days)"))
+
+
+# --- rebuild and doctor --------------------------------------------------------------------
+
+
+def rebuild_table(license: str, counts: Mapping[str, Counts], resumed: bool) -> RichTable:
+    """What a rebuild wrote, per resource."""
+    table = RichTable(title=f"Rebuild of {license}" + (" (resumed)" if resumed else ""))
+    for name in ("resource", "inserted", "updated", "unchanged", "deleted", "quarantined"):
+        table.add_column(name, justify="left" if name == "resource" else "right")
+    for name, c in sorted(counts.items()):
+        table.add_row(name, str(c.inserted), str(c.updated), str(c.unchanged), str(c.deleted),
+                      str(c.quarantined))
+    return table
+
+
+# The value formats `syncer doctor` points out: what the parser had to read generously.
+ODD_FORMATS = frozenset({"number as string", "decimal comma", "zero date", "empty string",
+                         "local time YYYY-MM-DD HH:MM[:SS]", "date YYYY-MM-DD"})
+
+
+def doctor_table(found: Mapping[str, Any]) -> RichTable:
+    """One license's part of the doctor's report: per function, what its answers look like."""
+    table = RichTable(title=f"doctor: license {found['license']}")
+    for name in ("function", "envelope", "records", "rows", "quarantined", "unknown fields",
+                 "missing fields", "values"):
+        table.add_column(name)
+    for function, entry in found["functions"].items():
+        fields, parsed = entry.get("fields", {}), entry.get("parsed", {})
+        formats: Iterable[Mapping[str, Any]] = entry.get("formats", {}).values()
+        odd = sorted({kind for counts in formats for kind in counts} & ODD_FORMATS)
+        table.add_row(function, entry.get("envelope") or entry.get("note", ""),
+                      str(entry.get("records", "")), str(parsed.get("rows", "")),
+                      str(parsed.get("quarantined", "")),
+                      escape(", ".join(fields.get("unknown", []))),
+                      escape(", ".join(fields.get("missing", []))),
+                      ", ".join(odd) + (f" [red]{escape(entry['error'])}[/red]"
+                                        if "error" in entry else ""))
+    return table
