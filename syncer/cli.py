@@ -31,6 +31,7 @@ from syncer.config import (
     ApiConfig,
     Config,
     ConfigError,
+    CsvDialectName,
     DatabaseConfig,
     LicenseConfig,
     load_config,
@@ -461,14 +462,17 @@ def require_data_for(engine: Engine, license_name: str) -> None:
               help="Last business day (YYYY-MM-DD), inclusive.")
 @click.option("--license", "license_name", default=None, help="Only this license.")
 @click.option("--format", "fmt", type=click.Choice(list(writers.WRITERS)), default=None,
-              help="table (for people; the default), csv or json (for scripts); default: "
-                   "from the suffix of --out, else table.")
+              help="table (for people; the default), csv or json (for scripts), xlsx (a "
+                   "workbook, with --out); default: from the suffix of --out, else table.")
+@click.option("--csv", "csv_dialect", type=click.Choice(list(writers.CSV_DIALECTS)), default=None,
+              help="CSV dialect: rfc4180 for scripts, excel-be for a spreadsheet in a Belgian "
+                   "locale (; and decimal comma); default: [reports] csv, else rfc4180.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file (replaced when complete) instead of standard output.")
 @click.pass_obj
 def report(state: State, name: str | None, date_from: dt.datetime | None,
            date_to: dt.datetime | None, license_name: str | None, fmt: str | None,
-           out_path: Path | None) -> None:
+           csv_dialect: CsvDialectName | None, out_path: Path | None) -> None:
     """Print one of the reporting views (the same rows any SQL tool sees); no NAME: list them."""
     if name is None:
         console.print(views.report_list())
@@ -479,20 +483,28 @@ def report(state: State, name: str | None, date_from: dt.datetime | None,
         fail(f"unknown report {name!r}; choose one of: {', '.join(reports.NAMES)}", EXIT_USAGE)
     if chosen.day_column is None and (date_from or date_to):
         fail(f"{chosen.name} has no day column; --from/--to do not apply", EXIT_USAGE)
-    writer = (writers.get(fmt) if fmt is not None
-              else (out_path is not None and writers.for_path(out_path)) or writers.get("table"))
+    if fmt is None:
+        suffixed = writers.for_path(out_path) if out_path is not None else None
+        fmt = "csv" if csv_dialect is not None else suffixed.name if suffixed else "table"
+    if csv_dialect is not None and fmt != "csv":
+        fail(f"--csv {csv_dialect} applies to CSV, not to --format {fmt}", EXIT_USAGE)
     since, until = day_range(date_from, date_to)
     config = state.config
+    writer = writers.get(fmt, csv=csv_dialect or config.reports.csv)
+    if writer.needs_file and out_path is None:
+        fail(f"--format {fmt} writes a file: add --out FILE", EXIT_USAGE)
     engine = open_database(config, existing=True)
     if license_name is not None:
         require_data_for(engine, license_name)
     rows = reports.fetch(engine, chosen, since=since, until=until, license=license_name)
+    header = reports.header(engine, rows, license=license_name, since=since, until=until,
+                            now=utcnow())
     try:
-        writers.write(writer, writers.Extract(chosen, rows, config.api.tz), out_path)
+        writers.write(writer, writers.Extract(chosen, rows, config.api.tz, header=header), out_path)
     except OSError as exc:
         fail(f"--out {out_path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE)
     if out_path is not None:
-        errors.print(f"{chosen.name}: {len(rows)} row(s) written to {out_path} ({writer.name})",
+        errors.print(f"{chosen.name}: {len(rows)} row(s) written to {out_path} ({writer.summary})",
                      markup=False, highlight=False)
 
 

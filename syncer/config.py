@@ -20,7 +20,7 @@ import tomllib
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -42,6 +42,9 @@ from syncer.planner import OpeningHours
 from syncer.resources import BY_NAME
 
 DEFAULT_BASE_URL = "https://cloudpos.be/api/"
+
+# The CSV dialects `syncer report` writes; how each writes is syncer.writers.CSV_DIALECTS.
+CsvDialectName = Literal["rfc4180", "excel-be"]
 
 
 class ConfigError(Exception):
@@ -208,6 +211,9 @@ class ReportsConfig(_Strict):
     # shop opened. The report views read it from the database (report_settings), which
     # every command that opens the database writes from here.
     day_starts_at: str = "00:00"
+    # `syncer report --format csv` without --csv: "rfc4180" for scripts, "excel-be" for a
+    # spreadsheet in a Belgian locale (syncer.writers.CSV_DIALECTS).
+    csv: CsvDialectName = "rfc4180"
 
     @field_validator("day_starts_at")
     @classmethod

