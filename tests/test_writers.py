@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +25,7 @@ from sqlalchemy import Engine
 
 from syncer import reports, writers
 from syncer import tables as t
+from syncer.config import CsvDialectName
 from syncer.db import make_engine
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN
@@ -151,6 +153,12 @@ def test_a_failed_write_keeps_the_file_that_was_there(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [path]
 
 
+def test_every_csv_dialect_the_config_accepts_has_a_writer() -> None:
+    assert set(typing.get_args(CsvDialectName)) == set(writers.CSV_DIALECTS)
+    for name in writers.CSV_DIALECTS:
+        assert writers.get("csv", csv=name).suffix == ".csv"
+
+
 def test_a_file_suffix_names_its_format() -> None:
     assert [writers.for_path(Path(name)) for name in ("a.csv", "b.JSON", "c.txt", "d.dat")] == [
         writers.get("csv"), writers.get("json"), writers.get("table"), None]
@@ -257,7 +265,7 @@ def test_a_workbook_needs_a_file_and_a_csv_dialect_needs_csv(shop: Shop, tmp_pat
     assert "--csv excel-be applies to CSV, not to --format json" in result.output
 
 
-def soffice(tmp_path: Path) -> str:
+def soffice() -> str:
     """LibreOffice's command; a test that needs it fails without it, unless
     SYNCER_TEST_NO_OFFICE=1 says this machine has none (then it is skipped)."""
     found = shutil.which("soffice") or shutil.which("libreoffice")
@@ -283,7 +291,7 @@ def test_libreoffice_in_nl_be_opens_excel_be_csv_and_sums_the_amounts_to_the_cen
         shop: Shop, tmp_path: Path) -> None:
     from openpyxl import load_workbook
 
-    office = soffice(tmp_path)
+    office = soffice()
     path = tmp_path / "vat.csv"
     result = shop.report("vat", "--csv", "excel-be", "--out", str(path))
     assert result.exit_code == 0, result.output
