@@ -36,7 +36,9 @@ per_resource = pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.na
 
 
 def recorded(resource: Resource) -> dict[str, Any]:
-    return dict(json.loads((FIXTURES / f"{resource.name}.json").read_text()))
+    path = FIXTURES / f"{resource.name}.json"
+    assert path.exists(), f"no recorded fixture {path}"
+    return dict(json.loads(path.read_text()))
 
 
 def tables_of(rows: Rows, resource: Resource) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -99,10 +101,11 @@ def test_a_job_of_its_own_pulls_it(resource: Resource) -> None:
 
 @pytest.fixture(scope="module")
 def doctored(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`syncer doctor`'s report of every function, after a backfill from the simulator."""
+    """`syncer doctor`'s report of every function, after a backfill from the simulator
+    (whose exit code is left to the tests: one resource failing is that resource's)."""
     where = tmp_path_factory.mktemp("doctor")
     env = cli_env(f"sqlite:///{where}/syncer.db", sim.base_url)
-    assert run_cli(["backfill"], env, cwd=where).exit_code == 0
+    run_cli(["backfill"], env, cwd=where)
     result = run_cli(["doctor", "--out", str(where / "bundle.json")], env, cwd=where)
     assert result.exit_code == 0, result.output
     report = json.loads((where / "bundle.json").read_text())["licenses"][0]
@@ -113,7 +116,7 @@ def doctored(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 def test_doctor_describes_its_answers(doctored: dict[str, Any], sim: Simulator,
                                       resource: Resource) -> None:
     entry = doctored[resource.function]
-    assert entry["resource"] == resource.name
+    assert entry["resource"] == resource.name and "answer" in entry, entry
     assert entry["records"] > 0 and entry["parsed"]["rows"] == entry["records"]
     fields = entry["fields"]
     assert fields["known_to_parser"] and fields["missing"] == []
