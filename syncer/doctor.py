@@ -32,7 +32,7 @@ from syncer import archive
 from syncer import tables as t
 from syncer.client import BadResponse, decode_body, raise_for_api_error, records_from
 from syncer.config import Config, LicenseConfig
-from syncer.parse import IGNORED_KEYS, KNOWN_FIELDS
+from syncer.parse import IGNORED_KEYS
 from syncer.redact import redact
 from syncer.resources import Pull, Resource
 from syncer.sync import Sync, parse_context, parse_records
@@ -147,7 +147,7 @@ def examine(resource: Resource, content: bytes, ctx: Any) -> dict[str, Any]:
     except Exception as exc:  # an envelope the client refuses: that is the finding
         return {"envelope": style, "error": mask(str(exc))}
     seen, formats, filled = _fields(records)
-    groups = KNOWN_FIELDS.get(resource.name, ())
+    groups = resource.parse.keys
     known = {key for group in groups for key in group}
     parsed = parse_records(resource, records, ctx)
     reasons = Counter(mask(r.reason) for r in parsed.rejected)

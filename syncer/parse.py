@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -603,6 +603,31 @@ def _content_hash(parent: Mapping[str, Any], children: Mapping[str, list[dict[st
 
 # --- resources --------------------------------------------------------------------
 
+
+class Parser(Protocol):
+    """A parse function that names the record keys it reads (`reads` puts them on it)."""
+
+    # One group per column (keys that stand for one another together: "fistname" and
+    # "firstname"), then one per key read by hand. `syncer doctor` compares them with
+    # the keys the API sends.
+    keys: tuple[tuple[str, ...], ...]
+
+    def __call__(self, raw: Mapping[str, Any], ctx: ParseContext, /) -> Rows: ...
+
+
+def reads(fields: Iterable[Field], *by_hand: str) -> Callable[[Callable[..., Rows]], Parser]:
+    """Declares, on the parse function below it, the keys it reads: `fields`' keys, then
+    the keys it reads `by_hand` (kept out of `extra` by the function itself)."""
+    keys = (*((key,) if isinstance(key, str) else key for _, key, _ in fields),
+            *((key,) for key in by_hand))
+
+    def declare(parse: Callable[..., Rows]) -> Parser:
+        parse.keys = keys  # type: ignore[attr-defined]
+        return cast(Parser, parse)
+
+    return declare
+
+
 _CATEGORY: tuple[Field, ...] = (("id", "id", _int_id), ("name", "name", _text))
 
 _PRODUCT: tuple[Field, ...] = (
@@ -751,11 +776,13 @@ _INVOICE_LINE: tuple[Field, ...] = (
 _INVOICE_LINE_KEYS = frozenset(_keys(_INVOICE_LINE) | IGNORED_KEYS)
 
 
+@reads(_CATEGORY)
 def parse_category(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A category (get-categories)."""
     return _simple(raw, _CATEGORY)
 
 
+@reads(_PRODUCT)
 def parse_product(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A product (get-products)."""
     return _simple(raw, _PRODUCT)
@@ -778,6 +805,7 @@ def _product_ids(value: Any, name: str) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+@reads(_SUBPRODUCT, "productlink")
 def parse_subproduct(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A subproduct and the products it is linked to (get-subproducts)."""
     record = _record(raw)
@@ -789,11 +817,13 @@ def parse_subproduct(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     return Rows(parent=parent, children={"product_subproducts": links})
 
 
+@reads(_CUSTOMER)
 def parse_customer(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A customer (get-customers)."""
     return _simple(raw, _CUSTOMER)
 
 
+@reads(_USER, "secnr")
 def parse_user(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A user; the national register number becomes a keyed hash (get-users)."""
     record = _record(raw)
@@ -808,26 +838,31 @@ def parse_user(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     return Rows(parent=parent)
 
 
+@reads(_POS_TABLE)
 def parse_pos_table(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A table of the restaurant floor (get-tables)."""
     return _simple(raw, _POS_TABLE)
 
 
+@reads(_PAYMENT_METHOD)
 def parse_payment_method(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """An active payment method (get-payment)."""
     return _simple(raw, _PAYMENT_METHOD)
 
 
+@reads(_PRINTER)
 def parse_printer(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A printer (get-printers)."""
     return _simple(raw, _PRINTER)
 
 
+@reads(_GIFT_VOUCHER)
 def parse_gift_voucher(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A gift voucher (get-giftvoucher)."""
     return _simple(raw, _GIFT_VOUCHER)
 
 
+@reads(_CUSTOMER_CREDIT)
 def parse_customer_credit(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A customer's credit on one tag (get-customercredits); top-up fields stay in extra."""
     return _simple(raw, _CUSTOMER_CREDIT)
@@ -878,6 +913,7 @@ def _order_fields(tz: ZoneInfo) -> tuple[Field, ...]:
     )
 
 
+@reads(_order_fields(ZoneInfo("UTC")), "orderdetail", *_PAYMENT_KEYS.values())
 def parse_order(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """An order (or labour record) with its lines, their subproducts and its payments."""
     record = _record(raw)
@@ -922,6 +958,7 @@ def local_reading(order: Mapping[str, Any], tz: ZoneInfo) -> dict[str, Any]:
             "local_weekday": local.isoweekday(), "local_minute": local.minute}
 
 
+@reads(_INVOICE, "invoicedetail")
 def parse_invoice(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """An invoice, quote or credit note with its lines (get-invoices)."""
     record = _record(raw)
@@ -939,32 +976,8 @@ def parse_invoice(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     return Rows(parent=parent, children=children)
 
 
+@reads(_COUPON)
 def parse_coupon(raw: Mapping[str, Any], ctx: ParseContext) -> Rows:
     """A discount coupon (get-coupon)."""
     return _simple(raw, _COUPON)
 
-
-def _groups(fields: Iterable[Field], *more: str) -> tuple[tuple[str, ...], ...]:
-    """Each field's record key (or alternative keys), then the keys read by hand."""
-    return (*((key,) if isinstance(key, str) else key for _, key, _ in fields),
-            *((key,) for key in more))
-
-
-# The record keys each resource's parser reads, by resource name; a tuple holds keys
-# that stand for one another ("fistname"/"firstname"). `syncer doctor` compares them
-# with the keys the API sends.
-KNOWN_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "categories": _groups(_CATEGORY),
-    "products": _groups(_PRODUCT),
-    "subproducts": _groups(_SUBPRODUCT, "productlink"),
-    "customers": _groups(_CUSTOMER),
-    "users": _groups(_USER, "secnr"),
-    "pos_tables": _groups(_POS_TABLE),
-    "payment_methods": _groups(_PAYMENT_METHOD),
-    "printers": _groups(_PRINTER),
-    "gift_vouchers": _groups(_GIFT_VOUCHER),
-    "customer_credits": _groups(_CUSTOMER_CREDIT),
-    "orders": _groups(_order_fields(ZoneInfo("UTC")), "orderdetail", *_PAYMENT_KEYS.values()),
-    "invoices": _groups(_INVOICE, "invoicedetail"),
-    "coupons": _groups(_COUPON),
-}

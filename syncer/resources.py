@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Table
@@ -22,7 +21,7 @@ class Resource:
     function: str
     pull: Pull
     table: Table
-    parse: Callable[[dict[str, object], parse.ParseContext], parse.Rows]
+    parse: parse.Parser  # raw record -> Rows; names the record keys it reads (`parse.reads`)
     children: tuple[Table, ...] = ()
     # The column of every child table that holds its parent's id (children replaced
     # with their parent: design rule 5).

@@ -25,7 +25,6 @@ from syncer.client import (
     InvalidCredentials,
     IpBlocked,
     ModuleNotLicensed,
-    NotFound,
     OpenDoor,
     Outcome,
     RequestInfo,
@@ -37,15 +36,12 @@ from syncer.client import (
     raise_for_api_error,
     records_from,
 )
+from syncer.resources import RESOURCES
 from syncer.simulator import Simulator
 from tests.conftest import LICENSE, TOKEN
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
-LIST_FUNCTIONS = [
-    "get-categories", "get-products", "get-subproducts", "get-customers", "get-users",
-    "get-tables", "get-payment", "get-printers", "get-orders", "get-invoices",
-    "get-giftvoucher", "get-coupon", "get-customercredits",
-]
+LIST_FUNCTIONS = [resource.function for resource in RESOURCES]
 
 
 class CountingDoor:
@@ -99,46 +95,44 @@ def test_every_list_function_in_every_envelope(sim: Simulator, style: str) -> No
             assert sorted(map(record_key, records)) == sorted(map(record_key, reference[fn])), fn
 
 
-def test_typed_helpers_cover_every_function(sim: Simulator) -> None:
+def test_every_function_answers_through_the_one_generic_call(sim: Simulator) -> None:
     with make_client(sim) as client:
-        assert client.get_categories() and client.get_products() and client.get_subproducts()
-        assert client.get_customers() and client.get_users() and client.get_tables()
-        assert client.get_payment_methods() and client.get_printers()
-        assert client.get_gift_vouchers() and client.get_customer_credits()
-        window = client.get_orders(start=1, end=50)
+        for resource in RESOURCES:
+            assert client.fetch(resource.function).records, resource.function
+        window = client.fetch("get-orders", {"start": 1, "end": 50}).records
         assert window and all(1 <= int(o["id"]) <= 50 for o in window)
-        assert client.get_invoices(start=1, end=500)
-        assert client.get_coupons(start=1, end=500)
-        day = dt.date.fromisoformat(str(window[0]["ordertime"])[:10])
-        by_date = client.get_orders(date=day)
-        assert by_date and all(str(o["ordertime"]).startswith(day.isoformat()) for o in by_date)
-        labour = client.get_orders(clockinclockout=True)
+        day = str(window[0]["ordertime"])[:10]
+        by_date = client.fetch("get-orders", {"date": day}).records
+        assert by_date and all(str(o["ordertime"]).startswith(day) for o in by_date)
+        labour = client.fetch("get-orders", {"clockinclockout": None}).records
         assert all(not o.get("orderdetail") for o in labour)
-        customer = int(client.get_customer_credits()[0]["customerid"])
-        detail = client.get_customer_credits(customerid=customer)
+        customer = int(client.fetch("get-customercredits").records[0]["customerid"])
+        detail = client.fetch("get-customercredits", {"customerid": customer}).records
         assert all(int(d["customerid"]) == customer for d in detail)
-        assert isinstance(client.get_reservation_persons(dt.date(2026, 12, 1)), list)
-        assert isinstance(client.get_reservation_hours(dt.date(2026, 12, 1), 4), list)
+        # Functions taking input answer one object (what `syncer call` prints).
+        persons = client.request("get-reservationpersons", {"date": "2026-12-01"}).body
+        assert isinstance(persons["persons"], list)
+        hours = client.request("get-reservationhours", {"date": "2026-12-01", "persons": 4}).body
+        assert isinstance(hours["hours"], list)
         with pytest.raises(InputRejected) as empty_id:
-            client.get_confirmed_weborder("")
+            client.request("get-confirmedweborder", {"weborderid": ""})
         assert empty_id.value.code == 2002
         with pytest.raises(InputRejected) as unknown:
-            client.get_confirmed_weborder("999999")
+            client.request("get-confirmedweborder", {"weborderid": "999999"})
         assert unknown.value.code == 2003
         with pytest.raises(InputRejected) as empty_doc:
-            client.get_invoice_signed("")
+            client.request("get-invoicesigned", {"documentnr": ""})
         assert empty_doc.value.code == 2001
         with pytest.raises(InputRejected):
-            client.get_reservation_hours(dt.date(2026, 12, 1), "")  # type: ignore[arg-type]
-        with pytest.raises(NotFound):
-            client.get_offer_signed("NO-SUCH-DOC")
+            client.request("get-reservationhours", {"date": "2026-12-01", "persons": ""})
+        assert client.request("get-offersigned", {"documentnr": "NO-SUCH-DOC"}).empty
 
 
 def test_id_windows_are_inclusive_and_2000_is_an_empty_list(sim: Simulator) -> None:
     with make_client(sim) as client:
-        ids = sorted(int(o["id"]) for o in client.get_orders(start=1, end=10_000))
+        ids = sorted(int(o["id"]) for o in client.fetch("get-orders", {"start": 1, "end": 10_000}).records)
         first, last = ids[0], ids[-1]
-        exact = client.get_orders(start=first, end=first)
+        exact = client.fetch("get-orders", {"start": first, "end": first}).records
         assert [int(o["id"]) for o in exact] == [first]
         page = client.fetch("get-orders", {"start": last + 1, "end": last + 500})
         assert page.empty and page.records == []
@@ -146,7 +140,7 @@ def test_id_windows_are_inclusive_and_2000_is_an_empty_list(sim: Simulator) -> N
 
 def test_numbers_as_strings_stay_exact(sim: Simulator) -> None:
     with make_client(sim) as client:
-        products = client.get_products()
+        products = client.fetch("get-products").records
     prices = [p["price"] for p in products]
     # Whatever form the API chose, no binary float ever appears.
     assert all(not isinstance(p, float) for p in prices)
@@ -159,16 +153,16 @@ def test_numbers_as_strings_stay_exact(sim: Simulator) -> None:
 def test_empty_token_sends_nothing(sim: Simulator) -> None:
     door = CountingDoor()
     with make_client(sim, token="", door=door) as client, pytest.raises(EmptyCredentials):
-        client.get_products()
+        client.fetch("get-products")
     with make_client(sim, token="   ", door=door) as client, pytest.raises(EmptyCredentials):
-        client.get_products()
+        client.fetch("get-products")
     assert requests_seen(sim) == 0
     assert door.seen == []
 
 
 def test_bad_token_raises_auth_rejected_after_one_request(sim: Simulator) -> None:
     with make_client(sim, token="wrong-token-123") as client, pytest.raises(AuthRejected) as err:
-        client.get_products()
+        client.fetch("get-products")
     assert isinstance(err.value, InvalidCredentials) and err.value.code == 1002
     assert requests_seen(sim) == 1  # 1002 is never retried
 
@@ -178,10 +172,10 @@ def test_daily_limit_gives_retry_time(sim: Simulator) -> None:
     sim.set_clock(lambda: clock)
     sim.set_daily_limit(2)
     with make_client(sim) as client:
-        client.get_printers()
-        client.get_printers()
+        client.fetch("get-printers")
+        client.fetch("get-printers")
         with pytest.raises(DailyLimitReached) as err:
-            client.get_printers()
+            client.fetch("get-printers")
     assert err.value.retry_at == dt.datetime(2026, 10, 28, 0, 0, tzinfo=BRUSSELS)
     assert err.value.retry_at.utcoffset() is not None
     assert requests_seen(sim) == 3
@@ -193,18 +187,18 @@ def test_ip_block_after_five_bad_logins(sim: Simulator) -> None:
     with make_client(sim, token="wrong-token-123") as client:
         for _ in range(5):
             with pytest.raises(InvalidCredentials):
-                client.get_printers()
+                client.fetch("get-printers")
     with make_client(sim) as client, pytest.raises(IpBlocked) as err:
-        client.get_printers()
+        client.fetch("get-printers")
     assert err.value.until == dt.datetime(2026, 10, 27, 15, 30, tzinfo=BRUSSELS)
 
 
 def test_module_not_licensed(sim: Simulator) -> None:
     sim.unlicense("get-giftvoucher")
     with make_client(sim) as client, pytest.raises(ModuleNotLicensed):
-        client.get_gift_vouchers()
+        client.fetch("get-giftvoucher")
     with make_client(sim) as client:
-        assert client.get_printers()
+        assert client.fetch("get-printers").records
 
 
 def test_api_error_bodies_map_to_types() -> None:
@@ -251,7 +245,7 @@ def test_fault_is_retried_once_and_heals(sim: Simulator, kind: str) -> None:
     door = CountingDoor()
     # A short timeout only where it is the fault: a loaded machine may answer slowly.
     with make_client(sim, door=door, timeout=0.5 if kind == "hang" else 5) as client:
-        assert client.get_printers()
+        assert client.fetch("get-printers").records
     assert requests_seen(sim) == 2
     assert [i.attempt for i in door.seen] == [1, 2]
     assert door.outcomes[0].outcome == "failed" and door.outcomes[1].outcome == "ok"
@@ -260,7 +254,7 @@ def test_fault_is_retried_once_and_heals(sim: Simulator, kind: str) -> None:
 def test_slow_answer_within_timeout_is_not_retried(sim: Simulator) -> None:
     sim.inject_fault("slow", count=1, delay=0.3)
     with make_client(sim, timeout=5) as client:
-        assert client.get_printers()
+        assert client.fetch("get-printers").records
     assert requests_seen(sim) == 1
 
 
@@ -272,7 +266,7 @@ def test_retry_bound_counts_every_attempt(sim: Simulator, kind: str, error: type
     door = CountingDoor()
     timeout = 0.3 if kind == "hang" else 5
     with make_client(sim, door=door, max_attempts=3, timeout=timeout) as client, pytest.raises(error):
-        client.get_printers()
+        client.fetch("get-printers")
     assert requests_seen(sim) == 3
     assert len(door.seen) == 3
 
@@ -297,18 +291,18 @@ def test_closing_the_client_ends_a_retry_wait_and_sends_nothing_more(sim: Simula
     client = CloudPosClient(sim.base_url, LICENSE, TOKEN, tz=BRUSSELS, door=door,
                             max_attempts=5, backoff_max=30.0)  # the real, interruptible wait
     with pytest.raises(Cancelled, match="not sent"):
-        client.get_printers()
+        client.fetch("get-printers")
     assert time.monotonic() - closed_at[0] < 1  # the 0.5 s + 1 s backoff was cut short
     assert requests_seen(sim) == len(door.seen) == 1  # nothing after close passed the door
     with pytest.raises(Cancelled):
-        client.get_printers()
+        client.fetch("get-printers")
     assert len(door.seen) == requests_seen(sim)
 
 
 def test_api_errors_are_not_retried(sim: Simulator) -> None:
     sim.unlicense("get-printers")
     with make_client(sim, max_attempts=5) as client, pytest.raises(ModuleNotLicensed):
-        client.get_printers()
+        client.fetch("get-printers")
     assert requests_seen(sim) == 1
 
 
@@ -316,7 +310,7 @@ def test_door_sees_every_attempt_before_it_is_sent(sim: Simulator) -> None:
     door = CountingDoor(limit=1)
     sim.inject_fault("5xx", count=1)
     with make_client(sim, door=door) as client, pytest.raises(RequestRefused):
-        client.get_printers()
+        client.fetch("get-printers")
     # The first attempt went out and failed; the door refused the retry: it never left.
     assert requests_seen(sim) == 1
     assert door.seen[0].params == {} and door.seen[0].function == "get-printers"
@@ -325,7 +319,7 @@ def test_door_sees_every_attempt_before_it_is_sent(sim: Simulator) -> None:
 def test_door_params_never_hold_the_token(sim: Simulator) -> None:
     door = CountingDoor()
     with make_client(sim, door=door) as client:
-        client.get_orders(start=1, end=5)
+        client.fetch("get-orders", {"start": 1, "end": 5})
     assert door.seen[0].params == {"start": "1", "end": "5"}
     assert TOKEN not in repr(door.seen) and TOKEN not in repr(client)
 
@@ -338,11 +332,12 @@ def test_no_token_in_debug_logs_or_errors(sim: Simulator, debug_logs: pytest.Log
     with make_client(sim, timeout=5) as client:
         for fn in LIST_FUNCTIONS:
             client.fetch(fn)
-        for call in (lambda: client.get_confirmed_weborder(""),
-                     lambda: client.get_invoice_signed(""),
-                     lambda: client.get_reservation_hours("2026-12-01", 2)):
+        inputs: list[tuple[str, dict[str, str | int | None]]] = [
+            ("get-confirmedweborder", {"weborderid": ""}), ("get-invoicesigned", {"documentnr": ""}),
+            ("get-reservationhours", {"date": "2026-12-01", "persons": 2})]
+        for function, params in inputs:
             try:
-                call()
+                client.request(function, params)
             except Exception as exc:
                 texts.append(str(exc))
                 texts.append(repr(exc))
@@ -353,9 +348,9 @@ def test_no_token_in_debug_logs_or_errors(sim: Simulator, debug_logs: pytest.Log
             try:
                 if kind == "hang":
                     with make_client(sim, timeout=0.3) as hung:
-                        hung.get_printers()
+                        hung.fetch("get-printers")
                 else:
-                    client.get_printers()
+                    client.fetch("get-printers")
             except Exception as exc:
                 failed.append(type(exc).__name__)
                 texts.append(str(exc))
@@ -367,7 +362,7 @@ def test_no_token_in_debug_logs_or_errors(sim: Simulator, debug_logs: pytest.Log
     sim.clear_faults()
     with make_client(sim, token=TOKEN + "-bad") as bad:
         try:
-            bad.get_printers()
+            bad.fetch("get-printers")
         except Exception as exc:
             texts.append(str(exc))
     logged = [r.getMessage() for r in debug_logs.records] + [debug_logs.text]
@@ -385,7 +380,7 @@ def test_the_client_as_a_library_keeps_the_token_out_of_httpx_debug_logs(sim: Si
         "from syncer.client import CloudPosClient, OpenDoor\n"
         "logging.basicConfig(level=logging.DEBUG, stream=sys.stdout)\n"
         "with CloudPosClient(sys.argv[1], sys.argv[2], sys.argv[3], door=OpenDoor()) as client:\n"
-        "    print(len(client.get_printers()), 'printers')\n"
+        "    print(len(client.fetch('get-printers').records), 'printers')\n"
     )
     done = subprocess.run([sys.executable, "-c", script, sim.base_url, LICENSE, TOKEN],
                           capture_output=True, text=True, timeout=60, check=False)
