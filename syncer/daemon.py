@@ -246,7 +246,7 @@ class LicenseJobs:
         pulled = self.runtime.attempt(job, self.runtime.run_job, registry.BY_NAME[job], now, state)
         if isinstance(pulled, Failure):
             log.warning("%s/%s: %s", self.name, job, pulled.note)
-            return RunResult(job, pulled.retry_at(now, self.config), error=pulled.note,
+            return RunResult(job, outcomes.retry_at(pulled.error, now, self.tz), error=pulled.note,
                              exit_code=pulled.meaning.exit_code), None
         # Catching up (a full window, or empty space stepped over): again soon.
         next_run = now + self.specs[job].min_interval if pulled.more else now

@@ -1,15 +1,11 @@
 """One license wired for one purpose, and the one place a pull step runs.
 
 Every command that sends requests opens a `Runtime`: the license's ledger (the door),
-its client and its sync, for one purpose (the ledger's: `backfill`, `run`, `call`,
-`check`). `Runtime.attempt` runs a pull step and turns whatever it raises into a row
-of the outcome table (`outcomes`): stored on the job's sync state when the outcome
-keeps its message, and handed back as a `Failure` for the caller's loop to pace (the
-daemon plans the next run from it, the backfill stops or goes on). An exception no
-outcome names (a bug, an answer the decoder cannot read) is the outcome `unexpected`:
-stored, shown and planned like any failed pull, never retried behind the planner.
-The database being away (`SQLAlchemyError`) and a stopping client (`Cancelled`) are
-not outcomes of a pull: they go to the caller.
+client and sync, for the ledger's purpose (`backfill`, `run`, `call`, `check`).
+`Runtime.attempt` runs a pull step and turns what it raises into its outcome
+(`outcomes`, where an exception no row names is `unexpected`): kept on the job's sync
+state when the outcome says so, and returned as a `Failure` for the caller's loop to
+pace. A stopping client (`Cancelled`) and a database that is away go to the caller.
 """
 
 from __future__ import annotations
@@ -47,10 +43,6 @@ class Failure:
     meaning: Meaning
     error: Exception
     note: str
-
-    def retry_at(self, now: dt.datetime, config: Config) -> dt.datetime:
-        """The earliest the job may run again (the planner may put it later)."""
-        return outcomes.retry_at(self.error, now, config.api.tz)
 
 
 @dataclass
