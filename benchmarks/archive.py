@@ -34,7 +34,7 @@ from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
 from syncer.db import make_engine, migrate
 from syncer.rebuild import rebuild
 from syncer.resources import RESOURCES
-from syncer.runtime import make_client, make_ledger
+from syncer.runtime import Runtime
 from syncer.simulator import Simulator, generate
 
 TOKEN = "benchmark-token-0000"
@@ -94,10 +94,9 @@ def history(orders: int, kinds: list[str]) -> None:
                 migrate(engine)
                 config = _config(url, base_url)
                 lic = config.licenses[0]
-                ledger = make_ledger(engine, config, lic, purpose="backfill")
                 t0 = time.perf_counter()
-                with make_client(config, lic, ledger) as client:
-                    _, code = Backfill(engine, config, lic, client, ledger).run(RESOURCES)
+                with Runtime(engine, config, lic, purpose="backfill") as rt:
+                    _, code = Backfill(rt).run(RESOURCES)
                 backfill_s = time.perf_counter() - t0
                 assert code == 0
                 rows = _rows(engine)
@@ -114,7 +113,7 @@ def history(orders: int, kinds: list[str]) -> None:
                 assert _rows(engine) == rows, "the rebuild did not restore every row"
                 per = sizes["stored_bytes"] * 100_000 / orders
                 print(f"{kind}: {orders:,} orders, {rows:,} rows; backfill {backfill_s:.1f} s "
-                      f"({ledger.sent} requests), rebuild {rebuild_s:.1f} s from "
+                      f"({rt.ledger.sent} requests), rebuild {rebuild_s:.1f} s from "
                       f"{result.answers} answers (0 requests) = {rebuild_s / backfill_s:.2f}x the "
                       f"backfill; archive {sizes['answers']} answers, {sizes['bodies']} bodies, "
                       f"{sizes['raw_bytes']:,} bytes raw, {sizes['stored_bytes']:,} stored "
@@ -140,10 +139,9 @@ def smallcaps(orders: int, cap: int) -> None:
                 runs = spent = 0
                 while True:
                     runs += 1
-                    ledger = make_ledger(engine, config, lic, purpose="backfill", max_requests=limit)
-                    with make_client(config, lic, ledger) as client:
-                        _, code = Backfill(engine, config, lic, client, ledger).run(RESOURCES)
-                    spent += ledger.sent
+                    with Runtime(engine, config, lic, purpose="backfill", max_requests=limit) as rt:
+                        _, code = Backfill(rt).run(RESOURCES)
+                    spent += rt.ledger.sent
                     if code == 0:
                         break
                     assert code == 3 and runs < 10_000

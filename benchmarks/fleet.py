@@ -184,7 +184,7 @@ def run_day(args: argparse.Namespace, licenses: int, replicas: int,
     from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
     from syncer.db import make_engine, migrate
     from syncer.resources import RESOURCES
-    from syncer.runtime import make_client, make_ledger
+    from syncer.runtime import Runtime
     from syncer.simulator import Simulator, generate
 
     rng = random.Random(args.seed)
@@ -204,9 +204,8 @@ def run_day(args: argparse.Namespace, licenses: int, replicas: int,
         config = Config(database=DatabaseConfig(url=url), api=ApiConfig(base_url=base_url),
                         licenses=tuple(LicenseConfig(name=n, token=SecretStr(TOKEN)) for n in names))
         for lic in config.licenses:  # the history, the evening before (`syncer backfill`)
-            ledger = make_ledger(engine, config, lic, purpose="backfill", clock=clock)
-            with make_client(config, lic, ledger) as client:
-                Backfill(engine, config, lic, client, ledger, clock=clock).run(RESOURCES)
+            with Runtime(engine, config, lic, purpose="backfill", clock=clock) as rt:
+                Backfill(rt).run(RESOURCES)
         before = schema_figures(engine)
 
         pipes, procs = [], []

@@ -56,7 +56,7 @@ from syncer.db import make_engine, migrate
 from syncer.leases import claim_on, finish_on
 from syncer.load import Counts
 from syncer.resources import RESOURCES
-from syncer.runtime import make_client, make_ledger
+from syncer.runtime import Runtime
 from syncer.simulator import Simulator, generate, server
 
 TZ = ZoneInfo("Europe/Brussels")
@@ -176,15 +176,14 @@ def cheapest_run_cpu(engine: Any, config: Config, clock: Clock, n: int = 200) ->
     write or plan. Every run of a day costs at least this."""
     lic = config.licenses[0]
     ttl = dt.timedelta(seconds=45)
-    ledger = make_ledger(engine, config, lic, purpose="call", clock=clock)
-    with make_client(config, lic, ledger) as client:
-        client.fetch("get-tables")  # the credential probe, once per process
+    with Runtime(engine, config, lic, purpose="call", clock=clock) as rt:
+        rt.client.fetch("get-tables")  # the credential probe, once per process
         started = time.thread_time()
         for _ in range(n):
             now = clock()
             with engine.begin() as conn:
                 assert claim_on(conn, lic.name, "__cheapest__", "bench:0:0", now, ttl).taken
-            page = client.fetch("get-tables")
+            page = rt.client.fetch("get-tables")
             with engine.begin() as conn:
                 archive.keep(conn, lic.name, "get-tables", None, page, kind=archive.FULL_LIST,
                              state={}, counts=Counts(unchanged=len(page.records)),
@@ -256,9 +255,8 @@ def main() -> None:
 
     # History is loaded the evening before, as a user would with `syncer backfill`.
     for lic in config.licenses:
-        ledger = make_ledger(engine, config, lic, purpose="backfill", clock=clock)
-        with make_client(config, lic, ledger) as client:
-            Backfill(engine, config, lic, client, ledger, clock=clock).run(RESOURCES)
+        with Runtime(engine, config, lic, purpose="backfill", clock=clock) as rt:
+            Backfill(rt).run(RESOURCES)
 
     archived = archive.sizes(engine)  # after the history: the day's share is the difference
     order_times = arrivals(day, args.orders_per_day, rng)

@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
-
 from syncer import outcomes
-from syncer.client import CloudPosClient, CloudPosError, RequestRefused
-from syncer.config import Config, LicenseConfig
-from syncer.ledger import Ledger, utcnow
 from syncer.load import Counts
 from syncer.outcomes import EXIT_INTERRUPTED, Scope
 from syncer.resources import Pull, Resource
 from syncer.resume import BackfillProgress
-from syncer.sync import PullResult, Sync, WindowWalk, parse_context
+from syncer.runtime import Runtime
+from syncer.sync import PullResult
 
 log = logging.getLogger("syncer.backfill")
 
@@ -73,30 +69,17 @@ INTERRUPTED_NOTE = "interrupted; what was committed stays, run again to continue
 
 
 class Backfill:
-    """Backfill one license."""
+    """Backfill one license, through its runtime (purpose `backfill`)."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        config: Config,
-        license: LicenseConfig,
-        client: CloudPosClient,
-        ledger: Ledger,
-        *,
-        since: dt.date | None = None,
-        reporter: Reporter | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
-    ) -> None:
-        self.config = config
-        self.license = license
-        self.client = client
-        self.ledger = ledger
+    def __init__(self, runtime: Runtime, *, since: dt.date | None = None,
+                 reporter: Reporter | None = None) -> None:
+        self.engine = runtime.engine
+        self.runtime = runtime
+        self.config = runtime.config
+        self.license = runtime.license
+        self.clock = runtime.clock
         self.since = since
         self.reporter = reporter or Reporter()
-        self.clock = clock
-        self.sync = Sync(engine, license.name, client, parse_context(config, license), clock,
-                         keep_answers=config.archive.enabled)
-        self.engine = engine
 
     def run(self, resources: Sequence[Resource]) -> tuple[list[Summary], int]:
         """Backfill these resources; returns the summaries and the exit code (the worst
@@ -104,6 +87,7 @@ class Backfill:
         summaries: list[Summary] = []
         exit_code = outcomes.EXIT_OK
         stop: Stop | None = None
+        ledger = self.runtime.ledger
         self.progress = BackfillProgress(self.engine, self.license.name,
                                          self.clock().astimezone(self.config.api.tz).date(),
                                          [r.name for r in resources])
@@ -114,62 +98,59 @@ class Backfill:
                 summary.status, summary.note = "stopped", str(stop)
                 continue
             self.reporter.started(summary)
-            before = self.ledger.sent
+            before = ledger.sent
             try:
-                if resource.pull is Pull.FULL_LIST and resource.name in self.progress.lists:
-                    summary.note = "stored earlier today by this backfill"
-                elif resource.pull is Pull.FULL_LIST:
-                    result = self.sync.pull_full_list(resource)
-                    summary.counts += result.counts
-                    self.reporter.advanced(summary, result)
-                    self.progress.stored(resource.name)
-                else:
-                    self._windows(resource, summary)
-                summary.status = "done"
+                failed = self.runtime.attempt(resource.name, self._pull, resource, summary)
             except KeyboardInterrupt:
                 # Ctrl-C: the page in hand rolled back with its transaction; every cursor
                 # is where its last commit left it, so a rerun continues from there.
                 stop = Stop(INTERRUPTED_NOTE, INTERRUPTED)
                 summary.status, summary.note = "stopped", str(stop)
                 exit_code = INTERRUPTED
-            except (CloudPosError, RequestRefused) as exc:
-                meaning = outcomes.of(exc)
-                note = meaning.message(exc)
-                exit_code = max(exit_code, meaning.exit_code)
-                if meaning.scope is Scope.LICENSE:
-                    stop = Stop(note, meaning.exit_code)
-                    summary.status, summary.note = "stopped", note
+            else:
+                if failed is None:
+                    summary.status = "done"
                 else:
-                    summary.status = "skipped" if meaning.scope is Scope.RESOURCE else "failed"
-                    summary.note = note
-                    self.sync.record_error(resource, note, **(
-                        {"disabled_reason": str(exc)} if meaning.scope is Scope.RESOURCE else {}))
+                    exit_code = max(exit_code, failed.meaning.exit_code)
+                    summary.note = failed.note
+                    scope = failed.meaning.scope
+                    if scope is Scope.LICENSE:
+                        stop = Stop(failed.note, failed.meaning.exit_code)
+                    summary.status = {Scope.LICENSE: "stopped",
+                                      Scope.RESOURCE: "skipped"}.get(scope, "failed")
             finally:
-                summary.requests = self.ledger.sent - before
+                summary.requests = ledger.sent - before
             self.reporter.finished(summary)
         if exit_code == outcomes.EXIT_OK:
             self.progress.finished()
-        spent = self.sync.timings
+        spent = self.runtime.sync.timings
         log.info("%s: time in HTTP + JSON %.2f s, parsing to rows %.2f s, database %.2f s",
                  self.license.name, spent["http_json"], spent["parse"], spent["database"])
         return summaries, exit_code
 
-    def _windows(self, resource: Resource, summary: Summary) -> None:
-        cursor, _ = self.sync.cursor(resource)
+    def _pull(self, resource: Resource, summary: Summary) -> None:
+        """The resource to its end: the full list (once a day), or every id window past
+        the cursor."""
+        full = resource.pull is Pull.FULL_LIST
+        if full and resource.name in self.progress.lists:
+            summary.note = "stored earlier today by this backfill"
+            return
+        cursor = 0 if full else self.runtime.sync.cursor(resource)[0]
         if cursor > 0 and self.since is not None:
             log.warning("%s: --since %s does not apply: it continues from its cursor (id %d)",
                         resource.name, self.since, cursor)
         if cursor == 0 and self.since is not None and "date" in resource.filters:
             today = self.clock().astimezone(self.config.api.tz).date()
-            self.sync.start_history(resource, self.since, today)
-        walk = WindowWalk(self.sync, resource, self.config.resource(resource.name),
-                          attempts=self.config.api.max_attempts, probes=START_PROBES)
+            self.runtime.sync.start_history(resource, self.since, today)
+        walk = self.runtime.walk(resource, probes=START_PROBES)
         summary.cursor = walk.cursor
         while True:
             step = walk.step()
             summary.counts += step.result.counts
-            if step.done:
-                return
-            if step.result.max_id is not None:
+            if step.result.max_id is not None or full:
                 summary.cursor = walk.cursor
                 self.reporter.advanced(summary, step.result)
+            if step.done:
+                break
+        if full:
+            self.progress.stored(resource.name)

@@ -47,7 +47,7 @@ from syncer.db import (
 from syncer.ledger import api_day, license_status, utcnow
 from syncer.outcomes import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from syncer.redact import install_log_redaction, redact
-from syncer.runtime import make_client, make_ledger
+from syncer.runtime import Runtime
 from syncer.status import build as build_status
 from syncer.status import to_json as status_json
 from syncer.views import console, errors
@@ -216,11 +216,9 @@ def run_backfill(
     today = api_day(utcnow(), config.api.tz)
     with progress:
         for lic in licenses:
-            ledger = make_ledger(engine, config, lic, purpose="backfill", max_requests=max_requests)
-            with make_client(config, lic, ledger) as client:
-                reporter = views.RichReporter(progress, engine, today) if use_bar else Reporter()
-                done, code = Backfill(engine, config, lic, client, ledger, since=since,
-                                      reporter=reporter).run(resources)
+            reporter = views.RichReporter(progress, engine, today) if use_bar else Reporter()
+            with Runtime(engine, config, lic, purpose="backfill", max_requests=max_requests) as rt:
+                done, code = Backfill(rt, since=since, reporter=reporter).run(resources)
             summaries.extend(done)
             exit_code = max(exit_code, code)
             if code == INTERRUPTED:
@@ -404,10 +402,9 @@ def check(state: State, online: bool) -> None:
         problems += 1
     if online and current == head:
         for lic in config.licenses:
-            ledger = make_ledger(engine, config, lic, purpose="check")
             try:
-                with make_client(config, lic, ledger) as client:
-                    client.fetch("get-printers")
+                with Runtime(engine, config, lic, purpose="check") as rt:
+                    rt.client.fetch("get-printers")
                 console.print(f"license {lic.name}: credentials accepted")
             except (CloudPosError, Exception) as exc:
                 console.print(f"[red]license {lic.name}: {redact(str(exc))}[/red]")
@@ -563,10 +560,9 @@ def call(state: State, function: str, params: tuple[str, ...], license_name: str
                  "config (use --license to choose one)", EXIT_USAGE)
         query[key] = value if sep else ""
     engine = open_database(config)
-    ledger = make_ledger(engine, config, lic, purpose="call")
     try:
-        with make_client(config, lic, ledger) as client:
-            page = client.request(function, query)
+        with Runtime(engine, config, lic, purpose="call") as rt:
+            page = rt.client.request(function, query)
     except BudgetExhausted as exc:
         fail(str(exc), EXIT_BUDGET)
     except (CloudPosError, RequestRefused) as exc:
@@ -741,7 +737,6 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
            out_path: str | None) -> None:
     """What the API's answers look like to the parser, as a redacted support bundle."""
     from syncer import doctor as doc  # noqa: PLC0415
-    from syncer.sync import Sync, parse_context  # noqa: PLC0415
 
     config = state.config
     licenses = licenses_of(config, license_names)
@@ -759,11 +754,8 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
     for lic in licenses:
         fresh_errors = None
         if fresh:
-            ledger = make_ledger(engine, config, lic, purpose="backfill")
-            with make_client(config, lic, ledger) as client:
-                sync = Sync(engine, lic.name, client, parse_context(config, lic),
-                            keep_answers=config.archive.enabled)
-                fresh_errors = doc.fresh_pulls(engine, config, lic, chosen, sync)
+            with Runtime(engine, config, lic, purpose="backfill") as rt:
+                fresh_errors = doc.fresh_pulls(engine, config, lic, chosen, rt.sync)
         found.append(doc.report(engine, config, lic, chosen, fresh_errors=fresh_errors, now=now))
     for item in found:
         console.print(views.doctor_table(item))

@@ -200,7 +200,7 @@ class Door(Protocol):
 
 class OpenDoor:
     """A door that lets everything through, for tests against the simulator. Every
-    command passes its license's ledger (`runtime.make_client` requires one)."""
+    command passes its license's ledger (`runtime.Runtime` wires it)."""
 
     def before_send(self, info: RequestInfo) -> object:
         return None

@@ -43,11 +43,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from syncer import archive, audit, outcomes
 from syncer import jobs as registry
 from syncer import tables as t
-from syncer.client import Cancelled, CloudPosError, RequestRefused
+from syncer.client import Cancelled
 from syncer.config import Config, LicenseConfig
 from syncer.db import error_summary, prepared
 from syncer.dialects.types import UtcDateTime
-from syncer.jobs import DEFAULT_JOBS, Job, Kind
+from syncer.jobs import DEFAULT_JOBS
 from syncer.leases import (
     claim_on,
     finish_on,
@@ -60,11 +60,8 @@ from syncer.leases import (
 )
 from syncer.ledger import Clock, api_day, spent_today, utcnow
 from syncer.load import Counts
-from syncer.outcomes import Scope
 from syncer.planner import JobSpec, OpeningHours, plan
-from syncer.resources import Pull
-from syncer.runtime import make_client, make_ledger
-from syncer.sync import PullResult, Sync, WindowWalk, parse_context, save_state
+from syncer.runtime import Failure, Pulled, Runtime
 
 log = logging.getLogger("syncer.daemon")
 
@@ -133,12 +130,9 @@ class LicenseJobs:
         self.jobs = enabled_jobs(config, jobs)
         self.specs = {j.name: j for j in self.jobs}
         self.spendable = config.spendable(license)
-        self.ledger = make_ledger(engine, config, license, purpose="run", clock=clock)
-        self.client = make_client(config, license, self.ledger)
-        self.sync = Sync(engine, license.name, self.client, parse_context(config, license), clock,
-                         keep_answers=config.archive.enabled)
+        self.runtime = Runtime(engine, config, license, purpose="run", clock=clock)
+        self.ledger = self.runtime.ledger
         self.written: dict[str, int] = defaultdict(int)
-        self._looked_ahead: dict[str, dt.date] = {}  # job: API day of its last look-ahead
         self._today = _Day(api_day(clock(), self.tz))
         self._wake_if_credentials_changed()
 
@@ -158,7 +152,7 @@ class LicenseJobs:
         log.info("license %r: credentials changed since they were refused; trying again", self.name)
 
     def close(self) -> None:
-        self.client.close()
+        self.runtime.close()
 
     def due_times(self) -> dict[str, dt.datetime | None]:
         """Each job's stored next run (None: never planned yet)."""
@@ -244,94 +238,20 @@ class LicenseJobs:
         if not final:
             self._today = _Day(api_day(now, self.tz))
 
-    def _execute(self, job: str, now: dt.datetime, state: Any) -> tuple[RunResult, _Pulled | None]:
+    def _execute(self, job: str, now: dt.datetime, state: Any) -> tuple[RunResult, Pulled | None]:
         """Run the job's pull (`state`: its sync_state row, all empty before its first run).
         The result's `next_run` is the earliest the outcome allows: the plan may put it
         later, except after a full window (catching up: again after `min_interval`). An
         error's outcome (see `outcomes`) sets when it may run again; no pull is returned."""
-        entry = registry.BY_NAME[job]
-        try:
-            pulled = self._pull(entry, now, state)
-        except Cancelled:
-            raise  # stopping: no error to record, the job stays due
-        except (CloudPosError, RequestRefused) as exc:
-            meaning = outcomes.of(exc)
-            error = meaning.message(exc)
-            if meaning.records_error:
-                self._error(job, error, **(
-                    {"disabled_reason": str(exc)} if meaning.scope is Scope.RESOURCE else {}))
-            log.warning("%s/%s: %s", self.name, job, error)
-            again = meaning.until(getattr(exc, "until", None), now, self.tz)
-            return RunResult(job, again, error=error, exit_code=meaning.exit_code), None
+        pulled = self.runtime.attempt(job, self.runtime.run_job, registry.BY_NAME[job], now, state)
+        if isinstance(pulled, Failure):
+            log.warning("%s/%s: %s", self.name, job, pulled.note)
+            return RunResult(job, outcomes.retry_at(pulled.error, now, self.tz), error=pulled.note,
+                             exit_code=pulled.meaning.exit_code), None
         # Catching up (a full window, or empty space stepped over): again soon.
         next_run = now + self.specs[job].min_interval if pulled.more else now
         return RunResult(job, next_run, written=pulled.counts.written, counts=pulled.counts,
                          cursor=pulled.cursor), pulled
-
-    def _error(self, job: str, message: str, **values: Any) -> None:
-        now = self.clock()
-        with self.engine.begin() as conn:
-            save_state(conn, self.name, job, last_error=message, last_error_at=now, **values)
-
-    def _pull(self, job: Job, now: dt.datetime, state: Any) -> _Pulled:
-        resource = job.resource
-        if job.kind is Kind.RECHECK:
-            today = now.astimezone(self.tz).date()
-            total = _Pulled()
-            for day in (today - dt.timedelta(days=1), today):
-                total.add(self.sync.pull_date(resource, day))
-            total.state = {"last_success_at": self.clock(), "last_error": None}
-            return total
-        if job.kind is Kind.RESCAN:
-            return self._rescan(job, state)
-        if resource.pull is Pull.FULL_LIST:
-            return _Pulled().add(self.sync.pull_full_list(resource))
-        walk = WindowWalk(self.sync, resource, self.config.resource(resource.name),
-                          attempts=self.config.api.max_attempts, state=state)
-        step = walk.step()
-        pulled = _Pulled(more=step.more).add(step.result)
-        today = now.astimezone(self.tz).date()
-        if (step.done and step.result.max_id is None and resource.name not in registry.RECHECKED
-                and self._looked_ahead.get(job.name) != today):
-            # An empty window alone means "nothing new yet"; but ids that will never
-            # come (voided documents, more in a row than the window) must not hold the
-            # cursor for ever. Resources without a day re-check look one max_window
-            # further, once an API day (one request a day).
-            self._looked_ahead[job.name] = today
-            ahead = walk.look_ahead()
-            pulled.add(ahead.result)
-            if ahead.more:
-                log.info("%s/%s: ids %d-%d are empty and later ones exist; the cursor went on "
-                         "to %d", self.name, job.name, step.start, step.end, walk.cursor)
-                pulled.more = True
-        pulled.cursor = walk.cursor
-        return pulled
-
-    def _rescan(self, job: Job, state: Any) -> _Pulled:
-        """One window of stored ids again, from the job's own position (wrapping to the
-        start once it passes the cursor); the position moves with the run's state."""
-        resource = job.resource
-        position = int(getattr(state, "rescan_position", 0) or 0)
-        cursor, _ = self.sync.cursor(resource)
-        if position >= cursor:
-            position = 0
-        width = self.config.resource(resource.name).max_window
-        result = self.sync.rescan_window(resource, position + 1, min(position + width, cursor or width))
-        return _Pulled(cursor=position + width, state={
-            "rescan_position": position + width, "last_success_at": self.clock(),
-            "last_error": None}).add(result)
-
-
-@dataclass
-class _Pulled:
-    more: bool = False
-    counts: Counts = field(default_factory=Counts)
-    cursor: int | None = None
-    state: dict[str, Any] = field(default_factory=dict)  # stored with the run's next run
-
-    def add(self, result: PullResult) -> _Pulled:
-        self.counts += result.counts
-        return self
 
 
 def db_retry_delay(failures: int) -> dt.timedelta:

@@ -117,7 +117,7 @@ def ledger_id_of(ticket: object) -> int | None:
 @dataclass(eq=False)
 class Ledger:
     """The door for one license: spends the budget and records every request
-    (`runtime.make_ledger` builds it from the config)."""
+    (`runtime.Runtime` builds it from the config)."""
 
     engine: Engine
     license: str

@@ -1,6 +1,7 @@
 """What each way a request can end means: the one table.
 
-Every answer, API error, transport fault and door refusal is one row of `OUTCOMES`:
+Every answer, API error, transport fault, door refusal, and any other exception a
+pull raises is one row of `OUTCOMES`:
 how far it stops (the license, the resource, or just this pull), the exit code of a
 command it ends (`backfill`, `run --once`), when the license or job may try again,
 what the ledger keeps in the database so that every process honours it, and the
@@ -20,6 +21,10 @@ classes' own `code` (see `client.API_ERRORS`).
 | 1005 module not licensed | resource | 0 | once a day | `sync_state.disabled_reason` |
 | 2001-2003 input refused | pull | 1 | in 5 minutes | `sync_state.last_error` |
 | any other fault (after retries) | pull | 1 | in 5 minutes | `sync_state.last_error` |
+| unexpected (a bug, an answer the decoder cannot read) | pull | 1 | in 5 minutes | `sync_state.last_error` |
+
+"In 5 minutes" is the earliest: the daemon runs the job again then or at the
+planner's next run, whichever is later.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from syncer.client import (
     RequestRefused,
 )
 from syncer.planner import next_midnight
+from syncer.redact import redact
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by SIGINT (Ctrl-C)
@@ -102,8 +108,11 @@ class Meaning:
     proves_login: bool = False  # only a good login gets this answer
 
     def message(self, exc: BaseException) -> str:
-        """The error's message with this outcome's advice, for logs, notes and status."""
-        return f"{exc}; {self.advice}" if self.advice else str(exc)
+        """The error's message with this outcome's advice, for logs, notes and status; an
+        exception no outcome names says its type (its text alone may be cryptic) and is
+        redacted here (the client's own errors are redacted when raised)."""
+        text = str(exc) if self.raised_as != (Exception,) else redact(f"{type(exc).__name__}: {exc}")
+        return f"{text}; {self.advice}" if self.advice else text
 
     @property
     def codes(self) -> tuple[int, ...]:
@@ -151,11 +160,13 @@ OTHER_REFUSAL = Meaning("refused", (RequestRefused,), Scope.LICENSE, EXIT_BUDGET
                         records_error=False)
 FAILED = Meaning("failed", (CloudPosError,), Scope.PULL, EXIT_ERROR,
                  _after(dt.timedelta(minutes=5)), Kept.NOTHING, "the request failed")
+UNEXPECTED = Meaning("unexpected", (Exception,), Scope.PULL, EXIT_ERROR,
+                     _after(dt.timedelta(minutes=5)), Kept.NOTHING, "an unexpected error")
 
 # First match wins: subclasses before the classes they extend.
 OUTCOMES: tuple[Meaning, ...] = (
     OK, EMPTY, BUDGET, WAITING, REFUSED_BEFORE, EMPTY_CREDENTIALS, INVALID_CREDENTIALS,
-    DAILY_LIMIT, IP_BLOCKED, NOT_LICENSED, INPUT_REJECTED, OTHER_REFUSAL, FAILED,
+    DAILY_LIMIT, IP_BLOCKED, NOT_LICENSED, INPUT_REJECTED, OTHER_REFUSAL, FAILED, UNEXPECTED,
 )
 
 # The codes of a bad login (the API blocks the IP after five of them).
@@ -163,7 +174,8 @@ BAD_LOGIN_CODES: tuple[int, ...] = (*EMPTY_CREDENTIALS.codes, *INVALID_CREDENTIA
 
 
 def of(exc: BaseException) -> Meaning:
-    """The meaning of an error a pull raised (a `CloudPosError` or a door refusal)."""
+    """The meaning of an error a pull raised (a `CloudPosError`, a door refusal, or
+    anything else: `UNEXPECTED`)."""
     if isinstance(exc, LicenseStopped):
         return WAITING if exc.until is not None else REFUSED_BEFORE
     return _of_class(type(exc))

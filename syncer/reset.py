@@ -25,8 +25,8 @@ from syncer.ledger import utcnow
 from syncer.rebuild import RESET_TASK, job_names
 from syncer.resources import Pull, Resource
 from syncer.resume import read_point, save_point
-from syncer.runtime import make_client, make_ledger
-from syncer.sync import Sync, forget_marks, parse_context
+from syncer.runtime import Runtime
+from syncer.sync import forget_marks
 
 
 @dataclass
@@ -74,11 +74,9 @@ def reset(engine: Engine, config: Config, license: LicenseConfig, resources: Seq
     finally:
         leases.give_back()
     if since is not None:
-        ledger = make_ledger(engine, config, license, purpose="backfill")
-        with make_client(config, license, ledger) as client:
-            sync = Sync(engine, license.name, client, parse_context(config, license))
+        with Runtime(engine, config, license, purpose="backfill") as rt:
             today = utcnow().astimezone(config.api.tz).date()
             for result, resource in zip(out, resources, strict=True):
                 if since_applies(resource):
-                    result.cursor = sync.start_history(resource, since, today)
+                    result.cursor = rt.sync.start_history(resource, since, today)
     return out

@@ -444,9 +444,12 @@ class Sync:
         page = self.client.fetch(resource.function, params)
         return self._apply(resource, page, kind=archive.RESCAN, params=params, state={})
 
-    def record_error(self, resource: Resource, message: str, **values: Any) -> None:
+    def record_error(self, job: str, message: str, **values: Any) -> None:
+        """Keep a failed pull's message on the job's (or resource's) sync state."""
         now = self.clock()
-        self.save(resource, last_attempt_at=now, last_error=message, last_error_at=now, **values)
+        with self.engine.begin() as conn:
+            save_state(conn, self.license, job, last_attempt_at=now, last_error=message,
+                       last_error_at=now, **values)
 
     def save(self, resource: Resource, **values: Any) -> None:
         """Update the resource's sync state in a transaction of its own."""

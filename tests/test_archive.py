@@ -23,10 +23,10 @@ from syncer.config import ApiConfig, ArchiveConfig, Config, DatabaseConfig, Lice
 from syncer.daemon import Daemon
 from syncer.db import make_engine, migrate
 from syncer.parse import Parser, parse_product
-from syncer.runtime import make_client, make_ledger
+from syncer.runtime import Runtime
 from syncer.simulator import Simulator, generate
 from syncer.simulator.data import Order
-from syncer.sync import Sync, parse_context
+from syncer.sync import Sync
 from tests.conftest import ANCHOR, LICENSE, TOKEN
 from tests.helpers import SYNCED_TABLES, FakeClock, cli_env, dump, kill_slow_backfill, run_cli
 
@@ -44,8 +44,8 @@ def config_for(db_url: str, sim: Simulator) -> Config:
 def syncing(engine: Engine, config: Config) -> Iterator[Sync]:
     """The license's `Sync` over the simulator, as a `syncer run` pull makes it."""
     lic = config.licenses[0]
-    with make_client(config, lic, make_ledger(engine, config, lic, purpose="run")) as client:
-        yield Sync(engine, LICENSE, client, parse_context(config, lic))
+    with Runtime(engine, config, lic, purpose="run") as rt:
+        yield rt.sync
 
 
 def wipe(engine: Engine) -> None:

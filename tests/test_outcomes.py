@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.server
+import json
+import threading
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import select
 
 from syncer import outcomes
+from syncer import tables as t
 from syncer.client import (
     API_ERRORS,
     BudgetExhausted,
@@ -23,7 +29,10 @@ from syncer.client import InputRejected as Input
 from syncer.client import InvalidCredentials as Invalid
 from syncer.client import IpBlocked as Blocked
 from syncer.client import ModuleNotLicensed as Unlicensed
+from syncer.db import make_engine
+from syncer.ledger import utcnow
 from syncer.outcomes import Kept, Scope
+from tests.helpers import cli_env, run_cli
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 NOW = dt.datetime(2026, 10, 27, 14, 0, tzinfo=BRUSSELS)
@@ -66,3 +75,49 @@ def test_the_ledger_reads_the_same_table_by_errorcode() -> None:
     proving = {code for code in (*API_ERRORS, 4242) if outcomes.of_answer("api_error", code).proves_login}
     assert proving == {1005, 2000, 2001, 2002, 2003}  # answers only a good login gets
     assert outcomes.BAD_LOGIN_CODES == (1001, 1002)
+
+
+class _NestedJson(http.server.BaseHTTPRequestHandler):
+    """A careless vendor: every answer is JSON nested 100,000 deep (RecursionError)."""
+
+    def do_GET(self) -> None:
+        body = b"[" * 100_000 + b"]" * 100_000
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+def test_an_unexpected_error_is_a_stored_failure_the_planner_paces(db_url: str, tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NestedJson)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = cli_env(db_url, f"http://127.0.0.1:{server.server_address[1]}/api/")
+    try:
+        backfill = run_cli(["backfill", "--resource", "products"], env, cwd=tmp_path)
+        assert backfill.exit_code == 1, backfill.output
+        assert "RecursionError" in backfill.output and "Traceback" not in backfill.output
+        started = utcnow()
+        ran = run_cli(["run", "--once"], env, cwd=tmp_path)
+        assert ran.exit_code == 1, ran.output
+        status = json.loads(run_cli(["status", "--json"], env, cwd=tmp_path).output)
+    finally:
+        server.shutdown()
+        server.server_close()
+    jobs = {j["resource"]: j for lic in status["licenses"] for j in lic["resources"]}
+    assert "RecursionError" in jobs["products"]["last_error"]
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        states = conn.execute(select(t.sync_state.c.resource, t.sync_state.c.next_run_at,
+                                     t.sync_state.c.last_error)).all()
+    engine.dispose()
+    failed = [s for s in states if s.last_error and "RecursionError" in s.last_error]
+    assert failed, states
+    # Planned (never sooner than the outcome's 5 minutes), not left due for a retry behind
+    # the planner's back.
+    for state in failed:
+        assert state.next_run_at >= started + dt.timedelta(minutes=5), state

@@ -34,7 +34,7 @@ from syncer.db import make_engine, migrate
 from syncer.load import quarantine_raw
 from syncer.parse import ParseContext, ParseError, Rows
 from syncer.resources import RESOURCES, Pull, Resource
-from syncer.runtime import make_ledger
+from syncer.runtime import Runtime
 from syncer.simulator import generate
 from syncer.simulator.data import RENDERERS
 from syncer.sync import Sync, _keepable, parse_context
@@ -303,13 +303,9 @@ def test_broken_responses_are_retried_within_the_budget_then_reported_never_appl
                                       reserve=0),
                         licenses=(LicenseConfig(name=license, token=SecretStr(TOKEN)),))
         lic = config.licenses[0]
-        ledger = make_ledger(shared_engine, config, lic, purpose="backfill")
-        client = CloudPosClient(BASE_URL, license, TOKEN, max_attempts=3, door=ledger,
-                                transport=httpx.MockTransport(_handler(bodies, good)),
-                                sleep=lambda _: None)
-        with client:
-            backfill = Backfill(shared_engine, config, lic, client, ledger)
-            summaries, code = backfill.run([resource])
+        with Runtime(shared_engine, config, lic, purpose="backfill", sleep=lambda _: None,
+                     transport=httpx.MockTransport(_handler(bodies, good))) as rt:
+            summaries, code = Backfill(rt).run([resource])
         with shared_engine.connect() as conn:
             spent = conn.execute(select(func.count()).select_from(t.request_ledger)
                                  .where(t.request_ledger.c.license == license)).scalar_one()
