@@ -1,13 +1,13 @@
 """The reliability figures: run the slow reliability suite and sum what its tests counted.
 
-    python -m benchmarks.reliability [--write-readme] [--workers N]
+    python -m benchmarks.reliability [--write] [--workers N]
 
 Two pytest runs: `tests/reliability --slow -n N` (everything but the Postgres restart),
 then the Postgres server restart test alone (SYNCER_TEST_PG_RESTART=1), since it
 restarts the shared server. Each test writes its counters to a JSON file in a
 temporary directory (tests/reliability/conftest.py, `figures`); this sums them per
-row of the suite and prints a Markdown table. `--write-readme` puts the table in
-README.md between the reliability markers. Exit 1 if a test failed or a row was
+row of the suite and prints a Markdown table. `--write` puts the table in
+docs/reliability.md between the reliability markers. Exit 1 if a test failed or a row was
 lost or doubled.
 """
 
@@ -70,7 +70,7 @@ def table(rows: dict[str, Counter[str]], tests: Counter[str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-readme", action="store_true", help="update README.md's table")
+    parser.add_argument("--write", action="store_true", help="update the table in docs/reliability.md")
     parser.add_argument("--workers", default="2", help="pytest-xdist workers for the first run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
@@ -87,11 +87,11 @@ def main() -> int:
     print(text)
     print()
     print(note)
-    if args.write_readme:
-        readme = ROOT / "README.md"
-        content = readme.read_text()
+    if args.write:
+        page = ROOT / "docs" / "reliability.md"
+        content = page.read_text()
         start, end = content.index(BEGIN) + len(BEGIN), content.index(END)
-        readme.write_text(content[:start] + "\n" + text + "\n\n" + note + "\n" + content[end:])
+        page.write_text(content[:start] + "\n" + text + "\n\n" + note + "\n" + content[end:])
     return 1 if code1 or code2 or lost else 0
 
 

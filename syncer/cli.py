@@ -121,6 +121,14 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+def confirm(question: str) -> None:
+    """Ask on the terminal; a "no" ends the command, having changed nothing (exit 1). A
+    Ctrl-C at the question is an interruption, as anywhere else (130)."""
+    if not click.confirm(question, default=False):
+        errors.print("cancelled, nothing changed", highlight=False)
+        sys.exit(EXIT_ERROR)
+
+
 @contextmanager
 def friendly_errors() -> Iterator[None]:
     try:
@@ -155,9 +163,11 @@ def licenses_of(config: Config, names: Sequence[str]) -> list[LicenseConfig]:
     return [known[n] for n in dict.fromkeys(names)]  # a name given twice runs once
 
 
-def open_database(config: Config, *, migrate_first: bool = True, existing: bool = False) -> Engine:
+def open_database(config: Config, *, migrate_first: bool = True, existing: bool = False,
+                  missing_hint: str = "load data first with `syncer backfill`") -> Engine:
     """The configured database, migrated. `existing`: for commands that only read (status,
-    report), a SQLite file that is not there is a typo in the path, not a new database."""
+    report), a SQLite file that is not there is a typo in the path, not a new database;
+    `missing_hint` says what makes one."""
     if existing:
         url = dialects.with_driver(config.database.url)
         path = dialects.for_url(url).database_file(url)
@@ -165,8 +175,7 @@ def open_database(config: Config, *, migrate_first: bool = True, existing: bool 
             origin = ("$SYNCER_DATABASE_URL"
                       if os.environ.get("SYNCER_DATABASE_URL") == config.database.url
                       else f"database.url in {config.source}")
-            fail(f"no database at {path} ({origin}); check the "
-                 "path, or load data first with `syncer backfill`")
+            fail(f"no database at {path} ({origin}); check the path, or {missing_hint}")
     try:
         engine = make_engine(config.database.url)
         ctx = click.get_current_context(silent=True)
@@ -376,8 +385,10 @@ def check(state: State, online: bool) -> None:
             problems += 1
     # A check never writes the schema: a SQLite path that is not there is a typo (say so,
     # do not create it), and an old schema is reported, not upgraded. --online records its
-    # request in the ledger, so it needs a current schema: `syncer migrate` first.
-    engine = open_database(config, migrate_first=False, existing=True)
+    # request in the ledger, so it needs a current schema: `syncer migrate` first, which is
+    # also what makes a new database (the README's order: migrate, check --online, backfill).
+    engine = open_database(config, migrate_first=False, existing=True,
+                           missing_hint="create it with `syncer migrate`, then check again")
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     try:
         with engine.connect() as conn:
@@ -396,9 +407,14 @@ def check(state: State, online: bool) -> None:
                           "[/red]")
             problems += 1
     else:
-        console.print(f"database: {describe(engine)}: revision {current}, newest {head}; "
-                      "run `syncer migrate`" + (" (then check --online again: the request it "
-                                                "spends is recorded in the schema)" if online else ""))
+        found = "no schema yet" if current is None else f"revision {current}, newest {head}"
+        console.print(f"database: {describe(engine)}: {found}; run `syncer migrate`"
+                      + (" (then check --online again: the request it spends is recorded in "
+                         "the schema)" if online else ""))
+        problems += 1
+    if online and not config.licenses:
+        console.print("[red]--online: no license configured, so no credentials were "
+                      "verified[/red]", highlight=False)
         problems += 1
     if online and current == head:
         for lic in config.licenses:
@@ -543,12 +559,18 @@ def audit(state: State, license_name: str | None, date_from: dt.datetime | None,
 @click.argument("function")
 @click.argument("params", nargs=-1)
 @click.option("--license", "license_name", default=None, help="Which license (default: the first).")
+@click.option("--raw", is_flag=True,
+              help="Send FUNCTION and the parameters as given, even where the API's page does "
+                   "not list them (a bare KEY is sent as a flag).")
 @click.pass_obj
-def call(state: State, function: str, params: tuple[str, ...], license_name: str | None) -> None:
-    """One budgeted raw request (may use the reserve); prints the JSON answer."""
-    config = state.config
-    lic = licenses_of(config, [license_name] if license_name else [])[0]
-    query: dict[str, str | int | None] = {}
+def call(state: State, function: str, params: tuple[str, ...], license_name: str | None,
+         raw: bool) -> None:
+    """One budgeted raw request (may use the reserve); prints the JSON answer.
+
+    PARAMS are key=value filters and bare flags, e.g. `syncer call get-orders start=1 end=5`."""
+    from syncer.client import FUNCTIONS, unlisted_use  # noqa: PLC0415
+
+    given: dict[str, str | None] = {}
     for item in params:
         key, sep, value = item.partition("=")
         if not key:
@@ -558,7 +580,18 @@ def call(state: State, function: str, params: tuple[str, ...], license_name: str
             # wrong one would stop the license for everyone (and count a bad login).
             fail(f"{key} cannot be a parameter: the license's credentials come from the "
                  "config (use --license to choose one)", EXIT_USAGE)
-        query[key] = value if sep else ""
+        given[key] = value if sep else None
+    problem = None if raw else unlisted_use(function, given)
+    if problem is not None:
+        # Refused before a request is spent: `get-orders start` would send start="" and
+        # print the whole order history; an unknown function costs a request for an error.
+        known = "\n".join(f"  {spec.shown(name)}" for name, spec in FUNCTIONS.items())
+        raise click.UsageError(f"{problem}; nothing was sent. Known functions (filters "
+                               f"key=VALUE, flags bare):\n{known}\n--raw sends a request "
+                               "this list does not have.", click.get_current_context())
+    config = state.config
+    lic = licenses_of(config, [license_name] if license_name else [])[0]
+    query: dict[str, str | int | None] = {k: v or "" for k, v in given.items()}
     engine = open_database(config)
     try:
         with Runtime(engine, config, lic, purpose="call") as rt:
@@ -705,7 +738,7 @@ def reset(state: State, resource_names: tuple[str, ...], license_names: tuple[st
     if not yes:
         if not sys.stdin.isatty():
             fail(f"reset would {what}; confirm with --yes (no terminal to ask on)", EXIT_USAGE)
-        click.confirm(f"This will {what}. Go on?", abort=True)
+        confirm(f"This will {what}. Go on?")
     engine = open_database(config)
     for lic in licenses:
         try:
@@ -740,7 +773,6 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
 
     config = state.config
     licenses = licenses_of(config, license_names)
-    engine = open_database(config)
     chosen = list(res.RESOURCES)
     now = utcnow()
     if fresh and not yes:
@@ -749,7 +781,8 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
         if not sys.stdin.isatty():
             fail(f"doctor --fresh would {what}; confirm with --yes (no terminal to ask on)",
                  EXIT_USAGE)
-        click.confirm(f"This will {what}. Go on?", abort=True)
+        confirm(f"This will {what}. Go on?")
+    engine = open_database(config)  # after the question: a "no" changes nothing, not even the schema
     found = []
     for lic in licenses:
         fresh_errors = None

@@ -168,6 +168,57 @@ API_ERRORS: dict[int, type[CloudPosError]] = {
     code: cls for cls in _subclasses(CloudPosError) for code in _declared(cls)}
 
 
+# --- the functions -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Function:
+    """What one API function takes, as the vendor's page lists it: filters with a value
+    (`start=1`) and bare flags (`clockinclockout`)."""
+
+    values: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+
+    def shown(self, name: str) -> str:
+        taken = [f"{v}=" for v in self.values] + list(self.flags)
+        return f"{name} {' '.join(taken)}" if taken else name
+
+
+FUNCTIONS: dict[str, Function] = {
+    **{name: Function() for name in (
+        "get-categories", "get-products", "get-subproducts", "get-customers", "get-users",
+        "get-tables", "get-payment", "get-printers", "get-giftvoucher")},
+    "get-customercredits": Function(("customerid",)),
+    "get-orders": Function(("start", "end", "date"), ("clockinclockout",)),
+    "get-invoices": Function(("start", "end", "date")),
+    "get-coupon": Function(("start", "end")),
+    "get-confirmedweborder": Function(("weborderid",)),
+    "get-invoicesigned": Function(("documentnr",)),
+    "get-offersigned": Function(("documentnr",)),
+    "get-creditnotesigned": Function(("documentnr",)),
+    "get-reservationpersons": Function(("date",)),
+    "get-reservationhours": Function(("date", "persons")),
+}
+
+
+def unlisted_use(function: str, params: Mapping[str, str | None]) -> str | None:
+    """Why a request is not one the API lists (an unknown function, a filter it does not
+    take, a filter without its `=value` or a flag with one), or None. `params` maps each
+    key to its value, None for a bare key."""
+    known = FUNCTIONS.get(function)
+    if known is None:
+        return f"unknown function {function!r}"
+    for key, value in params.items():
+        if key in known.flags and value is not None:
+            return f"{key} is a flag and takes no value: give it as `{key}`"
+        if key in known.values and value is None:
+            return f"{key} needs a value: `{key}=VALUE`"
+        if key not in known.flags and key not in known.values:
+            return f"{function} takes no filter {key!r}; it takes: " + (
+                known.shown(function).partition(" ")[2] or "none")
+    return None
+
+
 # --- the door ----------------------------------------------------------------
 
 

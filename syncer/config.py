@@ -12,6 +12,7 @@ and an error in a value they gave names the variable.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
@@ -315,12 +316,34 @@ def _warn_if_readable_by_others(path: Path, raw: Mapping[str, Any]) -> None:
 _FROM_ENV = {"database.url": "SYNCER_DATABASE_URL", "api.base_url": "CLOUDPOS_BASE_URL"}
 
 
+# The model of each section, for the keys it knows.
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "database": DatabaseConfig, "api": ApiConfig, "licenses": LicenseConfig,
+    "resources": ResourceConfig, "privacy": PrivacyConfig, "schedule": ScheduleConfig,
+    "archive": ArchiveConfig, "reports": ReportsConfig,
+}
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """What an unknown key probably meant (`daily_budjet`: `daily_budget`), else the keys
+    its section knows."""
+    name = str(loc[-1])
+    model = _SECTIONS.get(str(loc[0])) if len(loc) > 1 else Config
+    known = sorted(set(model.model_fields) - {"source"}) if model is not None else []
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]}?"
+    return "unknown key; known here: " + ", ".join(known)
+
+
 def _describe(exc: ValidationError, source: str, from_env: Mapping[str, str]) -> str:
     parts = []
     for err in exc.errors():
         cause = err.get("ctx", {}).get("error")
         key = ".".join(str(p) for p in err["loc"])
         message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = _unknown_key(err["loc"])
         if isinstance(cause, Invalid):
             key, message = ".".join(p for p in (key, cause.key) if p), str(cause)
         origin = f" (from ${from_env[key]})" if key in from_env else ""

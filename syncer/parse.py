@@ -4,7 +4,7 @@ No I/O here. Every function raises `ParseError` with a reason a person can act o
 when a record cannot become valid rows; the sync step quarantines that record and
 goes on with the rest of the batch.
 
-Rules (shared with the simulator, see README "How we read the API page"):
+Rules (shared with the simulator, see docs/api-reading.md):
 - numbers may come as numbers or strings, with a decimal comma ("12,50");
 - "" (and None) mean missing -> NULL; MySQL zero dates ("0000-00-00 ...") too;
 - booleans come as 0/1/"0"/"1" (true/false accepted);

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import pty
 import re
+import select as io_select
 import signal
 import socket
 import subprocess
@@ -29,7 +31,7 @@ from syncer.db import make_engine
 from syncer.ledger import utcnow
 from syncer.planner import next_midnight
 from syncer.simulator import Simulator
-from tests.conftest import LICENSE, TOKEN
+from tests.conftest import CLI_OUTPUTS, LICENSE, TOKEN
 from tests.helpers import cli_env, finish, run_cli, signal_after, spawn_cli, synced_at_by_table
 
 WRONG_TOKEN = "wrong-token-5b8d1e0c9a41"  # as unusual as TOKEN, so a leak is easy to find
@@ -67,6 +69,16 @@ def ledger_rows(db_url: str) -> list[Any]:
             led = t.request_ledger.c
             return list(conn.execute(select(led.purpose, led.function, led.params, led.outcome,
                                             led.error_code).order_by(led.id)))
+    finally:
+        engine.dispose()
+
+
+def sync_states(db_url: str) -> list[Any]:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            c = t.sync_state.c
+            return list(conn.execute(select(c.license, c.resource, c.cursor).order_by(c.resource)))
     finally:
         engine.dispose()
 
@@ -219,7 +231,7 @@ def test_check_on_an_unmigrated_database_says_to_migrate(
     # --online too: a check writes no schema, and its request needs one to be recorded.
     online = syncer(db_url, sim, tmp_path, "check", "--online")
     assert online.exit_code == 1, online.output
-    assert "revision None, newest " in said(online)
+    assert "no schema yet; run `syncer migrate` (then check --online again" in said(online)
     assert "run `syncer migrate` (then check --online again" in said(online)
     assert requests_sent(sim) == 0
     engine = make_engine(db_url)
@@ -251,6 +263,34 @@ def test_check_online_refuses_a_missing_sqlite_file_like_check_and_creates_nothi
         1, plain.output)
     assert f"no database at {missing}" in said(online)
     assert not missing.exists()
+    assert requests_sent(sim) == 0
+
+
+def test_check_on_a_new_sqlite_file_says_to_migrate_and_creates_nothing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The first step on a new database: check says how to make it, not to backfill (a
+    backfill would skip the credential check)."""
+    new = tmp_path / "cloudpos.db"
+    result = syncer(f"sqlite:///{new}", sim, tmp_path, "check", "--online")
+    assert result.exit_code == 1, result.output
+    assert "create it with `syncer migrate`, then check again" in said(result)
+    assert "backfill" not in said(result)
+    assert not new.exists()
+    assert requests_sent(sim) == 0
+
+
+def test_check_online_without_a_license_verifies_nothing_and_says_so(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in cli_env(sqlite_url, sim.base_url).items()
+           if k not in ("CLOUDPOS_LICNAME", "CLOUDPOS_TOKEN")}
+    assert run_cli(["migrate"], env, cwd=tmp_path).exit_code == 0
+    plain = run_cli(["check"], env, cwd=tmp_path)
+    assert plain.exit_code == 0, plain.output  # a config may be written before its license
+    online = run_cli(["check", "--online"], env, cwd=tmp_path)
+    assert online.exit_code == 1, online.output
+    assert "--online: no license configured, so no credentials were verified" in said(online)
     assert requests_sent(sim) == 0
 
 
@@ -359,6 +399,50 @@ def test_call_with_an_api_error_exits_1_naming_the_error_code(
         ("call", "api_error", 2002)]
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["get-orders", "start"], "start needs a value: `start=VALUE`"),
+        (["get-orders", "start=1", "end"], "end needs a value: `end=VALUE`"),
+        (["get-order", "start=1", "end=3"], "unknown function 'get-order'"),
+        (["get-orders", "stat=1"], "get-orders takes no filter 'stat'; it takes: start= end= date= "
+                                   "clockinclockout"),
+        (["get-printers", "clockinclockout=1"], "get-printers takes no filter 'clockinclockout'"),
+        (["get-orders", "clockinclockout=1"], "clockinclockout is a flag and takes no value"),
+    ],
+    ids=["missing-equals", "missing-equals-later", "unknown-function", "unknown-filter",
+         "filter-of-another-function", "flag-with-value"],
+)
+def test_call_refuses_what_the_api_does_not_list_before_sending(
+    sqlite_url: str, sim: Simulator, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    """`call get-orders start` would send start="" and print the whole order history."""
+    result = syncer(sqlite_url, sim, tmp_path, "call", *args)
+    assert result.exit_code == 2, result.output
+    assert expected in said(result)
+    assert "call [OPTIONS] FUNCTION [PARAMS]..." in result.output  # the usage
+    assert "nothing was sent" in said(result)
+    assert "get-orders start= end= date= clockinclockout" in said(result)  # the known functions
+    assert "get-reservationhours date= persons=" in said(result)
+    assert requests_sent(sim) == 0
+    assert not (tmp_path / "syncer.db").exists()  # refused before the database, too
+
+
+def test_call_sends_a_listed_flag_bare_and_an_unlisted_function_only_with_raw(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    labour = syncer(sqlite_url, sim, tmp_path, "call", "get-orders", "clockinclockout")
+    assert labour.exit_code == 0, labour.output
+    labour_ids = [o.id for o in sim.dataset.orders.window() if o.is_labour]
+    assert labour_ids
+    assert [int(o["id"]) for o in json.loads(labour.stdout)["data"]] == labour_ids
+    raw = syncer(sqlite_url, sim, tmp_path, "call", "--raw", "get-stock", "warehouse=1")
+    assert raw.exit_code == 1, raw.output  # sent on purpose; the simulator does not know it
+    assert requests_sent(sim) == 2
+    assert [(r.function, r.params) for r in ledger_rows(sqlite_url)] == [
+        ("get-orders", {"clockinclockout": ""}), ("get-stock", {"warehouse": "1"})]
+
+
 # --- bad usage and config: exit 2 -------------------------------------------------------------------
 
 
@@ -368,15 +452,24 @@ def test_call_with_an_api_error_exits_1_naming_the_error_code(
         (None, ["backfill", "--resource", "nope"], ["Invalid value for '--resource'", "'nope'"]),
         (None, ["backfill", "--license", "othershop"], ["unknown license ['othershop']"]),
         (None, ["--config", "missing.toml", "status"], ["config file not found: missing.toml"]),
-        ("[api]\ndaily_budgett = 400\n", ["--config", "shop.toml", "status"],
-         ["invalid config in shop.toml:", "api.daily_budgett: Extra inputs are not permitted"]),
+        ("[api]\ndaily_budjet = 400\n", ["--config", "shop.toml", "status"],
+         ["invalid config in shop.toml:", "api.daily_budjet: unknown key; did you mean "
+                                          "daily_budget?"]),
+        ("[[licenses]]\nname = 'x'\ntokenenv = 'X'\n", ["--config", "shop.toml", "check"],
+         ["licenses.0.tokenenv: unknown key; did you mean token_env?"]),
+        ("[databse]\nurl = 'sqlite:///x.db'\n", ["--config", "shop.toml", "check"],
+         ["databse: unknown key; did you mean database?"]),
+        ("[api]\nspeed = 3\n", ["--config", "shop.toml", "check"],
+         ["api.speed: unknown key; known here: base_url, daily_budget, max_attempts, reserve, "
+          "timeout_seconds, timezone"]),
         ("[api]\nreserve = 'plenty'\n", ["--config", "shop.toml", "backfill"],
          ["invalid config in shop.toml:", "api.reserve: Input should be a valid integer"]),
         ("[resources.order]\nwindow = 100\n", ["--config", "shop.toml", "check"],
          ["invalid config in shop.toml:", "resources: unknown resource ['order']"]),
         ("[api\n", ["--config", "shop.toml", "migrate"], ["shop.toml: not valid TOML"]),
     ],
-    ids=["unknown-resource", "unknown-license", "missing-config", "unknown-key", "bad-value",
+    ids=["unknown-resource", "unknown-license", "missing-config", "unknown-key",
+         "unknown-license-key", "unknown-section", "unknown-key-nothing-close", "bad-value",
          "unknown-resource-section", "invalid-toml"],
 )
 def test_bad_usage_or_config_exits_2_and_says_what_and_where(
@@ -603,6 +696,60 @@ def test_ctrl_c_exits_130_from_any_command(sqlite_url: str, sim: Simulator, tmp_
     _, out = signal_after(proc, sim, 1, signal.SIGINT)
     assert proc.returncode == 130, out
     assert "interrupted" in out and "Aborted" not in out and "Traceback" not in out
+
+
+def answer_on_a_terminal(args: list[str], env: dict[str, str], cwd: Path, answer: str
+                         ) -> tuple[int, str]:
+    """The CLI on a pseudo-terminal (its questions are asked only there), answering its
+    question with `answer`: exit code and everything it wrote."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "syncer", *args], env=env, cwd=cwd,
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    out, answered = b"", False
+    try:
+        while True:
+            ready, _, _ = io_select.select([master], [], [], 30)
+            assert ready, out.decode(errors="replace")
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not answered and b"Go on?" in out:
+                os.write(master, answer.encode())
+                answered = True
+        code = proc.wait(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    text = out.decode(errors="replace")
+    CLI_OUTPUTS.append((" ".join(args), text))
+    assert answered, text
+    return code, text
+
+
+def test_no_at_a_confirmation_is_cancelled_changes_nothing_and_exits_1(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    """Not "interrupted ... run again to continue" and 130: nothing began."""
+    env = cli_env(sqlite_url, sim.base_url)
+    assert run_cli(["backfill"], env, cwd=tmp_path).exit_code == 0
+    sent, rows, state = requests_sent(sim), table_counts(sqlite_url), sync_states(sqlite_url)
+    for args in (["reset", "products", "--drop-rows"], ["doctor", "--fresh"]):
+        code, text = answer_on_a_terminal(args, env, tmp_path, "n\n")
+        assert code == 1, text
+        assert "cancelled, nothing changed" in text
+        assert "interrupted" not in text and "Traceback" not in text
+    assert (requests_sent(sim), table_counts(sqlite_url), sync_states(sqlite_url)) == (
+        sent, rows, state)
+    assert not list(tmp_path.glob("syncer-doctor-*.json"))
+    code, text = answer_on_a_terminal(["reset", "printers"], env, tmp_path, "y\n")
+    assert code == 0, text
+    assert "printers: state forgotten" in " ".join(text.split())
 
 
 def test_simulate_on_port_0_says_the_port_it_listens_on(tmp_path: Path) -> None:

@@ -178,8 +178,8 @@ def test_the_fingerprint_changes_with_the_token(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize(
     ("text", "key", "reason"),
     [
-        ("[api]\ndaily_budgett = 400\n", "api.daily_budgett", "Extra inputs are not permitted"),
-        ("[databse]\nurl = 'sqlite:///x.db'\n", "databse", "Extra inputs are not permitted"),
+        ("[api]\ndaily_budgett = 400\n", "api.daily_budgett", "unknown key; did you mean daily_budget?"),
+        ("[databse]\nurl = 'sqlite:///x.db'\n", "databse", "unknown key; did you mean database?"),
         ("[api]\ndaily_budget = 'lots'\n", "api.daily_budget", "valid integer"),
         ("[api]\nreserve = -1\n", "api.reserve", "greater than or equal to 0"),
         ("[[licenses]]\nname = 'a'\ndaily_budget = 0\n", "licenses.0.daily_budget", "greater than"),

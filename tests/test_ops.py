@@ -71,10 +71,10 @@ def sample(families: dict[str, Any], name: str, **labels: str) -> float:
 
 
 def readme_metrics() -> dict[str, str]:
-    """The metrics table of the README: name -> type."""
-    text = (ROOT / "README.md").read_text()
+    """The metrics table of docs/operations.md: name -> type."""
+    text = (ROOT / "docs" / "operations.md").read_text()
     found = dict(re.findall(r"^\| `(syncer_\w+)` \| (gauge|counter) \|", text, re.MULTILINE))
-    assert len(found) >= 7, "the README's metrics table was not found"
+    assert len(found) >= 7, "the metrics table of docs/operations.md was not found"
     return found
 
 
@@ -338,7 +338,7 @@ def test_metrics_are_the_readme_ones_with_their_types(
         # (only once the daemon's first daily audit is stored; its own test checks it).
         assert name in with_samples or name in (
             "syncer_license_paused_until_timestamp_seconds", "syncer_audit_problems"), name
-    # ... and the README lists every syncer_ metric there is.
+    # ... and the table lists every syncer_ metric there is.
     assert {n for n in exposed if n.startswith("syncer_")} <= set(readme_metrics())
     assert sample(families, "syncer_up") == 1
     assert all(name.endswith("_total") for name, kind in exposed.items()
@@ -441,7 +441,7 @@ def test_each_alert_fires_in_its_promtool_unit_test() -> None:
 
 
 def test_alert_rules_and_dashboard_name_only_metrics_the_syncer_exposes(tmp_path: Path) -> None:
-    """Every syncer_ name in the rules and the sync-health dashboard is a README metric, and
+    """Every syncer_ name in the rules and the sync-health dashboard is a documented metric, and
     every dashboard query is valid PromQL (promtool checks it as a recording rule)."""
     promtool = need("promtool")
     known = set(readme_metrics())

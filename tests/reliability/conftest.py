@@ -4,7 +4,7 @@ The secrets guard (`leaks`, autouse for every test) lives in tests/conftest.py.
 
 Figures: a test adds counters with `figures.add(row, **counts)`; when
 `SYNCER_RELIABILITY_FIGURES` names a directory, one JSON file per test lands
-there and `python -m benchmarks.reliability` sums them into the README table.
+there and `python -m benchmarks.reliability` sums them into the table in docs/reliability.md.
 """
 
 from __future__ import annotations
