@@ -67,3 +67,13 @@ def test_an_id_outside_the_window_neither_moves_the_cursor_nor_loads(
     assert starts and stray + 1 not in starts  # the stray id never became a cursor
     reasons = quarantined_reasons(db_url, "orders")
     assert "outside the window" in reasons[str(stray)]
+
+
+def test_a_base_url_with_a_fragment_is_refused_before_any_request(
+        db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    with hostile(sim.base_url, lambda *_: None) as server:
+        run = backfill(db_url, server.base_url + "#shop", tmp_path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "api.base_url (from $CLOUDPOS_BASE_URL)" in run.stderr
+    assert "a fragment drops the query" in run.stderr
+    assert server.seen == []  # no request spent, no credentials stop stored
