@@ -134,21 +134,22 @@ def parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseCont
     """Parse a page; bad records and conflicting duplicates become quarantine entries.
 
     `window`: the ids (first, last) an id-window answer was asked for. A record whose
-    id lies outside them is quarantined, not loaded, and does not count in `max_id`:
+    id lies past the last is quarantined, not loaded, and does not count in `max_id`:
     it is not data of this window. It is not kept for the window it claims either:
     that window is asked for when the cursor gets there, and the API's answer then is
     the one to believe; a stored id ahead of the cursor would make an empty window
     step over the ids between (`_stored_past`), and a cursor moved to it would never
     ask for them, or (an id of 2^63-1) ask for a `start` past the database's range.
+    Ids below the first were asked for by earlier windows: a repeated answer is loaded
+    as before and the walk stops there (`WindowWalk.step`), the cursor does not move.
     """
     with _gc_paused:
         return _parse_records(resource, raw_records, ctx, window)
 
 
 def window_ids(raw_records: Sequence[Any], window: tuple[int, int]) -> list[int]:
-    """The ids of an id-window answer's records that lie inside the window asked for."""
-    first, last = window
-    return [i for r in raw_records if (i := _raw_id(r)) is not None and first <= i <= last]
+    """The ids of an id-window answer's records up to the window's last id."""
+    return [i for r in raw_records if (i := _raw_id(r)) is not None and i <= window[1]]
 
 
 def _parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseContext,
@@ -159,7 +160,7 @@ def _parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseCon
     for raw in raw_records:
         rid = _raw_id(raw)
         key_text = str(rid) if rid is not None else None
-        if window is not None and rid is not None and not window[0] <= rid <= window[1]:
+        if window is not None and rid is not None and rid > window[1]:
             out.rejected.append(Rejected(
                 _keepable(raw, ctx),
                 f"id {rid} is outside the window {window[0]}-{window[1]} asked for", key_text))
