@@ -102,6 +102,10 @@ class ApiConfig(_Strict):
         parsed = urlsplit(value.strip())
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"not an http(s) URL: {value!r} (e.g. {DEFAULT_BASE_URL})")
+        if "#" in value:
+            # The client appends `licname`, `token` and the function after the URL: behind
+            # a '#' they are a fragment, never sent, and the API refuses the credentials.
+            raise ValueError(f"has a '#' (a fragment drops the query the client sends): {value!r}")
         return value.strip()
 
     @field_validator("timezone")

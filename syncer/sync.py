@@ -129,21 +129,44 @@ class _GcPause:
 _gc_paused = _GcPause()
 
 
-def parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseContext) -> Parsed:
-    """Parse a page; bad records and conflicting duplicates become quarantine entries."""
+def parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseContext, *,
+                  window: tuple[int, int] | None = None) -> Parsed:
+    """Parse a page; bad records and conflicting duplicates become quarantine entries.
+
+    `window`: the ids (first, last) an id-window answer was asked for. A record whose
+    id lies past the last is quarantined, not loaded, and does not count in `max_id`:
+    it is not data of this window. It is not kept for the window it claims either:
+    that window is asked for when the cursor gets there, and the API's answer then is
+    the one to believe; a stored id ahead of the cursor would make an empty window
+    step over the ids between (`_stored_past`), and a cursor moved to it would never
+    ask for them, or (an id of 2^63-1) ask for a `start` past the database's range.
+    Ids below the first were asked for by earlier windows: a repeated answer is loaded
+    as before and the walk stops there (`WindowWalk.step`), the cursor does not move.
+    """
     with _gc_paused:
-        return _parse_records(resource, raw_records, ctx)
+        return _parse_records(resource, raw_records, ctx, window)
 
 
-def _parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseContext) -> Parsed:
+def window_ids(raw_records: Sequence[Any], window: tuple[int, int]) -> list[int]:
+    """The ids of an id-window answer's records up to the window's last id."""
+    return [i for r in raw_records if (i := _raw_id(r)) is not None and i <= window[1]]
+
+
+def _parse_records(resource: Resource, raw_records: Sequence[Any], ctx: ParseContext,
+                   window: tuple[int, int] | None) -> Parsed:
     out = Parsed()
     names = [c.name for c in key_columns(resource.table)]
     by_key: dict[Any, tuple[Rows, Any]] = {}
     for raw in raw_records:
         rid = _raw_id(raw)
+        key_text = str(rid) if rid is not None else None
+        if window is not None and rid is not None and rid > window[1]:
+            out.rejected.append(Rejected(
+                _keepable(raw, ctx),
+                f"id {rid} is outside the window {window[0]}-{window[1]} asked for", key_text))
+            continue
         if rid is not None and (out.max_id is None or rid > out.max_id):
             out.max_id = rid
-        key_text = str(rid) if rid is not None else None
         if not isinstance(raw, dict):
             out.rejected.append(Rejected(raw, "record is not an object", key_text))
             continue
@@ -213,10 +236,12 @@ class Applied:
 
 def apply_answer(conn: Connection, license: str, resource: Resource, records: Sequence[Any],
                  content: bytes, params: Mapping[str, Any] | None, ctx: ParseContext,
-                 now: dt.datetime, *, full_list: bool, remember: bool = True) -> Applied:
+                 now: dt.datetime, *, full_list: bool, remember: bool = True,
+                 window: tuple[int, int] | None = None) -> Applied:
     """Parse and load one answer on the caller's transaction, unless it is the same
     answer as the last one loaded for these parameters and nothing wrote its records
     since (`answer_marks`): then it would write nothing, and it is not parsed.
+    `window`: an id window's first and last id (`parse_records`).
 
     `remember`: keep a mark for this answer. A pull past the cursor does not (its
     parameters never come again: the cursor moves on, and a `reset` forgets marks);
@@ -238,7 +263,7 @@ def apply_answer(conn: Connection, license: str, resource: Resource, records: Se
             {"license": license, "function": function, "key": key}).scalar() == mark:
         return Applied(Counts(unchanged=len(records)), Parsed(max_id=high), skipped=True)
     parsing = time.perf_counter()
-    parsed = parse_records(resource, records, ctx)
+    parsed = parse_records(resource, records, ctx, window=window)
     parse_seconds = time.perf_counter() - parsing
     counts = write_parsed(conn, license, resource, parsed, now, full_list=full_list)
     which = {"license": license, "function": function, "key": key, "low": low, "high": high}
@@ -331,19 +356,19 @@ class Sync:
 
     def _apply(self, resource: Resource, page: Page, *, kind: str,
                params: dict[str, Any] | None = None, state: dict[str, Any],
-               window_end: int | None = None) -> PullResult:
+               window: tuple[int, int] | None = None) -> PullResult:
         """Load, archive and move the state for one answer, in one transaction;
-        `window_end`: an id window's last id (an empty one asks `stored_past` too)."""
+        `window`: an id window's first and last id (an empty one asks `stored_past` too)."""
         started = time.perf_counter()
         now = self.clock()
         past = None
         with self.engine.begin() as conn:
             applied = apply_answer(conn, self.license, resource, page.records, page.content,
                                    params, self.ctx, now, full_list=kind == archive.FULL_LIST,
-                                   remember=kind != archive.WINDOW)
+                                   remember=kind != archive.WINDOW, window=window)
             counts, parsed = applied.counts, applied.parsed
-            if window_end is not None and parsed.max_id is None:  # no id in the window
-                past = _stored_past(conn, self.license, resource, window_end)
+            if window is not None and parsed.max_id is None:  # no id in the window
+                past = _stored_past(conn, self.license, resource, window[1])
             # An answer with records: the module is licensed (again), whatever a 1005 said.
             save_state(conn, self.license, resource.name, last_success_at=now, last_attempt_at=now,
                        last_error=None, disabled_reason=None, **state)
@@ -371,16 +396,17 @@ class Sync:
 
     def pull_window(self, resource: Resource, start: int, end: int, *, window: int,
                     max_attempts: int | None = None) -> PullResult:
-        """One id window; the cursor moves to the highest id seen, with the rows."""
+        """One id window; the cursor moves to the highest id seen in it (never past
+        `end`), with the rows."""
         assert resource.pull is Pull.ID_WINDOW
         params = {"start": start, "end": end}
         page = self.client.fetch(resource.function, params, max_attempts=max_attempts)
-        parsed_max = max((i for r in page.records if (i := _raw_id(r)) is not None), default=None)
+        parsed_max = max(window_ids(page.records, (start, end)), default=None)
         state: dict[str, Any] = {"window": window}
         if parsed_max is not None:
             state["cursor"] = max(parsed_max, start - 1)
         return self._apply(resource, page, kind=archive.WINDOW, params=params, state=state,
-                           window_end=end)
+                           window=(start, end))
 
     def pull_date(self, resource: Resource, day: dt.date) -> PullResult:
         """Re-pull one API day of orders or invoices (late changes); the cursor stays."""

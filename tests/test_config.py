@@ -201,6 +201,8 @@ def test_the_fingerprint_changes_with_the_token(monkeypatch: pytest.MonkeyPatch)
          "licenses.0", "would have reserve 600 and daily_budget 100"),
         ("[api]\nbase_url = 'not a url'\n", "api.base_url", "not an http(s) URL"),
         ("[api]\nbase_url = 'ftp://cloudpos.be/api/'\n", "api.base_url", "not an http(s) URL"),
+        ("[api]\nbase_url = 'https://cloudpos.be/api/#x'\n", "api.base_url", "a fragment drops"),
+        ("[api]\nbase_url = 'https://cloudpos.be/api/?a=1#'\n", "api.base_url", "a fragment drops"),
         ("[resources.orders]\nmin_window = 500\nmax_window = 100\n", "resources.orders",
          "min_window (500) is above max_window (100)"),
         ("[resources.orders]\nmin_window = 6000\n", "resources.orders",
