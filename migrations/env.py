@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
+from syncer import dialects
 from syncer.db import make_engine
 from syncer.tables import metadata
 
@@ -27,20 +28,17 @@ def _engine() -> Engine:
 def run_migrations_online() -> None:
     engine = _engine()
     with engine.connect() as connection:
+        dialect = dialects.of(connection)
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=dialect.batch_migrations,
             compare_type=True,
         )
         with context.begin_transaction():
-            if connection.dialect.name == "postgresql":
-                # Replicas that each migrate on start (ExecStartPre, an entrypoint) take
-                # turns: the second sees the first one's work instead of redoing it.
-                connection.execute(text(
-                    "SELECT pg_advisory_xact_lock(hashtext('cloudpos-syncer migrate ' "
-                    "|| current_schema()))"))
+            dialect.before_migrations(connection)
             context.run_migrations()
+            dialect.after_migrations(connection)
         connection.commit()
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: real SQLite and Postgres databases, the simulator over real HTTP,
+"""Shared fixtures: real SQLite, Postgres and MariaDB databases, the simulator over real HTTP,
 and the secrets guard.
 
 Secrets guard (`leaks`, autouse for every test): every log record (DEBUG and up, any
@@ -10,6 +10,13 @@ Postgres: `SYNCER_TEST_PG_URL` (default postgresql+psycopg://postgres@127.0.0.1:
 Each test gets its own schema, so tests can run in parallel. A test that needs
 Postgres *fails* when it cannot reach it; only `SYNCER_TEST_SKIP_PG=1`, set by
 hand on a machine without Postgres, turns that into a skip (CI never sets it).
+
+MariaDB (or MySQL 8): `SYNCER_TEST_MARIADB_URL` (default mysql://root@127.0.0.1:3306,
+a server URL without a database). Each test gets its own database; as with Postgres,
+a test fails when the server is away, unless `SYNCER_TEST_SKIP_MARIADB=1`.
+
+`DATABASES` names the three; `database(kind, tmp)` makes a fresh one of a kind, and the
+`db_url` fixture runs a test once on each.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import threading
 import uuid
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +38,7 @@ from sqlalchemy import Engine
 
 from syncer import cli as cli_module
 from syncer.db import make_engine, migrate
+from syncer.dialects import with_driver
 from syncer.redact import install_log_redaction
 from syncer.simulator import Simulator, generate
 
@@ -39,6 +48,8 @@ from syncer.simulator import Simulator, generate
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+MARIADB_URL = os.environ.get("SYNCER_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306").rstrip("/")
+DATABASES = ("sqlite", "postgresql", "mariadb")
 PG_URL = os.environ.get("SYNCER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TOKEN = "demo-token-7f3a9c2e"  # long and unusual, so a leak is easy to find
 LICENSE = "demo"
@@ -95,16 +106,53 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
+@contextmanager
+def mariadb_database() -> Iterator[str]:
+    """A fresh MariaDB database as a URL, dropped afterwards; fails if MariaDB is away."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(with_driver(f"{MARIADB_URL}/"), isolation_level="AUTOCOMMIT",
+                             pool_pre_ping=True)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(
+                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("SYNCER_TEST_SKIP_MARIADB") == "1":
+            pytest.skip(f"MariaDB unreachable and SYNCER_TEST_SKIP_MARIADB=1: {exc}")
+        pytest.fail(f"MariaDB is required for this test and is unreachable at {MARIADB_URL}: {exc}")
+    try:
+        yield f"{MARIADB_URL}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.dispose()
+
+
+@contextmanager
+def database(kind: str, tmp: Path, name: str = "syncer") -> Iterator[str]:
+    """A fresh database of `kind` (one of DATABASES), as a URL: a SQLite file in `tmp`,
+    a Postgres schema or a MariaDB database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp}/{name}.db"
+    elif kind == "postgresql":
+        with pg_schema() as url:
+            yield url
+    else:
+        with mariadb_database() as url:
+            yield url
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Any) -> str:
     return f"sqlite:///{tmp_path}/syncer.db"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """The test runs once on SQLite and once on Postgres."""
-    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    return str(request.getfixturevalue(name))
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The test runs once on each database: SQLite, Postgres and MariaDB."""
+    with database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

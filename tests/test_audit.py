@@ -35,7 +35,7 @@ from syncer.ops import serve
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import MISSING_RUN, OFF_LINES, OVERPAID, Order
 from syncer.status import build as build_status
-from tests.conftest import ANCHOR, LICENSE, TOKEN, pg_schema
+from tests.conftest import ANCHOR, DATABASES, LICENSE, TOKEN, database
 from tests.helpers import cli_env, ledger_count, run_cli
 
 CENT = Decimal("0.01")
@@ -98,15 +98,14 @@ def audit_cli(where: Audited, *args: str) -> Any:
     return run_cli(["audit", *args], cli_env(where.url, where.base_url), cwd=where.tmp)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=DATABASES)
 def planted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Audited]:
     """The simulator with its anomalies, plus a product and an order that cannot be parsed,
     backfilled through the CLI."""
     tmp = tmp_path_factory.mktemp(f"audit-{request.param}")
     stack = ExitStack()
-    url = (f"sqlite:///{tmp}/audit.db" if request.param == "sqlite"
-           else stack.enter_context(pg_schema()))
+    url = stack.enter_context(database(request.param, tmp, "audit"))
     sim = Simulator(generate(seed=1, orders=600, anchor=ANCHOR, anomalies=True),
                     licenses={LICENSE: TOKEN})
     ds = sim.dataset

@@ -10,7 +10,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -26,7 +26,7 @@ from syncer import tables as t
 from syncer.db import make_engine, migrate
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import Order
-from tests.conftest import ANCHOR, LICENSE, TOKEN, pg_schema
+from tests.conftest import ANCHOR, DATABASES, LICENSE, TOKEN, database
 from tests.helpers import cli_env, ledger_count, run_cli
 
 OTHER = "other"  # a second shop in the same database
@@ -247,22 +247,12 @@ def add_edge_cases(sim: Simulator) -> None:
                                clock_in, clock_out, (), {}))
 
 
-@contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    """A fresh SQLite file or Postgres schema, as a URL."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp}/reports.db"
-        return
-    with pg_schema() as url:
-        yield url
-
-
 def backfill(url: str, sim: Simulator, cwd: Path, license: str) -> None:
     result = run_cli(["backfill"], cli_env(url, sim.base_url, CLOUDPOS_LICNAME=license), cwd=cwd)
     assert result.exit_code == 0, result.output
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=DATABASES)
 def synced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synced]:
     """Two shops backfilled into one database; then the first deletes catalog rows and syncs again."""
     tmp = tmp_path_factory.mktemp(f"reports-{request.param}")

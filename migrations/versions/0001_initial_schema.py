@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision = '0001'
 down_revision = None
 branch_labels = None
 depends_on = None
+
+# MariaDB/MySQL: DATETIME(6), microseconds kept (naive UTC, syncer.dialects.types).
+_TIME = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def upgrade() -> None:
@@ -24,8 +27,8 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('name', sa.Text(), nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', _TIME, nullable=False),
+    sa.Column('deleted_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_categories'))
     )
     op.create_table('coupons',
@@ -38,7 +41,7 @@ def upgrade() -> None:
     sa.Column('valid_until', sa.Date(), nullable=True),
     sa.Column('is_used', sa.Boolean(), nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('synced_at', _TIME, nullable=False),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_coupons'))
     )
     op.create_table('customer_credits',
@@ -48,8 +51,8 @@ def upgrade() -> None:
     sa.Column('value', sa.Numeric(precision=15, scale=4), nullable=True),
     sa.Column('tag_type', sa.Text(), nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', _TIME, nullable=False),
+    sa.Column('deleted_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'customer_id', 'tag_id', name=op.f('pk_customer_credits'))
     )
     op.create_table('customers',
@@ -67,10 +70,10 @@ def upgrade() -> None:
     sa.Column('tag_id', sa.Text(), nullable=True),
     sa.Column('tag_type', sa.Text(), nullable=True),
     sa.Column('tag_family_id', sa.BigInteger(), nullable=True),
-    sa.Column('modified_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('modified_at', _TIME, nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', _TIME, nullable=False),
+    sa.Column('deleted_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_customers'))
     )
     op.create_table('gift_vouchers',
@@ -80,10 +83,10 @@ def upgrade() -> None:
     sa.Column('value', sa.Numeric(precision=15, scale=4), nullable=True),
     sa.Column('valid_from', sa.Date(), nullable=True),
     sa.Column('valid_until', sa.Date(), nullable=True),
-    sa.Column('modified_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('modified_at', _TIME, nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', _TIME, nullable=False),
+    sa.Column('deleted_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_gift_vouchers'))
     )
     op.create_table('invoice_lines',
@@ -95,7 +98,7 @@ def upgrade() -> None:
     sa.Column('price', sa.Numeric(precision=15, scale=4), nullable=True),
     sa.Column('tax_rate', sa.Numeric(precision=7, scale=4), nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('synced_at', _TIME, nullable=False),
     sa.PrimaryKeyConstraint('license', 'invoice_id', 'line_no', name=op.f('pk_invoice_lines'))
     )
     op.create_table('invoices',
@@ -111,7 +114,7 @@ def upgrade() -> None:
     sa.Column('from_vat_ticket', sa.Boolean(), nullable=True),
     sa.Column('content_hash', sa.String(length=32), nullable=False),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('synced_at', _TIME, nullable=False),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_invoices'))
     )
     with op.batch_alter_table('invoices', schema=None) as batch_op:
@@ -120,11 +123,11 @@ def upgrade() -> None:
     op.create_table('license_state',
     sa.Column('license', sa.String(length=100), nullable=False),
     sa.Column('auth_rejected_fingerprint', sa.String(length=64), nullable=True),
-    sa.Column('auth_rejected_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('auth_rejected_at', _TIME, nullable=True),
     sa.Column('auth_rejected_reason', sa.Text(), nullable=True),
-    sa.Column('blocked_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('blocked_until', _TIME, nullable=True),
     sa.Column('blocked_reason', sa.Text(), nullable=True),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', name=op.f('pk_license_state'))
     )
     op.create_table('order_line_subproducts',
@@ -135,7 +138,7 @@ def upgrade() -> None:
     sa.Column('subproduct_id', sa.BigInteger(), nullable=True),
     sa.Column('price', sa.Numeric(precision=15, scale=4), nullable=True),
     sa.Column('tax_rate', sa.Numeric(precision=7, scale=4), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('synced_at', _TIME, nullable=False),
     sa.PrimaryKeyConstraint('license', 'order_id', 'line_no', 'slot', name=op.f('pk_order_line_subproducts'))
     )
     op.create_table('order_lines',
@@ -147,7 +150,7 @@ def upgrade() -> None:
     sa.Column('price', sa.Numeric(precision=15, scale=4), nullable=True),
     sa.Column('tax_rate', sa.Numeric(precision=7, scale=4), nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('synced_at', _TIME, nullable=False),
     sa.PrimaryKeyConstraint('license', 'order_id', 'line_no', name=op.f('pk_order_lines'))
     )
     with op.batch_alter_table('order_lines', schema=None) as batch_op:
@@ -158,7 +161,7 @@ def upgrade() -> None:
     sa.Column('order_id', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('method', sa.String(length=20), nullable=False),
     sa.Column('amount', sa.Numeric(precision=15, scale=4), nullable=False),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('synced_at', _TIME, nullable=False),
     sa.PrimaryKeyConstraint('license', 'order_id', 'method', name=op.f('pk_order_payments'))
     )
     op.create_table('orders',
@@ -168,12 +171,12 @@ def upgrade() -> None:
     sa.Column('register_id', sa.BigInteger(), nullable=True),
     sa.Column('user_id', sa.BigInteger(), nullable=True),
     sa.Column('total_price', sa.Numeric(precision=15, scale=4), nullable=True),
-    sa.Column('ordered_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('clock_in', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('clock_out', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('ordered_at', _TIME, nullable=True),
+    sa.Column('clock_in', _TIME, nullable=True),
+    sa.Column('clock_out', _TIME, nullable=True),
     sa.Column('content_hash', sa.String(length=32), nullable=False),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('synced_at', _TIME, nullable=False),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_orders'))
     )
     with op.batch_alter_table('orders', schema=None) as batch_op:
@@ -184,8 +187,8 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('name', sa.Text(), nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', _TIME, nullable=False),
+    sa.Column('deleted_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_payment_methods'))
     )
     op.create_table('pos_tables',
@@ -194,8 +197,8 @@ def upgrade() -> None:
     sa.Column('table_number', sa.Text(), nullable=True),
     sa.Column('status', sa.SmallInteger(), nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', _TIME, nullable=False),
+    sa.Column('deleted_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_pos_tables'))
     )
     op.create_table('printers',
@@ -203,15 +206,15 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('name', sa.Text(), nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', _TIME, nullable=False),
+    sa.Column('deleted_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_printers'))
     )
     op.create_table('product_subproducts',
     sa.Column('license', sa.String(length=100), nullable=False),
     sa.Column('product_id', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('subproduct_id', sa.BigInteger(), autoincrement=False, nullable=False),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('synced_at', _TIME, nullable=False),
     sa.PrimaryKeyConstraint('license', 'product_id', 'subproduct_id', name=op.f('pk_product_subproducts'))
     )
     with op.batch_alter_table('product_subproducts', schema=None) as batch_op:
@@ -227,10 +230,10 @@ def upgrade() -> None:
     sa.Column('has_popup', sa.Boolean(), nullable=True),
     sa.Column('has_menu_popup', sa.Boolean(), nullable=True),
     sa.Column('has_open_price', sa.Boolean(), nullable=True),
-    sa.Column('modified_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('modified_at', _TIME, nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', _TIME, nullable=False),
+    sa.Column('deleted_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_products'))
     )
     op.create_table('quarantine',
@@ -241,8 +244,8 @@ def upgrade() -> None:
     sa.Column('raw', sa.Text(), nullable=False),
     sa.Column('raw_hash', sa.String(length=64), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
-    sa.Column('first_seen_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('first_seen_at', _TIME, nullable=False),
+    sa.Column('last_seen_at', _TIME, nullable=False),
     sa.Column('seen_count', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_quarantine')),
     sa.UniqueConstraint('license', 'resource', 'raw_hash', name=op.f('uq_quarantine_license_resource_raw_hash'))
@@ -251,7 +254,7 @@ def upgrade() -> None:
     sa.Column('license', sa.String(length=100), nullable=False),
     sa.Column('job', sa.String(length=40), nullable=False),
     sa.Column('owner', sa.String(length=120), nullable=True),
-    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'job', name=op.f('pk_job_lease'))
     )
     op.create_table('request_budget',
@@ -264,7 +267,7 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('license', sa.String(length=100), nullable=False),
     sa.Column('day', sa.Date(), nullable=False),
-    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', _TIME, nullable=False),
     sa.Column('function', sa.String(length=60), nullable=False),
     sa.Column('params', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('purpose', sa.String(length=20), nullable=False),
@@ -284,10 +287,10 @@ def upgrade() -> None:
     sa.Column('name', sa.Text(), nullable=True),
     sa.Column('price', sa.Numeric(precision=15, scale=4), nullable=True),
     sa.Column('quantity', sa.Numeric(precision=15, scale=4), nullable=True),
-    sa.Column('modified_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('modified_at', _TIME, nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', _TIME, nullable=False),
+    sa.Column('deleted_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_subproducts'))
     )
     op.create_table('sync_state',
@@ -295,12 +298,12 @@ def upgrade() -> None:
     sa.Column('resource', sa.String(length=40), nullable=False),
     sa.Column('cursor', sa.BigInteger(), nullable=True),
     sa.Column('window', sa.Integer(), nullable=True),
-    sa.Column('last_success_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('last_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_success_at', _TIME, nullable=True),
+    sa.Column('last_attempt_at', _TIME, nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('last_error_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_error_at', _TIME, nullable=True),
     sa.Column('disabled_reason', sa.Text(), nullable=True),
-    sa.Column('next_run_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('next_run_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'resource', name=op.f('pk_sync_state'))
     )
     op.create_table('users',
@@ -311,8 +314,8 @@ def upgrade() -> None:
     sa.Column('secnr_hash', sa.String(length=64), nullable=True),
     sa.Column('national_number', sa.Text(), nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', _TIME, nullable=False),
+    sa.Column('deleted_at', _TIME, nullable=True),
     sa.PrimaryKeyConstraint('license', 'id', name=op.f('pk_users'))
     )
     # ### end Alembic commands ###

@@ -28,11 +28,15 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from alembic import context, op
+from sqlalchemy.dialects import mysql
 
 revision = '0002'
 down_revision = '0001'
 branch_labels = None
 depends_on = None
+
+# MariaDB/MySQL: DATETIME(6), microseconds kept (naive UTC, syncer.dialects.types).
+_TIME = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 VIEWS = (
     "report_daily_sales",
@@ -48,25 +52,42 @@ VIEWS = (
 # --- SQL building blocks -------------------------------------------------------------
 
 
+def _mysql() -> bool:
+    return op.get_bind().dialect.name in ("mysql", "mariadb")
+
+
+def cast(expr: str, kind: str) -> str:
+    """CAST to a SQL type by its standard name; MariaDB/MySQL call BIGINT `SIGNED` and
+    NUMERIC `DECIMAL` in a CAST."""
+    if _mysql():
+        kind = kind.replace("BIGINT", "SIGNED").replace("NUMERIC", "DECIMAL")
+    return f"CAST({expr} AS {kind})"
+
+
+def int_div(numerator: str, divisor: str) -> str:
+    """Integer division, truncated (MariaDB/MySQL's `/` gives a decimal)."""
+    return f"({numerator}) {'DIV' if _mysql() else '/'} ({divisor})"
+
+
 def cents(amount: str) -> str:
     """An exact amount in euro, rounded to whole cents (half away from zero), as an integer."""
-    return f"CAST(ROUND(({amount}) * 100) AS BIGINT)"
+    return cast(f"ROUND(({amount}) * 100)", "BIGINT")
 
 
 def money(cents_expr: str) -> str:
     """Whole cents as NUMERIC(15, 2) euro."""
-    return f"CAST(({cents_expr}) / 100.0 AS NUMERIC(15, 2))"
+    return cast(f"({cents_expr}) / 100.0", "NUMERIC(15, 2)")
 
 
 def quantity(amount: str) -> str:
-    return f"CAST(ROUND({amount}, 4) AS NUMERIC(15, 4))"
+    return cast(f"ROUND({amount}, 4)", "NUMERIC(15, 4)")
 
 
 def rounded_quotient(numerator: str, divisor: str) -> str:
     """numerator / divisor rounded half away from zero, in integer arithmetic (divisor > 0)."""
     return (f"(CASE WHEN ({numerator}) < 0 "
-            f"THEN -((2 * -({numerator}) + ({divisor})) / (2 * ({divisor}))) "
-            f"ELSE (2 * ({numerator}) + ({divisor})) / (2 * ({divisor})) END)")
+            f"THEN -({int_div(f'2 * -({numerator}) + ({divisor})', f'2 * ({divisor})')}) "
+            f"ELSE {int_div(f'2 * ({numerator}) + ({divisor})', f'2 * ({divisor})')} END)")
 
 
 def base_cents(gross_cents: str, rate: str) -> str:
@@ -75,15 +96,17 @@ def base_cents(gross_cents: str, rate: str) -> str:
     The rate is taken in ten-thousandths of a percent (NUMERIC(7, 4) is exact there),
     so base = gross * 1,000,000 / (1,000,000 + rate * 10,000), all in integers.
     """
-    rate_units = f"CAST(ROUND({rate} * 10000) AS BIGINT)"
+    rate_units = cast(f"ROUND({rate} * 10000)", "BIGINT")
     return (f"(CASE WHEN {rate} > -100 THEN "
             f"{rounded_quotient(f'{gross_cents} * 1000000', f'1000000 + {rate_units}')} END)")
 
 
 def seconds_between(start: str, end: str) -> str:
-    """Whole seconds from `start` to `end` (stored UTC timestamps)."""
+    """Whole seconds from `start` to `end` (stored UTC timestamps), rounded."""
     if op.get_bind().dialect.name == "sqlite":
         return f"CAST(ROUND((julianday({end}) - julianday({start})) * 86400) AS BIGINT)"
+    if _mysql():
+        return cast(f"ROUND(TIMESTAMPDIFF(MICROSECOND, {start}, {end}) / 1000000)", "BIGINT")
     return f"CAST(ROUND(EXTRACT(EPOCH FROM ({end} - {start}))) AS BIGINT)"
 
 
@@ -287,7 +310,7 @@ timed AS (
     FROM pairs p
 )
 SELECT t.license, t.business_date AS day, t.user_id, u.username, t.clock_in, t.clock_out,
-       CAST({rounded_quotient('t.seconds * 100', '3600')} / 100.0 AS NUMERIC(7, 2)) AS hours_worked
+       {cast(f"{rounded_quotient('t.seconds * 100', '3600')} / 100.0", 'NUMERIC(7, 2)')} AS hours_worked
 FROM timed t
 LEFT JOIN users u ON u.license = t.license AND u.id = t.user_id
 """  # noqa: S608 - constant SQL, no input
@@ -333,9 +356,9 @@ def fill_local_readings() -> None:
     zone = ZoneInfo(context.config.attributes.get("timezone") or "Europe/Brussels")
     orders = sa.table(
         "orders", sa.column("license", sa.String), sa.column("id", sa.BigInteger),
-        sa.column("ordered_at", sa.DateTime(timezone=True)),
-        sa.column("clock_in", sa.DateTime(timezone=True)),
-        sa.column("clock_out", sa.DateTime(timezone=True)),
+        sa.column("ordered_at", _TIME),
+        sa.column("clock_in", _TIME),
+        sa.column("clock_out", _TIME),
         sa.column("business_date", sa.Date), sa.column("local_hour", sa.SmallInteger),
         sa.column("local_weekday", sa.SmallInteger),
     )

@@ -37,12 +37,15 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from alembic import context, op
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision = "0006_reconciled_reports"
 down_revision = "0005_secnr_hash_key"
 branch_labels = None
 depends_on = None
+
+# MariaDB/MySQL: DATETIME(6), microseconds kept (naive UTC, syncer.dialects.types).
+_TIME = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def _revision_0002() -> ModuleType:
@@ -56,7 +59,7 @@ def _revision_0002() -> ModuleType:
 
 
 R2 = _revision_0002()
-cents, money, quantity, base_cents = R2.cents, R2.money, R2.quantity, R2.base_cents
+cast, cents, money, quantity, base_cents = R2.cast, R2.cents, R2.money, R2.quantity, R2.base_cents
 
 # Views of 0002 that read orders, dropped here and re-created on downgrade.
 OLD_VIEWS = ("report_daily_sales", "report_vat", "report_payments", "report_product_sales",
@@ -78,8 +81,11 @@ def _before_day_start(alias: str) -> str:
 def business_day(alias: str) -> str:
     """The business day of an order: its local date, or the day before when its local
     time is before the day's start."""
-    if op.get_bind().dialect.name == "sqlite":
+    name = op.get_bind().dialect.name
+    if name == "sqlite":
         previous = f"date({alias}.business_date, '-1 day')"
+    elif name in ("mysql", "mariadb"):
+        previous = f"({alias}.business_date - INTERVAL 1 DAY)"
     else:
         previous = f"CAST({alias}.business_date - 1 AS DATE)"
     return (f"CASE WHEN {_before_day_start(alias)} THEN {previous} "
@@ -151,11 +157,12 @@ detailed AS (
 
 def tickets() -> str:
     # Typed NULLs: Postgres matches the types of a union two branches at a time.
+    # "lines" is quoted: a reserved word of MariaDB/MySQL.
     parts = {"total_cents": "BIGINT", "gross_cents": "BIGINT", "base_cents": "BIGINT",
-             "paid_cents": "BIGINT", "lines": "BIGINT", "items_sold": "NUMERIC"}
+             "paid_cents": "BIGINT", '"lines"': "BIGINT", "items_sold": "NUMERIC"}
 
     def branch(values: dict[str, str]) -> str:
-        return ", ".join(f"{values.get(c, f'CAST(NULL AS {kind})')} AS {c}"
+        return ", ".join(f"{values.get(c, cast('NULL', kind))} AS {c}"
                          for c, kind in parts.items())
 
     return f"""
@@ -178,7 +185,7 @@ parts AS (
     GROUP BY license, order_id
     UNION ALL
     SELECT license, order_id, 0, NULL, NULL, NULL, NULL, NULL, NULL,
-           {branch({"lines": "COUNT(*)", "items_sold": "SUM(quantity)"})}
+           {branch({'"lines"': "COUNT(*)", "items_sold": "SUM(quantity)"})}
     FROM order_lines
     GROUP BY license, order_id
 ),
@@ -189,12 +196,12 @@ ticket AS (
            COALESCE(SUM(gross_cents), 0) AS gross_cents,
            COALESCE(SUM(base_cents), 0) AS base_cents,
            COALESCE(SUM(paid_cents), 0) AS paid_cents,
-           COALESCE(SUM(lines), 0) AS lines, COALESCE(SUM(items_sold), 0) AS items_sold
+           COALESCE(SUM("lines"), 0) AS "lines", COALESCE(SUM(items_sold), 0) AS items_sold
     FROM parts
     GROUP BY license, order_id
     HAVING MAX(is_ticket) = 1
 )
-SELECT license, day, order_id, register_id, user_id, ordered_at, weekday, hour, lines,
+SELECT license, day, order_id, register_id, user_id, ordered_at, weekday, hour, "lines",
        {quantity('items_sold')} AS items_sold,
        {money('total_cents')} AS total,
        {money('gross_cents')} AS lines_total,
@@ -393,9 +400,9 @@ def fill_local_minute() -> None:
     zone = ZoneInfo(context.config.attributes.get("timezone") or "Europe/Brussels")
     orders = sa.table(
         "orders", sa.column("license", sa.String), sa.column("id", sa.BigInteger),
-        sa.column("ordered_at", sa.DateTime(timezone=True)),
-        sa.column("clock_in", sa.DateTime(timezone=True)),
-        sa.column("clock_out", sa.DateTime(timezone=True)),
+        sa.column("ordered_at", _TIME),
+        sa.column("clock_in", _TIME),
+        sa.column("clock_out", _TIME),
         sa.column("business_date", sa.Date), sa.column("local_minute", sa.SmallInteger),
     )
     bind = op.get_bind()
@@ -437,7 +444,7 @@ def upgrade() -> None:
         sa.Column("id", sa.SmallInteger(), autoincrement=False, nullable=False),
         sa.Column("day_starts_at", sa.String(length=5), nullable=False),
         sa.Column("day_start_minute", sa.SmallInteger(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", _TIME, nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_report_settings")),
     )
     op.bulk_insert(settings, [{"id": 1, "day_starts_at": "00:00", "day_start_minute": 0}])
@@ -446,7 +453,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True,
                   nullable=False),
         sa.Column("license", sa.String(length=100), nullable=False),
-        sa.Column("ran_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ran_at", _TIME, nullable=False),
         sa.Column("problems", sa.Integer(), nullable=False),
         sa.Column("report", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()),
                                                    "postgresql"), nullable=False),

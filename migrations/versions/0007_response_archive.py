@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision = "0007_response_archive"
 down_revision = "0006_reconciled_reports"
 branch_labels = None
 depends_on = None
+
+# MariaDB/MySQL: DATETIME(6), microseconds kept (naive UTC, syncer.dialects.types).
+_TIME = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# MariaDB/MySQL index no TEXT: a VARCHAR long enough for canonical parameter JSON.
+_KEY_TEXT = sa.Text().with_variant(sa.String(512), "mysql", "mariadb")
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -43,11 +48,11 @@ def upgrade() -> None:
         sa.Column("license", sa.String(length=100), nullable=False),
         sa.Column("function", sa.String(length=60), nullable=False),
         sa.Column("params", _JSON, nullable=True),
-        sa.Column("params_key", sa.Text(), nullable=False),
+        sa.Column("params_key", _KEY_TEXT, nullable=False),
         sa.Column("kind", sa.String(length=20), nullable=False),
         sa.Column("state", _JSON, nullable=True),
         sa.Column("ledger_id", sa.BigInteger(), nullable=True),
-        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("received_at", _TIME, nullable=False),
         sa.Column("records", sa.Integer(), nullable=False),
         sa.Column("written", sa.Integer(), nullable=False),
         sa.Column("quarantined", sa.Integer(), nullable=False),
@@ -63,8 +68,8 @@ def upgrade() -> None:
         "resume_point",
         sa.Column("license", sa.String(length=100), nullable=False),
         sa.Column("task", sa.String(length=20), nullable=False),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("started_at", _TIME, nullable=False),
+        sa.Column("updated_at", _TIME, nullable=False),
         sa.Column("data", _JSON, nullable=False),
         sa.PrimaryKeyConstraint("license", "task", name=op.f("pk_resume_point")),
     )

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0009_job_lease_in_state"
 down_revision = "0008_answer_mark"
 branch_labels = None
 depends_on = None
 
+# MariaDB/MySQL: DATETIME(6), microseconds kept (naive UTC, syncer.dialects.types).
+_TIME = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
 
 def upgrade() -> None:
     with op.batch_alter_table("sync_state") as batch:
         batch.add_column(sa.Column("lease_owner", sa.String(120)))
-        batch.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True)))
+        batch.add_column(sa.Column("lease_expires_at", _TIME))
     op.execute("DELETE FROM job_lease WHERE job <> '__daemon__'")
 
 

@@ -3,7 +3,8 @@ chosen once from the URL or the connection. Outside this package no code asks wh
 database it talks to; it asks `of(conn)` for the database's way of doing a thing.
 
 Supported: SQLite (`sqlite:///path`, the embedded default), PostgreSQL
-(`postgresql://`, also the `postgres://` hosting providers print; psycopg 3).
+(`postgresql://`, also the `postgres://` hosting providers print; psycopg 3), MariaDB
+and MySQL (`mariadb://`, `mysql://`; PyMySQL, the `mysql` extra).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ _MODULES: dict[str, tuple[str, str]] = {
     "sqlite": ("syncer.dialects.sqlite", "SQLite"),
     "postgresql": ("syncer.dialects.postgres", "Postgres"),
     "postgres": ("syncer.dialects.postgres", "Postgres"),
+    "mysql": ("syncer.dialects.mysql", "MySQL"),
+    "mariadb": ("syncer.dialects.mysql", "MySQL"),
 }
 _LOADED: dict[str, Dialect] = {}
 
-SUPPORTED = "sqlite, postgresql"
+SUPPORTED = "sqlite, postgresql, mariadb, mysql"
 
 
 class UnsupportedDatabase(ValueError):
@@ -52,11 +55,14 @@ def of(bind: Any) -> Dialect:
 
 def with_driver(url: str | URL) -> URL:
     """`url` with the driver we use where it names none (`postgresql://` -> psycopg 3,
-    `postgres://` too)."""
+    `postgres://` too; `mariadb://` and `mysql://` -> PyMySQL, each keeping its name)."""
     parsed = make_url(url)
     if "+" in parsed.drivername:
         return parsed
     dialect = by_name(parsed.drivername)
+    if parsed.drivername in dialect.names:
+        driver = dialect.default_driver.partition("+")[2]
+        return parsed.set(drivername=f"{parsed.drivername}+{driver}")
     return parsed.set(drivername=dialect.default_driver)
 
 

@@ -54,6 +54,8 @@ class Dialect(ABC):
     default_driver: ClassVar[str]
     # One writing process per database (a file): one daemon, and a rebuild keeps it off.
     single_writer: ClassVar[bool] = False
+    # Migrations alter a table by copying it (SQLite's ALTER TABLE is limited).
+    batch_migrations: ClassVar[bool] = False
 
     # --- connecting -------------------------------------------------------------------
 
@@ -72,6 +74,15 @@ class Dialect(ABC):
 
     def missing_database_hint(self, url: URL, exc: BaseException) -> str | None:
         """What to run when `exc` says the database at `url` was never created."""
+        return None
+
+    def before_migrations(self, conn: Connection) -> None:
+        """Run in the migrations' transaction before the first revision: replicas that
+        each migrate on start must take turns, and the database may need settings."""
+        return None
+
+    def after_migrations(self, conn: Connection) -> None:
+        """Run after the last revision, before the commit."""
         return None
 
     # --- statements -------------------------------------------------------------------

@@ -28,6 +28,7 @@ from sqlalchemy import (
     create_engine,
     func,
     literal_column,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
@@ -63,6 +64,12 @@ class Postgres(OnConflict):
         )
         ping_when_idle(engine)
         return engine
+
+    def before_migrations(self, conn: Connection) -> None:
+        # Replicas that each migrate on start (ExecStartPre, an entrypoint) take turns:
+        # the second sees the first one's work instead of redoing it.
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('cloudpos-syncer migrate ' "
+                          "|| current_schema()))"))
 
     def missing_database_hint(self, url: URL, exc: BaseException) -> str | None:
         missing = _NO_DATABASE.search(str(getattr(exc, "orig", None) or exc))

@@ -19,6 +19,7 @@ class SQLite(OnConflict):
     names = ("sqlite",)
     default_driver = "sqlite"
     single_writer = True
+    batch_migrations = True
 
     def make_engine(self, url: URL, **kwargs: Any) -> Engine:
         engine = create_engine(url, json_serializer=dumps, connect_args={"timeout": 30}, **kwargs)

@@ -38,7 +38,7 @@ from syncer.runtime import Runtime
 from syncer.simulator import generate
 from syncer.simulator.data import RENDERERS
 from syncer.sync import Sync, _keepable, parse_context
-from tests.conftest import ANCHOR, PG_URL, TOKEN
+from tests.conftest import ANCHOR, DATABASES, TOKEN, database
 from tests.reliability.conftest import Figures
 from tests.test_parse import ANYTHING, FIELDS, LINES
 
@@ -114,29 +114,17 @@ class _StubClient:
         return Page(body=None, records=list(self.records), nbytes=len(repr(self.records)))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=DATABASES)
 def shared_engine(request: pytest.FixtureRequest,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """One migrated database per module; each example uses its own license."""
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('hostile')}/h.db")
-        migrate(engine)
-        yield engine
-        engine.dispose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with database(request.param, tmp_path_factory.mktemp("hostile"), "h") as url:
+        engine = make_engine(url)
+        try:
+            migrate(engine)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def _examples(request: pytest.FixtureRequest, fast: int, slow: int) -> int:
