@@ -7,7 +7,8 @@ COPY pyproject.toml README.md ./
 COPY syncer ./syncer
 COPY migrations ./migrations
 # The wheel carries the package and its migrations; the sources are not needed after it.
-RUN pip install . && rm -rf /app && useradd --create-home --uid 10001 syncer
+# With the `mysql` extra, the same image serves Postgres, MariaDB and MySQL.
+RUN pip install '.[mysql]' && rm -rf /app && useradd --create-home --uid 10001 syncer
 USER syncer
 WORKDIR /home/syncer
 # /healthz and /metrics of `syncer run --http 0.0.0.0:9108`

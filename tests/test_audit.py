@@ -35,7 +35,7 @@ from syncer.ops import serve
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import MISSING_RUN, OFF_LINES, OVERPAID, Order
 from syncer.status import build as build_status
-from tests.conftest import ANCHOR, DATABASES, LICENSE, TOKEN, database
+from tests.conftest import ANCHOR, LICENSE, SUITE_DATABASES, TOKEN, database
 from tests.helpers import cli_env, ledger_count, run_cli
 
 CENT = Decimal("0.01")
@@ -98,7 +98,7 @@ def audit_cli(where: Audited, *args: str) -> Any:
     return run_cli(["audit", *args], cli_env(where.url, where.base_url), cwd=where.tmp)
 
 
-@pytest.fixture(scope="module", params=DATABASES)
+@pytest.fixture(scope="module", params=SUITE_DATABASES)
 def planted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Audited]:
     """The simulator with its anomalies, plus a product and an order that cannot be parsed,

@@ -113,9 +113,15 @@ def test_compose_migrates_then_runs_the_daemon_with_a_healthcheck() -> None:
     check = daemon["healthcheck"]["test"]
     assert check[0] == "CMD" and check[1] == "python"  # no curl in a slim image
     assert "http://127.0.0.1:9108/healthz" in check[-1]
-    assert daemon["environment"]["SYNCER_DATABASE_URL"].startswith("postgresql+psycopg://")
+    # Postgres unless SYNCER_DATABASE_URL says otherwise (the mariadb profile)
+    assert daemon["environment"]["SYNCER_DATABASE_URL"].startswith(
+        "${SYNCER_DATABASE_URL:-postgresql+psycopg://")
     assert "@db:5432/cloudpos" in daemon["environment"]["SYNCER_DATABASE_URL"]
     assert services["db"]["environment"]["POSTGRES_DB"] == "cloudpos"
+    mariadb = services["mariadb"]
+    assert mariadb["profiles"] == ["mariadb"]
+    assert mariadb["environment"]["MARIADB_DATABASE"] == "cloudpos"
+    assert "--collation-server=utf8mb4_bin" in mariadb["command"]
 
 
 def test_compose_holds_no_secret_only_references_to_the_environment() -> None:

@@ -26,7 +26,7 @@ from syncer import tables as t
 from syncer.db import make_engine, migrate
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import Order
-from tests.conftest import ANCHOR, DATABASES, LICENSE, TOKEN, database
+from tests.conftest import ANCHOR, LICENSE, SUITE_DATABASES, TOKEN, database
 from tests.helpers import cli_env, ledger_count, run_cli
 
 OTHER = "other"  # a second shop in the same database
@@ -252,7 +252,7 @@ def backfill(url: str, sim: Simulator, cwd: Path, license: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-@pytest.fixture(scope="module", params=DATABASES)
+@pytest.fixture(scope="module", params=SUITE_DATABASES)
 def synced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synced]:
     """Two shops backfilled into one database; then the first deletes catalog rows and syncs again."""
     tmp = tmp_path_factory.mktemp(f"reports-{request.param}")

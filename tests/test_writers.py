@@ -28,9 +28,9 @@ from syncer import tables as t
 from syncer.config import CsvDialectName
 from syncer.db import make_engine
 from syncer.simulator import Simulator, generate
-from tests.conftest import ANCHOR, LICENSE, TOKEN
+from tests.conftest import ANCHOR, LICENSE, TOKEN, database
 from tests.helpers import cli_env, run_cli
-from tests.test_reports import backfill, database
+from tests.test_reports import backfill
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 

@@ -101,7 +101,10 @@ def business_weekday(alias: str) -> str:
 # Per ticket and rate, what its lines and supplements charge (VAT included): the exact
 # sum rounded to the cent, and the base of that in cents. A supplement's price is per
 # unit of its line, at the supplement's own rate.
-TICKET_RATES = f"""
+def ticket_rates() -> str:
+    """CTEs `items`, `rates`, `ticket_rates` (built when migrating: its SQL depends on the
+    database)."""
+    return f"""
 items AS (
     SELECT l.license, l.order_id, l.tax_rate, l.quantity * l.price AS gross
     FROM order_lines l
@@ -167,7 +170,7 @@ def tickets() -> str:
 
     return f"""
 CREATE VIEW report_tickets AS
-WITH {TICKET_RATES},
+WITH {ticket_rates()},
 parts AS (
     SELECT o.license, o.id AS order_id, 1 AS is_ticket, {business_day('o')} AS day,
            {business_weekday('o')} AS weekday, o.local_hour AS hour, o.register_id,
@@ -218,7 +221,7 @@ def ticket_vat() -> str:
     detail = "SELECT license, order_id, tax_rate, gross_cents, base_cents FROM ticket_rates"
     return f"""
 CREATE VIEW report_ticket_vat AS
-WITH {TICKET_RATES},
+WITH {ticket_rates()},
 {of_tickets(detail, ("tax_rate", "gross_cents", "base_cents"))}
 SELECT license, day, order_id, register_id, tax_rate,
        {money('base_cents')} AS base,

@@ -60,8 +60,10 @@ def with_driver(url: str | URL) -> URL:
     if "+" in parsed.drivername:
         return parsed
     dialect = by_name(parsed.drivername)
+    driver = dialect.default_driver.partition("+")[2]
+    if not driver:  # the database's own (SQLite's sqlite3)
+        return parsed
     if parsed.drivername in dialect.names:
-        driver = dialect.default_driver.partition("+")[2]
         return parsed.set(drivername=f"{parsed.drivername}+{driver}")
     return parsed.set(drivername=dialect.default_driver)
 

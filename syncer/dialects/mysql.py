@@ -14,10 +14,10 @@ What this database needs that the others do not, and why:
   the default collation compares text case- and accent-insensitively, so two payment
   methods `Cash` and `cash`, keys on SQLite and Postgres, would be one key here.
 - **No `ON CONFLICT ... WHERE`, no `RETURNING` (MySQL)**: the conditional writes are an
-  `UPDATE ... WHERE` (the row lock makes it atomic under concurrent replicas) with an
-  `INSERT IGNORE` for a row not yet there; the rows a load changes are found by
-  comparing the stored values with the new ones (`write_parents`), and
-  `INSERT ... ON DUPLICATE KEY UPDATE` writes those alone.
+  `UPDATE ... WHERE` (the row lock makes it atomic under concurrent replicas), preceded
+  for a row not yet there by an insert that leaves a stored row alone (`_create`); the
+  rows a load changes are found by comparing the stored values with the new ones
+  (`write_parents`), and `INSERT ... ON DUPLICATE KEY UPDATE` writes those alone.
 
 SQLAlchemy's MySQL dialects open PyMySQL connections with `CLIENT.FOUND_ROWS`: an
 `UPDATE`'s row count is the rows its `WHERE` matched, which is what the conditional
@@ -142,17 +142,17 @@ class MySQL(Dialect):
 
         def first(_: Dialect) -> Any:
             source = select(bindparam("lic", type_=budget.license.type),
-                            bindparam("b_day", type_=budget.day.type), literal(1)
+                            bindparam("b_day", type_=budget.day.type), literal(0)
                             ).where(~stopped_condition())
-            return mysql.insert(t.request_budget).prefix_with("IGNORE").from_select(
+            return _create(t.request_budget, "license").from_select(
                 ["license", "day", "spent"], source)
 
         # The day's row is there but for the first request: add one under its row lock.
-        # Not there: create it; a concurrent process may have created it first, then
-        # the row is there and the add decides.
+        # Not there: create it at 0 (or find it created meanwhile), holding its row lock,
+        # then add one; a stopped license creates nothing.
         if conn.execute(add, params).rowcount == 0:
-            created = conn.execute(prepared(conn, ("spend_first",), first), params).rowcount
-            if created == 0 and conn.execute(add, params).rowcount == 0:
+            conn.execute(prepared(conn, ("spend_first",), first), params)
+            if conn.execute(add, params).rowcount == 0:
                 return None
         row = conn.execute(prepared(conn, ("spend_read",), lambda _: select(
             budget.spent, refusal_stored()).where(
@@ -172,10 +172,10 @@ class MySQL(Dialect):
                   "now": now}
         if conn.execute(take, params).rowcount == 0:
             new = prepared(conn, ("claim_new", home.table.name),
-                           lambda _: mysql.insert(home.table).prefix_with("IGNORE"))
-            created = conn.execute(new, {lic: key[0], name: key[1], home.owner: owner,
-                                         home.expires: expires}).rowcount
-            if created == 0 and conn.execute(take, params).rowcount == 0:
+                           lambda _: _create(home.table, lic))
+            conn.execute(new, {lic: key[0], name: key[1], home.owner: owner,
+                               home.expires: expires})
+            if conn.execute(take, params).rowcount == 0:
                 return None
         return conn.execute(prepared(conn, ("claim_read", home.table.name),
                                      lambda _: select(home.table).where(where)),
@@ -283,6 +283,14 @@ class MySQL(Dialect):
 
     def utc_hour(self, column: Any) -> ColumnElement[str]:
         return func.date_format(column, "%Y-%m-%d %H")
+
+
+def _create(table: Table, column: str) -> Any:
+    """INSERT a row, or where its key is taken leave the stored row as it is, holding
+    its row lock. Not `INSERT IGNORE`: that takes a shared lock on the stored row, and
+    two processes each upgrading theirs to write would deadlock."""
+    stmt = mysql.insert(table)
+    return stmt.on_duplicate_key_update({column: table.c[column]})
 
 
 class _Comparer:

@@ -38,7 +38,7 @@ from syncer.runtime import Runtime
 from syncer.simulator import generate
 from syncer.simulator.data import RENDERERS
 from syncer.sync import Sync, _keepable, parse_context
-from tests.conftest import ANCHOR, DATABASES, TOKEN, database
+from tests.conftest import ANCHOR, SUITE_DATABASES, TOKEN, database
 from tests.reliability.conftest import Figures
 from tests.test_parse import ANYTHING, FIELDS, LINES
 
@@ -114,7 +114,7 @@ class _StubClient:
         return Page(body=None, records=list(self.records), nbytes=len(repr(self.records)))
 
 
-@pytest.fixture(scope="module", params=DATABASES)
+@pytest.fixture(scope="module", params=SUITE_DATABASES)
 def shared_engine(request: pytest.FixtureRequest,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """One migrated database per module; each example uses its own license."""
