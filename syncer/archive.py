@@ -267,7 +267,7 @@ def daily_retention(engine: Engine, settings: ArchiveConfig, now: dt.datetime) -
             update(t.resume_point)
             .where(rp.license == "*", rp.task == RETENTION_TASK,
                    rp.updated_at <= now - dt.timedelta(days=1))
-            .values(updated_at=now).returning(rp.license)
-        ).first()
-    if claimed is not None:
+            .values(updated_at=now)
+        ).rowcount == 1  # the rows matched: no UPDATE ... RETURNING on MariaDB
+    if claimed:
         retention(engine, settings.keep_days, now)

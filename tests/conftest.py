@@ -140,9 +140,11 @@ def database(kind: str, tmp: Path, name: str = "syncer") -> Iterator[str]:
     elif kind == "postgresql":
         with pg_schema() as url:
             yield url
-    else:
+    elif kind == "mariadb":
         with mariadb_database() as url:
             yield url
+    else:
+        raise ValueError(f"unknown database kind {kind!r}; one of {DATABASES}")
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def test_syncer_config_beats_a_stray_syncer_toml_in_the_working_directory(
 # --- 9: a bad URL from the environment is a config error naming the variable --------------
 
 
-@pytest.mark.parametrize("url", ["foo", "mysql://u@h/db", "postgresql//u:pw-4f1e@h/db"])
+@pytest.mark.parametrize("url", ["foo", "oracle://u@h/db", "postgresql//u:pw-4f1e@h/db"])
 def test_a_bad_database_url_in_the_environment_exits_2_naming_the_variable(
     sim: Simulator, tmp_path: Path, url: str
 ) -> None:

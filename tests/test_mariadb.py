@@ -25,6 +25,12 @@ from tests.conftest import database
 from tests.test_backfill import (  # noqa: F401 - collected here, on MariaDB
     test_second_backfill_writes_nothing,
 )
+from tests.test_daemon import (  # noqa: F401 - collected here, on MariaDB
+    db,
+    test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_once,
+    test_run_once_exits_1_when_the_credentials_are_refused_and_3_on_a_budget_stop,
+    test_ten_restarts_with_a_bad_token_send_exactly_one_request,
+)
 from tests.test_ledger import (  # noqa: F401 - collected here, on MariaDB
     test_a_stopped_license_spends_nothing_and_is_told_why,
     test_the_spend_stops_at_the_cap_and_knows_a_stored_refusal,
@@ -60,6 +66,13 @@ def db_url(tmp_path: Path) -> Iterator[str]:
     """Every test of this module runs on a fresh MariaDB database."""
     with database("mariadb", tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def pg_url(db_url: str) -> str:
+    """The tests written for a server database (replicas sharing one, where SQLite has
+    one writer) take MariaDB here."""
+    return db_url
 
 
 def test_concurrent_spends_never_pass_the_cap(engine: Engine) -> None:

@@ -201,7 +201,7 @@ def test_dashboard_queries_run_against_the_report_views(pg_url: str) -> None:
     engine.dispose()
 
 
-PROFILES = ("backfill", "bi", "ops")
+PROFILES = ("backfill", "bi", "ops", "mariadb")
 
 
 @pytest.mark.parametrize("profiles", [(), *((p,) for p in PROFILES), PROFILES],

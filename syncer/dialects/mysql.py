@@ -1,4 +1,6 @@
-"""MariaDB (10.6 and later) and MySQL (8.0 and later): PyMySQL, sessions in UTC.
+"""MariaDB (10.6 and later): PyMySQL, sessions in UTC. MySQL 8 speaks the same SQL but
+for `INSERT ... RETURNING`, which the ledger and the archive use (MariaDB has it since
+10.5): its URLs are accepted, it is not yet supported.
 
 What this database needs that the others do not, and why:
 - **The driver is PyMySQL** (the `mysql` extra): pure Python, so `pip install
