@@ -17,11 +17,13 @@ Scenarios (each on a fresh schema / file):
 - the ceiling: the same bytes decoded by the same decoder, turned into minimal typed
   rows (int(), Decimal(text with "." for ","), datetime.fromisoformat in the zone;
   no checks, no DST rule, no extra, no hash) and written with plain COPY on Postgres
-  or plain executemany INSERTs on SQLite, one transaction for everything;
+  or plain executemany INSERTs on SQLite and MariaDB (PyMySQL sends those as multi-row
+  INSERTs), one transaction for everything;
 - optionally (`--naive-orders N`) a naive per-row ORM `session.merge()` loader on the
   first N orders (~100x slower).
 
     python -m benchmarks.load                         # 200,000 and 50,000 orders, Postgres and SQLite
+    python -m benchmarks.load --orders 50000 --db postgresql mariadb sqlite   # the three databases
     python -m benchmarks.load --orders 50000 --repeat 3 --db postgresql   # the noise
 """
 
@@ -171,20 +173,29 @@ CEILING_COLUMNS = {
 
 
 class Database:
-    """A scratch database (see benchmarks.scratch), migrated."""
+    """A scratch database (see benchmarks.scratch), migrated.
+
+    The server runs on this machine: the CPU of the connection serving us is read from
+    /proc (a Postgres backend process, a MariaDB connection thread), so the figures hold
+    while other work shares the machine (wall time does not)."""
+
+    # The OS id of the process or thread serving this connection.
+    BACKEND_ID = {"postgresql": "SELECT pg_backend_pid()",
+                  "mariadb": "SELECT tid FROM information_schema.processlist WHERE id = connection_id()"}
 
     def __init__(self, kind: str, url: str) -> None:
         self.kind = kind
         self.url = url
         self.engine = make_engine(url)
         migrate(self.engine)
-        self.server_cpu = 0.0  # CPU seconds of the Postgres backends while checked out
-        if kind == "postgresql":
+        self.server_cpu = 0.0  # CPU seconds of the server's backends while checked out
+        if kind in self.BACKEND_ID:
             sa.event.listen(self.engine, "checkout", self._checkout)
             sa.event.listen(self.engine, "checkin", self._checkin)
+        if kind == "mariadb":  # per-table row counts (information_schema.table_statistics)
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SET GLOBAL userstat = 1")
 
-    # The server is on this machine: its backends' CPU is read from /proc, so the
-    # figures hold while other work shares the machine (wall time does not).
     @staticmethod
     def _backend_cpu(pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -192,9 +203,10 @@ class Database:
 
     def _checkout(self, dbapi_conn: Any, record: Any, proxy: Any) -> None:
         if "backend" not in record.info:
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SELECT pg_backend_pid()")
-                record.info["backend"] = cur.fetchone()[0]
+            cur = dbapi_conn.cursor()
+            cur.execute(self.BACKEND_ID[self.kind])
+            record.info["backend"] = cur.fetchone()[0]
+            cur.close()
         try:
             record.info["cpu_at"] = self._backend_cpu(record.info["backend"])
         except OSError:  # a server on another machine: no server CPU
@@ -205,9 +217,20 @@ class Database:
         if started is not None:
             self.server_cpu += self._backend_cpu(record.info["backend"]) - started
 
+    @property
+    def counts_writes(self) -> bool:
+        """Whether the server counts the rows written (else the loader's own counts stand)."""
+        return self.kind in ("postgresql", "mariadb")
+
     def writes(self) -> int:
-        """Postgres's own count of rows inserted, updated and deleted in the order tables."""
+        """The server's own count of rows inserted, updated and deleted in the order tables."""
         names = [tbl.name for tbl in ORDER_TABLES]
+        if self.kind == "mariadb":
+            with self.engine.connect() as conn:
+                return int(conn.execute(sa.text(
+                    "SELECT coalesce(sum(rows_changed), 0) FROM information_schema.table_statistics "
+                    "WHERE table_schema = database() AND table_name IN :names"
+                ).bindparams(sa.bindparam("names", expanding=True)), {"names": names}).scalar_one())
         previous = None
         # Backends flush their counters when idle or exiting: close the pool, read until stable.
         self.engine.dispose()
@@ -247,7 +270,7 @@ def run_ours(db: Database, path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     window_rows: list[int] = []  # rows each window makes, counted in the first pass
     for label in PASSES:
-        before = db.writes() if db.kind == "postgresql" else 0
+        before = db.writes() if db.counts_writes else 0
         counts, rows = Counts(), 0
         spent = {"decode": 0.0, "parse": 0.0, "database": 0.0}
         cpu0, server0 = time.process_time(), db.server_cpu
@@ -272,7 +295,7 @@ def run_ours(db: Database, path: Path) -> dict[str, Any]:
         out[label] = {"rows": rows, "seconds": sum(spent.values()), **spent,
                       "cpu": time.process_time() - cpu0, "server_cpu": db.server_cpu - server0,
                       "counts": counts.__dict__,
-                      "written": (db.writes() - before) if db.kind == "postgresql" else counts.written}
+                      "written": (db.writes() - before) if db.counts_writes else counts.written}
     return out
 
 
@@ -386,7 +409,7 @@ def spawn(kind: str, db: str, path: Path, naive_orders: int) -> dict[str, Any]:
 
 
 def cpu(part: dict[str, Any]) -> float:
-    """CPU seconds of the loader's process plus its Postgres backends."""
+    """CPU seconds of the loader's process plus its server backends."""
     return float(part["cpu"]) + float(part["server_cpu"])
 
 
@@ -399,7 +422,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, nargs="+", default=[200_000, 50_000])
     parser.add_argument("--db", nargs="+", default=["postgresql", "sqlite"],
-                        choices=["postgresql", "sqlite"])
+                        choices=["postgresql", "mariadb", "sqlite"])
     parser.add_argument("--window", type=int, default=5000,
                         help="orders per page (the backfill's max_window)")
     parser.add_argument("--naive-orders", type=int, default=0,

@@ -16,8 +16,9 @@ a server URL without a database). Each test gets its own database; as with Postg
 a test fails when the server is away, unless `SYNCER_TEST_SKIP_MARIADB=1`.
 
 `DATABASES` names the three; `database(kind, tmp)` makes a fresh one of a kind. The
-`db_url` fixture runs a test once on each of `SUITE_DATABASES` (SQLite and Postgres);
-MariaDB's own module, tests/test_mariadb.py, proves the rules on it through the CLI.
+`db_url` fixture runs a test once on each of them (`SUITE_DATABASES`); `server_url` runs
+a test that needs a database shared by several processes (replicas, migrations at once)
+on each of `SERVER_DATABASES`; `pg_url` is for what only Postgres has.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 MARIADB_URL = os.environ.get("SYNCER_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306").rstrip("/")
 DATABASES = ("sqlite", "postgresql", "mariadb")
-SUITE_DATABASES = ("sqlite", "postgresql")
+SUITE_DATABASES = DATABASES
+SERVER_DATABASES = ("postgresql", "mariadb")
 PG_URL = os.environ.get("SYNCER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TOKEN = "demo-token-7f3a9c2e"  # long and unusual, so a leak is easy to find
 LICENSE = "demo"
@@ -154,7 +156,15 @@ def sqlite_url(tmp_path: Any) -> str:
 
 @pytest.fixture(params=SUITE_DATABASES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The test runs once on SQLite and once on Postgres."""
+    """The test runs once on SQLite, once on Postgres and once on MariaDB."""
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(params=SERVER_DATABASES)
+def server_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The test runs on each database that several processes share (not SQLite's one
+    writer): Postgres and MariaDB."""
     with database(request.param, tmp_path) as url:
         yield url
 

@@ -176,9 +176,9 @@ def test_a_job_is_claimed_only_when_due_and_let_go_only_by_its_holder(db: Engine
 
 
 def test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_once(
-    pg_url: str, tmp_path: Path
+    server_url: str, tmp_path: Path
 ) -> None:
-    engine = make_engine(pg_url)
+    engine = make_engine(server_url)
     migrate(engine)
     sim = Simulator(generate(seed=2, orders=400, anchor=ANCHOR), licenses={LICENSE: TOKEN}, daily_limit=60)
     sim.start()
@@ -201,8 +201,8 @@ def test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_o
 
     LicenseJobs._execute = watched  # type: ignore[method-assign]
     try:
-        config = make_config(pg_url, sim, budget=60, reserve=0)
-        daemons = [Daemon(make_engine(pg_url), config) for _ in range(2)]
+        config = make_config(server_url, sim, budget=60, reserve=0)
+        daemons = [Daemon(make_engine(server_url), config) for _ in range(2)]
         stop = threading.Event()
 
         failures: list[BaseException] = []
@@ -221,7 +221,7 @@ def test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_o
             th.start()
         (tmp_path / "syncer.toml").write_text(
             "[api]\ndaily_budget = 60\nreserve = 0\n[resources.orders]\nwindow = 10\nmax_window = 10\n")
-        result = run_cli(["backfill"], cli_env(pg_url, sim.base_url), cwd=tmp_path)
+        result = run_cli(["backfill"], cli_env(server_url, sim.base_url), cwd=tmp_path)
         deadline = time.monotonic() + 90
         while ledger_count(engine) < 60 and time.monotonic() < deadline:
             time.sleep(0.2)  # the daemons keep spending until the day's budget is gone
@@ -494,13 +494,13 @@ def test_healthz_says_503_and_why_when_the_scheduler_or_the_database_is_down(
 
 
 def test_killing_one_daemon_hands_its_jobs_to_the_other(
-    pg_url: str, sim: Simulator, tmp_path: Path
+    server_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
-    """Two real `syncer run` replicas on one Postgres; SIGKILL the one holding leases:
+    """Two real `syncer run` replicas on one server database; SIGKILL the one holding leases:
     the survivor runs every job the dead one held, without waiting for an operator."""
     (tmp_path / "syncer.toml").write_text("[schedule]\nlease_seconds = 10\n")
-    env = cli_env(pg_url, sim.base_url)
-    engine = make_engine(pg_url)
+    env = cli_env(server_url, sim.base_url)
+    engine = make_engine(server_url)
     migrate(engine)
     # The victim's first requests (its credential probe among them) hang for seconds:
     # the jobs it holds are in flight when it dies. Everything after is just slow.

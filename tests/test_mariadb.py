@@ -1,11 +1,9 @@
-"""MariaDB (and MySQL 8) through the dialect seam: the suites of the loader, the ledger,
-the schema and the backfill, run on a real MariaDB server.
+"""MariaDB (and MySQL 8): where its dialect differs most from the others.
 
-The test functions are those of their own modules, collected here a second time with
-`db_url` pointing at a fresh MariaDB database (conftest's `engine` and the modules'
-fixtures build on it): one test, three databases, no copy. The concurrent spend and
-lease claim are tested here, where they differ most (an `UPDATE ... WHERE` under the
-row lock, an `INSERT IGNORE` for the first row).
+The whole suite runs on MariaDB already (conftest's `db_url` and `server_url` include
+it); here, the conditional writes under contention: the ledger's spend and the lease
+claim are an `UPDATE ... WHERE` under the row lock after a lock-holding insert of the
+first row, and many connections at once must neither pass the cap nor deadlock.
 """
 
 from __future__ import annotations
@@ -22,41 +20,6 @@ from syncer import dialects
 from syncer import tables as t
 from syncer.leases import JOBS
 from tests.conftest import database
-from tests.test_backfill import (  # noqa: F401 - collected here, on MariaDB
-    test_second_backfill_writes_nothing,
-)
-from tests.test_daemon import (  # noqa: F401 - collected here, on MariaDB
-    db,
-    test_replicas_and_a_backfill_share_one_budget_and_never_run_a_job_twice_at_once,
-    test_run_once_exits_1_when_the_credentials_are_refused_and_3_on_a_budget_stop,
-    test_ten_restarts_with_a_bad_token_send_exactly_one_request,
-)
-from tests.test_ledger import (  # noqa: F401 - collected here, on MariaDB
-    test_a_stopped_license_spends_nothing_and_is_told_why,
-    test_the_spend_stops_at_the_cap_and_knows_a_stored_refusal,
-)
-from tests.test_load import (  # noqa: F401 - collected here, on MariaDB (not its Postgres ways)
-    test_a_failed_transaction_leaves_nothing_behind,
-    test_a_full_list_keeps_the_rows_of_listed_records_that_failed_to_parse,
-    test_a_key_sent_twice_in_one_load_keeps_the_last,
-    test_an_empty_full_list_marks_everything_deleted_once,
-    test_changed_order_is_updated_and_only_its_children_replaced,
-    test_first_load_inserts_parents_and_children_and_counts_them,
-    test_full_list_marks_the_missing_deleted_and_clears_the_mark_when_they_return,
-    test_new_and_changed_orders_in_one_window_are_counted_apart,
-    test_rows_stored_by_a_plain_insert_are_not_rewritten,
-    test_the_quarantine_keeps_numbers_as_the_api_sent_them,
-    test_the_quarantine_keeps_records_with_a_nul_or_a_lone_surrogate_losslessly,
-    test_two_loads_in_one_transaction,
-    test_unchanged_reload_writes_nothing,
-)
-from tests.test_schema import (  # noqa: F401 - collected here, on MariaDB
-    empty_engine,
-    test_downgrade_to_base_then_upgrade_to_head,
-    test_migrate_twice_changes_nothing_and_keeps_the_data,
-    test_migrated_database_matches_the_table_definitions,
-    test_money_and_times_come_back_exact_and_timezone_aware,
-)
 
 NOW = dt.datetime(2026, 12, 6, 10, 0, tzinfo=dt.UTC)
 
@@ -66,13 +29,6 @@ def db_url(tmp_path: Path) -> Iterator[str]:
     """Every test of this module runs on a fresh MariaDB database."""
     with database("mariadb", tmp_path) as url:
         yield url
-
-
-@pytest.fixture
-def pg_url(db_url: str) -> str:
-    """The tests written for a server database (replicas sharing one, where SQLite has
-    one writer) take MariaDB here."""
-    return db_url
 
 
 def test_concurrent_spends_never_pass_the_cap(engine: Engine) -> None:

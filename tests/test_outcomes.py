@@ -92,7 +92,6 @@ class _NestedJson(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_an_unexpected_error_is_a_stored_failure_the_planner_paces(db_url: str, tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NestedJson)
     threading.Thread(target=server.serve_forever, daemon=True).start()

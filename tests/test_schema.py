@@ -170,10 +170,10 @@ def test_a_naive_datetime_is_refused(empty_engine: Engine) -> None:
                                                synced_at=dt.datetime(2026, 1, 1, 12, 0)))
 
 
-def test_replicas_migrating_at_once_take_turns(pg_url: str, tmp_path: Path) -> None:
+def test_replicas_migrating_at_once_take_turns(server_url: str, tmp_path: Path) -> None:
     """Each replica runs `syncer migrate` on start; on a new database they must not
     both create the schema (duplicate types and tables)."""
-    env = {**os.environ, "SYNCER_DATABASE_URL": pg_url}
+    env = {**os.environ, "SYNCER_DATABASE_URL": server_url}
     procs = [subprocess.Popen([sys.executable, "-m", "syncer", "migrate"], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(3)]

@@ -28,7 +28,7 @@ from syncer import tables as t
 from syncer.config import CsvDialectName
 from syncer.db import make_engine
 from syncer.simulator import Simulator, generate
-from tests.conftest import ANCHOR, LICENSE, TOKEN, database
+from tests.conftest import ANCHOR, LICENSE, SUITE_DATABASES, TOKEN, database
 from tests.helpers import cli_env, run_cli
 from tests.test_reports import backfill
 
@@ -46,7 +46,7 @@ class Shop:
         return run_cli(["report", *args], cli_env(self.url, self.base_url), cwd=self.cwd)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=SUITE_DATABASES)
 def shop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """One shop's history, backfilled from the simulator."""
     tmp = tmp_path_factory.mktemp(f"writers-{request.param}")
