@@ -28,8 +28,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("rescan_position", sa.BigInteger(), nullable=True))
     state = sa.table("sync_state", sa.column("resource", sa.String), sa.column("cursor", sa.BigInteger),
                      sa.column("rescan_position", sa.BigInteger))
+    # MariaDB and MySQL assign left to right, each seeing the ones before: the position
+    # is copied before the cursor is cleared.
     op.execute(state.update().where(state.c.resource.in_(RESCANS))
-               .values(rescan_position=state.c.cursor, cursor=None))
+               .ordered_values((state.c.rescan_position, state.c.cursor), (state.c.cursor, None)))
 
 
 def downgrade() -> None:

@@ -37,7 +37,7 @@ from syncer.resources import RESOURCES, Pull, Resource
 from syncer.runtime import Runtime
 from syncer.simulator import generate
 from syncer.simulator.data import RENDERERS
-from syncer.sync import Sync, _keepable, parse_context
+from syncer.sync import Sync, _keepable, _raw_id, parse_context
 from tests.conftest import ANCHOR, SUITE_DATABASES, TOKEN, database
 from tests.reliability.conftest import Figures
 from tests.test_parse import ANYTHING, FIELDS, LINES
@@ -136,9 +136,10 @@ def _ctx(license: str) -> ParseContext:
     return parse_context(config, config.licenses[0])
 
 
-def _expected(resource: Resource, records: list[Any], ctx: ParseContext
+def _expected(resource: Resource, records: list[Any], ctx: ParseContext, window_end: int | None = None
               ) -> tuple[dict[tuple[Any, ...], Rows], set[str]]:
-    """What must land: the last parsed record per key; what must be quarantined (raw hashes)."""
+    """What must land: the last parsed record per key; what must be quarantined (raw
+    hashes): records that do not parse, and in an id window those past its end."""
     names = list(resource.key)
     kept: dict[tuple[Any, ...], tuple[Rows, Any]] = {}
     quarantined: set[str] = set()
@@ -148,6 +149,9 @@ def _expected(resource: Resource, records: list[Any], ctx: ParseContext
         return hashlib.sha256(quarantine_raw(kept).encode("utf-8", "replace")).hexdigest()
 
     for raw in records:
+        if window_end is not None and (rid := _raw_id(raw)) is not None and rid > window_end:
+            quarantined.add(digest(raw))
+            continue
         if not isinstance(raw, dict):
             quarantined.add(digest(raw))
             continue
