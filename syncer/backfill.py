@@ -98,9 +98,10 @@ class Backfill:
                 summary.status, summary.note = "stopped", str(stop)
                 continue
             self.reporter.started(summary)
-            before = ledger.sent
+            sent = None
             try:
-                failed = self.runtime.attempt(resource.name, self._pull, resource, summary)
+                with ledger.for_job(resource.name) as sent:
+                    failed = self.runtime.attempt(resource.name, self._pull, resource, summary)
             except KeyboardInterrupt:
                 # Ctrl-C: the page in hand rolled back with its transaction; every cursor
                 # is where its last commit left it, so a rerun continues from there.
@@ -119,7 +120,7 @@ class Backfill:
                     summary.status = {Scope.LICENSE: "stopped",
                                       Scope.RESOURCE: "skipped"}.get(scope, "failed")
             finally:
-                summary.requests = ledger.sent - before
+                summary.requests = 0 if sent is None else sent.sent
             self.reporter.finished(summary)
         if exit_code == outcomes.EXIT_OK:
             self.progress.finished()

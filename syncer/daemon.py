@@ -181,9 +181,11 @@ class LicenseJobs:
         released = False
         try:
             self.summarize_day(now)
-            before = self.ledger.sent
-            result, pulled = self._execute(job, now, state)
-            result.requests = self.ledger.sent - before
+            # Its own requests: the license's other jobs send through the same ledger,
+            # in other threads, at the same time.
+            with self.ledger.for_job(job) as sent:
+                result, pulled = self._execute(job, now, state)
+            result.requests = sent.sent
             self.written[job] += result.written
             with self.engine.begin() as conn:
                 if pulled is None or not pulled.more:

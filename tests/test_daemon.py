@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import signal
 import subprocess
 import threading
@@ -21,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, select, update
 
+from syncer import jobs as registry
 from syncer import tables as t
 from syncer.cli import STOP_TIMEOUT
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, ResourceConfig, ScheduleConfig
@@ -625,3 +627,44 @@ def test_each_job_run_logs_one_line_and_each_day_a_summary(
         for lic in daemon.licenses:
             lic.close()
         sim.stop()
+
+
+def test_each_job_line_counts_its_own_requests_while_other_jobs_run_beside_it(
+    db_url: str, db: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two jobs of one license at once (they share its ledger): each run's line says the
+    requests that job sent, the ledger rows carry the job, and the lines add up to the
+    ledger."""
+    sim = Simulator(generate(seed=1, orders=300, anchor=ANCHOR), licenses={LICENSE: TOKEN})
+    sim.start()
+    caplog.set_level(logging.INFO, logger="syncer.daemon")
+    lic = LicenseJobs(db, make_config(db_url, sim), make_config(db_url, sim).licenses[0], owner="t")
+    try:
+        lic.run("printers")  # the credentials are accepted: requests no longer go one at a time
+        sim.inject_fault("slow", 1, delay=1.5)  # the orders job's request hangs 1.5 s ...
+        slow = threading.Thread(target=lic.run, args=("orders",))
+        slow.start()
+        time.sleep(0.3)
+        for job in ("products", "customers", "orders_recheck"):  # ... while these run
+            lic.run(job)
+        slow.join(20)
+        assert not slow.is_alive()
+    finally:
+        lic.close()
+        sim.stop()
+    said = {}
+    for record in caplog.records:
+        found = re.match(rf"{LICENSE}/(\w+): (\d+) request\(s\), ", record.getMessage())
+        if found:
+            said[found.group(1)] = int(found.group(2))
+    assert set(said) == {"printers", "orders", "products", "customers", "orders_recheck"}
+    with db.connect() as conn:
+        rows = conn.execute(select(t.request_ledger.c.job, t.request_ledger.c.function)).all()
+    mine: dict[str, list[str]] = defaultdict(list)
+    for job, function in rows:
+        mine[job].append(function)
+    assert said == {job: len(functions) for job, functions in mine.items()}
+    assert said["orders"] == 1 and said["orders_recheck"] == 2  # yesterday and today
+    assert sum(said.values()) == len(rows) == sim.stats()["requests"]
+    for job, functions in mine.items():  # each row is the job's own function
+        assert set(functions) == {registry.BY_NAME[job].resource.function}, job
