@@ -112,21 +112,35 @@ def _license(lic: LicenseView, status: Status, hours: list[str]) -> str:
     ])
 
 
-def _budget(lic: LicenseView) -> str:
-    total = max(lic.daily_budget, 1)
-    reserve_used = max(lic.spent - (lic.daily_budget - lic.reserve), 0)
+# The budget bar's segments, in order, with the legend's word for each.
+SEGMENTS = (("spent", "spent"), ("planned", "planned"), ("free", "not planned"),
+            ("reserve", "reserve"))
+
+
+def budget_segments(lic: LicenseView) -> dict[str, int]:
+    """The day's requests as the bar shows them, each counted once: spent (the reserve
+    spent by `syncer call` included), planned for the rest of the day (no more than is
+    left), left but not planned, and the reserve not spent. They add up to the
+    daily_budget (to what was spent, if a lowered budget was already passed)."""
+    reserve_spent = max(lic.spent - (lic.daily_budget - lic.reserve), 0)
     planned = min(lic.planned, lic.left)
-    parts = {"spent": lic.spent, "planned": planned, "free": lic.left - planned,
-             "reserve": max(lic.reserve - reserve_used, 0)}
-    bar = "".join(f'<span class={name} style="width:{100 * value / total:.2f}%" title="{name} {value}">'
-                  "</span>" for name, value in parts.items() if value > 0)
-    legend = (f"<i class=spent></i>spent <b class=v-spent>{lic.spent}</b>"
-              f"<i class=planned></i>planned <b class=v-planned>{lic.planned}</b>"
-              f"<i class=free></i>left <b class=v-left>{lic.left}</b>"
-              f"<i class=reserve></i>reserve <b class=v-reserve>{lic.reserve}</b>"
-              f" of <b class=v-budget>{lic.daily_budget}</b> today")
+    return {"spent": lic.spent, "planned": planned, "free": lic.left - planned,
+            "reserve": max(lic.reserve - reserve_spent, 0)}
+
+
+def _budget(lic: LicenseView) -> str:
+    parts = budget_segments(lic)
+    total = sum(parts.values())
+    bar = "".join(f'<span class={name} style="width:{100 * value / max(total, 1):.2f}%" '
+                  f'title="{word} {value}"></span>'
+                  for name, word in SEGMENTS if (value := parts[name]) > 0)
+    legend = "".join(f"<i class={name}></i>{word} <b class=v-{name}>{parts[name]}</b>"
+                     for name, word in SEGMENTS)
+    of = (f" of <b class=v-budget>{lic.daily_budget}</b> today" if total == lic.daily_budget else
+          f" = <b class=v-budget>{total}</b> today (more than the daily_budget of "
+          f"{lic.daily_budget})")
     return (f'<div class=budget aria-label="requests today"><div class=bar>{bar}</div>'
-            f"<div class=legend>{legend}</div></div>")
+            f"<div class=legend>{legend}{of}</div></div>")
 
 
 def _ago(seconds: float) -> str:

@@ -6,6 +6,7 @@ to the same numbers."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import itertools
 import json
 import os
@@ -23,13 +24,16 @@ import pytest
 import websocket
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine
+from pydantic import SecretStr
+from sqlalchemy import Engine, insert
 
-from syncer.config import load_config
+from syncer import tables as t
+from syncer.config import ApiConfig, Config, LicenseConfig, load_config
 from syncer.daemon import Daemon
 from syncer.ops import serve
 from syncer.simulator import Simulator, generate
-from syncer.status import _job_names, outcome_label
+from syncer.ledger import api_day, utcnow
+from syncer.status import _job_names, build, outcome_label
 from tests.conftest import ANCHOR, LICENSE, TOKEN, Leaks
 from tests.helpers import cli_env, finish, run_cli, spawn_serving_daemon
 
@@ -245,6 +249,78 @@ def test_the_status_page_in_headless_chromium(
     assert proc.returncode == 0, out
 
 
+# Each state of a day's budget: (spent, refused credentials, paused by a 1003).
+BUDGET_STATES = {"fresh": (0, False, False), "midday": (44, False, False),
+                 "spent": (450, False, False), "reserve": (470, False, False),
+                 "stopped": (5, True, False), "paused": (450, False, True)}
+
+
+def test_the_budget_legend_adds_up_to_the_bar_in_every_state(
+    engine: Engine, tmp_path: Path, browser: Browser
+) -> None:
+    """The legend's numbers add up to the bar, and each colour's number is the width of
+    the segment it colours, read from the page Chromium rendered: a fresh day, mid-day,
+    the scheduled budget spent, the reserve partly spent by `syncer call`, credentials
+    refused and a 1003 pause."""
+    config = Config(api=ApiConfig(daily_budget=500, reserve=50),
+                    licenses=tuple(LicenseConfig(name=name, token=SecretStr(f"token-{name}"))
+                                   for name in BUDGET_STATES))
+    now = utcnow()
+    with engine.begin() as conn:
+        for lic in config.licenses:
+            spent, refused, paused = BUDGET_STATES[lic.name]
+            if spent:
+                conn.execute(insert(t.request_budget).values(
+                    license=lic.name, day=api_day(now, config.api.tz), spent=spent))
+            if refused or paused:
+                conn.execute(insert(t.license_state).values(
+                    license=lic.name, updated_at=now,
+                    auth_rejected_fingerprint=lic.fingerprint() if refused else None,
+                    auth_rejected_reason="API error 1002: name or token not valid" if refused else None,
+                    blocked_until=now + dt.timedelta(hours=2) if paused else None,
+                    blocked_reason="API error 1003: daily limit reached" if paused else None))
+    server = serve(Daemon(engine, config), "127.0.0.1", 0)
+    try:
+        browser.call("Emulation.setDeviceMetricsOverride", width=1000, height=2000,
+                     deviceScaleFactor=1, mobile=False)
+        browser.call("Page.navigate", url=f"http://127.0.0.1:{server.server_address[1]}/")
+        browser.wait_for("Page.loadEventFired", timeout=30)
+        shown = browser.js("""[...document.querySelectorAll('section.license')].map(s => {
+            const bar = s.querySelector('.bar').getBoundingClientRect().width;
+            const legend = {};
+            s.querySelectorAll('.legend b').forEach(b => legend[b.className.slice(2)] = +b.textContent);
+            const widths = {};
+            s.querySelectorAll('.bar span').forEach(
+                span => widths[span.className] = span.getBoundingClientRect().width);
+            return {name: s.id.slice(8), state: s.dataset.state, bar, legend, widths,
+                    text: s.querySelector('.legend').innerText};
+        })""")
+    finally:
+        server.shutdown()
+    status = build(engine, config, now=now)
+    assert [lic["name"] for lic in shown] == list(BUDGET_STATES)
+    for lic in shown:
+        legend, widths, bar = lic["legend"], lic["widths"], lic["bar"]
+        name = lic["name"]
+        parts = {k: legend[k] for k in ("spent", "planned", "free", "reserve")}
+        assert sum(parts.values()) == legend["budget"] == 500, lic
+        assert abs(sum(widths.values()) - bar) <= 1, lic  # the segments fill the bar
+        for part, value in parts.items():  # each number is its segment's width
+            assert abs(widths.get(part, 0) - bar * value / 500) <= 1, (name, part, lic)
+        model = status.license(name)
+        assert model is not None
+        assert parts["spent"] == model.spent == BUDGET_STATES[name][0]
+        assert parts["planned"] + parts["free"] == model.left, lic
+    by_name = {lic["name"]: lic for lic in shown}
+    assert by_name["fresh"]["legend"]["reserve"] == 50 and by_name["fresh"]["legend"]["spent"] == 0
+    assert by_name["midday"]["legend"]["planned"] > 0
+    assert by_name["spent"]["legend"]["free"] == by_name["spent"]["legend"]["planned"] == 0
+    assert by_name["reserve"]["legend"]["reserve"] == 30  # 20 of the 50 spent by `syncer call`
+    assert by_name["stopped"]["state"] == by_name["paused"]["state"] == "stopped"
+    assert by_name["stopped"]["legend"]["planned"] == 0  # nothing is sent: nothing planned
+    assert "spent 44" in by_name["midday"]["text"] and "of 500 today" in by_name["midday"]["text"]
+
+
 # --- one model, three views ----------------------------------------------------------------
 
 
@@ -278,11 +354,13 @@ def test_status_json_metrics_and_the_page_say_the_same_numbers(
         return int(re.search(rf"class=v-{name}>(\d+)<", section).group(1))  # type: ignore[union-attr]
 
     for key, metric, shown in (("requests_used_today", "syncer_requests_spent_today", "spent"),
-                               ("requests_left_today", "syncer_requests_left_today", "left"),
                                ("requests_planned_today", "syncer_requests_planned_today", "planned"),
                                ("daily_budget", "syncer_requests_daily_budget", "budget"),
                                ("reserve", "syncer_requests_reserve", "reserve")):
         assert sample(families, metric, license=LICENSE) == lic[key] == on_page(shown), key
+    # The bar's left part is what is planned of it and what is not.
+    assert sample(families, "syncer_requests_left_today", license=LICENSE) == \
+        lic["requests_left_today"] == on_page("planned") + on_page("free")
     assert sample(families, "syncer_quarantine_records", license=LICENSE) == lic["quarantined"]
     assert f"Quarantine: <b>{lic['quarantined']}</b>" in section
     today = sum(lic["requests_today"].values())
