@@ -30,9 +30,9 @@ from sqlalchemy import Engine, insert
 from syncer import tables as t
 from syncer.config import ApiConfig, Config, LicenseConfig, load_config
 from syncer.daemon import Daemon
+from syncer.ledger import api_day, utcnow
 from syncer.ops import serve
 from syncer.simulator import Simulator, generate
-from syncer.ledger import api_day, utcnow
 from syncer.status import _job_names, build, outcome_label
 from tests.conftest import ANCHOR, LICENSE, TOKEN, Leaks
 from tests.helpers import cli_env, finish, run_cli, spawn_serving_daemon
