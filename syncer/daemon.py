@@ -187,7 +187,10 @@ class LicenseJobs:
                 result, pulled = self._execute(job, now, state)
             result.requests = sent.sent
             self.written[job] += result.written
+            caught_up = False
             with self.engine.begin() as conn:
+                if pulled is not None and registry.BY_NAME[job].history:
+                    caught_up = self._catching_up(conn, job, state, pulled, now)
                 if pulled is None or not pulled.more:
                     # Planned from this run, not the one before it (not stored yet): an
                     # overdue job (after the night, or when the shop opens and intervals
@@ -204,10 +207,39 @@ class LicenseJobs:
             self._today.rows += result.written
             self._today.errors += result.error is not None
             self._log_run(result, state.last_success_at, now)
+            if caught_up:
+                # The history is in: audit what is stored now, not what it was.
+                audit.after_loading(self.engine, self.config, self.name, self.clock)
             return result
         finally:
             if not released:
                 release(self.engine, self.name, job, self.owner)
+
+    def _catching_up(self, conn: Connection, job: str, state: Any, pulled: Pulled,
+                     now: dt.datetime) -> bool:
+        """Keep in the job's state whether its history is still catching up (a full window,
+        or empty space stepped over), since when, and its first and last stored day, for
+        the status; True when this run caught up (or loaded a short history whole at its
+        first run). Read only while catching up: two index lookups."""
+        since = state.catching_up_since
+        if not pulled.more:
+            if since is None and state.last_success_at is not None:
+                return False  # up to date before, and still
+            pulled.state.update(registry.CAUGHT_UP)
+            return True
+        first = reached = None
+        column = registry.HISTORY_DAY.get(registry.BY_NAME[job].resource.name)
+        if column is not None:
+            table = column.table
+            first, reached = conn.execute(prepared(conn, ("history_days", job), lambda _: select(
+                select(func.min(column)).where(table.c.license == bindparam("license"))
+                .scalar_subquery(),
+                select(func.max(column)).where(table.c.license == bindparam("license"))
+                .scalar_subquery())), {"license": self.name}).one()
+        pulled.state.update(catching_up_since=since or now,
+                            catch_up_from_day=state.catch_up_from_day if since else reached,
+                            history_first_day=first, history_reached_day=reached)
+        return False
 
     def _log_run(self, result: RunResult, last_success: dt.datetime | None,
                  now: dt.datetime) -> None:
