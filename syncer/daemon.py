@@ -229,13 +229,16 @@ class LicenseJobs:
             return True
         first = reached = None
         column = registry.HISTORY_DAY.get(registry.BY_NAME[job].resource.name)
-        if column is not None:
+        if column is not None and pulled.cursor is not None:
+            # The day of the record at the cursor, not the latest stored day: the day
+            # re-checks store today's records long before the windows reach them.
             table = column.table
+            mine = table.c.license == bindparam("license")
             first, reached = conn.execute(prepared(conn, ("history_days", job), lambda _: select(
-                select(func.min(column)).where(table.c.license == bindparam("license"))
-                .scalar_subquery(),
-                select(func.max(column)).where(table.c.license == bindparam("license"))
-                .scalar_subquery())), {"license": self.name}).one()
+                select(func.min(column)).where(mine).scalar_subquery(),
+                select(column).where(mine, table.c.id == select(func.max(table.c.id)).where(
+                    mine, table.c.id <= bindparam("cursor")).scalar_subquery())
+                .scalar_subquery())), {"license": self.name, "cursor": pulled.cursor}).one()
         pulled.state.update(catching_up_since=since or now,
                             catch_up_from_day=state.catch_up_from_day if since else reached,
                             history_first_day=first, history_reached_day=reached)

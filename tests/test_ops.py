@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import websocket
@@ -28,14 +29,14 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, insert
 
 from syncer import tables as t
-from syncer.config import ApiConfig, Config, LicenseConfig, load_config
+from syncer.config import ApiConfig, Config, LicenseConfig, ResourceConfig, load_config
 from syncer.daemon import Daemon
 from syncer.ledger import api_day, utcnow
 from syncer.ops import serve
 from syncer.simulator import Simulator, generate
-from syncer.status import _job_names, build, outcome_label
+from syncer.status import _job_names, build, outcome_label, when
 from tests.conftest import ANCHOR, LICENSE, TOKEN, Leaks
-from tests.helpers import cli_env, finish, run_cli, spawn_serving_daemon
+from tests.helpers import FakeClock, cli_env, finish, run_cli, spawn_serving_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy/prometheus"
@@ -319,6 +320,97 @@ def test_the_budget_legend_adds_up_to_the_bar_in_every_state(
     assert by_name["stopped"]["state"] == by_name["paused"]["state"] == "stopped"
     assert by_name["stopped"]["legend"]["planned"] == 0  # nothing is sent: nothing planned
     assert "spent 44" in by_name["midday"]["text"] and "of 500 today" in by_name["midday"]["text"]
+
+
+CATCHING_UP_SHOT = Path("/tmp/cloudpos-syncer-status-page-catching-up.png")
+
+
+def test_catching_up_on_history_is_its_own_state_on_the_page_in_status_and_metrics(
+    db_url: str, engine: Engine, tmp_path: Path, browser: Browser, leaks: Leaks
+) -> None:
+    """A daemon started without a backfill loads the orders' history one window per run:
+    meanwhile the page, `syncer status` (text and JSON) and /metrics say it is catching up,
+    how far its days have come and the expected end, never "Orders: as of 2 min ago";
+    once it is in, the orders are fresh again and the audit has run."""
+    clock = FakeClock(dt.datetime(2026, 10, 27, 18, 0, tzinfo=ZoneInfo("Europe/Brussels")))
+    sim = Simulator(generate(seed=1, orders=600, anchor=ANCHOR), licenses={LICENSE: TOKEN},
+                    clock=clock)
+    sim.start()
+    env = cli_env(db_url, sim.base_url)
+    config = Config(api=ApiConfig(base_url=sim.base_url),
+                    licenses=(LicenseConfig(name=LICENSE, token=SecretStr(TOKEN)),),
+                    resources={"orders": ResourceConfig(window=50, min_window=50, max_window=50)})
+    daemon = Daemon(engine, config, clock=clock)
+    server = serve(daemon, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for _ in range(4):
+            daemon.run_due()
+            clock.advance(minutes=2)
+        status = build(engine, config, now=clock())
+        [lic] = status.licenses
+        orders = lic.job("orders")
+        assert orders is not None and orders.catching_up is not None
+        up = orders.catching_up
+        assert up.first_day is not None and up.reached_day is not None
+        assert up.days_done is not None and up.days_total is not None
+        assert up.first_day <= up.reached_day < ANCHOR and 0 < up.days_done < up.days_total
+        assert up.days_total == (ANCHOR - up.first_day).days
+        assert up.expected_end is not None and up.expected_end > clock()
+        assert lic.history_loading and lic.audit_at is None
+
+        browser.call("Emulation.setDeviceMetricsOverride", width=1000, height=1400,
+                     deviceScaleFactor=1, mobile=False)
+        browser.call("Page.navigate", url=f"{base}/")
+        browser.wait_for("Page.loadEventFired", timeout=30)
+        section = browser.js(f"document.querySelector('#license-{LICENSE}').innerText")
+        leaks.add("page", browser.js("document.documentElement.outerHTML"))
+        assert "Orders: as of" not in section
+        assert (f"Orders: catching up on history: {up.reached_day.isoformat()} reached, day "
+                f"{up.days_done} of {up.days_total} ({100 * up.days_done // up.days_total} %); "
+                f"expected end about {when(up.expected_end, config.api.tz)}") in section
+        assert "Audit: history still loading; the audit runs when it is in" in section
+        width = browser.js("document.querySelector('.catching-up .bar span').getBoundingClientRect()"
+                           ".width / document.querySelector('.catching-up .bar')"
+                           ".getBoundingClientRect().width")
+        assert abs(width - up.days_done / up.days_total) < 0.01  # the bar counts the days
+        shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        CATCHING_UP_SHOT.write_bytes(base64.b64decode(shot["data"]))
+
+        families = metrics(get(f"{base}/metrics"))
+        labels = {"license": LICENSE, "sync_job": "orders"}
+        assert sample(families, "syncer_job_catching_up", **labels) == 1
+        assert sample(families, "syncer_job_catching_up", license=LICENSE, sync_job="products") == 0
+        assert sample(families, "syncer_job_catch_up_days_left", **labels) == \
+            up.days_total - up.days_done
+        assert abs(sample(families, "syncer_job_catch_up_end_timestamp_seconds", **labels)
+                   - up.expected_end.timestamp()) <= 1
+
+        text = run_cli(["status"], env, cwd=tmp_path).output
+        assert f"orders: catching up on history: {up.reached_day.isoformat()} reached" in text
+        assert "Audit: history still loading" in text
+        report = json.loads(run_cli(["status", "--json"], env, cwd=tmp_path).stdout)
+        [shown] = [r for r in report["licenses"][0]["resources"] if r["resource"] == "orders"]
+        assert shown["catching_up"]["reached_day"] == up.reached_day.isoformat()
+        assert shown["catching_up"]["days_done"] == up.days_done
+        assert report["licenses"][0]["history_loading"] is True
+
+        for _ in range(30):  # until the history is in
+            daemon.run_due()
+            clock.advance(minutes=2)
+        [lic] = build(engine, config, now=clock()).licenses
+        orders = lic.job("orders")
+        assert orders is not None and orders.catching_up is None and not lic.history_loading
+        assert lic.audit_at is not None and lic.audit_problems == 0  # audited once it was in
+        page = get(f"{base}/")
+        assert "Orders: as of " in page and "catching up" not in page
+        assert "no problem" in page
+        assert sample(metrics(get(f"{base}/metrics")), "syncer_job_catching_up", **labels) == 0
+    finally:
+        server.shutdown()
+        for lic_jobs in daemon.licenses:
+            lic_jobs.close()
+        sim.stop()
 
 
 # --- one model, three views ----------------------------------------------------------------
