@@ -231,7 +231,9 @@ def audit_words(lic: LicenseView, tz: ZoneInfo) -> str:
     if not lic.audit_problems:
         return head + "no problem" + loading
     kinds = lic.audit_kinds or {}
-    listed = "; ".join(f"{count} {audit.KINDS.get(kind, kind)}" for kind, count in kinds.items())
+    order = [*audit.KINDS, *sorted(set(kinds) - set(audit.KINDS))]  # JSONB keeps no order
+    listed = "; ".join(f"{kinds[kind]} {audit.KINDS.get(kind, kind)}" for kind in order
+                       if kinds.get(kind))
     return (f"{head}{lic.audit_problems} problem(s){': ' + listed if listed else ''} "
             f"(listed by `{audit.command(lic.name)}`){loading}")
 

@@ -409,3 +409,35 @@ def test_a_fresh_install_is_audited_once_its_history_is_in_then_once_a_day(
         assert view.audit_problems == newest
     finally:
         engine.dispose()
+
+
+def test_a_completed_backfill_audits_and_status_shows_the_problems_by_kind(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The end of a backfill is an audit's moment (the history is in): `syncer status`
+    then shows its problems by kind and the command that lists them."""
+    sim = Simulator(generate(seed=1, orders=600, anomalies=True), licenses={LICENSE: TOKEN})
+    sim.start()
+    try:
+        env = cli_env(db_url, sim.base_url)
+        assert run_cli(["backfill"], env, cwd=tmp_path).exit_code == 0
+        engine = make_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                [run] = conn.execute(select(t.audit_runs)).all()
+        finally:
+            engine.dispose()
+        listed = run_cli(["audit", "--license", LICENSE, "--json"], env, cwd=tmp_path)
+        found = json.loads(listed.stdout)["licenses"][0]
+        assert run.problems == found["problems"] > 0
+        kinds = run.kinds if isinstance(run.kinds, dict) else json.loads(run.kinds)
+        assert kinds == found["kinds"] == {"tickets_payments_off": 1, "tickets_lines_off": 1}
+        text = run_cli(["status"], env, cwd=tmp_path).output
+        assert (f"2 problem(s): 1 ticket(s) whose payments differ from the total; 1 ticket(s) "
+                f"whose lines differ from the total (listed by `syncer audit --license {LICENSE}`)"
+                ) in " ".join(text.split())
+        report = json.loads(run_cli(["status", "--json"], env, cwd=tmp_path).stdout)
+        assert report["licenses"][0]["audit"]["kinds"] == kinds
+        assert report["licenses"][0]["history_loading"] is False
+    finally:
+        sim.stop()
