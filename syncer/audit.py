@@ -44,7 +44,7 @@ from syncer import reports
 from syncer import resources as res
 from syncer import tables as t
 from syncer.config import Config
-from syncer.jobs import JOBS, Kind
+from syncer.jobs import JOBS, Kind, loading
 from syncer.ledger import Clock, utcnow
 
 log = logging.getLogger("syncer.audit")
@@ -365,7 +365,7 @@ def _history_in(conn: Connection, config: Config, license: str) -> dt.datetime |
         if not job.history or not config.resource(job.resource.name).enabled:
             continue
         row = stored.get(job.name)
-        if row is None or row.last_success_at is None or row.catching_up_since is not None:
+        if row is None or loading(job, row.last_success_at, row.catching_up_since):
             return None
         latest = max(latest, row.last_success_at)
     return latest

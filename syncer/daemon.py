@@ -219,14 +219,18 @@ class LicenseJobs:
                      now: dt.datetime) -> bool:
         """Keep in the job's state whether its history is still catching up (a full window,
         or empty space stepped over), since when, and its first and last stored day, for
-        the status; True when this run caught up (or loaded a short history whole at its
-        first run). Read only while catching up: two index lookups."""
+        the status; True when this run ended a catch-up that loaded history (days of it,
+        or a history without days) or loaded a short history whole at its first run: time
+        to audit. Read only while catching up: two index lookups."""
         since = state.catching_up_since
         if not pulled.more:
             if since is None and state.last_success_at is not None:
                 return False  # up to date before, and still
             pulled.state.update(registry.CAUGHT_UP)
-            return True
+            # One full window of a busy hour is no history loaded: no audit for it.
+            gained = state.catch_up_from_day is None or state.history_reached_day is None \
+                or state.history_reached_day > state.catch_up_from_day
+            return since is None or gained
         first = reached = None
         column = registry.HISTORY_DAY.get(registry.BY_NAME[job].resource.name)
         if column is not None and pulled.cursor is not None:

@@ -54,6 +54,13 @@ class Job:
 # time, so how far a history has come is how far its days have (coupons carry none).
 HISTORY_DAY: dict[str, Column[Any]] = {"orders": t.orders.c.business_date,
                                        "invoices": t.invoices.c.invoice_date}
+def loading(job: Job, last_success_at: dt.datetime | None,
+            catching_up_since: dt.datetime | None) -> bool:
+    """Whether the job's history is not in yet: a history job that never succeeded, or
+    is catching up (the audit waits for it; the status says so)."""
+    return job.history and (last_success_at is None or catching_up_since is not None)
+
+
 # A history job's catch-up columns in sync_state as they are once its history is in.
 CAUGHT_UP: dict[str, Any] = {"catching_up_since": None, "catch_up_from_day": None,
                              "history_first_day": None, "history_reached_day": None}

@@ -347,9 +347,9 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
             and stop.blocked_until > now else None
         job_views = tuple(_job_view(name, job, states[name].get(job), rows, made, off.get(job), now,
                                     day) for job in job_names)
-        loading = any(_HISTORY.get(j.job) and not j.disabled
-                      and (j.last_success_at is None or j.catching_up is not None)
-                      for j in job_views)
+        loading = any(not j.disabled and registry.loading(
+            registry.BY_NAME[j.job], j.last_success_at, None if j.catching_up is None else
+            j.catching_up.since) for j in job_views)
         last_audit = audited.get(name)
         view = LicenseView(
             name=name, configured=name in configured, day=day, daily_budget=budget,
@@ -384,7 +384,6 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
 
 _NO_STATE = (None,) * 11
 _OWNING = frozenset(job.name for job in registry.JOBS if job.table is not None)  # jobs with rows
-_HISTORY = {job.name: job.history for job in registry.JOBS}  # jobs that walk a history
 
 
 def _job_view(license: str, job: str, state: tuple[Any, ...] | None,
