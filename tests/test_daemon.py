@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from syncer import jobs as registry
 from syncer import tables as t
@@ -668,3 +668,36 @@ def test_each_job_line_counts_its_own_requests_while_other_jobs_run_beside_it(
     assert sum(said.values()) == len(rows) == sim.stats()["requests"]
     for job, functions in mine.items():  # each row is the job's own function
         assert set(functions) == {registry.BY_NAME[job].resource.function}, job
+
+
+@pytest.mark.parametrize(("from_day", "reached_day", "audits"), [
+    (dt.date(2026, 10, 20), dt.date(2026, 10, 25), 1),  # days of history came: audit
+    (dt.date(2026, 10, 25), dt.date(2026, 10, 25), 0),  # one full window of a busy hour
+])
+def test_the_end_of_a_catch_up_audits_when_it_loaded_history(
+    db_url: str, db: Engine, from_day: dt.date, reached_day: dt.date, audits: int
+) -> None:
+    clock = FakeClock(dt.datetime(2026, 10, 27, 18, 0, tzinfo=BRUSSELS))
+    sim = Simulator(generate(seed=1, orders=300, anchor=ANCHOR), licenses={LICENSE: TOKEN}, clock=clock)
+    sim.start()
+    config = make_config(db_url, sim)
+    before = clock() - dt.timedelta(hours=1)
+    with db.begin() as conn:
+        for job in ("invoices", "coupons"):
+            conn.execute(insert(t.sync_state).values(license=LICENSE, resource=job,
+                                                     last_success_at=before))
+        conn.execute(insert(t.sync_state).values(
+            license=LICENSE, resource="orders", last_success_at=before, catching_up_since=before,
+            catch_up_from_day=from_day, history_first_day=dt.date(2026, 10, 1),
+            history_reached_day=reached_day))
+    lic = LicenseJobs(db, config, config.licenses[0], owner="t", clock=clock)
+    try:
+        result = lic.run("orders")  # 300 orders: the window is not full, the history is in
+    finally:
+        lic.close()
+        sim.stop()
+    assert result.ran and result.error is None
+    with db.connect() as conn:
+        state = conn.execute(select(t.sync_state).where(t.sync_state.c.resource == "orders")).one()
+        assert state.catching_up_since is None and state.history_reached_day is None
+        assert conn.execute(select(func.count()).select_from(t.audit_runs)).scalar_one() == audits

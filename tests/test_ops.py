@@ -34,7 +34,7 @@ from syncer.daemon import Daemon
 from syncer.ledger import api_day, utcnow
 from syncer.ops import serve
 from syncer.simulator import Simulator, generate
-from syncer.status import _job_names, build, outcome_label, when
+from syncer.status import CatchUp, _job_names, build, catch_up, outcome_label, when
 from tests.conftest import ANCHOR, LICENSE, TOKEN, Leaks
 from tests.helpers import FakeClock, cli_env, finish, run_cli, spawn_serving_daemon
 
@@ -413,6 +413,21 @@ def test_catching_up_on_history_is_its_own_state_on_the_page_in_status_and_metri
         for lic_jobs in daemon.licenses:
             lic_jobs.close()
         sim.stop()
+
+
+def test_a_catch_up_counts_days_as_the_backfill_and_expects_its_end_at_its_pace() -> None:
+    since = dt.datetime(2026, 12, 6, 10, 0, tzinfo=dt.UTC)
+    now = since + dt.timedelta(hours=2)
+    # From Nov 1 to Nov 11 in two hours: the 25 days left to Dec 6 take five more.
+    up = catch_up(since, dt.date(2026, 11, 1), dt.date(2026, 10, 1), dt.date(2026, 11, 11),
+                  dt.date(2026, 12, 6), now)
+    assert (up.days_done, up.days_total, up.days_left) == (41, 66, 25)
+    assert up.expected_end == now + dt.timedelta(hours=5)
+    # No day gained yet: no pace, no end; a history without days (coupons): since only.
+    assert catch_up(since, dt.date(2026, 11, 11), dt.date(2026, 10, 1), dt.date(2026, 11, 11),
+                    dt.date(2026, 12, 6), now).expected_end is None
+    assert catch_up(since, None, None, None, dt.date(2026, 12, 6), now) == CatchUp(
+        since, None, None, None, None, None)
 
 
 # --- one model, three views ----------------------------------------------------------------
