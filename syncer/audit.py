@@ -16,8 +16,14 @@ sync state, and finds, per license:
 - business days on which the shop is open (`[schedule] opening_hours`) without a ticket.
 
 Every finding is a problem except a confirmed id range (the API said so) and an id
-range whose records are in the quarantine (counted there). The daemon runs it once
-a day per license and keeps the result in `audit_runs`.
+range whose records are in the quarantine (counted there). A list never refreshed is
+one only once the license has been syncing longer than the list's interval.
+
+The daemon audits what is stored: never a license whose history is still loading (a
+history job that never succeeded, or is catching up: `history_loading`). It audits
+each license once a day (`run_daily`), and again when its history is in: at the end of
+a catch-up (`after_loading`) or of a backfill. The result, with its problems by kind
+(`KINDS`), is kept in `audit_runs`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,8 +44,8 @@ from syncer import reports
 from syncer import resources as res
 from syncer import tables as t
 from syncer.config import Config
-from syncer.jobs import JOBS, Kind
-from syncer.ledger import utcnow
+from syncer.jobs import JOBS, Kind, loading
+from syncer.ledger import Clock, utcnow
 
 log = logging.getLogger("syncer.audit")
 
@@ -47,6 +54,23 @@ ID_RESOURCES = (res.ORDERS, res.INVOICES, res.COUPONS)
 # A job takes a moment to run after it is due; a list this much late is not stale yet.
 GRACE = dt.timedelta(minutes=5)
 DAILY = dt.timedelta(hours=24)
+
+
+# The kinds of problem, in the order a person reads them, with their words (each
+# kind's findings are under the same key in `syncer audit --json`).
+KINDS: dict[str, str] = {
+    "tickets_payments_off": "ticket(s) whose payments differ from the total",
+    "tickets_lines_off": "ticket(s) whose lines differ from the total",
+    "id_gaps": "id range(s) missing, not yet asked of the API",
+    "quarantine": "record(s) in the quarantine",
+    "stale_lists": "list(s) not refreshed in time",
+    "open_days_without_tickets": "open day(s) without a ticket",
+}
+
+
+def command(license: str) -> str:
+    """The command that lists a license's problems."""
+    return f"syncer audit --license {license}"
 
 
 @dataclass(frozen=True)
@@ -96,15 +120,14 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
     quarantined = quarantine(conn, license)
     stale = stale_lists(conn, config, license, now)
     empty = open_days_without_tickets(conn, config, license, since, last)
-    problems = (len(payments_off) + len(lines_off)
-                + sum(1 for ranges in gaps.values() for g in ranges if g["status"] == "not_asked")
-                + sum(len(records) for records in quarantined.values())
-                + len(stale) + len(empty))
+    kinds = problem_kinds(payments_off, lines_off, gaps, quarantined, stale, empty)
+    problems = sum(kinds.values())
     return {
         "license": license,
         "from": since.isoformat() if since else None,
         "to": last.isoformat(),
         "problems": problems,
+        "kinds": kinds,
         "tickets_payments_off": payments_off,
         "tickets_lines_off": lines_off,
         "id_gaps": gaps,
@@ -112,6 +135,21 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
         "stale_lists": stale,
         "open_days_without_tickets": [day.isoformat() for day in empty],
     }
+
+
+def problem_kinds(payments_off: Sequence[Any], lines_off: Sequence[Any],
+                  gaps: dict[str, list[dict[str, Any]]], quarantined: dict[str, list[Any]],
+                  stale: Sequence[Any], empty: Sequence[Any]) -> dict[str, int]:
+    """The problems by kind (`KINDS`), kinds without one left out."""
+    counts = {
+        "tickets_payments_off": len(payments_off),
+        "tickets_lines_off": len(lines_off),
+        "id_gaps": sum(1 for ranges in gaps.values() for g in ranges if g["status"] == "not_asked"),
+        "quarantine": sum(len(records) for records in quarantined.values()),
+        "stale_lists": len(stale),
+        "open_days_without_tickets": len(empty),
+    }
+    return {kind: count for kind, count in counts.items() if count}
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -247,6 +285,11 @@ def stale_lists(conn: Connection, config: Config, license: str, now: dt.datetime
     tz, hours = config.api.tz, config.schedule.hours()
     states = {row.resource: row for row in conn.execute(
         select(t.sync_state).where(t.sync_state.c.license == license))}
+    ledger = t.request_ledger.c
+    first_day = conn.execute(select(func.min(ledger.day)).where(ledger.license == license)).scalar()
+    syncing_since = None if first_day is None else conn.execute(
+        select(func.min(ledger.sent_at)).where(ledger.license == license,
+                                                ledger.day == first_day)).scalar()
     out = []
     for job in JOBS:
         spec, state = job.spec, states.get(job.name)
@@ -259,7 +302,10 @@ def stale_lists(conn: Connection, config: Config, license: str, now: dt.datetime
                  "last_success_at": last.isoformat() if last else None,
                  "max_interval_minutes": spec.max_interval.total_seconds() / 60}
         if last is None:
-            out.append({**entry, "why": "never refreshed"})
+            # Not stored yet is a problem only once it had its time to come.
+            if syncing_since is not None and dt.timedelta(seconds=hours.open_seconds(
+                    syncing_since, now, tz)) > spec.max_interval + GRACE:
+                out.append({**entry, "why": "never refreshed"})
             continue
         open_time = dt.timedelta(seconds=hours.open_seconds(last, now, tz))
         if open_time > spec.max_interval + GRACE:
@@ -301,9 +347,48 @@ def open_days_without_tickets(conn: Connection, config: Config, license: str,
 # --- the daemon's daily audit ------------------------------------------------------------
 
 
-def run_daily(engine: Engine, config: Config, clock: Any = utcnow) -> int:
-    """Audit each configured license whose last audit is a day old (or none), and keep the
-    result in audit_runs; the number of licenses audited. The daemon calls this hourly."""
+def history_loading(conn: Connection, config: Config, license: str) -> bool:
+    """Whether the license's history is still loading: an enabled history job (orders,
+    invoices, coupons by id windows) has never succeeded, or is catching up."""
+    return _history_in(conn, config, license) is None
+
+
+def _history_in(conn: Connection, config: Config, license: str) -> dt.datetime | None:
+    """When the license's history was last loaded (the latest success of its history
+    jobs); None while it is still loading."""
+    state = t.sync_state.c
+    stored = {row.resource: row for row in conn.execute(
+        select(state.resource, state.last_success_at, state.catching_up_since)
+        .where(state.license == license))}
+    latest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    for job in JOBS:
+        if not job.history or not config.resource(job.resource.name).enabled:
+            continue
+        row = stored.get(job.name)
+        if row is None or loading(job, row.last_success_at, row.catching_up_since):
+            return None
+        latest = max(latest, row.last_success_at)
+    return latest
+
+
+def record(engine: Engine, config: Config, license: str, now: dt.datetime) -> dict[str, Any]:
+    """Audit one license and keep the result in audit_runs (what the status shows)."""
+    result = run(engine, config, license=license, now=now)
+    [found] = result["licenses"]
+    with engine.begin() as conn:
+        conn.execute(insert(t.audit_runs).values(
+            license=license, ran_at=now, problems=result["problems"], report=result,
+            kinds=found["kinds"]))
+    log.info("audit of %s: %d problem(s)%s", license, result["problems"],
+             f" (see `{command(license)}`)" if result["problems"] else "")
+    return result
+
+
+def run_daily(engine: Engine, config: Config, clock: Clock = utcnow) -> int:
+    """Audit each configured license whose last audit is a day old (or none) and whose
+    history is in, and keep the result in audit_runs; the number of licenses audited.
+    The daemon calls this hourly. A license still loading its history is left for
+    `after_loading`."""
     now = clock()
     audited = 0
     try:
@@ -311,28 +396,65 @@ def run_daily(engine: Engine, config: Config, clock: Any = utcnow) -> int:
             with engine.connect() as conn:
                 last = conn.execute(select(func.max(t.audit_runs.c.ran_at)).where(
                     t.audit_runs.c.license == lic.name)).scalar()
-            if last is not None and now - last < DAILY:
-                continue
-            result = run(engine, config, license=lic.name, now=now)
-            with engine.begin() as conn:
-                conn.execute(insert(t.audit_runs).values(
-                    license=lic.name, ran_at=now, problems=result["problems"], report=result))
+                if last is not None and now - last < DAILY:
+                    continue
+                if history_loading(conn, config, lic.name):
+                    log.debug("audit of %s: its history is still loading", lic.name)
+                    continue
+            record(engine, config, lic.name, now)
             audited += 1
-            log.info("audit of %s: %d problem(s) (see `syncer audit --license %s`)", lic.name,
-                     result["problems"], lic.name)
     except SQLAlchemyError as exc:
         log.warning("daily audit failed; it runs again within the hour: %s", exc.__class__.__name__)
     return audited
 
 
-def latest(conn: Connection) -> dict[str, int]:
-    """The problems of each license's latest daily audit (for the metric syncer_audit_problems)."""
+_after_loading = threading.Lock()
+
+
+def after_loading(engine: Engine, config: Config, license: str, clock: Clock = utcnow) -> bool:
+    """A history job of the license just caught up (or a backfill ended): audit it once
+    its whole history is in. True when it was audited."""
+    try:
+        # Two history jobs that end at once audit once: the second finds the audit made
+        # after its success (one lock per process; replicas at worst audit twice).
+        with _after_loading, engine.connect() as conn:
+            loaded = _history_in(conn, config, license)
+            if loaded is None:
+                return False
+            last = conn.execute(select(func.max(t.audit_runs.c.ran_at)).where(
+                t.audit_runs.c.license == license)).scalar()
+            if last is not None and last >= loaded:
+                return False
+            record(engine, config, license, clock())
+    except SQLAlchemyError as exc:
+        log.warning("audit of %s failed; the daily audit tries again: %s", license,
+                    exc.__class__.__name__)
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Latest:
+    """A license's latest audit, for the status."""
+
+    ran_at: dt.datetime
+    problems: int
+    kinds: dict[str, int] | None  # None: an audit kept before kinds were
+
+
+def latest(conn: Connection) -> dict[str, Latest]:
+    """Each license's latest audit (the page, `syncer status`, syncer_audit_problems)."""
     runs = t.audit_runs
     newest = select(runs.c.license, func.max(runs.c.ran_at).label("ran_at")).group_by(
         runs.c.license).subquery()
-    rows = conn.execute(select(runs.c.license, runs.c.problems).join(newest, and_(
-        newest.c.license == runs.c.license, newest.c.ran_at == runs.c.ran_at)))
-    return {row.license: row.problems for row in rows}
+    rows = conn.execute(select(runs.c.license, runs.c.ran_at, runs.c.problems, runs.c.kinds)
+                        .join(newest, and_(newest.c.license == runs.c.license,
+                                           newest.c.ran_at == runs.c.ran_at)))
+    out = {}
+    for row in rows:
+        kinds = json.loads(row.kinds) if isinstance(row.kinds, str) else row.kinds
+        out[row.license] = Latest(row.ran_at, row.problems, kinds)
+    return out
 
 
 def describe(result: dict[str, Any]) -> list[str]:

@@ -16,7 +16,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from syncer import outcomes
+from syncer import audit, outcomes
+from syncer.jobs import CAUGHT_UP
 from syncer.load import Counts
 from syncer.outcomes import EXIT_INTERRUPTED, Scope
 from syncer.resources import Pull, Resource
@@ -98,9 +99,10 @@ class Backfill:
                 summary.status, summary.note = "stopped", str(stop)
                 continue
             self.reporter.started(summary)
-            before = ledger.sent
+            sent = None
             try:
-                failed = self.runtime.attempt(resource.name, self._pull, resource, summary)
+                with ledger.for_job(resource.name) as sent:
+                    failed = self.runtime.attempt(resource.name, self._pull, resource, summary)
             except KeyboardInterrupt:
                 # Ctrl-C: the page in hand rolled back with its transaction; every cursor
                 # is where its last commit left it, so a rerun continues from there.
@@ -119,10 +121,12 @@ class Backfill:
                     summary.status = {Scope.LICENSE: "stopped",
                                       Scope.RESOURCE: "skipped"}.get(scope, "failed")
             finally:
-                summary.requests = ledger.sent - before
+                summary.requests = 0 if sent is None else sent.sent
             self.reporter.finished(summary)
         if exit_code == outcomes.EXIT_OK:
             self.progress.finished()
+            # Every history is in: audit what is stored now (the status shows it).
+            audit.after_loading(self.engine, self.config, self.license.name, self.clock)
         spent = self.runtime.sync.timings
         log.info("%s: time in HTTP + JSON %.2f s, parsing to rows %.2f s, database %.2f s",
                  self.license.name, spent["http_json"], spent["parse"], spent["database"])
@@ -154,3 +158,5 @@ class Backfill:
                 break
         if full:
             self.progress.stored(resource.name)
+        else:  # its history is in: no longer catching up (as the daemon would have said)
+            self.runtime.sync.save(resource, **CAUGHT_UP)

@@ -181,11 +181,16 @@ class LicenseJobs:
         released = False
         try:
             self.summarize_day(now)
-            before = self.ledger.sent
-            result, pulled = self._execute(job, now, state)
-            result.requests = self.ledger.sent - before
+            # Its own requests: the license's other jobs send through the same ledger,
+            # in other threads, at the same time.
+            with self.ledger.for_job(job) as sent:
+                result, pulled = self._execute(job, now, state)
+            result.requests = sent.sent
             self.written[job] += result.written
+            caught_up = False
             with self.engine.begin() as conn:
+                if pulled is not None and registry.BY_NAME[job].history:
+                    caught_up = self._catching_up(conn, job, state, pulled, now)
                 if pulled is None or not pulled.more:
                     # Planned from this run, not the one before it (not stored yet): an
                     # overdue job (after the night, or when the shop opens and intervals
@@ -202,10 +207,46 @@ class LicenseJobs:
             self._today.rows += result.written
             self._today.errors += result.error is not None
             self._log_run(result, state.last_success_at, now)
+            if caught_up:
+                # The history is in: audit what is stored now, not what it was.
+                audit.after_loading(self.engine, self.config, self.name, self.clock)
             return result
         finally:
             if not released:
                 release(self.engine, self.name, job, self.owner)
+
+    def _catching_up(self, conn: Connection, job: str, state: Any, pulled: Pulled,
+                     now: dt.datetime) -> bool:
+        """Keep in the job's state whether its history is still catching up (a full window,
+        or empty space stepped over), since when, and its first and last stored day, for
+        the status; True when this run ended a catch-up that loaded history (days of it,
+        or a history without days) or loaded a short history whole at its first run: time
+        to audit. Read only while catching up: two index lookups."""
+        since = state.catching_up_since
+        if not pulled.more:
+            if since is None and state.last_success_at is not None:
+                return False  # up to date before, and still
+            pulled.state.update(registry.CAUGHT_UP)
+            # One full window of a busy hour is no history loaded: no audit for it.
+            gained = state.catch_up_from_day is None or state.history_reached_day is None \
+                or state.history_reached_day > state.catch_up_from_day
+            return since is None or gained
+        first = reached = None
+        column = registry.HISTORY_DAY.get(registry.BY_NAME[job].resource.name)
+        if column is not None and pulled.cursor is not None:
+            # The day of the record at the cursor, not the latest stored day: the day
+            # re-checks store today's records long before the windows reach them.
+            table = column.table
+            mine = table.c.license == bindparam("license")
+            first, reached = conn.execute(prepared(conn, ("history_days", job), lambda _: select(
+                select(func.min(column)).where(mine).scalar_subquery(),
+                select(column).where(mine, table.c.id == select(func.max(table.c.id)).where(
+                    mine, table.c.id <= bindparam("cursor")).scalar_subquery())
+                .scalar_subquery())), {"license": self.name, "cursor": pulled.cursor}).one()
+        pulled.state.update(catching_up_since=since or now,
+                            catch_up_from_day=state.catch_up_from_day if since else reached,
+                            history_first_day=first, history_reached_day=reached)
+        return False
 
     def _log_run(self, result: RunResult, last_success: dt.datetime | None,
                  now: dt.datetime) -> None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Column, Table
 
 from syncer import resources as res
+from syncer import tables as t
 from syncer.planner import JobSpec, hours, minutes
 
 
@@ -40,6 +42,28 @@ class Job:
     def table(self) -> Table | None:
         """The table whose rows this job owns (None for a re-scan: its resource's job owns it)."""
         return self.resource.table if self.kind is Kind.OWN else None
+
+    @property
+    def history(self) -> bool:
+        """It walks a history by id windows (orders, invoices, coupons): it has a history
+        to catch up on before its data is whole."""
+        return self.kind is Kind.OWN and self.resource.pull is res.Pull.ID_WINDOW
+
+
+# The day each stored record of a history belongs to: orders and invoices carry their
+# time, so how far a history has come is how far its days have (coupons carry none).
+HISTORY_DAY: dict[str, Column[Any]] = {"orders": t.orders.c.business_date,
+                                       "invoices": t.invoices.c.invoice_date}
+def loading(job: Job, last_success_at: dt.datetime | None,
+            catching_up_since: dt.datetime | None) -> bool:
+    """Whether the job's history is not in yet: a history job that never succeeded, or
+    is catching up (the audit waits for it; the status says so)."""
+    return job.history and (last_success_at is None or catching_up_since is not None)
+
+
+# A history job's catch-up columns in sync_state as they are once its history is in.
+CAUGHT_UP: dict[str, Any] = {"catching_up_since": None, "catch_up_from_day": None,
+                             "history_first_day": None, "history_reached_day": None}
 
 
 def _job(resource: res.Resource, kind: Kind, weight: float, min_interval: dt.timedelta,

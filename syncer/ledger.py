@@ -22,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -114,6 +115,14 @@ def ledger_id_of(ticket: object) -> int | None:
     return ticket.ledger_id if isinstance(ticket, _Ticket) else None
 
 
+@dataclass
+class JobRequests:
+    """The requests one job (or one backfilled resource) sent through a ledger."""
+
+    job: str
+    sent: int = 0
+
+
 @dataclass(eq=False)
 class Ledger:
     """The door for one license: spends the budget and records every request
@@ -135,6 +144,22 @@ class Ledger:
     _probing: bool = field(default=False, init=False, repr=False)
     _gate: threading.Condition = field(default_factory=threading.Condition, init=False,
                                        repr=False)
+    # The job this thread sends for (`for_job`): the daemon's jobs of one license share
+    # this door and run in threads side by side.
+    _here: threading.local = field(default_factory=threading.local, init=False, repr=False)
+
+    @contextmanager
+    def for_job(self, job: str) -> Iterator[JobRequests]:
+        """The requests this thread sends inside the block are `job`'s: its name is written
+        on their ledger rows and they are counted in what this yields (not those of the
+        other jobs sending through this door at the same time)."""
+        counted = JobRequests(job)
+        outer = getattr(self._here, "job", None)
+        self._here.job = counted
+        try:
+            yield counted
+        finally:
+            self._here.job = outer
 
     # -- Door protocol ----------------------------------------------------------
 
@@ -169,6 +194,7 @@ class Ledger:
     def _spend(self, info: RequestInfo, probe: bool) -> tuple[int, bool]:
         now = self.clock()
         day = api_day(now, self.tz)
+        mine: JobRequests | None = getattr(self._here, "job", None)
         with self.engine.begin() as conn:
             if probe:  # unproven credentials: told apart from a near IP block first
                 self._refuse_if_stopped(conn, now)
@@ -194,9 +220,11 @@ class Ledger:
                          .returning(t.request_ledger.c.id)),
                 {"license": self.license, "day": day, "sent_at": now, "function": info.function,
                  "params": dict(info.params) or None, "purpose": self.purpose,
-                 "attempt": info.attempt, "outcome": "pending"},
+                 "job": None if mine is None else mine.job, "attempt": info.attempt, "outcome": "pending"},
             ).scalar_one()
         self.sent += 1
+        if mine is not None:
+            mine.sent += 1
         self.last_spent = (day, int(spent))
         return int(ledger_id), bool(refusal_stored)
 

@@ -84,6 +84,12 @@ def families(status: read_model.Status | None, written: dict[tuple[str, str], in
                         "for the rest of the day.", job_labels)
     stored = gauge("syncer_table_rows", "Rows of the license in a resource's table "
                    "(counted at most once a minute).", job_labels)
+    catching_up = gauge("syncer_job_catching_up", "1 while a history job (orders, invoices, "
+                        "coupons) is still catching up on its history.", job_labels)
+    days_left = gauge("syncer_job_catch_up_days_left", "Days of history still to load while a job "
+                      "catches up (orders and invoices).", job_labels)
+    catch_up_end = gauge("syncer_job_catch_up_end_timestamp_seconds", "When a catching-up job "
+                         "should be in, at its pace so far (once it has one).", job_labels)
     for lic in status.licenses:
         key = [lic.name]
         spent.add_metric(key, lic.spent)
@@ -115,12 +121,18 @@ def families(status: read_model.Status | None, written: dict[tuple[str, str], in
             job_planned.add_metric(labels, job.planned_requests)
             if job.table_rows is not None:
                 stored.add_metric(labels, job.table_rows)
+            history = job.catching_up
+            catching_up.add_metric(labels, 0 if history is None else 1)
+            if history is not None and history.days_left is not None:
+                days_left.add_metric(labels, history.days_left)
+            if history is not None and history.expected_end is not None:
+                catch_up_end.add_metric(labels, round(history.expected_end.timestamp()))
     bad_logins = GaugeMetricFamily("syncer_bad_logins", "Bad logins (any license) in the last "
                                    "30 minutes; at 3, new credentials wait.")
     bad_logins.add_metric([], status.bad_logins)
     yield from (spent, left, planned, needed, budget, reserve, requests, refused, paused,
                 paused_until, configured, shop_open, quarantine, audited, success, lag, next_run, failing,
-                job_planned, stored, bad_logins)
+                job_planned, stored, catching_up, days_left, catch_up_end, bad_logins)
 
 
 class SyncerCollector(Collector):

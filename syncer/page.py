@@ -12,7 +12,16 @@ import functools
 from html import escape
 from zoneinfo import ZoneInfo
 
-from syncer.status import HOURS_SHOWN, JobView, LicenseView, Status, StopSign, when
+from syncer.status import (
+    HOURS_SHOWN,
+    JobView,
+    LicenseView,
+    Status,
+    StopSign,
+    audit_words,
+    catching_up_words,
+    when,
+)
 
 CATALOG_JOB = "products"  # the catalog's freshness: when the products last came
 STALE_AFTER = dt.timedelta(minutes=30)  # orders older than this while open: flagged
@@ -38,6 +47,8 @@ box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .legend i{display:inline-block;width:10px;height:10px;margin:0 3px 0 8px;border-radius:2px}
 .grid{display:flex;flex-wrap:wrap;gap:10px 24px;margin:8px 0}
 .fresh.stale{color:#c62828;font-weight:600}
+.fresh.catching-up{color:#8a5a00;font-weight:600;flex-basis:100%}
+.bar.history{height:8px;max-width:420px}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-size:.9em}
 th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #e3e6ea;vertical-align:top}
@@ -100,11 +111,14 @@ def _license(lic: LicenseView, status: Status, hours: list[str]) -> str:
         *(_sign(sign) for sign in lic.stop_signs),
         _budget(lic),
         '<div class=grid>',
-        _freshness("Orders", lic.job("orders"), lic, tz),
-        _freshness("Catalog (products)", lic.job(CATALOG_JOB), lic, tz),
+        _freshness("Orders", lic.job("orders"), lic, status.now, tz),
+        *(_catching_up(job.job.capitalize(), job, status.now, tz) for job in lic.catching_up
+          if job.job != "orders"),
+        _freshness("Catalog (products)", lic.job(CATALOG_JOB), lic, status.now, tz),
         f"<div>Shop {'open' if lic.shop_open else 'closed'} now</div>",
         f"<div>Quarantine: <b>{lic.quarantined}</b> record(s)</div>",
-        ("" if lic.audit_problems is None else f"<div>Audit: <b>{lic.audit_problems}</b> problem(s)</div>"),
+        f'<div class=audit data-problems="{"" if lic.audit_problems is None else lic.audit_problems}">'
+        f"{escape(audit_words(lic, tz))}</div>",
         "</div>",
         _chart(lic, hours, tz),
         _jobs(lic, status.now, tz),
@@ -112,21 +126,35 @@ def _license(lic: LicenseView, status: Status, hours: list[str]) -> str:
     ])
 
 
-def _budget(lic: LicenseView) -> str:
-    total = max(lic.daily_budget, 1)
-    reserve_used = max(lic.spent - (lic.daily_budget - lic.reserve), 0)
+# The budget bar's segments, in order, with the legend's word for each.
+SEGMENTS = (("spent", "spent"), ("planned", "planned"), ("free", "not planned"),
+            ("reserve", "reserve"))
+
+
+def budget_segments(lic: LicenseView) -> dict[str, int]:
+    """The day's requests as the bar shows them, each counted once: spent (the reserve
+    spent by `syncer call` included), planned for the rest of the day (no more than is
+    left), left but not planned, and the reserve not spent. They add up to the
+    daily_budget (to what was spent, if a lowered budget was already passed)."""
+    reserve_spent = max(lic.spent - (lic.daily_budget - lic.reserve), 0)
     planned = min(lic.planned, lic.left)
-    parts = {"spent": lic.spent, "planned": planned, "free": lic.left - planned,
-             "reserve": max(lic.reserve - reserve_used, 0)}
-    bar = "".join(f'<span class={name} style="width:{100 * value / total:.2f}%" title="{name} {value}">'
-                  "</span>" for name, value in parts.items() if value > 0)
-    legend = (f"<i class=spent></i>spent <b class=v-spent>{lic.spent}</b>"
-              f"<i class=planned></i>planned <b class=v-planned>{lic.planned}</b>"
-              f"<i class=free></i>left <b class=v-left>{lic.left}</b>"
-              f"<i class=reserve></i>reserve <b class=v-reserve>{lic.reserve}</b>"
-              f" of <b class=v-budget>{lic.daily_budget}</b> today")
+    return {"spent": lic.spent, "planned": planned, "free": lic.left - planned,
+            "reserve": max(lic.reserve - reserve_spent, 0)}
+
+
+def _budget(lic: LicenseView) -> str:
+    parts = budget_segments(lic)
+    total = sum(parts.values())
+    bar = "".join(f'<span class={name} style="width:{100 * value / max(total, 1):.2f}%" '
+                  f'title="{word} {value}"></span>'
+                  for name, word in SEGMENTS if (value := parts[name]) > 0)
+    legend = "".join(f"<i class={name}></i>{word} <b class=v-{name}>{parts[name]}</b>"
+                     for name, word in SEGMENTS)
+    of = (f" of <b class=v-budget>{lic.daily_budget}</b> today" if total == lic.daily_budget else
+          f" = <b class=v-budget>{total}</b> today (more than the daily_budget of "
+          f"{lic.daily_budget})")
     return (f'<div class=budget aria-label="requests today"><div class=bar>{bar}</div>'
-            f"<div class=legend>{legend}</div></div>")
+            f"<div class=legend>{legend}{of}</div></div>")
 
 
 def _ago(seconds: float) -> str:
@@ -139,7 +167,22 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days ago"
 
 
-def _freshness(label: str, job: JobView | None, lic: LicenseView, tz: ZoneInfo) -> str:
+def _catching_up(label: str, job: JobView, now: dt.datetime, tz: ZoneInfo) -> str:
+    """A history still loading: its words, and a bar of its days as the backfill's."""
+    up = job.catching_up
+    assert up is not None
+    bar = ""
+    if up.days_done is not None and up.days_total:
+        bar = (f'<div class="bar history"><span class=spent style="width:'
+               f'{100 * up.days_done / up.days_total:.2f}%"></span></div>')
+    return (f'<div class="fresh catching-up" data-job="{escape(job.job)}">'
+            f"{escape(catching_up_words(label, job, now, tz))}{bar}</div>")
+
+
+def _freshness(label: str, job: JobView | None, lic: LicenseView, now: dt.datetime,
+               tz: ZoneInfo) -> str:
+    if job is not None and job.catching_up is not None:
+        return _catching_up(label, job, now, tz)
     if job is None or job.last_success_at is None or job.lag_seconds is None:
         return f"<div class=fresh>{escape(label)}: never synced</div>"
     stale = lic.shop_open and job.job == "orders" and job.lag_seconds > STALE_AFTER.total_seconds()

@@ -56,6 +56,43 @@ class StopSign:
     todo: str
 
 
+@dataclass(frozen=True)
+class CatchUp:
+    """A history job still catching up (its last run found a full window): how far its
+    days have come, as the backfill's bar counts them (from the first stored day to
+    today, done up to the last stored day), and when it should be in at the pace so far.
+    Coupons carry no day: only `since` is known."""
+
+    since: dt.datetime
+    first_day: dt.date | None
+    reached_day: dt.date | None
+    days_done: int | None
+    days_total: int | None
+    expected_end: dt.datetime | None  # None: no pace yet (or no days)
+
+    @property
+    def days_left(self) -> int | None:
+        return None if self.days_total is None or self.days_done is None else \
+            self.days_total - self.days_done
+
+
+def catch_up(since: dt.datetime, from_day: dt.date | None, first: dt.date | None,
+             reached: dt.date | None, today: dt.date, now: dt.datetime) -> CatchUp:
+    """A catch-up from its stored state; the pace is the days gained since it began."""
+    if first is None or reached is None:
+        return CatchUp(since, None, None, None, None, None)
+    total = max((today - first).days, 1)
+    done = min(max((reached - first).days, 0), total)
+    gained = (reached - (from_day or first)).days
+    elapsed = (now - since).total_seconds()
+    end = None
+    if done == total:
+        end = now  # today's records are all that is left
+    elif gained > 0 and elapsed > 0:
+        end = now + dt.timedelta(seconds=(total - done) * elapsed / gained)
+    return CatchUp(since, first, reached, done, total, end)
+
+
 @dataclass(slots=True)  # not frozen: 3,200 of them per build at 200 licenses, 4x cheaper
 class JobView:
     job: str
@@ -69,6 +106,7 @@ class JobView:
     last_error_at: dt.datetime | None
     disabled: str | None  # why the job does not run (1005, or off in the config)
     lag_seconds: float | None  # since its last success
+    catching_up: CatchUp | None = None  # a history job still loading its history
 
     @property
     def failing(self) -> bool:
@@ -107,12 +145,21 @@ class LicenseView:
     jobs: tuple[JobView, ...]
     requests: tuple[RequestCount, ...]
     hourly: tuple[int, ...]  # requests per hour, oldest first, HOURS_SHOWN of them
-    # Problems found by the daily audit; None until an audit has run for the license.
+    # Problems found by the latest audit; None until an audit has run for the license.
     audit_problems: int | None = None
+    audit_at: dt.datetime | None = None
+    audit_kinds: Mapping[str, int] | None = None  # problems by kind (audit.KINDS)
+    # A history job never synced or still catching up: the audit waits for it.
+    history_loading: bool = False
     stop_signs: tuple[StopSign, ...] = ()
 
     def job(self, name: str) -> JobView | None:
         return next((j for j in self.jobs if j.job == name), None)
+
+    @property
+    def catching_up(self) -> list[JobView]:
+        """Its history jobs still catching up."""
+        return [j for j in self.jobs if j.catching_up is not None]
 
 
 @dataclass(frozen=True)
@@ -154,6 +201,41 @@ def outcome_label(outcome: str, error_code: int | None, attempt: int, max_attemp
 def when(moment: dt.datetime | None, tz: ZoneInfo) -> str:
     """A time as a person reads it: local, with its zone."""
     return "" if moment is None else moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def catching_up_words(label: str, job: JobView, now: dt.datetime, tz: ZoneInfo) -> str:
+    """A history job still catching up, for a person (the page, `syncer status`)."""
+    up = job.catching_up
+    assert up is not None
+    if up.reached_day is None or up.days_done is None or up.days_total is None:
+        reached = "" if job.cursor is None else f", id {job.cursor} reached"
+        return f"{label}: catching up on history since {when(up.since, tz)}{reached}"
+    if up.expected_end is None:
+        end = "expected end not known yet (no day gained so far)"
+    elif up.days_left == 0 or up.expected_end <= now:
+        end = "the last day is loading"
+    else:
+        end = f"expected end about {when(up.expected_end, tz)}"
+    return (f"{label}: catching up on history: {up.reached_day.isoformat()} reached, day "
+            f"{up.days_done:,} of {up.days_total:,} ({100 * up.days_done // up.days_total} %); {end}")
+
+
+def audit_words(lic: LicenseView, tz: ZoneInfo) -> str:
+    """The license's latest audit for a person: problems by kind and the command that
+    lists them, or why there is none yet."""
+    if lic.audit_at is None:
+        return ("Audit: history still loading; the audit runs when it is in" if lic.history_loading
+                else "Audit: not run yet (the daemon audits each license once a day)")
+    head = f"Audit of {when(lic.audit_at, tz)}: "
+    loading = "; history loading again, audited when it is in" if lic.history_loading else ""
+    if not lic.audit_problems:
+        return head + "no problem" + loading
+    kinds = lic.audit_kinds or {}
+    order = [*audit.KINDS, *sorted(set(kinds) - set(audit.KINDS))]  # JSONB keeps no order
+    listed = "; ".join(f"{kinds[kind]} {audit.KINDS.get(kind, kind)}" for kind in order
+                       if kinds.get(kind))
+    return (f"{head}{lic.audit_problems} problem(s){': ' + listed if listed else ''} "
+            f"(listed by `{audit.command(lic.name)}`){loading}")
 
 
 def _job_names() -> list[str]:
@@ -215,7 +297,8 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
         for license, resource, *values in conn.execute(select(
                 state.license, state.resource, state.cursor, state.last_success_at,
                 state.last_attempt_at, state.next_run_at, state.last_error, state.last_error_at,
-                state.disabled_reason)):
+                state.disabled_reason, state.catching_up_since, state.catch_up_from_day,
+                state.history_first_day, state.history_reached_day)):
             states[license][resource] = tuple(values)
         stops = {row.license: row for row in conn.execute(select(t.license_state))}
         spent = {row.license: int(row.spent) for row in conn.execute(
@@ -262,8 +345,12 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
                 if name in configured and refused is None else None)
         paused = stop.blocked_until if stop is not None and stop.blocked_until is not None \
             and stop.blocked_until > now else None
-        job_views = tuple(_job_view(name, job, states[name].get(job), rows, made, off.get(job), now)
-                          for job in job_names)
+        job_views = tuple(_job_view(name, job, states[name].get(job), rows, made, off.get(job), now,
+                                    day) for job in job_names)
+        loading = any(not j.disabled and registry.loading(
+            registry.BY_NAME[j.job], j.last_success_at, None if j.catching_up is None else
+            j.catching_up.since) for j in job_views)
+        last_audit = audited.get(name)
         view = LicenseView(
             name=name, configured=name in configured, day=day, daily_budget=budget,
             reserve=reserve, spent=used, left=max(spendable - used, 0),
@@ -272,7 +359,11 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
             credentials_refused=refused,
             credentials_refused_at=stop.auth_rejected_at if refused and stop is not None else None,
             paused_until=paused, paused_reason=stop.blocked_reason if paused and stop else None,
-            quarantined=quarantined.get(name, 0), audit_problems=audited.get(name),
+            quarantined=quarantined.get(name, 0),
+            audit_problems=None if last_audit is None else last_audit.problems,
+            audit_at=None if last_audit is None else last_audit.ran_at,
+            audit_kinds=None if last_audit is None else last_audit.kinds,
+            history_loading=loading,
             jobs=job_views,
             requests=tuple(by_outcome.get(name, ())),
             hourly=tuple(hourly.get(name, [0] * HOURS_SHOWN)),
@@ -291,14 +382,15 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
                   stop_signs=tuple(general))
 
 
-_NO_STATE = (None,) * 7
+_NO_STATE = (None,) * 11
 _OWNING = frozenset(job.name for job in registry.JOBS if job.table is not None)  # jobs with rows
 
 
 def _job_view(license: str, job: str, state: tuple[Any, ...] | None,
               rows: Mapping[tuple[str, str], int], made: Plan | None, off: str | None,
-              now: dt.datetime) -> JobView:
-    cursor, success, attempt, next_run, error, error_at, disabled = state or _NO_STATE
+              now: dt.datetime, today: dt.date) -> JobView:
+    (cursor, success, attempt, next_run, error, error_at, disabled, since, from_day, first,
+     reached) = state or _NO_STATE
     return JobView(
         job=job,
         table_rows=rows.get((license, job), 0) if job in _OWNING else None,
@@ -311,6 +403,7 @@ def _job_view(license: str, job: str, state: tuple[Any, ...] | None,
         last_error_at=error_at if error else None,
         disabled=off or disabled,
         lag_seconds=None if success is None else max((now - success).total_seconds(), 0.0),
+        catching_up=None if since is None else catch_up(since, from_day, first, reached, today, now),
     )
 
 
@@ -548,6 +641,10 @@ def _license_json(lic: LicenseView) -> dict[str, Any]:
         "blocked_reason": lic.paused_reason,
         "quarantined": lic.quarantined,
         "audit_problems": lic.audit_problems,
+        "audit": None if lic.audit_at is None else {
+            "ran_at": lic.audit_at.isoformat(), "problems": lic.audit_problems,
+            "kinds": lic.audit_kinds, "listed_by": audit.command(lic.name)},
+        "history_loading": lic.history_loading,
         "stop_signs": [sign.__dict__ for sign in lic.stop_signs],
         "requests_today": {f"{r.function} {r.outcome}": r.today for r in lic.requests if r.today},
         "requests_per_hour": list(lic.hourly),
@@ -562,5 +659,14 @@ def _license_json(lic: LicenseView) -> dict[str, Any]:
             "last_error": job.last_error,
             "last_error_at": _iso(job.last_error_at),
             "disabled": job.disabled,
+            "catching_up": None if job.catching_up is None else _catch_up_json(job.catching_up),
         } for job in lic.jobs],
     }
+
+
+def _catch_up_json(up: CatchUp) -> dict[str, Any]:
+    return {"since": up.since.isoformat(),
+            "first_day": None if up.first_day is None else up.first_day.isoformat(),
+            "reached_day": None if up.reached_day is None else up.reached_day.isoformat(),
+            "days_done": up.days_done, "days_total": up.days_total,
+            "expected_end": _iso(up.expected_end)}

@@ -346,6 +346,13 @@ sync_state = Table(
     Column("disabled_reason", Text),  # set on 1005 (module not licensed)
     Column("next_run_at", UtcDateTime()),
     Column("rescan_position", BigInteger),  # a re-scan job: the last id its windows reached
+    # An id-window job still catching up on its history (None: caught up): since when,
+    # the last stored day when it began, and the first and last stored day after its
+    # latest run (orders and invoices; coupons carry no day).
+    Column("catching_up_since", UtcDateTime()),
+    Column("catch_up_from_day", Date),
+    Column("history_first_day", Date),
+    Column("history_reached_day", Date),
     # Which process runs the job right now (daemon.claim_on): a replica takes the lease
     # with the job's state in one statement, only when the job is due, renews it while
     # the job runs and lets it go with the next run stored; a lease past
@@ -404,6 +411,7 @@ request_ledger = Table(
     Column("function", String(60), nullable=False),
     Column("params", Json(), nullable=True),  # never holds the token
     Column("purpose", String(20), nullable=False),  # backfill, run, call, check
+    Column("job", String(40)),  # the daemon's job, or the backfill's resource, that sent it
     Column("attempt", SmallInteger, nullable=False),
     Column("outcome", String(20), nullable=False),  # pending, ok, empty, api_error, failed
     Column("error_code", Integer),
@@ -451,6 +459,7 @@ audit_runs = Table(
     Column("ran_at", UtcDateTime(), nullable=False),
     Column("problems", Integer, nullable=False),
     Column("report", Json(), nullable=False),
+    Column("kinds", Json()),  # problems by kind (audit.KINDS)
     Index(None, "license", "ran_at"),
 )
 

@@ -29,12 +29,12 @@ from rich.text import Text
 from sqlalchemy import Engine, func, select
 
 from syncer import reports, writers
-from syncer import tables as t
 from syncer.backfill import Reporter, Summary
+from syncer.jobs import HISTORY_DAY
 from syncer.load import Counts
 from syncer.outcomes import EXIT_BUDGET
 from syncer.redact import redact
-from syncer.status import Status, when
+from syncer.status import Status, audit_words, catching_up_words, when
 from syncer.sync import PullResult
 
 
@@ -50,9 +50,6 @@ errors = Console(stderr=True, width=_width(sys.stderr))
 
 # --- backfill ----------------------------------------------------------------------------
 
-# The day each stored record of a history belongs to: orders and invoices carry their
-# time, so a backfill's progress is how far its days have come (coupons do not: they pulse).
-HISTORY_DAY = {"orders": t.orders.c.business_date, "invoices": t.invoices.c.invoice_date}
 
 
 class EtaColumn(ProgressColumn):
@@ -215,6 +212,10 @@ def print_status(status: Status) -> None:
             colour = "red" if sign.severity == "error" else "yellow"
             console.print(f"[{colour}]  {escape(sign.says)} {escape(sign.todo)}[/{colour}]",
                           highlight=False)
+        for job in lic.catching_up:
+            console.print(f"[yellow]  {escape(catching_up_words(job.job, job, status.now, tz))}"
+                          "[/yellow]", highlight=False)
+        console.print(f"  {escape(audit_words(lic, tz))}", highlight=False)
         table = RichTable()
         for name in ("job", "rows", "cursor", "last success", "next run", "planned today", "last error"):
             table.add_column(name)

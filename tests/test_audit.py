@@ -27,6 +27,7 @@ from syncer.config import (
     Config,
     DatabaseConfig,
     LicenseConfig,
+    ResourceConfig,
     ScheduleConfig,
 )
 from syncer.daemon import Daemon
@@ -34,6 +35,7 @@ from syncer.db import make_engine, migrate
 from syncer.ops import serve
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import MISSING_RUN, OFF_LINES, OVERPAID, Order
+from syncer.status import audit_words
 from syncer.status import build as build_status
 from tests.conftest import ANCHOR, LICENSE, SUITE_DATABASES, TOKEN, database
 from tests.helpers import cli_env, ledger_count, run_cli
@@ -265,10 +267,27 @@ def test_a_gap_is_confirmed_only_where_an_answered_window_covered_it(engine: Eng
     assert gaps_of(lic, "orders") == [(3, 5, "confirmed"), (6, 8, "not_asked"),
                                       (11, 14, "confirmed"), (15, 15, "quarantined"),
                                       (16, 19, "confirmed")]
-    # The range not yet asked and the quarantined record are problems; the list refreshes
-    # were never made (no sync state), so every full list is stale too.
-    assert {s["resource"] for s in lic["stale_lists"]} >= {"products", "categories"}
-    assert lic["problems"] == 1 + 1 + len(lic["stale_lists"])
+    # The range not yet asked and the quarantined record are problems. The full lists were
+    # never refreshed, but the license's first request was just now: not due yet.
+    assert lic["stale_lists"] == []
+    assert lic["problems"] == 1 + 1
+    assert lic["kinds"] == {"id_gaps": 1, "quarantine": 1}
+
+
+def test_a_list_never_refreshed_is_a_problem_only_once_its_interval_has_passed(
+    engine: Engine
+) -> None:
+    """A fresh install is not "stale": a list never stored counts from the license's first
+    request, after the list's longest interval of opening hours."""
+    cfg = config(str(engine.url))
+    with engine.connect() as conn:
+        assert audit.stale_lists(conn, cfg, "shop", NOW) == []  # nothing ever sent
+    with engine.begin() as conn:
+        ledger_window(conn, 1, 5)  # the first request, at NOW (10:00, opening time)
+    with engine.connect() as conn:
+        assert audit.stale_lists(conn, cfg, "shop", NOW + dt.timedelta(minutes=20)) == []
+        late = audit.stale_lists(conn, cfg, "shop", NOW + dt.timedelta(minutes=40))
+        assert [(s["resource"], s["why"]) for s in late] == [("pos_tables", "never refreshed")]
 
 
 def test_full_lists_are_stale_after_their_planned_interval_of_opening_hours(engine: Engine) -> None:
@@ -316,12 +335,35 @@ def test_open_days_without_a_ticket_follow_the_opening_hours(engine: Engine) -> 
         assert audit.open_days_without_tickets(conn, weekdays, "nobody", None, sunday) == []
 
 
-def test_the_daemon_audits_each_license_once_a_day(db_url: str, sim: Simulator) -> None:
+@pytest.fixture
+def live_sim() -> Iterator[Simulator]:
+    """A shop whose history runs up to now (the `sim` fixture's ends on ANCHOR: every day
+    since would be an open day without a ticket)."""
+    simulator = Simulator(generate(seed=1, orders=600), licenses={LICENSE: TOKEN})
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+def test_a_fresh_install_is_audited_once_its_history_is_in_then_once_a_day(
+    db_url: str, live_sim: Simulator
+) -> None:
+    """The daemon's start-up audit finds nothing stored yet: it waits ("history still
+    loading") instead of reporting every id as missing, and audits when the history jobs
+    are in; a healthy install then has no problem. Then once a day."""
+    sim = live_sim
     engine = make_engine(db_url)
     migrate(engine)
     cfg = Config(database=DatabaseConfig(url=db_url),
                  api=ApiConfig(base_url=sim.base_url, max_attempts=2),
-                 licenses=(LicenseConfig(name=LICENSE, token=SecretStr(TOKEN)),))
+                 licenses=(LicenseConfig(name=LICENSE, token=SecretStr(TOKEN)),),
+                 resources={"orders": ResourceConfig(window=1000)})  # the history in one run
+    # Before any sync: still loading, so not audited (the start-up audit of the daemon).
+    assert audit.run_daily(engine, cfg) == 0
+    [view] = build_status(engine, cfg).licenses
+    assert view.history_loading and view.audit_problems is None
+    assert audit_words(view, cfg.api.tz) == \
+        "Audit: history still loading; the audit runs when it is in"
     daemon = Daemon(engine, cfg)
     daemon.start()
     try:
@@ -331,21 +373,26 @@ def test_the_daemon_audits_each_license_once_a_day(db_url: str, sim: Simulator) 
             time.sleep(0.2)
             with engine.connect() as conn:
                 runs = list(conn.execute(select(t.audit_runs)).all())
+        time.sleep(1)  # no second audit follows
     finally:
         assert daemon.stop(timeout=10)
     try:
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(t.audit_runs)).scalar_one() == 1
+            assert not audit.history_loading(conn, cfg, LICENSE)
+            first_order = conn.execute(select(func.min(t.orders.c.synced_at))).scalar()
         (run,) = runs
-        assert run.license == LICENSE
+        assert run.license == LICENSE and run.ran_at >= first_order  # after the history came
         report = run.report if isinstance(run.report, dict) else json.loads(run.report)
-        assert run.problems == report["problems"]
+        assert run.problems == report["problems"] == 0, audit.describe(report)
         assert report["licenses"][0]["license"] == LICENSE
         # Within the day it does not run again; a day later it does.
         assert audit.run_daily(engine, cfg, clock=lambda: run.ran_at + dt.timedelta(hours=23)) == 0
         assert audit.run_daily(engine, cfg, clock=lambda: run.ran_at + dt.timedelta(hours=25)) == 1
         with engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(t.audit_runs)).scalar_one() == 2
-            assert audit.latest(conn) == {LICENSE: conn.execute(
-                select(t.audit_runs.c.problems).order_by(t.audit_runs.c.ran_at.desc())).scalar()}
+            assert audit.latest(conn)[LICENSE].problems == conn.execute(
+                select(t.audit_runs.c.problems).order_by(t.audit_runs.c.ran_at.desc())).scalar()
             newest = conn.execute(select(t.audit_runs.c.problems)
                                   .order_by(t.audit_runs.c.ran_at.desc())).scalar()
         # The newest audit's count is the metric, and the status JSON's audit_problems.
@@ -362,3 +409,35 @@ def test_the_daemon_audits_each_license_once_a_day(db_url: str, sim: Simulator) 
         assert view.audit_problems == newest
     finally:
         engine.dispose()
+
+
+def test_a_completed_backfill_audits_and_status_shows_the_problems_by_kind(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The end of a backfill is an audit's moment (the history is in): `syncer status`
+    then shows its problems by kind and the command that lists them."""
+    sim = Simulator(generate(seed=1, orders=600, anomalies=True), licenses={LICENSE: TOKEN})
+    sim.start()
+    try:
+        env = cli_env(db_url, sim.base_url)
+        assert run_cli(["backfill"], env, cwd=tmp_path).exit_code == 0
+        engine = make_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                [run] = conn.execute(select(t.audit_runs)).all()
+        finally:
+            engine.dispose()
+        listed = run_cli(["audit", "--license", LICENSE, "--json"], env, cwd=tmp_path)
+        found = json.loads(listed.stdout)["licenses"][0]
+        assert run.problems == found["problems"] > 0
+        kinds = run.kinds if isinstance(run.kinds, dict) else json.loads(run.kinds)
+        assert kinds == found["kinds"] == {"tickets_payments_off": 1, "tickets_lines_off": 1}
+        text = run_cli(["status"], env, cwd=tmp_path).output
+        assert (f"2 problem(s): 1 ticket(s) whose payments differ from the total; 1 ticket(s) "
+                f"whose lines differ from the total (listed by `syncer audit --license {LICENSE}`)"
+                ) in " ".join(text.split())
+        report = json.loads(run_cli(["status", "--json"], env, cwd=tmp_path).stdout)
+        assert report["licenses"][0]["audit"]["kinds"] == kinds
+        assert report["licenses"][0]["history_loading"] is False
+    finally:
+        sim.stop()

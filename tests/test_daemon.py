@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import signal
 import subprocess
 import threading
@@ -19,8 +20,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
+from syncer import jobs as registry
 from syncer import tables as t
 from syncer.cli import STOP_TIMEOUT
 from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, ResourceConfig, ScheduleConfig
@@ -625,3 +627,77 @@ def test_each_job_run_logs_one_line_and_each_day_a_summary(
         for lic in daemon.licenses:
             lic.close()
         sim.stop()
+
+
+def test_each_job_line_counts_its_own_requests_while_other_jobs_run_beside_it(
+    db_url: str, db: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two jobs of one license at once (they share its ledger): each run's line says the
+    requests that job sent, the ledger rows carry the job, and the lines add up to the
+    ledger."""
+    sim = Simulator(generate(seed=1, orders=300, anchor=ANCHOR), licenses={LICENSE: TOKEN})
+    sim.start()
+    caplog.set_level(logging.INFO, logger="syncer.daemon")
+    lic = LicenseJobs(db, make_config(db_url, sim), make_config(db_url, sim).licenses[0], owner="t")
+    try:
+        lic.run("printers")  # the credentials are accepted: requests no longer go one at a time
+        sim.inject_fault("slow", 1, delay=1.5)  # the orders job's request hangs 1.5 s ...
+        slow = threading.Thread(target=lic.run, args=("orders",))
+        slow.start()
+        time.sleep(0.3)
+        for job in ("products", "customers", "orders_recheck"):  # ... while these run
+            lic.run(job)
+        slow.join(20)
+        assert not slow.is_alive()
+    finally:
+        lic.close()
+        sim.stop()
+    said = {}
+    for record in caplog.records:
+        found = re.match(rf"{LICENSE}/(\w+): (\d+) request\(s\), ", record.getMessage())
+        if found:
+            said[found.group(1)] = int(found.group(2))
+    assert set(said) == {"printers", "orders", "products", "customers", "orders_recheck"}
+    with db.connect() as conn:
+        rows = conn.execute(select(t.request_ledger.c.job, t.request_ledger.c.function)).all()
+    mine: dict[str, list[str]] = defaultdict(list)
+    for job, function in rows:
+        mine[job].append(function)
+    assert said == {job: len(functions) for job, functions in mine.items()}
+    assert said["orders"] == 1 and said["orders_recheck"] == 2  # yesterday and today
+    assert sum(said.values()) == len(rows) == sim.stats()["requests"]
+    for job, functions in mine.items():  # each row is the job's own function
+        assert set(functions) == {registry.BY_NAME[job].resource.function}, job
+
+
+@pytest.mark.parametrize(("from_day", "reached_day", "audits"), [
+    (dt.date(2026, 10, 20), dt.date(2026, 10, 25), 1),  # days of history came: audit
+    (dt.date(2026, 10, 25), dt.date(2026, 10, 25), 0),  # one full window of a busy hour
+])
+def test_the_end_of_a_catch_up_audits_when_it_loaded_history(
+    db_url: str, db: Engine, from_day: dt.date, reached_day: dt.date, audits: int
+) -> None:
+    clock = FakeClock(dt.datetime(2026, 10, 27, 18, 0, tzinfo=BRUSSELS))
+    sim = Simulator(generate(seed=1, orders=300, anchor=ANCHOR), licenses={LICENSE: TOKEN}, clock=clock)
+    sim.start()
+    config = make_config(db_url, sim)
+    before = clock() - dt.timedelta(hours=1)
+    with db.begin() as conn:
+        for job in ("invoices", "coupons"):
+            conn.execute(insert(t.sync_state).values(license=LICENSE, resource=job,
+                                                     last_success_at=before))
+        conn.execute(insert(t.sync_state).values(
+            license=LICENSE, resource="orders", last_success_at=before, catching_up_since=before,
+            catch_up_from_day=from_day, history_first_day=dt.date(2026, 10, 1),
+            history_reached_day=reached_day))
+    lic = LicenseJobs(db, config, config.licenses[0], owner="t", clock=clock)
+    try:
+        result = lic.run("orders")  # 300 orders: the window is not full, the history is in
+    finally:
+        lic.close()
+        sim.stop()
+    assert result.ran and result.error is None
+    with db.connect() as conn:
+        state = conn.execute(select(t.sync_state).where(t.sync_state.c.resource == "orders")).one()
+        assert state.catching_up_since is None and state.history_reached_day is None
+        assert conn.execute(select(func.count()).select_from(t.audit_runs)).scalar_one() == audits

@@ -6,6 +6,7 @@ to the same numbers."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import itertools
 import json
 import os
@@ -18,20 +19,24 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import websocket
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine
+from pydantic import SecretStr
+from sqlalchemy import Engine, insert
 
-from syncer.config import load_config
+from syncer import tables as t
+from syncer.config import ApiConfig, Config, LicenseConfig, ResourceConfig, load_config
 from syncer.daemon import Daemon
+from syncer.ledger import api_day, utcnow
 from syncer.ops import serve
 from syncer.simulator import Simulator, generate
-from syncer.status import _job_names, outcome_label
+from syncer.status import CatchUp, _job_names, build, catch_up, outcome_label, when
 from tests.conftest import ANCHOR, LICENSE, TOKEN, Leaks
-from tests.helpers import cli_env, finish, run_cli, spawn_serving_daemon
+from tests.helpers import FakeClock, cli_env, finish, run_cli, spawn_serving_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy/prometheus"
@@ -217,7 +222,9 @@ def test_the_status_page_in_headless_chromium(
         assert "What to do: Fix the license name or token in the config, then restart" in stopped
         assert browser.js(f"document.querySelector('#license-{LICENSE}').dataset.state") != "stopped"
         demo = browser.js(f"document.querySelector('#license-{LICENSE}').innerText")
-        assert re.search(r"Orders: as of \d{4}-\d\d-\d\d \d\d:\d\d CES?T", demo), demo
+        # 600 orders: the first window of 500 was full, so the history may still be catching up.
+        assert re.search(r"Orders: (as of \d{4}-\d\d-\d\d \d\d:\d\d CES?T|catching up on "
+                         r"history: \d{4}-\d\d-\d\d reached, day \d+ of \d+)", demo), demo
         assert browser.js("document.querySelectorAll('svg.hourly rect').length") == 48
         # Read-only: nothing to click that could change anything, and no script at all.
         assert browser.js("document.querySelectorAll('form,button,input,select,textarea,a,script')"
@@ -243,6 +250,184 @@ def test_the_status_page_in_headless_chromium(
         out = finish(proc, timeout=20)
         sim.stop()
     assert proc.returncode == 0, out
+
+
+# Each state of a day's budget: (spent, refused credentials, paused by a 1003).
+BUDGET_STATES = {"fresh": (0, False, False), "midday": (44, False, False),
+                 "spent": (450, False, False), "reserve": (470, False, False),
+                 "stopped": (5, True, False), "paused": (450, False, True)}
+
+
+def test_the_budget_legend_adds_up_to_the_bar_in_every_state(
+    engine: Engine, tmp_path: Path, browser: Browser
+) -> None:
+    """The legend's numbers add up to the bar, and each colour's number is the width of
+    the segment it colours, read from the page Chromium rendered: a fresh day, mid-day,
+    the scheduled budget spent, the reserve partly spent by `syncer call`, credentials
+    refused and a 1003 pause."""
+    config = Config(api=ApiConfig(daily_budget=500, reserve=50),
+                    licenses=tuple(LicenseConfig(name=name, token=SecretStr(f"token-{name}"))
+                                   for name in BUDGET_STATES))
+    now = utcnow()
+    with engine.begin() as conn:
+        for lic in config.licenses:
+            spent, refused, paused = BUDGET_STATES[lic.name]
+            if spent:
+                conn.execute(insert(t.request_budget).values(
+                    license=lic.name, day=api_day(now, config.api.tz), spent=spent))
+            if refused or paused:
+                conn.execute(insert(t.license_state).values(
+                    license=lic.name, updated_at=now,
+                    auth_rejected_fingerprint=lic.fingerprint() if refused else None,
+                    auth_rejected_reason="API error 1002: name or token not valid" if refused else None,
+                    blocked_until=now + dt.timedelta(hours=2) if paused else None,
+                    blocked_reason="API error 1003: daily limit reached" if paused else None))
+    server = serve(Daemon(engine, config), "127.0.0.1", 0)
+    try:
+        browser.call("Emulation.setDeviceMetricsOverride", width=1000, height=2000,
+                     deviceScaleFactor=1, mobile=False)
+        browser.call("Page.navigate", url=f"http://127.0.0.1:{server.server_address[1]}/")
+        browser.wait_for("Page.loadEventFired", timeout=30)
+        shown = browser.js("""[...document.querySelectorAll('section.license')].map(s => {
+            const bar = s.querySelector('.bar').getBoundingClientRect().width;
+            const legend = {};
+            s.querySelectorAll('.legend b').forEach(b => legend[b.className.slice(2)] = +b.textContent);
+            const widths = {};
+            s.querySelectorAll('.bar span').forEach(
+                span => widths[span.className] = span.getBoundingClientRect().width);
+            return {name: s.id.slice(8), state: s.dataset.state, bar, legend, widths,
+                    text: s.querySelector('.legend').innerText};
+        })""")
+    finally:
+        server.shutdown()
+    status = build(engine, config, now=now)
+    assert [lic["name"] for lic in shown] == list(BUDGET_STATES)
+    for lic in shown:
+        legend, widths, bar = lic["legend"], lic["widths"], lic["bar"]
+        name = lic["name"]
+        parts = {k: legend[k] for k in ("spent", "planned", "free", "reserve")}
+        assert sum(parts.values()) == legend["budget"] == 500, lic
+        assert abs(sum(widths.values()) - bar) <= 1, lic  # the segments fill the bar
+        for part, value in parts.items():  # each number is its segment's width
+            assert abs(widths.get(part, 0) - bar * value / 500) <= 1, (name, part, lic)
+        model = status.license(name)
+        assert model is not None
+        assert parts["spent"] == model.spent == BUDGET_STATES[name][0]
+        assert parts["planned"] + parts["free"] == model.left, lic
+    by_name = {lic["name"]: lic for lic in shown}
+    assert by_name["fresh"]["legend"]["reserve"] == 50 and by_name["fresh"]["legend"]["spent"] == 0
+    assert by_name["midday"]["legend"]["planned"] > 0
+    assert by_name["spent"]["legend"]["free"] == by_name["spent"]["legend"]["planned"] == 0
+    assert by_name["reserve"]["legend"]["reserve"] == 30  # 20 of the 50 spent by `syncer call`
+    assert by_name["stopped"]["state"] == by_name["paused"]["state"] == "stopped"
+    assert by_name["stopped"]["legend"]["planned"] == 0  # nothing is sent: nothing planned
+    assert "spent 44" in by_name["midday"]["text"] and "of 500 today" in by_name["midday"]["text"]
+
+
+CATCHING_UP_SHOT = Path("/tmp/cloudpos-syncer-status-page-catching-up.png")
+
+
+def test_catching_up_on_history_is_its_own_state_on_the_page_in_status_and_metrics(
+    db_url: str, engine: Engine, tmp_path: Path, browser: Browser, leaks: Leaks
+) -> None:
+    """A daemon started without a backfill loads the orders' history one window per run:
+    meanwhile the page, `syncer status` (text and JSON) and /metrics say it is catching up,
+    how far its days have come and the expected end, never "Orders: as of 2 min ago";
+    once it is in, the orders are fresh again and the audit has run."""
+    clock = FakeClock(dt.datetime(2026, 10, 27, 18, 0, tzinfo=ZoneInfo("Europe/Brussels")))
+    sim = Simulator(generate(seed=1, orders=600, anchor=ANCHOR), licenses={LICENSE: TOKEN},
+                    clock=clock)
+    sim.start()
+    env = cli_env(db_url, sim.base_url)
+    config = Config(api=ApiConfig(base_url=sim.base_url),
+                    licenses=(LicenseConfig(name=LICENSE, token=SecretStr(TOKEN)),),
+                    resources={"orders": ResourceConfig(window=50, min_window=50, max_window=50)})
+    daemon = Daemon(engine, config, clock=clock)
+    server = serve(daemon, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for _ in range(4):
+            daemon.run_due()
+            clock.advance(minutes=2)
+        status = build(engine, config, now=clock())
+        [lic] = status.licenses
+        orders = lic.job("orders")
+        assert orders is not None and orders.catching_up is not None
+        up = orders.catching_up
+        assert up.first_day is not None and up.reached_day is not None
+        assert up.days_done is not None and up.days_total is not None
+        assert up.first_day <= up.reached_day < ANCHOR and 0 < up.days_done < up.days_total
+        assert up.days_total == (ANCHOR - up.first_day).days
+        assert up.expected_end is not None and up.expected_end > clock()
+        assert lic.history_loading and lic.audit_at is None
+
+        browser.call("Emulation.setDeviceMetricsOverride", width=1000, height=1400,
+                     deviceScaleFactor=1, mobile=False)
+        browser.call("Page.navigate", url=f"{base}/")
+        browser.wait_for("Page.loadEventFired", timeout=30)
+        section = browser.js(f"document.querySelector('#license-{LICENSE}').innerText")
+        leaks.add("page", browser.js("document.documentElement.outerHTML"))
+        assert "Orders: as of" not in section
+        assert (f"Orders: catching up on history: {up.reached_day.isoformat()} reached, day "
+                f"{up.days_done} of {up.days_total} ({100 * up.days_done // up.days_total} %); "
+                f"expected end about {when(up.expected_end, config.api.tz)}") in section
+        assert "Audit: history still loading; the audit runs when it is in" in section
+        width = browser.js("document.querySelector('.catching-up .bar span').getBoundingClientRect()"
+                           ".width / document.querySelector('.catching-up .bar')"
+                           ".getBoundingClientRect().width")
+        assert abs(width - up.days_done / up.days_total) < 0.01  # the bar counts the days
+        shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        CATCHING_UP_SHOT.write_bytes(base64.b64decode(shot["data"]))
+
+        families = metrics(get(f"{base}/metrics"))
+        labels = {"license": LICENSE, "sync_job": "orders"}
+        assert sample(families, "syncer_job_catching_up", **labels) == 1
+        assert sample(families, "syncer_job_catching_up", license=LICENSE, sync_job="products") == 0
+        assert sample(families, "syncer_job_catch_up_days_left", **labels) == \
+            up.days_total - up.days_done
+        assert abs(sample(families, "syncer_job_catch_up_end_timestamp_seconds", **labels)
+                   - up.expected_end.timestamp()) <= 1
+
+        text = run_cli(["status"], env, cwd=tmp_path).output
+        assert f"orders: catching up on history: {up.reached_day.isoformat()} reached" in text
+        assert "Audit: history still loading" in text
+        report = json.loads(run_cli(["status", "--json"], env, cwd=tmp_path).stdout)
+        [shown] = [r for r in report["licenses"][0]["resources"] if r["resource"] == "orders"]
+        assert shown["catching_up"]["reached_day"] == up.reached_day.isoformat()
+        assert shown["catching_up"]["days_done"] == up.days_done
+        assert report["licenses"][0]["history_loading"] is True
+
+        for _ in range(30):  # until the history is in
+            daemon.run_due()
+            clock.advance(minutes=2)
+        [lic] = build(engine, config, now=clock()).licenses
+        orders = lic.job("orders")
+        assert orders is not None and orders.catching_up is None and not lic.history_loading
+        assert lic.audit_at is not None and lic.audit_problems == 0  # audited once it was in
+        page = get(f"{base}/")
+        assert "Orders: as of " in page and "catching up" not in page
+        assert "no problem" in page
+        assert sample(metrics(get(f"{base}/metrics")), "syncer_job_catching_up", **labels) == 0
+    finally:
+        server.shutdown()
+        for lic_jobs in daemon.licenses:
+            lic_jobs.close()
+        sim.stop()
+
+
+def test_a_catch_up_counts_days_as_the_backfill_and_expects_its_end_at_its_pace() -> None:
+    since = dt.datetime(2026, 12, 6, 10, 0, tzinfo=dt.UTC)
+    now = since + dt.timedelta(hours=2)
+    # From Nov 1 to Nov 11 in two hours: the 25 days left to Dec 6 take five more.
+    up = catch_up(since, dt.date(2026, 11, 1), dt.date(2026, 10, 1), dt.date(2026, 11, 11),
+                  dt.date(2026, 12, 6), now)
+    assert (up.days_done, up.days_total, up.days_left) == (41, 66, 25)
+    assert up.expected_end == now + dt.timedelta(hours=5)
+    # No day gained yet: no pace, no end; a history without days (coupons): since only.
+    assert catch_up(since, dt.date(2026, 11, 11), dt.date(2026, 10, 1), dt.date(2026, 11, 11),
+                    dt.date(2026, 12, 6), now).expected_end is None
+    assert catch_up(since, None, None, None, dt.date(2026, 12, 6), now) == CatchUp(
+        since, None, None, None, None, None)
 
 
 # --- one model, three views ----------------------------------------------------------------
@@ -278,11 +463,13 @@ def test_status_json_metrics_and_the_page_say_the_same_numbers(
         return int(re.search(rf"class=v-{name}>(\d+)<", section).group(1))  # type: ignore[union-attr]
 
     for key, metric, shown in (("requests_used_today", "syncer_requests_spent_today", "spent"),
-                               ("requests_left_today", "syncer_requests_left_today", "left"),
                                ("requests_planned_today", "syncer_requests_planned_today", "planned"),
                                ("daily_budget", "syncer_requests_daily_budget", "budget"),
                                ("reserve", "syncer_requests_reserve", "reserve")):
         assert sample(families, metric, license=LICENSE) == lic[key] == on_page(shown), key
+    # The bar's left part is what is planned of it and what is not.
+    assert sample(families, "syncer_requests_left_today", license=LICENSE) == \
+        lic["requests_left_today"] == on_page("planned") + on_page("free")
     assert sample(families, "syncer_quarantine_records", license=LICENSE) == lic["quarantined"]
     assert f"Quarantine: <b>{lic['quarantined']}</b>" in section
     today = sum(lic["requests_today"].values())
@@ -334,10 +521,12 @@ def test_metrics_are_the_readme_ones_with_their_types(
     with_samples = {s.name for family in families.values() for s in family.samples}
     for name, kind in readme_metrics().items():
         assert exposed.get(name) == kind, (name, kind, exposed.get(name))
-        # Every metric has samples here, but the pause (only while paused) and the audit
-        # (only once the daemon's first daily audit is stored; its own test checks it).
+        # Every metric has samples here, but the pause (only while paused), the audit (only
+        # once the first audit is stored) and a catch-up's figures (only while one runs):
+        # their own tests check them.
         assert name in with_samples or name in (
-            "syncer_license_paused_until_timestamp_seconds", "syncer_audit_problems"), name
+            "syncer_license_paused_until_timestamp_seconds", "syncer_audit_problems",
+            "syncer_job_catch_up_days_left", "syncer_job_catch_up_end_timestamp_seconds"), name
     # ... and the table lists every syncer_ metric there is.
     assert {n for n in exposed if n.startswith("syncer_")} <= set(readme_metrics())
     assert sample(families, "syncer_up") == 1
