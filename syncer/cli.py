@@ -163,6 +163,28 @@ def licenses_of(config: Config, names: Sequence[str]) -> list[LicenseConfig]:
     return [known[n] for n in dict.fromkeys(names)]  # a name given twice runs once
 
 
+def licenses_in(engine: Engine, config: Config, names: Sequence[str]) -> list[LicenseConfig]:
+    """For commands that read only the database (rebuild, doctor without --fresh): the
+    licenses the config names and those the database knows, as `status` lists them; no
+    token is needed, since nothing is sent."""
+    from syncer.status import stored_licenses  # noqa: PLC0415
+
+    configured = {lic.name: lic for lic in config.licenses}
+    with engine.connect() as conn:
+        stored = stored_licenses(conn)
+    known = {**configured, **{n: LicenseConfig(name=n) for n in sorted(stored - set(configured))}}
+    if not known:
+        fail(f"no license in {config.source} nor in the database ({describe(engine)}): load "
+             "data first with `syncer backfill` (or `syncer demo`)", EXIT_USAGE)
+    if not names:
+        return list(known.values())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        fail(f"unknown license {unknown}; configured or in the database: {sorted(known)}",
+             EXIT_USAGE)
+    return [known[n] for n in dict.fromkeys(names)]
+
+
 def open_database(config: Config, *, migrate_first: bool = True, existing: bool = False,
                   missing_hint: str = "load data first with `syncer backfill`") -> Engine:
     """The configured database, migrated. `existing`: for commands that only read (status,
@@ -694,8 +716,8 @@ def rebuild(state: State, license_names: tuple[str, ...], resource_names: tuple[
     from syncer.rebuild import rebuild as rebuild_license  # noqa: PLC0415
 
     config = state.config
-    licenses = licenses_of(config, license_names)
-    engine = open_database(config)
+    engine = open_database(config, existing=True)
+    licenses = licenses_in(engine, config, license_names)
     chosen = _resources_of(resource_names)
     for lic in licenses:
         try:
@@ -772,7 +794,8 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
     from syncer import doctor as doc  # noqa: PLC0415
 
     config = state.config
-    licenses = licenses_of(config, license_names)
+    # Without --fresh it reads only the database: any license it holds (as `status`).
+    licenses = licenses_of(config, license_names) if fresh else []
     chosen = list(res.RESOURCES)
     now = utcnow()
     if fresh and not yes:
@@ -782,7 +805,10 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
             fail(f"doctor --fresh would {what}; confirm with --yes (no terminal to ask on)",
                  EXIT_USAGE)
         confirm(f"This will {what}. Go on?")
-    engine = open_database(config)  # after the question: a "no" changes nothing, not even the schema
+    # After the question: a "no" changes nothing, not even the schema.
+    engine = open_database(config, existing=not fresh)
+    if not fresh:
+        licenses = licenses_in(engine, config, license_names)
     found = []
     for lic in licenses:
         fresh_errors = None
