@@ -49,11 +49,14 @@ class Reporter:
         log.info("%s/%s: started", summary.license, summary.resource)
 
     def advanced(self, summary: Summary, result: PullResult) -> None:
-        log.info("%s/%s: %d records (%d bytes), cursor %s", summary.license, summary.resource,
-                 result.records, result.nbytes, summary.cursor)
+        # A full list has no cursor: only an id window's is worth a word.
+        log.info("%s/%s: %d record(s) (%d bytes)%s", summary.license, summary.resource,
+                 result.records, result.nbytes,
+                 "" if summary.cursor is None else f", cursor {summary.cursor}")
 
     def finished(self, summary: Summary) -> None:
-        log.info("%s/%s: %s %s", summary.license, summary.resource, summary.status, summary.note)
+        log.info("%s/%s: %s%s", summary.license, summary.resource, summary.status,
+                 f" ({summary.note})" if summary.note else "")
 
 
 class Stop(Exception):

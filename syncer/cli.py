@@ -286,7 +286,7 @@ def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime |
 
 @cli.command()
 @click.option("--http", "http_addr", default=None, metavar="HOST:PORT",
-              help="Serve /healthz and /metrics here (e.g. 0.0.0.0:9108).")
+              help="Serve the status page (/), /healthz and /metrics here (e.g. 0.0.0.0:9108).")
 @click.option("--license", "license_names", multiple=True, help="Only these licenses.")
 @click.option("--once", is_flag=True, help="Run the jobs that are due once, then exit (for cron).")
 @click.pass_obj
@@ -340,6 +340,10 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:  # before serving: a refused second daemon must not first say it serves a page
+        daemon.claim_writer()
+    except DaemonConflict as exc:
+        fail(str(exc))
     server = None
     if host is not None:
         from syncer.ops import serve  # noqa: PLC0415
@@ -347,6 +351,7 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
         try:  # before the daemon starts: a port in use must not leave a daemon behind
             server = serve(daemon, host, port)
         except OSError as exc:
+            daemon.release_writer()
             fail(f"--http {http_addr}: cannot listen there: {exc.strerror or exc}", EXIT_USAGE)
     try:
         daemon.start()
@@ -445,7 +450,10 @@ def check(state: State, online: bool) -> None:
                     rt.client.fetch("get-printers")
                 console.print(f"license {lic.name}: credentials accepted")
             except (CloudPosError, Exception) as exc:
-                console.print(f"[red]license {lic.name}: {redact(str(exc))}[/red]")
+                # A stop's message may name the license itself: the line has just named it.
+                said = redact(str(exc)).removeprefix(f"license {lic.name!r}: ")
+                console.print(f"[red]license {escape(lic.name)}: {escape(said)}[/red]",
+                              highlight=False)
                 problems += 1
     sys.exit(EXIT_ERROR if problems else EXIT_OK)
 
@@ -569,7 +577,7 @@ def audit(state: State, license_name: str | None, date_from: dt.datetime | None,
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
-        for line in audit_module.describe(result):
+        for line in audit_module.describe(result, config.api.tz):
             console.print(line, markup=False, highlight=False)
     sys.exit(audit_module.EXIT_PROBLEMS if result["problems"] else EXIT_OK)
 
@@ -690,8 +698,9 @@ def demo(db_path: str, orders: int, seed: int, start_at: dt.datetime | None) -> 
     console.print(views.sales_per_day(engine, "demo"))
     for name in ("report_daily_sales", "report_vat"):
         console.print(views.last_days_of(engine, reports.get(name), config.api.tz))
+    spent = views.counted(sum(s.requests for s in summaries), "request")
     console.print(f"demo done in {time.monotonic() - started:.1f} s; "
-                  f"{sum(s.requests for s in summaries)} requests. Query it: sqlite3 {db_path}, or "
+                  f"{spent}. Query it: sqlite3 {db_path}, or "
                   f"SYNCER_DATABASE_URL=sqlite:///{db_path} syncer report report_vat")
     sys.exit(code)
 

@@ -364,24 +364,30 @@ class Daemon:
 
     def run_once(self) -> list[RunResult]:
         """`syncer run --once`: the due jobs, under the same one-daemon rule as `start`."""
-        self._lock_writer()
+        self.claim_writer()
         try:
             return self.run_due()
         finally:
             unlock_writer(self.engine, self.owner)
 
-    def _lock_writer(self) -> None:
+    def claim_writer(self) -> None:
         """A single-writer database (SQLite) has one daemon (or `run --once`) per file.
-        A holder that crashed on this host is taken over at once, not after its lease."""
+        A holder that crashed on this host is taken over at once, not after its lease.
+        `syncer run` claims it before it serves the page, so a refused second daemon says
+        nothing of serving; `start` claims it again (its own lock: a no-op)."""
         other = lock_writer(self.engine, self.owner, self.clock(), self.ttl)
         if other is not None:
             raise DaemonConflict(
                 f"another `syncer run` ({other}) already uses this SQLite database; SQLite "
                 "supports one daemon. Use Postgres to run replicas.")
 
+    def release_writer(self) -> None:
+        """Let go of the writer lock (a `syncer run` that could not start)."""
+        unlock_writer(self.engine, self.owner)
+
     def start(self) -> None:
         now = self.clock()
-        self._lock_writer()
+        self.claim_writer()
         for lic in self.licenses:
             for job, when in lic.due_times().items():
                 self._schedule(lic, job, when or now)

@@ -80,6 +80,11 @@ def backfill_progress(enabled: bool) -> Progress:
                     console=console, disable=not enabled, transient=True, expand=True)
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 request`, `2 requests`: a count with its noun in the right number."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def _counted(c: Counts) -> str:
     return f"{c.inserted:,} inserted, {c.updated:,} updated"
 
@@ -175,7 +180,8 @@ def print_summary(summaries: Sequence[Summary], started: float, code: int) -> No
     """The summary table, the request count, and below it, in full and once each, why work
     stopped, failed or was skipped (a table cell would cut a sentence short)."""
     console.print(summary_table(summaries))
-    console.print(f"{sum(s.requests for s in summaries)} requests in {time.monotonic() - started:.1f} s")
+    console.print(f"{counted(sum(s.requests for s in summaries), 'request')} in "
+                  f"{time.monotonic() - started:.1f} s", highlight=False)
     shown = _shown_status(summaries)
     for s, status, news in shown:
         if not news:

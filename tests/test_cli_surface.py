@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from click.testing import Result
 
 from syncer.simulator import Simulator
 from tests.conftest import LICENSE, TOKEN
-from tests.helpers import cli_env, run_cli
+from tests.helpers import cli_env, finish, run_cli, spawn_cli, spawn_serving_daemon
 
 
 def syncer(db_url: str, sim: Simulator, tmp_path: Path, *args: str, token: str = TOKEN) -> Result:
@@ -63,3 +68,111 @@ def test_doctor_and_rebuild_work_on_the_licenses_the_database_knows(
     # --fresh sends requests: it still needs a configured license with a token.
     fresh = run_cli(["doctor", "--fresh", "--yes"], env, cwd=tmp_path)
     assert fresh.exit_code == 2 and "no license configured" in said(fresh)
+
+
+# --- 9: wording -----------------------------------------------------------------------------
+
+
+def test_a_refused_login_is_said_once_per_line_without_repeats(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    assert syncer(sqlite_url, sim, tmp_path, "migrate").exit_code == 0
+    first = syncer(sqlite_url, sim, tmp_path, "check", "--online", token="wrong-token-0c9a")
+    assert first.exit_code == 1
+    # The request line names the function once, with no gap where parameters would be.
+    assert "GET get-printers -> 1002 " in first.output, first.output
+    assert "get-printers  ->" not in first.output and "-> get-printers:" not in first.output
+    again = syncer(sqlite_url, sim, tmp_path, "check", "--online", token="wrong-token-0c9a")
+    assert again.exit_code == 1
+    lines = [line for line in again.output.splitlines() if line.startswith("license demo:")]
+    assert lines and "license 'demo'" not in " ".join(lines), again.output
+
+
+def test_backfill_says_no_cursor_for_a_list_and_counts_one_request_in_the_singular(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    done = syncer(sqlite_url, sim, tmp_path, "backfill", "--resource", "printers")
+    assert done.exit_code == 0, done.output
+    assert "cursor None" not in done.output
+    assert "demo/printers: 4 record(s) (" in done.output
+    assert "1 request in " in done.output and "1 requests" not in done.output
+
+
+def test_check_of_an_empty_database_says_no_schema_yet(db_url: str, sim: Simulator,
+                                                       tmp_path: Path) -> None:
+    if db_url.startswith("sqlite"):  # a SQLite file is made by `migrate`: an empty one
+        Path(db_url.removeprefix("sqlite:///")).touch()
+    checked = syncer(db_url, sim, tmp_path, "check")
+    assert checked.exit_code == 1
+    assert "no schema yet; run `syncer migrate`" in said(checked)
+    assert "None" not in checked.output
+
+
+def test_a_postgres_url_as_hosting_providers_print_it_is_postgres(
+    pg_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    url = "postgres://" + pg_url.split("://", 1)[1]
+    migrated = syncer(url, sim, tmp_path, "migrate")
+    assert migrated.exit_code == 0, migrated.output
+    checked = syncer(url, sim, tmp_path, "check")
+    assert checked.exit_code == 0, checked.output
+    assert "ok (revision " in checked.output
+
+
+def test_an_http_error_shows_its_body_as_text(sqlite_url: str, tmp_path: Path) -> None:
+    body = b'{"error": "bad request"}'
+
+    class Refuses(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = cli_env(sqlite_url, f"http://127.0.0.1:{server.server_address[1]}/api/")
+        called = run_cli(["call", "get-printers"], env, cwd=tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert called.exit_code == 1
+    assert 'get-printers: HTTP 400: {"error": "bad request"}' in said(called), called.output
+    assert "HTTP 400: b'" not in called.output
+
+
+def test_audit_header_is_local_time_with_its_zone(sqlite_url: str, sim: Simulator,
+                                                  tmp_path: Path) -> None:
+    assert syncer(sqlite_url, sim, tmp_path, "backfill", "--resource", "printers").exit_code == 0
+    audited = syncer(sqlite_url, sim, tmp_path, "audit")
+    header = audited.output.splitlines()[0]
+    assert re.match(r"audit at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d CES?T \(", header), header
+
+
+def test_run_help_says_http_serves_the_status_page() -> None:
+    shown = " ".join(run_cli(["run", "--help"], {}).output.split())
+    assert "Serve the status page (/), /healthz and /metrics here" in shown
+
+
+def test_a_refused_second_daemon_does_not_first_say_it_serves(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    env = cli_env(sqlite_url, sim.base_url)
+    first, _ = spawn_serving_daemon(env, tmp_path)
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        second = spawn_cli(["run", "--http", f"127.0.0.1:{port}"], env, tmp_path)
+        out = finish(second, 60)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        finish(first, 30)
+    assert second.returncode == 1, out
+    assert "already uses this SQLite database" in out
+    assert "serving" not in out, out
