@@ -40,6 +40,8 @@ class Summary:
     status: str = "pending"  # done, stopped, failed, skipped
     note: str = ""
     cursor: int | None = None
+    outcome: str = outcomes.OK.name  # the name of its `outcomes` row ("interrupted": Ctrl-C)
+    exit_code: int = outcomes.EXIT_OK  # that outcome's
 
 
 class Reporter:
@@ -62,9 +64,10 @@ class Reporter:
 class Stop(Exception):
     """Stop the whole license: the budget or the API said so."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, outcome: str) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.outcome = outcome
 
 
 INTERRUPTED = EXIT_INTERRUPTED
@@ -99,6 +102,7 @@ class Backfill:
             summaries.append(summary)
             if stop is not None:
                 summary.status, summary.note = "stopped", str(stop)
+                summary.outcome, summary.exit_code = stop.outcome, stop.exit_code
                 continue
             self.reporter.started(summary)
             before = ledger.sent
@@ -107,8 +111,9 @@ class Backfill:
             except KeyboardInterrupt:
                 # Ctrl-C: the page in hand rolled back with its transaction; every cursor
                 # is where its last commit left it, so a rerun continues from there.
-                stop = Stop(INTERRUPTED_NOTE, INTERRUPTED)
+                stop = Stop(INTERRUPTED_NOTE, INTERRUPTED, "interrupted")
                 summary.status, summary.note = "stopped", str(stop)
+                summary.outcome, summary.exit_code = stop.outcome, stop.exit_code
                 exit_code = INTERRUPTED
             else:
                 if failed is None:
@@ -116,9 +121,11 @@ class Backfill:
                 else:
                     exit_code = max(exit_code, failed.meaning.exit_code)
                     summary.note = failed.note
+                    summary.outcome = failed.meaning.name
+                    summary.exit_code = failed.meaning.exit_code
                     scope = failed.meaning.scope
                     if scope is Scope.LICENSE:
-                        stop = Stop(failed.note, failed.meaning.exit_code)
+                        stop = Stop(failed.note, failed.meaning.exit_code, failed.meaning.name)
                     summary.status = {Scope.LICENSE: "stopped",
                                       Scope.RESOURCE: "skipped"}.get(scope, "failed")
             finally:

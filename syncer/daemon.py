@@ -100,6 +100,9 @@ class RunResult:
     written: int = 0
     error: str | None = None
     exit_code: int = outcomes.EXIT_OK  # the outcome's, for `run --once`
+    outcome: str = outcomes.OK.name  # the name of its `outcomes` row
+    scope: outcomes.Scope = outcomes.Scope.NONE  # how far its outcome stops
+    license: str = ""
     counts: Counts = field(default_factory=Counts)
     cursor: int | None = None  # an id window's cursor, a re-scan's position, after the run
 
@@ -176,7 +179,8 @@ class LicenseJobs:
             taken = claim_on(conn, self.name, job, self.owner, now, self.ttl)
         if not taken.taken:
             # Not due (a replica just ran it: its next run is stored) or running elsewhere.
-            return RunResult(job, taken.due_at or now + dt.timedelta(seconds=10), ran=False)
+            return RunResult(job, taken.due_at or now + dt.timedelta(seconds=10), ran=False,
+                             license=self.name)
         state = taken.state
         released = False
         try:
@@ -247,11 +251,12 @@ class LicenseJobs:
         if isinstance(pulled, Failure):
             log.warning("%s/%s: %s", self.name, job, pulled.note)
             return RunResult(job, outcomes.retry_at(pulled.error, now, self.tz), error=pulled.note,
-                             exit_code=pulled.meaning.exit_code), None
+                             exit_code=pulled.meaning.exit_code, outcome=pulled.meaning.name,
+                             scope=pulled.meaning.scope, license=self.name), None
         # Catching up (a full window, or empty space stepped over): again soon.
         next_run = now + self.specs[job].min_interval if pulled.more else now
         return RunResult(job, next_run, written=pulled.counts.written, counts=pulled.counts,
-                         cursor=pulled.cursor), pulled
+                         cursor=pulled.cursor, license=self.name), pulled
 
 
 def db_retry_delay(failures: int) -> dt.timedelta:

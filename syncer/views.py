@@ -12,8 +12,9 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     Progress,
@@ -164,22 +165,80 @@ def _shown_status(summaries: Sequence[Summary]) -> list[tuple[Summary, str, bool
     return out
 
 
-def summary_table(summaries: Sequence[Summary]) -> RichTable:
-    table = RichTable(title="Backfill summary")
-    for name in ("license", "resource", "requests", "inserted", "updated", "unchanged", "deleted",
-                 "quarantined", "status"):
-        table.add_column(name, justify="right" if name not in ("license", "resource", "status") else "left")
-    for s, shown, _news in _shown_status(summaries):
-        c = s.counts
-        table.add_row(s.license, s.resource, str(s.requests), str(c.inserted), str(c.updated),
-                      str(c.unchanged), str(c.deleted), str(c.quarantined), shown)
-    return table
+# The columns of a results table that hold words; the rest are counts, right-aligned.
+WORD_COLUMNS = frozenset({"license", "resource", "job", "cursor", "status"})
+
+
+def fitted(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
+           width: int | None = None) -> list[RenderableType]:
+    """A results table that fits `width` (the terminal's) with nothing a person needs cut:
+    whole when it fits; else without the counts that are 0 in every row, with a note that
+    says which; else stacked, one line per row with each figure named."""
+    width = width or console.width
+
+    def table_of(shown: Sequence[int]) -> RichTable:
+        table = RichTable(title=title)
+        for i in shown:
+            table.add_column(columns[i], no_wrap=True,
+                             justify="left" if columns[i] in WORD_COLUMNS else "right")
+        for row in rows:
+            table.add_row(*(row[i] for i in shown))
+        return table
+
+    def fits(table: RichTable) -> bool:  # its natural width (a measure clamps to the given)
+        natural = console.options.update_width(10_000)
+        return Measurement.get(console, natural, table).maximum <= width
+
+    every = list(range(len(columns)))
+    table = table_of(every)
+    if fits(table):
+        return [table]
+    zeros = [i for i in every if columns[i] not in WORD_COLUMNS
+             and all(row[i] in ("0", "") for row in rows)]
+    if zeros:
+        table = table_of([i for i in every if i not in zeros])
+        if fits(table):
+            return [table, Text(f"(not shown, 0 in every row: "
+                                f"{', '.join(columns[i] for i in zeros)})")]
+    # Stacked: who and how it ended first, then every figure by its name.
+    names = [i for i in every if columns[i] in ("license", "resource", "job")]
+    status = columns.index("status") if "status" in columns else None
+    lines: list[RenderableType] = [Text(f"{title} (counts that are 0 not shown)", style="italic")]
+    for row in rows:
+        figures = [f"{columns[i]} {row[i]}" for i in every
+                   if i not in names and i != status and row[i] not in ("", "0")]
+        lines.append(Text("/".join(row[i] for i in names)
+                          + (f": {row[status]}" if status is not None else "")))
+        lines.extend(Text(f"  {part}") for part in _wrapped(figures, width - 2))
+    return lines
+
+
+def _wrapped(items: Sequence[str], width: int) -> list[str]:
+    """`items` joined with commas into lines of at most `width`, never split inside one."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 2 + len(item) <= width:
+            lines[-1] += f", {item}"
+        else:
+            lines.append(item)
+    return lines
+
+
+def summary_table(summaries: Sequence[Summary], width: int | None = None) -> list[RenderableType]:
+    """The backfill's summary, fitted to the terminal (see `fitted`)."""
+    columns = ("license", "resource", "requests", "inserted", "updated", "unchanged", "deleted",
+               "quarantined", "status")
+    rows = [(s.license, s.resource, str(s.requests), str(s.counts.inserted), str(s.counts.updated),
+             str(s.counts.unchanged), str(s.counts.deleted), str(s.counts.quarantined), shown)
+            for s, shown, _news in _shown_status(summaries)]
+    return fitted("Backfill summary", columns, rows, width)
 
 
 def print_summary(summaries: Sequence[Summary], started: float, code: int) -> None:
     """The summary table, the request count, and below it, in full and once each, why work
     stopped, failed or was skipped (a table cell would cut a sentence short)."""
-    console.print(summary_table(summaries))
+    for part in summary_table(summaries):
+        console.print(part, highlight=False)
     console.print(f"{counted(sum(s.requests for s in summaries), 'request')} in "
                   f"{time.monotonic() - started:.1f} s", highlight=False)
     shown = _shown_status(summaries)

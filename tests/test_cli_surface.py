@@ -8,6 +8,7 @@ in-process simulator over real HTTP (`sim`, license "demo" with TOKEN).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,10 +19,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from click.testing import Result
+from rich.console import Console
 
+from syncer import resources as res
+from syncer import views
+from syncer.backfill import Summary
+from syncer.load import Counts
 from syncer.simulator import Simulator
 from tests.conftest import LICENSE, TOKEN
 from tests.helpers import cli_env, finish, run_cli, spawn_cli, spawn_serving_daemon
+from tests.test_first_hour import on_a_terminal
 
 
 def syncer(db_url: str, sim: Simulator, tmp_path: Path, *args: str, token: str = TOKEN) -> Result:
@@ -176,3 +183,50 @@ def test_a_refused_second_daemon_does_not_first_say_it_serves(
     assert second.returncode == 1, out
     assert "already uses this SQLite database" in out
     assert "serving" not in out, out
+
+
+# --- 7: the backfill summary on a narrow terminal --------------------------------------------
+
+
+SUMMARY_HEADERS = ("license", "resource", "requests", "inserted", "status")
+
+
+def test_backfill_summary_at_80_columns_cuts_no_header_or_name(sqlite_url: str, sim: Simulator,
+                                                               tmp_path: Path) -> None:
+    env = cli_env(sqlite_url, sim.base_url)
+    _frames, screen, code = on_a_terminal(["--log-level", "warning", "backfill"], env, tmp_path,
+                                          columns=80, lines=60)
+    assert code == 0, "\n".join(screen)
+    shown = "\n".join(screen)
+    table = shown[shown.index("Backfill summary"):]
+    assert "…" not in table, table
+    header = next(line for line in screen if "resource" in line)
+    for name in SUMMARY_HEADERS:
+        assert f" {name} " in header, header
+    for resource in res.RESOURCES:
+        assert f" {resource.name} " in table, (resource.name, table)
+    # The columns left out are named, and are 0 in every row.
+    note = re.search(r"\(not shown, 0 in every row: ([a-z, ]+)\)", table)
+    assert note and "quarantined" in note[1], table
+    assert max(len(line) for line in screen) <= 80
+
+
+def test_a_summary_too_wide_even_without_its_zeros_is_stacked_whole() -> None:
+    summaries = [Summary(LICENSE, r.name, requests=3, counts=Counts(inserted=1200, updated=7,
+                                                                     unchanged=3, deleted=2,
+                                                                     quarantined=1),
+                         status="done") for r in res.RESOURCES]
+    out = io.StringIO()
+    narrow = Console(file=out, width=50)
+    for part in views.summary_table(summaries, width=50):
+        narrow.print(part)
+    text = out.getvalue()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 50
+    figures = ("requests 3", "inserted 1200", "updated 7", "unchanged 3", "deleted 2",
+               "quarantined 1")
+    blocks = re.findall(r"^(\S+): done\n((?:  .*\n)+)", text, re.MULTILINE)
+    assert [name for name, _ in blocks] == [f"{LICENSE}/{r.name}" for r in res.RESOURCES], text
+    for _name, block in blocks:  # every figure whole on a line, by its name
+        said = [part.strip() for line in block.splitlines() for part in line.split(",")]
+        assert said == list(figures), block
