@@ -307,23 +307,20 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
             results = daemon.run_once()
         except DaemonConflict as exc:
             fail(str(exc))
-        for r in results:
-            if r.ran:
-                console.print(f"{r.job}: {r.requests} request(s), {r.written} row(s) written"
-                              + (f" [yellow]{escape(r.error)}[/yellow]" if r.error else ""),
-                              highlight=False)
+        ran = [r for r in results if r.ran]
         # The worst outcome's exit code (see syncer.outcomes): refused credentials 1, a
         # budget or license stop 3, so that cron and systemd see them. Credentials
         # refused earlier stay an error while nothing is due (and so nothing is sent).
-        code = max((r.exit_code for r in results if r.ran), default=EXIT_OK)
+        code = max((r.exit_code for r in ran), default=EXIT_OK)
+        refused: dict[str, str] = {}
         with engine.connect() as conn:
             for lic in licenses:
                 stop = license_status(conn, lic.name, lic.fingerprint())
                 if stop.auth_rejected:
-                    errors.print(f"license {lic.name}: credentials were refused "
-                                 f"({stop.auth_reason}); {outcomes.CREDENTIALS_ADVICE}",
-                                 markup=False, highlight=False)
+                    refused[lic.name] = (f"credentials were refused ({stop.auth_reason}); "
+                                         f"{outcomes.CREDENTIALS_ADVICE}")
                     code = max(code, outcomes.REFUSED_BEFORE.exit_code)
+        views.print_run_once(ran, refused)
         sys.exit(code)
     host, port = None, 0
     if http_addr:

@@ -137,6 +137,9 @@ class LicenseJobs:
         self.ledger = self.runtime.ledger
         self.written: dict[str, int] = defaultdict(int)
         self._today = _Day(api_day(clock(), self.tz))
+        # The license's stop last logged: every job of a stopped license fails alike, and
+        # one warning says it (the others go to DEBUG) until a job gets through again.
+        self._stop_said: str | None = None
         self._wake_if_credentials_changed()
 
     def _wake_if_credentials_changed(self) -> None:
@@ -217,7 +220,10 @@ class LicenseJobs:
         c = result.counts
         lag = "never synced before" if last_success is None else \
             f"{(now - last_success).total_seconds():.0f} s"
-        log.info("%s/%s: %d request(s), %d inserted, %d updated, %d deleted, %d quarantined; "
+        # A job its stopped license kept from sending did nothing: the warning said why.
+        idle = result.requests == 0 and result.scope is outcomes.Scope.LICENSE
+        log.log(logging.DEBUG if idle else logging.INFO,
+                "%s/%s: %d request(s), %d inserted, %d updated, %d deleted, %d quarantined; "
                  "cursor %s; lag %s; next run %s%s", self.name, result.job, result.requests,
                  c.inserted, c.updated, c.deleted, c.quarantined,
                  "-" if result.cursor is None else result.cursor, lag, self._shown(result.next_run),
@@ -249,10 +255,19 @@ class LicenseJobs:
         error's outcome (see `outcomes`) sets when it may run again; no pull is returned."""
         pulled = self.runtime.attempt(job, self.runtime.run_job, registry.BY_NAME[job], now, state)
         if isinstance(pulled, Failure):
-            log.warning("%s/%s: %s", self.name, job, pulled.note)
+            stops = pulled.meaning.scope is outcomes.Scope.LICENSE
+            # A stop already said, or one that only repeats it (the license waits, or its
+            # credentials were refused before): the first warning said it.
+            said = stops and self._stop_said is not None and (
+                pulled.note == self._stop_said
+                or pulled.meaning in (outcomes.REFUSED_BEFORE, outcomes.WAITING))
+            log.log(logging.DEBUG if said else logging.WARNING, "%s/%s: %s", self.name, job,
+                    pulled.note)
+            self._stop_said = pulled.note if stops else self._stop_said
             return RunResult(job, outcomes.retry_at(pulled.error, now, self.tz), error=pulled.note,
                              exit_code=pulled.meaning.exit_code, outcome=pulled.meaning.name,
                              scope=pulled.meaning.scope, license=self.name), None
+        self._stop_said = None
         # Catching up (a full window, or empty space stepped over): again soon.
         next_run = now + self.specs[job].min_interval if pulled.more else now
         return RunResult(job, next_run, written=pulled.counts.written, counts=pulled.counts,

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console, RenderableType
@@ -33,10 +33,13 @@ from syncer import reports, writers
 from syncer import tables as t
 from syncer.backfill import Reporter, Summary
 from syncer.load import Counts
-from syncer.outcomes import EXIT_BUDGET
+from syncer.outcomes import EXIT_BUDGET, Scope
 from syncer.redact import redact
 from syncer.status import Status, when
 from syncer.sync import PullResult
+
+if TYPE_CHECKING:
+    from syncer.daemon import RunResult
 
 
 def _width(stream: Any) -> int | None:
@@ -253,6 +256,48 @@ def print_summary(summaries: Sequence[Summary], started: float, code: int) -> No
     if code == EXIT_BUDGET:
         errors.print("work is left: run again to continue (it starts at the cursors; nothing "
                      "stored is fetched again)", highlight=False)
+
+
+# --- run --once --------------------------------------------------------------------------
+
+
+def print_run_once(results: Sequence[RunResult], refused: Mapping[str, str]) -> None:
+    """`syncer run --once` for a person: one line per license that stopped (why, once, and
+    how many jobs it kept from running), then a table of the jobs that did run, and below
+    it each other failure in full. `refused`: licenses whose credentials were refused
+    before, with the words for it (said when no job of theirs did)."""
+    stops: dict[str, str] = {}
+    idle: dict[str, int] = {}
+    for r in results:
+        if r.error and r.scope is Scope.LICENSE:
+            # The first stop is the cause: the jobs after it only repeat it.
+            stops.setdefault(r.license, r.error.removeprefix(f"license {r.license!r}: "))
+            idle[r.license] = idle.get(r.license, 0) + (r.requests == 0)
+    for name, note in stops.items():
+        kept = f"; {counted(idle[name], 'job')} not run" if idle[name] else ""
+        errors.print(f"license {name}: stopped: {redact(note)}{kept}", markup=False,
+                     highlight=False)
+    for name, words in refused.items():
+        if name not in stops:
+            errors.print(f"license {name}: {words}", markup=False, highlight=False)
+    ran = [r for r in results if not (r.error and r.scope is Scope.LICENSE and r.requests == 0)]
+    if ran:
+        columns = ("license", "job", "requests", "inserted", "updated", "deleted", "quarantined",
+                   "cursor", "status")
+        rows = [(r.license, r.job, str(r.requests), str(r.counts.inserted), str(r.counts.updated),
+                 str(r.counts.deleted), str(r.counts.quarantined),
+                 "" if r.cursor is None else str(r.cursor), "ok" if r.error is None else r.outcome)
+                for r in ran]
+        for part in fitted("Jobs run", columns, rows):
+            console.print(part, highlight=False)
+    elif not stops:
+        console.print("no job was due", highlight=False)
+    console.print(f"{counted(sum(r.requests for r in results), 'request')}, "
+                  f"{counted(sum(r.written for r in results), 'row')} written", highlight=False)
+    for r in ran:
+        if r.error and r.scope is not Scope.LICENSE:
+            errors.print(f"{r.license}/{r.job} {r.outcome}: {redact(r.error)}", markup=False,
+                         highlight=False)
 
 
 # --- status ------------------------------------------------------------------------------

@@ -230,3 +230,33 @@ def test_a_summary_too_wide_even_without_its_zeros_is_stacked_whole() -> None:
     for _name, block in blocks:  # every figure whole on a line, by its name
         said = [part.strip() for line in block.splitlines() for part in line.split(",")]
         assert said == list(figures), block
+
+
+# --- 8: run --once with refused credentials ----------------------------------------------------
+
+
+def test_run_once_with_refused_credentials_says_the_stop_once_then_a_summary(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    env = cli_env(db_url, sim.base_url, token="wrong-token-0c9a")
+    proc = spawn_cli(["run", "--once"], env, tmp_path)
+    out = finish(proc, 120)
+    assert proc.returncode == 1, out
+    lines = out.splitlines()
+    stops = [line for line in lines if line.startswith("license demo: stopped: ")]
+    assert len(stops) == 1, out
+    words = " ".join(out.split())
+    assert re.search(r"license demo: stopped: get-\w+: 1002 [^;]*; nothing is sent for this "
+                     r"license .*; 15 jobs not run", words), out
+    assert "license 'demo'" not in stops[0]
+    assert "1 request, 0 rows written" in lines, out
+    # The log says the stop once, not once per job.
+    assert len([line for line in lines if " WARNING " in line]) == 1, out
+    assert len(lines) <= 16, out
+    assert sim.stats()["requests"] == 1
+
+    again = spawn_cli(["run", "--once"], env, tmp_path)
+    out = finish(again, 120)
+    assert again.returncode == 1, out
+    assert "no job was due" in out and "0 requests, 0 rows written" in out
+    assert out.count("credentials were refused") == 1, out
