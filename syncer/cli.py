@@ -239,10 +239,11 @@ def run_backfill(
     *,
     since: dt.date | None,
     max_requests: int | None,
+    quiet: bool = False,
 ) -> tuple[list[Summary], int]:
     summaries: list[Summary] = []
     exit_code = EXIT_OK
-    use_bar = console.is_terminal
+    use_bar = console.is_terminal and not quiet  # quiet: standard output is for --json
     progress = views.backfill_progress(use_bar)
     today = api_day(utcnow(), config.api.tz)
     with progress:
@@ -265,19 +266,28 @@ def run_backfill(
 @click.option("--max-requests", type=click.IntRange(min=0), default=None,
               help="Stop after this many requests (per license); exit 3, rerun continues.")
 @click.option("--license", "license_names", multiple=True, help="Only these licenses.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document on standard output: per license and resource the requests, "
+                   "rows, cursor, outcome and exit code (docs/operations.md).")
 @click.pass_obj
 def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime | None,
-             max_requests: int | None, license_names: tuple[str, ...]) -> None:
+             max_requests: int | None, license_names: tuple[str, ...], as_json: bool) -> None:
     """Load history to completion or until the budget or cap; rerun continues where it stopped."""
+    from syncer import results  # noqa: PLC0415
+
     config = state.config
     licenses = licenses_of(config, license_names)
     engine = open_database(config)
     chosen = ([res.get(n) for n in dict.fromkeys(resource_names)] if resource_names
               else list(res.RESOURCES))
-    started = time.monotonic()
+    started, began = time.monotonic(), utcnow()
     summaries, code = run_backfill(engine, config, licenses, chosen,
-                                   since=since.date() if since else None, max_requests=max_requests)
-    views.print_summary(summaries, started, code)
+                                   since=since.date() if since else None, max_requests=max_requests,
+                                   quiet=as_json)
+    if as_json:
+        click.echo(results.backfill(summaries, started=began, finished=utcnow(), exit_code=code))
+    else:
+        views.print_summary(summaries, started, code)
     sys.exit(code)
 
 
@@ -289,13 +299,20 @@ def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime |
               help="Serve the status page (/), /healthz and /metrics here (e.g. 0.0.0.0:9108).")
 @click.option("--license", "license_names", multiple=True, help="Only these licenses.")
 @click.option("--once", is_flag=True, help="Run the jobs that are due once, then exit (for cron).")
+@click.option("--json", "as_json", is_flag=True,
+              help="With --once: one JSON document on standard output, per license and job the "
+                   "requests, rows, cursor, outcome and exit code (docs/operations.md).")
 @click.pass_obj
-def run(state: State, http_addr: str | None, license_names: tuple[str, ...], once: bool) -> None:
+def run(state: State, http_addr: str | None, license_names: tuple[str, ...], once: bool,
+        as_json: bool) -> None:
     """The daemon: one scheduled job per resource within the budget; stops cleanly on SIGTERM/SIGINT."""
     import signal  # noqa: PLC0415
 
     from syncer.daemon import Daemon, DaemonConflict  # noqa: PLC0415
 
+    if as_json and not once:
+        raise click.UsageError("--json goes with --once (the daemon logs; --log-format json "
+                               "makes its lines JSON)", click.get_current_context())
     config = state.config
     licenses = licenses_of(config, license_names)
     if len(licenses) != len(config.licenses):
@@ -303,11 +320,11 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
     engine = open_database(config)
     daemon = Daemon(engine, config)
     if once:
+        began = utcnow()
         try:
-            results = daemon.run_once()
+            ran = [r for r in daemon.run_once() if r.ran]
         except DaemonConflict as exc:
             fail(str(exc))
-        ran = [r for r in results if r.ran]
         # The worst outcome's exit code (see syncer.outcomes): refused credentials 1, a
         # budget or license stop 3, so that cron and systemd see them. Credentials
         # refused earlier stay an error while nothing is due (and so nothing is sent).
@@ -320,7 +337,13 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
                     refused[lic.name] = (f"credentials were refused ({stop.auth_reason}); "
                                          f"{outcomes.CREDENTIALS_ADVICE}")
                     code = max(code, outcomes.REFUSED_BEFORE.exit_code)
-        views.print_run_once(ran, refused)
+        if as_json:
+            from syncer import results  # noqa: PLC0415
+
+            click.echo(results.run_once(ran, [lic.name for lic in licenses], refused,
+                                        started=began, finished=utcnow(), exit_code=code))
+        else:
+            views.print_run_once(ran, refused)
         sys.exit(code)
     host, port = None, 0
     if http_addr:

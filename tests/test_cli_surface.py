@@ -20,10 +20,13 @@ from pathlib import Path
 
 from click.testing import Result
 from rich.console import Console
+from sqlalchemy import func, select
 
+from syncer import outcomes, views
 from syncer import resources as res
-from syncer import views
+from syncer import tables as t
 from syncer.backfill import Summary
+from syncer.db import make_engine
 from syncer.load import Counts
 from syncer.simulator import Simulator
 from tests.conftest import LICENSE, TOKEN
@@ -260,3 +263,100 @@ def test_run_once_with_refused_credentials_says_the_stop_once_then_a_summary(
     assert again.returncode == 1, out
     assert "no job was due" in out and "0 requests, 0 rows written" in out
     assert out.count("credentials were refused") == 1, out
+
+
+# --- 14: results a machine can read --------------------------------------------------------------
+
+
+def stored(db_url: str) -> dict[str, int]:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return {r.name: conn.execute(select(func.count()).select_from(r.table)).scalar_one()
+                    for r in res.RESOURCES}
+    finally:
+        engine.dispose()
+
+
+def test_backfill_json_is_one_document_with_requests_rows_cursor_and_outcome(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    capped = syncer(db_url, sim, tmp_path, "backfill", "--json", "--max-requests", "3")
+    assert capped.exit_code == 3
+    doc = json.loads(capped.stdout)  # standard output holds the document and nothing else
+    assert doc["command"] == "backfill" and doc["exit_code"] == 3 and doc["requests"] == 3
+    (lic,) = doc["licenses"]
+    assert lic["license"] == LICENSE and lic["exit_code"] == 3
+    assert lic["stopped"] == {"outcome": "budget spent", "exit_code": 3,
+                              "message": "--max-requests 3 reached"}
+    by_name = {r["resource"]: r for r in lic["resources"]}
+    assert list(by_name) == [r.name for r in res.RESOURCES]
+    assert [by_name[n]["outcome"] for n in ("categories", "products", "subproducts")] == ["ok"] * 3
+    assert by_name["customers"]["outcome"] == "budget spent"
+    assert by_name["customers"]["exit_code"] == 3
+    assert by_name["orders"]["status"] == "stopped" and by_name["orders"]["requests"] == 0
+
+    finished = syncer(db_url, sim, tmp_path, "backfill", "--json")
+    assert finished.exit_code == 0
+    doc = json.loads(finished.stdout)
+    assert doc["exit_code"] == 0 and doc["licenses"][0]["stopped"] is None
+    entries = {r["resource"]: r for r in doc["licenses"][0]["resources"]}
+    assert doc["requests"] == sum(r["requests"] for r in entries.values())
+    assert sim.stats()["requests"] == 3 + doc["requests"]
+    counts = stored(db_url)
+    for name in ("orders", "invoices", "customers"):  # what it says it inserted is stored
+        assert entries[name]["inserted"] == counts[name] > 0, name
+        assert entries[name]["outcome"] == "ok" and entries[name]["exit_code"] == 0
+    assert entries["orders"]["cursor"] == max_order_id(db_url)
+    assert entries["printers"]["cursor"] is None
+
+
+def max_order_id(db_url: str) -> int:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.max(t.orders.c.id))).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_run_once_json_says_per_job_what_ran_and_how_it_ended(
+    db_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    refused = syncer(db_url, sim, tmp_path, "run", "--once", "--json", token="wrong-token-0c9a")
+    assert refused.exit_code == 1
+    doc = json.loads(refused.stdout)
+    assert doc["command"] == "run --once" and doc["exit_code"] == 1 and doc["requests"] == 1
+    (lic,) = doc["licenses"]
+    assert lic["stopped"]["outcome"] == "credentials refused (1002)"
+    assert lic["stopped"]["exit_code"] == 1
+    assert {j["outcome"] for j in lic["jobs"]} == {"credentials refused (1002)",
+                                                   "credentials refused before"}
+    assert sum(j["requests"] for j in lic["jobs"]) == 1
+
+    nothing_due = syncer(db_url, sim, tmp_path, "run", "--once", "--json", token="wrong-token-0c9a")
+    doc = json.loads(nothing_due.stdout)
+    assert nothing_due.exit_code == doc["exit_code"] == 1
+    assert doc["licenses"][0]["jobs"] == []
+    assert doc["licenses"][0]["stopped"]["outcome"] == "credentials refused before"
+
+    good = syncer(db_url, sim, tmp_path, "run", "--once", "--json")
+    assert good.exit_code == 0
+    doc = json.loads(good.stdout)
+    jobs = {j["job"]: j for j in doc["licenses"][0]["jobs"]}
+    assert jobs["orders"]["resource"] == "orders" and jobs["orders_recheck"]["resource"] == "orders"
+    assert jobs["orders"]["inserted"] == stored(db_url)["orders"] > 0
+    assert jobs["orders"]["cursor"] == max_order_id(db_url)
+    assert all(j["outcome"] == "ok" and j["exit_code"] == 0 for j in jobs.values())
+    assert doc["requests"] == sum(j["requests"] for j in jobs.values()) > 0
+
+    misuse = syncer(db_url, sim, tmp_path, "run", "--json")
+    assert misuse.exit_code == 2 and "--json goes with --once" in misuse.output
+
+
+def test_operations_doc_names_every_outcome_a_result_can_carry() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    section = doc[doc.index("## Machine-readable results"):]
+    section = " ".join(section[:section.index("\n## ")].split())
+    for meaning in outcomes.OUTCOMES:
+        assert f"`{meaning.name}`" in section, meaning.name
