@@ -48,17 +48,28 @@ class Reporter:
     """Progress output: plain log lines; the CLI swaps in a rich progress bar on a terminal."""
 
     def started(self, summary: Summary) -> None:
-        log.info("%s/%s: started", summary.license, summary.resource)
+        log.info("%s/%s: started", summary.license, summary.resource,
+                 extra={"license": summary.license, "resource": summary.resource})
 
     def advanced(self, summary: Summary, result: PullResult) -> None:
         # A full list has no cursor: only an id window's is worth a word.
         log.info("%s/%s: %d record(s) (%d bytes)%s", summary.license, summary.resource,
                  result.records, result.nbytes,
-                 "" if summary.cursor is None else f", cursor {summary.cursor}")
+                 "" if summary.cursor is None else f", cursor {summary.cursor}",
+                 extra={"license": summary.license, "resource": summary.resource,
+                        "records": result.records, "bytes": result.nbytes,
+                        "cursor": summary.cursor, "requests": summary.requests})
 
     def finished(self, summary: Summary) -> None:
+        c = summary.counts
         log.info("%s/%s: %s%s", summary.license, summary.resource, summary.status,
-                 f" ({summary.note})" if summary.note else "")
+                 f" ({summary.note})" if summary.note else "",
+                 extra={"license": summary.license, "resource": summary.resource,
+                        "status": summary.status, "requests": summary.requests,
+                        "inserted": c.inserted, "updated": c.updated, "unchanged": c.unchanged,
+                        "deleted": c.deleted, "quarantined": c.quarantined,
+                        "cursor": summary.cursor, "outcome": summary.outcome,
+                        "exit_code": summary.exit_code})
 
 
 class Stop(Exception):

@@ -68,17 +68,36 @@ class TextFormatter(logging.Formatter):
         return dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
 
 
+# What every LogRecord has; anything else on a record came from a call's `extra=`.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName"}
+
+
 class JsonFormatter(logging.Formatter):
+    """`--log-format json`: one object per line with the time, level, logger and message,
+    and every field the line's figures come from (a log call's `extra=`: license, job,
+    requests, rows, cursor, lag_seconds, next_run, outcome...), so a log store can filter
+    and sum them without parsing the text.
+
+    The standard library's formatter, extended: the fields already travel on the record
+    through `extra`, and this is the one place that renders them. python-json-logger
+    would do the same for a dependency; structlog would change every log call and the
+    redaction hook (`syncer.redact`) that guards the stdlib records. String fields are
+    redacted here, since `extra` is set after that hook runs."""
+
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
+        payload: dict[str, Any] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and key not in payload:
+                payload[key] = redact(value) if isinstance(value, str) else value
         if record.exc_text:
             payload["exception"] = record.exc_text
-        return json.dumps(payload)
+        return json.dumps(payload, default=str)
 
 
 def _only_upgrades(record: logging.LogRecord) -> bool:

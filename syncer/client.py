@@ -543,7 +543,8 @@ class CloudPosClient:
             note = _attempt_note(number, of) if isinstance(exc, Retriable) else ""
             # The error's text begins with the function, which the line has just named.
             said = str(exc).removeprefix(f"{function}: ")
-            log.log(level, "GET %s -> %s%s", shown, said, note)
+            log.log(level, "GET %s -> %s%s", shown, said, note,
+                    extra={"function": function, "error_code": exc.code, "attempt": number})
             raise
         except BaseException:  # a bug or Ctrl-C: the door still hears of the attempt
             duration = int((time.perf_counter() - started) * 1000)

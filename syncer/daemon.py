@@ -222,12 +222,20 @@ class LicenseJobs:
             f"{(now - last_success).total_seconds():.0f} s"
         # A job its stopped license kept from sending did nothing: the warning said why.
         idle = result.requests == 0 and result.scope is outcomes.Scope.LICENSE
+        # Every figure of the line is a field as well (`--log-format json`).
+        fields = {"license": self.name, "job": result.job, "requests": result.requests,
+                  "inserted": c.inserted, "updated": c.updated, "deleted": c.deleted,
+                  "quarantined": c.quarantined, "cursor": result.cursor,
+                  "lag_seconds": None if last_success is None
+                  else round((now - last_success).total_seconds()),
+                  "next_run": result.next_run.isoformat(), "outcome": result.outcome,
+                  "exit_code": result.exit_code}
         log.log(logging.DEBUG if idle else logging.INFO,
                 "%s/%s: %d request(s), %d inserted, %d updated, %d deleted, %d quarantined; "
-                 "cursor %s; lag %s; next run %s%s", self.name, result.job, result.requests,
-                 c.inserted, c.updated, c.deleted, c.quarantined,
-                 "-" if result.cursor is None else result.cursor, lag, self._shown(result.next_run),
-                 "" if result.error is None else "; failed (see the warning above)")
+                "cursor %s; lag %s; next run %s%s", self.name, result.job, result.requests,
+                c.inserted, c.updated, c.deleted, c.quarantined,
+                "-" if result.cursor is None else result.cursor, lag, self._shown(result.next_run),
+                "" if result.error is None else "; failed (see the warning above)", extra=fields)
 
     def _shown(self, moment: dt.datetime) -> str:
         return moment.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -244,7 +252,11 @@ class LicenseJobs:
         log.info("license %s: API day %s (%s)%s: %d of %d requests spent (daily_budget %d - "
                  "reserve %d), %d row(s) written, %d error(s)", self.name, day.day, self.tz.key,
                  " so far" if final else "", spent, self.spendable, budget, reserve, day.rows,
-                 day.errors)
+                 day.errors, extra={"license": self.name, "api_day": day.day.isoformat(),
+                                    "timezone": self.tz.key, "final": final,
+                                    "requests_spent": spent, "requests_spendable": self.spendable,
+                                    "daily_budget": budget, "reserve": reserve,
+                                    "rows_written": day.rows, "errors": day.errors})
         if not final:
             self._today = _Day(api_day(now, self.tz))
 
@@ -262,7 +274,9 @@ class LicenseJobs:
                 pulled.note == self._stop_said
                 or pulled.meaning in (outcomes.REFUSED_BEFORE, outcomes.WAITING))
             log.log(logging.DEBUG if said else logging.WARNING, "%s/%s: %s", self.name, job,
-                    pulled.note)
+                    pulled.note, extra={"license": self.name, "job": job,
+                                        "outcome": pulled.meaning.name,
+                                        "exit_code": pulled.meaning.exit_code})
             self._stop_said = pulled.note if stops else self._stop_said
             return RunResult(job, outcomes.retry_at(pulled.error, now, self.tz), error=pulled.note,
                              exit_code=pulled.meaning.exit_code, outcome=pulled.meaning.name,

@@ -8,15 +8,19 @@ in-process simulator over real HTTP (`sim`, license "demo" with TOKEN).
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from click.testing import Result
 from rich.console import Console
@@ -29,7 +33,7 @@ from syncer.backfill import Summary
 from syncer.db import make_engine
 from syncer.load import Counts
 from syncer.simulator import Simulator
-from tests.conftest import LICENSE, TOKEN
+from tests.conftest import LICENSE, TOKEN, Leaks
 from tests.helpers import cli_env, finish, run_cli, spawn_cli, spawn_serving_daemon
 from tests.test_first_hour import on_a_terminal
 
@@ -360,3 +364,58 @@ def test_operations_doc_names_every_outcome_a_result_can_carry() -> None:
     section = " ".join(section[:section.index("\n## ")].split())
     for meaning in outcomes.OUTCOMES:
         assert f"`{meaning.name}`" in section, meaning.name
+
+
+# --- 15: JSON log lines carry their figures as fields ------------------------------------------
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_json_log_lines_carry_every_figure_of_the_text_line(
+    db_url: str, sim: Simulator, tmp_path: Path, leaks: Leaks
+) -> None:
+    env = cli_env(db_url, sim.base_url)
+    refused = subprocess.run([sys.executable, "-m", "syncer", "--log-format", "json", "run",
+                              "--once"], env={**env, "CLOUDPOS_TOKEN": "wrong-token-0c9a"},
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert refused.returncode == 1
+    stop = [r for r in json_lines(refused.stderr) if r["level"] == "warning"]
+    assert len(stop) == 1, refused.stderr
+    assert (stop[0]["license"], stop[0]["outcome"], stop[0]["exit_code"]) == (
+        LICENSE, "credentials refused (1002)", 1)
+    assert "wrong-token-0c9a" not in refused.stderr + refused.stdout
+
+    # The right token: every job runs (the license wakes: its credentials changed).
+    proc = subprocess.run([sys.executable, "-m", "syncer", "--log-format", "json", "run",
+                           "--once"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+    leaks.add("run --once --log-format json", proc.stderr + proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    records = json_lines(proc.stderr)
+    runs = {r["job"]: r for r in records if r["logger"] == "syncer.daemon" and "job" in r}
+    assert set(runs) >= {"orders", "printers", "orders_recheck"}
+    orders = runs["orders"]
+    assert orders["license"] == LICENSE and orders["outcome"] == "ok" and orders["exit_code"] == 0
+    # The fields are the figures the message says, typed.
+    assert orders["message"].startswith(
+        f"{LICENSE}/orders: {orders['requests']} request(s), {orders['inserted']} inserted, "
+        f"{orders['updated']} updated, {orders['deleted']} deleted, {orders['quarantined']} "
+        f"quarantined; cursor {orders['cursor']}; lag never synced before; next run ")
+    assert orders["inserted"] == stored(db_url)["orders"] > 0
+    assert orders["cursor"] == max_order_id(db_url) and orders["lag_seconds"] is None
+    assert dt.datetime.fromisoformat(orders["next_run"]).tzinfo is not None
+    assert runs["printers"]["cursor"] is None
+
+    later = subprocess.run([sys.executable, "-m", "syncer", "--log-format", "json", "backfill",
+                            "--resource", "printers"], env=env, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120, check=False)
+    leaks.add("backfill --log-format json", later.stderr + later.stdout)
+    assert later.returncode == 0, later.stderr
+    done = next(r for r in json_lines(later.stderr)
+                if r["logger"] == "syncer.backfill" and r.get("status") == "done")
+    assert (done["license"], done["resource"], done["requests"], done["unchanged"],
+            done["outcome"]) == (LICENSE, "printers", 1, 4, "ok")
+
