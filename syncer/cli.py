@@ -497,6 +497,21 @@ def check(state: State, online: bool) -> None:
     sys.exit(EXIT_ERROR if problems else EXIT_OK)
 
 
+# --- config / init ---------------------------------------------------------------------
+
+
+@cli.command("config")
+@click.pass_obj
+def config_cmd(state: State) -> None:
+    """The effective configuration: every value, where it came from (the file, the
+    environment or the default), secrets masked."""
+    from syncer.config import explain, gather  # noqa: PLC0415
+
+    with friendly_errors():
+        gathered = gather(state.config_path)
+    views.print_config(gathered.file, explain(gathered))
+
+
 # --- status --------------------------------------------------------------------------
 
 

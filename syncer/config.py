@@ -20,6 +20,7 @@ import stat
 import tomllib
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -356,11 +357,39 @@ def _describe(exc: ValidationError, source: str, from_env: Mapping[str, str]) ->
     return f"invalid config in {where}: " + "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class Gathered:
+    """What the configuration was made of: the file's keys, and the values the
+    environment gave (the dotted key and the variable that gave it)."""
+
+    config: Config
+    file: Path | None
+    file_keys: frozenset[str]
+    from_env: Mapping[str, str]
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Read, merge and validate the configuration."""
+    return gather(path, environ).config
+
+
+def _dotted(raw: Any, prefix: str = "") -> set[str]:
+    """Every leaf key of a TOML document, dotted (`licenses.0.name`)."""
+    if isinstance(raw, dict):
+        return {k for key, value in raw.items() for k in _dotted(value, f"{prefix}{key}.")}
+    if isinstance(raw, list) and raw and all(isinstance(item, dict) for item in raw):
+        return {k for i, item in enumerate(raw) for k in _dotted(item, f"{prefix}{i}.")}
+    return {prefix.rstrip(".")}
+
+
+def gather(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Gathered:
+    """Read, merge and validate the configuration, keeping where each value came from."""
     env = os.environ if environ is None else environ
     file = _find_file(path, env)
     raw: dict[str, Any] = {}
@@ -377,6 +406,7 @@ def load_config(
             raise ConfigError(f"{file}: cannot be read ({exc.strerror}); the user running "
                               "syncer needs read access") from None
         _warn_if_readable_by_others(file, raw)
+    file_keys = frozenset(_dotted(raw))
 
     # A section that is not a table is left as it is, for validation to report by name.
     from_env: dict[str, str] = {}
@@ -389,11 +419,91 @@ def load_config(
         raw["licenses"] = [
             {"name": env["CLOUDPOS_LICNAME"], "token_env": "CLOUDPOS_TOKEN"}
         ]
+        from_env.update({"licenses.0.name": "CLOUDPOS_LICNAME",
+                         "licenses.0.token_env": "CLOUDPOS_LICNAME"})
     elif env.get("CLOUDPOS_LICNAME"):
         warnings.warn(f"CLOUDPOS_LICNAME and CLOUDPOS_TOKEN are ignored: {source} lists its "
                       "licenses", stacklevel=2)
     raw["source"] = source
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source, from_env)) from None
+    return Gathered(config, file, file_keys, from_env)
+
+
+# --- `syncer config`: the effective configuration, and where each value came from -----
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # dotted, as in the file: api.daily_budget, licenses.0.token
+    value: str  # as shown: secrets masked
+    origin: str  # the file, $VARIABLE, or "default"
+
+
+def _shown(key: str, value: Any, environ: Mapping[str, str]) -> str:
+    """A value as `syncer config` shows it: no secret, no password."""
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else "(empty)"
+    if value is None:
+        return "(not set)"
+    if key == "database.url":
+        return shown_url(value)
+    if key.endswith(".token_env"):
+        return f"{value} ({'set' if environ.get(value, '').strip() else 'not set or empty'})"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {v!r}" for k, v in value.items())
+    return str(value)
+
+
+def _leaves(model: BaseModel, prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for name in type(model).model_fields:
+        if name == "source":
+            continue
+        value, key = getattr(model, name), f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            out += _leaves(value, f"{key}.")
+        elif isinstance(value, tuple) and all(isinstance(v, BaseModel) for v in value) and value:
+            for i, item in enumerate(value):
+                out += _leaves(item, f"{key}.{i}.")
+        elif isinstance(value, dict) and value and all(isinstance(v, BaseModel)
+                                                       for v in value.values()):
+            for sub, item in value.items():
+                out += _leaves(item, f"{key}.{sub}.")
+        elif not (isinstance(value, tuple | dict) and not value):
+            out.append((key, value))
+    return out
+
+
+def explain(gathered: Gathered, environ: Mapping[str, str] | None = None) -> list[Setting]:
+    """Every setting in effect, shown masked, with where it came from: the file, an
+    environment variable, or the default (as `meltano config list` does)."""
+    env = os.environ if environ is None else environ
+    config = gathered.config
+    settings = []
+    for key, value in _leaves(config):
+        if key in gathered.from_env:
+            origin = f"${gathered.from_env[key]}"
+        elif key in gathered.file_keys:
+            origin = str(gathered.file)
+        else:
+            origin = "default"
+        shown = _shown(key, value, env)
+        if key.startswith("licenses.") and key.endswith((".daily_budget", ".reserve")) \
+                and value is None:
+            shown = f"(not set: api.{key.rsplit('.', 1)[1]} applies)"
+        settings.append(Setting(key, shown, origin))
+    if not config.licenses:
+        settings.append(Setting("licenses", "(none: nothing would be synced)", "default"))
+    others = sorted(set(BY_NAME) - set(config.resources))
+    if others:
+        defaults = ResourceConfig()
+        settings.append(Setting(
+            "resources.*", f"window {defaults.window}, min_window {defaults.min_window}, "
+            f"max_window {defaults.max_window}, enabled true (every resource not listed: "
+            f"{', '.join(others)})", "default"))
+    return settings

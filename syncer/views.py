@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -32,6 +33,7 @@ from sqlalchemy import Engine, func, select
 from syncer import reports, writers
 from syncer import tables as t
 from syncer.backfill import Reporter, Summary
+from syncer.config import Setting
 from syncer.load import Counts
 from syncer.outcomes import EXIT_BUDGET, Scope
 from syncer.redact import redact
@@ -335,6 +337,23 @@ def print_status(status: Status) -> None:
                           str(job.planned_requests),
                           escape((job.disabled and f"disabled: {job.disabled}") or (job.last_error or "")))
         console.print(table)
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def print_config(file: Path | None, settings: Sequence[Setting]) -> None:
+    """`syncer config`: which file was read, then every setting in effect with where it
+    came from; secrets are masked before they get here (`config.explain`)."""
+    console.print(f"config file: {file}" if file is not None else
+                  "config file: none (no --config, no $SYNCER_CONFIG, no ./syncer.toml): "
+                  "defaults and the environment", highlight=False, markup=False)
+    table = RichTable()
+    for name in ("key", "value", "from"):
+        table.add_column(name, overflow="fold")
+    for setting in settings:
+        table.add_row(escape(setting.key), escape(setting.value), escape(setting.origin))
+    console.print(table)
 
 
 # --- reports and the demo ------------------------------------------------------------------

@@ -419,3 +419,76 @@ def test_json_log_lines_carry_every_figure_of_the_text_line(
     assert (done["license"], done["resource"], done["requests"], done["unchanged"],
             done["outcome"]) == (LICENSE, "printers", 1, 4, "ok")
 
+
+
+# --- 16: syncer config ---------------------------------------------------------------------------
+
+
+def config_rows(output: str) -> dict[str, tuple[str, str]]:
+    """`syncer config`'s table as {key: (value, from)} (a cell's folded lines joined)."""
+    rows: dict[str, tuple[str, str]] = {}
+    last = ""
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) != 3:
+            continue
+        if cells[0]:
+            last = cells[0]
+            rows[last] = (cells[1], cells[2])
+        else:  # a folded cell goes on under the same key
+            value, origin = rows[last]
+            rows[last] = (f"{value} {cells[1]}".strip(), f"{origin}{cells[2]}")
+    return rows
+
+
+def test_config_shows_each_value_with_where_it_came_from_and_masks_secrets(tmp_path: Path) -> None:
+    file = tmp_path / "shop.toml"
+    file.write_text(
+        '[database]\nurl = "postgresql://shop:pw-5e1f@db:5432/cloudpos"\n'
+        "[api]\ndaily_budget = 400\n"
+        f'[[licenses]]\nname = "myshop"\ntoken = "{TOKEN}"\n'
+        '[[licenses]]\nname = "other"\ntoken_env = "OTHER_TOKEN_X"\nreserve = 20\n'
+        "[resources.orders]\nwindow = 1000\n"
+        '[privacy]\nhash_key = "hk-2b7c9d"\n')
+    file.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
+    env.update(CLOUDPOS_BASE_URL="http://127.0.0.1:9/api/", OTHER_TOKEN_X="other-secret")
+    shown = run_cli(["--config", str(file), "config"], env, cwd=tmp_path)
+    assert shown.exit_code == 0, shown.output
+    assert f"config file: {file}" in shown.output
+    rows = config_rows(shown.output)
+    where = str(file)
+    assert rows["database.url"] == ("postgresql+psycopg://shop:***@db:5432/cloudpos", where)
+    assert rows["api.base_url"] == ("http://127.0.0.1:9/api/", "$CLOUDPOS_BASE_URL")
+    assert rows["api.daily_budget"] == ("400", where)
+    assert rows["api.reserve"] == ("50", "default")
+    assert rows["licenses.0.name"] == ("myshop", where)
+    assert rows["licenses.0.token"] == ("***", where)
+    assert rows["licenses.1.token_env"] == ("OTHER_TOKEN_X (set)", where)
+    assert rows["licenses.1.reserve"] == ("20", where)
+    assert rows["licenses.1.daily_budget"] == ("(not set: api.daily_budget applies)", "default")
+    assert rows["resources.orders.window"] == ("1000", where)
+    assert rows["resources.orders.max_window"] == ("5000", "default")
+    assert rows["privacy.hash_key"] == ("***", where)
+    assert rows["schedule.opening_hours"] == ("10:00-23:00", "default")
+    for secret in ("pw-5e1f", TOKEN, "hk-2b7c9d", "other-secret"):
+        assert secret not in shown.output
+
+
+def test_config_from_the_environment_alone(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
+    env.update(SYNCER_DATABASE_URL="sqlite:///shop.db", CLOUDPOS_LICNAME="myshop",
+               CLOUDPOS_TOKEN=TOKEN)
+    shown = run_cli(["config"], env, cwd=tmp_path)
+    assert shown.exit_code == 0, shown.output
+    assert "config file: none" in shown.output
+    rows = config_rows(shown.output)
+    assert rows["database.url"] == ("sqlite:///shop.db", "$SYNCER_DATABASE_URL")
+    assert rows["licenses.0.name"] == ("myshop", "$CLOUDPOS_LICNAME")
+    assert rows["licenses.0.token_env"] == ("CLOUDPOS_TOKEN (set)", "$CLOUDPOS_LICNAME")
+    assert rows["api.base_url"] == ("https://cloudpos.be/api/", "default")
+    assert TOKEN not in shown.output
+    # A config error is the same one line as every other command's, exit 2.
+    env["SYNCER_DATABASE_URL"] = "nonsense"
+    bad = run_cli(["config"], env, cwd=tmp_path)
+    assert bad.exit_code == 2 and "database.url (from $SYNCER_DATABASE_URL)" in bad.output
