@@ -512,6 +512,42 @@ def config_cmd(state: State) -> None:
     views.print_config(gathered.file, explain(gathered))
 
 
+@cli.command()
+@click.option("--license", "license_name", required=True,
+              help="The license's name (its licname).")
+@click.option("--database-url", default=None,
+              help="Where to sync to (default: a SQLite file cloudpos.db), e.g. "
+                   "postgresql://user@host/db.")
+@click.option("--token-env", default=None,
+              help="The environment variable the token is read from (default: "
+                   "CLOUDPOS_TOKEN_<LICENSE>); the token is never written to the file.")
+@click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("syncer.toml"), show_default=True, help="The file to write.")
+def init(license_name: str, database_url: str | None, token_env: str | None, path: Path) -> None:
+    """Write a commented syncer.toml for one license; never overwrites a file."""
+    from syncer.config import default_token_env, init_text  # noqa: PLC0415
+
+    with friendly_errors():
+        text = init_text(license_name, token_env=token_env, database_url=database_url)
+    try:
+        with path.open("x", encoding="utf-8") as out:  # "x": never overwrite, even in a race
+            out.write(text)
+    except FileExistsError:
+        fail(f"{path} exists; it was left as it is. Edit it, or give another --path", EXIT_USAGE)
+    except OSError as exc:
+        fail(f"{path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE)
+    variable = token_env or default_token_env(license_name)
+    chosen = "" if path == Path("syncer.toml") else f"--config {path} "
+    console.print(
+        f"wrote {path} for license {license_name}. Next:\n"
+        f"  export {variable}='<the token of {license_name}>'\n"
+        f"  syncer {chosen}migrate             # makes the database and its tables\n"
+        f"  syncer {chosen}check --online      # one request: are the name and token right?\n"
+        f"  syncer {chosen}backfill            # loads the history (resumable)\n"
+        f"then `syncer {chosen}run` keeps it fresh; `syncer {chosen}config` shows every setting.",
+        markup=False, highlight=False)
+
+
 # --- status --------------------------------------------------------------------------
 
 

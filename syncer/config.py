@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import re
 import stat
@@ -507,3 +508,75 @@ def explain(gathered: Gathered, environ: Mapping[str, str] | None = None) -> lis
             f"max_window {defaults.max_window}, enabled true (every resource not listed: "
             f"{', '.join(others)})", "default"))
     return settings
+
+
+# --- `syncer init`: a commented syncer.toml for one license ----------------------------
+
+_INIT_TEMPLATE = """\
+# cloudpos-syncer configuration for license {name!r}, written by `syncer init`.
+# Every key, with what it does: config.example.toml. What is in effect, and where
+# each value comes from: `syncer config`. Environment variables override this file:
+# SYNCER_DATABASE_URL, CLOUDPOS_BASE_URL.
+
+[database]
+{url_line}
+
+[api]
+# base_url = "{base_url}"
+# timezone = "Europe/Brussels"              # the API's day and its local times
+# daily_budget = 500                        # requests per day per license (the vendor's limit)
+# reserve = 50                              # kept for `syncer call` and other integrations
+
+[[licenses]]
+{name_line}
+{token_env_line}
+# token = "..."                             # or here instead (then: chmod 600 this file)
+
+# [schedule]
+# opening_hours = "10:00-23:00"             # most requests go to these hours
+
+# [reports]
+# day_starts_at = "00:00"                   # "04:00": a 00:40 ticket counts for the day before
+"""
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def default_token_env(license: str) -> str:
+    """`CLOUDPOS_TOKEN_MYSHOP` for license `myshop`: a variable name of its own."""
+    return "CLOUDPOS_TOKEN_" + (re.sub(r"[^A-Za-z0-9]+", "_", license).strip("_").upper() or "1")
+
+
+def init_text(license: str, *, token_env: str | None = None,
+              database_url: str | None = None) -> str:
+    """The commented `syncer.toml` that `syncer init` writes for one license; checked as
+    `load_config` would check it (a ConfigError names what is wrong)."""
+    token_env = token_env or default_token_env(license)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", token_env):
+        raise ConfigError(f"--token-env {token_env!r}: not an environment variable name "
+                          "(letters, digits and _, not starting with a digit)")
+    url = database_url or DatabaseConfig().url
+
+    def line(key: str, value: str, comment: str) -> str:
+        return f"{key} = {_toml_string(value)}".ljust(43) + f" # {comment}"
+
+    text = _INIT_TEMPLATE.format(
+        name=license, base_url=DEFAULT_BASE_URL,
+        url_line=line("url", url, "given to `syncer init`" if database_url else
+                      'or "postgresql://user:password@host:5432/db"'),
+        name_line=line("name", license, "the licname"),
+        token_env_line=line("token_env", token_env,
+                            "the token is read from this environment variable"))
+    raw = tomllib.loads(text)
+    try:
+        Config.model_validate({**raw, "source": "syncer init"})
+    except ValidationError as exc:
+        problems = _describe(exc, "syncer init", {})
+        for key, option in (("database.url", "--database-url"), ("licenses.0.name", "--license"),
+                            ("licenses.name", "--license")):
+            problems = problems.replace(f"{key}:", f"{option}:")
+        raise ConfigError(problems) from None
+    return text

@@ -492,3 +492,60 @@ def test_config_from_the_environment_alone(tmp_path: Path) -> None:
     env["SYNCER_DATABASE_URL"] = "nonsense"
     bad = run_cli(["config"], env, cwd=tmp_path)
     assert bad.exit_code == 2 and "database.url (from $SYNCER_DATABASE_URL)" in bad.output
+
+
+# --- 18: syncer init -----------------------------------------------------------------------------
+
+
+def test_init_writes_a_config_that_the_next_steps_run_on(db_url: str, sim: Simulator,
+                                                         tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
+    # Only the simulator's address comes from outside: a real license needs none.
+    env.update(CLOUDPOS_BASE_URL=sim.base_url)
+    given = [] if db_url.startswith("sqlite") else ["--database-url", db_url]
+    made = run_cli(["init", "--license", LICENSE, *given], env, cwd=tmp_path)
+    assert made.exit_code == 0, made.output
+    written = (tmp_path / "syncer.toml").read_text()
+    assert 'token_env = "CLOUDPOS_TOKEN_DEMO"' in written and TOKEN not in written
+    assert ('url = "sqlite:///cloudpos.db"' if not given else f'url = "{db_url}"') in written
+    steps = said(made)
+    assert "export CLOUDPOS_TOKEN_DEMO=" in steps
+    assert steps.index("syncer migrate") < steps.index("syncer check --online") \
+        < steps.index("syncer backfill")
+
+    env["CLOUDPOS_TOKEN_DEMO"] = TOKEN
+    for step in (["migrate"], ["check", "--online"], ["backfill", "--resource", "printers"]):
+        done = run_cli(step, env, cwd=tmp_path)
+        assert done.exit_code == 0, (step, done.output)
+    assert "license demo: credentials accepted" in run_cli(["check", "--online"], env,
+                                                           cwd=tmp_path).output
+    if not given:
+        assert (tmp_path / "cloudpos.db").is_file()
+    rows = config_rows(run_cli(["config"], env, cwd=tmp_path).output)
+    assert rows["licenses.0.token_env"] == ("CLOUDPOS_TOKEN_DEMO (set)", "syncer.toml")
+
+    again = run_cli(["init", "--license", "other"], env, cwd=tmp_path)
+    assert again.exit_code == 2
+    assert "syncer.toml exists; it was left as it is" in said(again)
+    assert (tmp_path / "syncer.toml").read_text() == written
+
+
+def test_init_refuses_what_would_not_load(tmp_path: Path) -> None:
+    for args, says in (
+        (["--license", ""], "--license: must not be empty"),
+        (["--license", "x", "--database-url", "nonsense"], "--database-url: not a database URL"),
+        (["--license", "x", "--token-env", "1A"], "--token-env '1A': not an environment variable"),
+    ):
+        refused = run_cli(["init", *args], {}, cwd=tmp_path)
+        assert refused.exit_code == 2, refused.output
+        assert says in said(refused)
+        assert not (tmp_path / "syncer.toml").exists()
+    other = run_cli(["init", "--license", "o'shop", "--path", "shops/o.toml"], {}, cwd=tmp_path)
+    assert other.exit_code == 2 and "cannot write it" in said(other)
+    (tmp_path / "shops").mkdir()
+    other = run_cli(["init", "--license", "o'shop \"2\"", "--path", "shops/o.toml"], {},
+                    cwd=tmp_path)
+    assert other.exit_code == 0 and "syncer --config shops/o.toml migrate" in other.output
+    rows = config_rows(run_cli(["--config", "shops/o.toml", "config"], {}, cwd=tmp_path).output)
+    assert rows["licenses.0.name"] == ("o'shop \"2\"", "shops/o.toml")
+    assert rows["licenses.0.token_env"][0].startswith("CLOUDPOS_TOKEN_O_SHOP_2 ")
