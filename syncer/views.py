@@ -253,7 +253,8 @@ def print_summary(summaries: Sequence[Summary], started: float, code: int) -> No
         after = sum(1 for o, other, _ in shown
                     if other == "not started" and (o.license, o.note) == (s.license, s.note))
         rest = f" (and the {after} resource(s) after it: not started)" if after else ""
-        errors.print(f"{s.license}/{s.resource} {status}{rest}: {redact(s.note)}", markup=False,
+        note = s.note.removeprefix(f"license {s.license!r}: ")  # the line has named it
+        errors.print(f"{s.license}/{s.resource} {status}{rest}: {redact(note)}", markup=False,
                      highlight=False)
     if code == EXIT_BUDGET:
         errors.print("work is left: run again to continue (it starts at the cursors; nothing "

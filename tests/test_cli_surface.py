@@ -549,3 +549,17 @@ def test_init_refuses_what_would_not_load(tmp_path: Path) -> None:
     rows = config_rows(run_cli(["--config", "shops/o.toml", "config"], {}, cwd=tmp_path).output)
     assert rows["licenses.0.name"] == ("o'shop \"2\"", "shops/o.toml")
     assert rows["licenses.0.token_env"][0].startswith("CLOUDPOS_TOKEN_O_SHOP_2 ")
+
+
+def test_a_backfill_stopped_by_refused_credentials_names_the_license_once(
+    sqlite_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    assert syncer(sqlite_url, sim, tmp_path, "backfill", token="wrong-token-0c9a").exit_code == 1
+    again = syncer(sqlite_url, sim, tmp_path, "--log-level", "warning", "backfill",
+                   token="wrong-token-0c9a")
+    assert again.exit_code == 1
+    words = said(again)
+    assert "demo/categories stopped (and the 12 resource(s) after it: not started): credentials " \
+           "were refused" in words, again.output
+    stop = words[words.index("demo/categories stopped"):]
+    assert "license 'demo'" not in stop[:stop.index("config")], stop
