@@ -182,7 +182,7 @@ def licenses_of(config: Config, names: Sequence[str]) -> list[LicenseConfig]:
     return [known[n] for n in dict.fromkeys(names)]  # a name given twice runs once
 
 
-def licenses_in(engine: Engine, config: Config, names: Sequence[str]) -> list[LicenseConfig]:
+def licenses_known(engine: Engine, config: Config, names: Sequence[str]) -> list[LicenseConfig]:
     """For commands that read only the database (rebuild, doctor without --fresh): the
     licenses the config names and those the database knows, as `status` lists them; no
     token is needed, since nothing is sent."""
@@ -816,7 +816,7 @@ def rebuild(state: State, license_names: tuple[str, ...], resource_names: tuple[
 
     config = state.config
     engine = open_database(config, existing=True)
-    licenses = licenses_in(engine, config, license_names)
+    licenses = licenses_known(engine, config, license_names)
     chosen = _resources_of(resource_names)
     for lic in licenses:
         try:
@@ -907,7 +907,7 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
     # After the question: a "no" changes nothing, not even the schema.
     engine = open_database(config, existing=not fresh)
     if not fresh:
-        licenses = licenses_in(engine, config, license_names)
+        licenses = licenses_known(engine, config, license_names)
     found = []
     for lic in licenses:
         fresh_errors = None
