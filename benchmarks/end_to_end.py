@@ -31,7 +31,7 @@ from benchmarks.scratch import scratch_url
 MAX_WINDOW = 5000  # the default [resources.X] max_window
 FULL_LISTS = 10
 TIMINGS = re.compile(r"time in HTTP \+ JSON ([\d.]+) s, parsing to rows ([\d.]+) s, database ([\d.]+) s")
-REQUESTS = re.compile(r"(\d+) requests in ([\d.]+) s")
+REQUESTS = re.compile(r"([\d,]+) requests? in ([\d.]+) s")
 
 
 def free_port() -> int:
@@ -78,7 +78,7 @@ def run_backfill(db_url: str, base_url: str, cwd: Path) -> dict[str, Any]:
     requests = REQUESTS.search(out)
     assert timings and requests, (out[-1000:], err[-1000:])
     http_json, parse, database = map(float, timings.groups())
-    return {"wall": wall, "requests": int(requests.group(1)), "http_json": http_json,
+    return {"wall": wall, "requests": int(requests.group(1).replace(",", "")), "http_json": http_json,
             "parse": parse, "database": database}
 
 

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -457,9 +458,11 @@ def latest(conn: Connection) -> dict[str, Latest]:
     return out
 
 
-def describe(result: dict[str, Any]) -> list[str]:
-    """The audit for a person: one line per finding, problems first, counted."""
-    out = [f"audit at {result['checked_at']} (business day starts at {result['day_starts_at']}): "
+def describe(result: dict[str, Any], tz: ZoneInfo) -> list[str]:
+    """The audit for a person: one line per finding, problems first, counted; its time
+    local, with its zone, as every other time a person reads."""
+    checked = dt.datetime.fromisoformat(result["checked_at"]).astimezone(tz)
+    out = [f"audit at {checked:%Y-%m-%d %H:%M:%S %Z} (business day starts at {result['day_starts_at']}): "
            f"{result['problems']} problem(s)"]
     for lic in result["licenses"]:
         out.append(f"license {lic['license']} (days {lic['from'] or 'first ticket'} to "

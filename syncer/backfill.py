@@ -41,28 +41,45 @@ class Summary:
     status: str = "pending"  # done, stopped, failed, skipped
     note: str = ""
     cursor: int | None = None
+    outcome: str = outcomes.OK.name  # the name of its `outcomes` row ("interrupted": Ctrl-C)
+    exit_code: int = outcomes.EXIT_OK  # that outcome's
 
 
 class Reporter:
     """Progress output: plain log lines; the CLI swaps in a rich progress bar on a terminal."""
 
     def started(self, summary: Summary) -> None:
-        log.info("%s/%s: started", summary.license, summary.resource)
+        log.info("%s/%s: started", summary.license, summary.resource,
+                 extra={"license": summary.license, "resource": summary.resource})
 
     def advanced(self, summary: Summary, result: PullResult) -> None:
-        log.info("%s/%s: %d records (%d bytes), cursor %s", summary.license, summary.resource,
-                 result.records, result.nbytes, summary.cursor)
+        # A full list has no cursor: only an id window's is worth a word.
+        log.info("%s/%s: %d record(s) (%d bytes)%s", summary.license, summary.resource,
+                 result.records, result.nbytes,
+                 "" if summary.cursor is None else f", cursor {summary.cursor}",
+                 extra={"license": summary.license, "resource": summary.resource,
+                        "records": result.records, "bytes": result.nbytes,
+                        "cursor": summary.cursor, "requests": summary.requests})
 
     def finished(self, summary: Summary) -> None:
-        log.info("%s/%s: %s %s", summary.license, summary.resource, summary.status, summary.note)
+        c = summary.counts
+        log.info("%s/%s: %s%s", summary.license, summary.resource, summary.status,
+                 f" ({summary.note})" if summary.note else "",
+                 extra={"license": summary.license, "resource": summary.resource,
+                        "status": summary.status, "requests": summary.requests,
+                        "inserted": c.inserted, "updated": c.updated, "unchanged": c.unchanged,
+                        "deleted": c.deleted, "quarantined": c.quarantined,
+                        "cursor": summary.cursor, "outcome": summary.outcome,
+                        "exit_code": summary.exit_code})
 
 
 class Stop(Exception):
     """Stop the whole license: the budget or the API said so."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, outcome: str) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.outcome = outcome
 
 
 INTERRUPTED = EXIT_INTERRUPTED
@@ -97,6 +114,7 @@ class Backfill:
             summaries.append(summary)
             if stop is not None:
                 summary.status, summary.note = "stopped", str(stop)
+                summary.outcome, summary.exit_code = stop.outcome, stop.exit_code
                 continue
             self.reporter.started(summary)
             sent = None
@@ -106,8 +124,9 @@ class Backfill:
             except KeyboardInterrupt:
                 # Ctrl-C: the page in hand rolled back with its transaction; every cursor
                 # is where its last commit left it, so a rerun continues from there.
-                stop = Stop(INTERRUPTED_NOTE, INTERRUPTED)
+                stop = Stop(INTERRUPTED_NOTE, INTERRUPTED, "interrupted")
                 summary.status, summary.note = "stopped", str(stop)
+                summary.outcome, summary.exit_code = stop.outcome, stop.exit_code
                 exit_code = INTERRUPTED
             else:
                 if failed is None:
@@ -115,9 +134,11 @@ class Backfill:
                 else:
                     exit_code = max(exit_code, failed.meaning.exit_code)
                     summary.note = failed.note
+                    summary.outcome = failed.meaning.name
+                    summary.exit_code = failed.meaning.exit_code
                     scope = failed.meaning.scope
                     if scope is Scope.LICENSE:
-                        stop = Stop(failed.note, failed.meaning.exit_code)
+                        stop = Stop(failed.note, failed.meaning.exit_code, failed.meaning.name)
                     summary.status = {Scope.LICENSE: "stopped",
                                       Scope.RESOURCE: "skipped"}.get(scope, "failed")
             finally:

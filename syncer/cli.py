@@ -68,17 +68,36 @@ class TextFormatter(logging.Formatter):
         return dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
 
 
+# What every LogRecord has; anything else on a record came from a call's `extra=`.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName"}
+
+
 class JsonFormatter(logging.Formatter):
+    """`--log-format json`: one object per line with the time, level, logger and message,
+    and every field the line's figures come from (a log call's `extra=`: license, job,
+    requests, rows, cursor, lag_seconds, next_run, outcome...), so a log store can filter
+    and sum them without parsing the text.
+
+    The standard library's formatter, extended: the fields already travel on the record
+    through `extra`, and this is the one place that renders them. python-json-logger
+    would do the same for a dependency; structlog would change every log call and the
+    redaction hook (`syncer.redact`) that guards the stdlib records. String fields are
+    redacted here, since `extra` is set after that hook runs."""
+
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
+        payload: dict[str, Any] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and key not in payload:
+                payload[key] = redact(value) if isinstance(value, str) else value
         if record.exc_text:
             payload["exception"] = record.exc_text
-        return json.dumps(payload)
+        return json.dumps(payload, default=str)
 
 
 def _only_upgrades(record: logging.LogRecord) -> bool:
@@ -163,6 +182,28 @@ def licenses_of(config: Config, names: Sequence[str]) -> list[LicenseConfig]:
     return [known[n] for n in dict.fromkeys(names)]  # a name given twice runs once
 
 
+def licenses_known(engine: Engine, config: Config, names: Sequence[str]) -> list[LicenseConfig]:
+    """For commands that read only the database (rebuild, doctor without --fresh): the
+    licenses the config names and those the database knows, as `status` lists them; no
+    token is needed, since nothing is sent."""
+    from syncer.status import stored_licenses  # noqa: PLC0415
+
+    configured = {lic.name: lic for lic in config.licenses}
+    with engine.connect() as conn:
+        stored = stored_licenses(conn)
+    known = {**configured, **{n: LicenseConfig(name=n) for n in sorted(stored - set(configured))}}
+    if not known:
+        fail(f"no license in {config.source} nor in the database ({describe(engine)}): load "
+             "data first with `syncer backfill` (or `syncer demo`)", EXIT_USAGE)
+    if not names:
+        return list(known.values())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        fail(f"unknown license {unknown}; configured or in the database: {sorted(known)}",
+             EXIT_USAGE)
+    return [known[n] for n in dict.fromkeys(names)]
+
+
 def open_database(config: Config, *, migrate_first: bool = True, existing: bool = False,
                   missing_hint: str = "load data first with `syncer backfill`") -> Engine:
     """The configured database, migrated. `existing`: for commands that only read (status,
@@ -217,10 +258,11 @@ def run_backfill(
     *,
     since: dt.date | None,
     max_requests: int | None,
+    quiet: bool = False,
 ) -> tuple[list[Summary], int]:
     summaries: list[Summary] = []
     exit_code = EXIT_OK
-    use_bar = console.is_terminal
+    use_bar = console.is_terminal and not quiet  # quiet: standard output is for --json
     progress = views.backfill_progress(use_bar)
     today = api_day(utcnow(), config.api.tz)
     with progress:
@@ -243,19 +285,28 @@ def run_backfill(
 @click.option("--max-requests", type=click.IntRange(min=0), default=None,
               help="Stop after this many requests (per license); exit 3, rerun continues.")
 @click.option("--license", "license_names", multiple=True, help="Only these licenses.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document on standard output: per license and resource the requests, "
+                   "rows, cursor, outcome and exit code (docs/operations.md).")
 @click.pass_obj
 def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime | None,
-             max_requests: int | None, license_names: tuple[str, ...]) -> None:
+             max_requests: int | None, license_names: tuple[str, ...], as_json: bool) -> None:
     """Load history to completion or until the budget or cap; rerun continues where it stopped."""
+    from syncer import results  # noqa: PLC0415
+
     config = state.config
     licenses = licenses_of(config, license_names)
     engine = open_database(config)
     chosen = ([res.get(n) for n in dict.fromkeys(resource_names)] if resource_names
               else list(res.RESOURCES))
-    started = time.monotonic()
+    started, began = time.monotonic(), utcnow()
     summaries, code = run_backfill(engine, config, licenses, chosen,
-                                   since=since.date() if since else None, max_requests=max_requests)
-    views.print_summary(summaries, started, code)
+                                   since=since.date() if since else None, max_requests=max_requests,
+                                   quiet=as_json)
+    if as_json:
+        click.echo(results.backfill(summaries, started=began, finished=utcnow(), exit_code=code))
+    else:
+        views.print_summary(summaries, started, code)
     sys.exit(code)
 
 
@@ -264,16 +315,23 @@ def backfill(state: State, resource_names: tuple[str, ...], since: dt.datetime |
 
 @cli.command()
 @click.option("--http", "http_addr", default=None, metavar="HOST:PORT",
-              help="Serve /healthz and /metrics here (e.g. 0.0.0.0:9108).")
+              help="Serve the status page (/), /healthz and /metrics here (e.g. 0.0.0.0:9108).")
 @click.option("--license", "license_names", multiple=True, help="Only these licenses.")
 @click.option("--once", is_flag=True, help="Run the jobs that are due once, then exit (for cron).")
+@click.option("--json", "as_json", is_flag=True,
+              help="With --once: one JSON document on standard output, per license and job the "
+                   "requests, rows, cursor, outcome and exit code (docs/operations.md).")
 @click.pass_obj
-def run(state: State, http_addr: str | None, license_names: tuple[str, ...], once: bool) -> None:
+def run(state: State, http_addr: str | None, license_names: tuple[str, ...], once: bool,
+        as_json: bool) -> None:
     """The daemon: one scheduled job per resource within the budget; stops cleanly on SIGTERM/SIGINT."""
     import signal  # noqa: PLC0415
 
     from syncer.daemon import Daemon, DaemonConflict  # noqa: PLC0415
 
+    if as_json and not once:
+        raise click.UsageError("--json goes with --once (the daemon logs; --log-format json "
+                               "makes its lines JSON)", click.get_current_context())
     config = state.config
     licenses = licenses_of(config, license_names)
     if len(licenses) != len(config.licenses):
@@ -281,27 +339,30 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
     engine = open_database(config)
     daemon = Daemon(engine, config)
     if once:
+        began = utcnow()
         try:
-            results = daemon.run_once()
+            ran = [r for r in daemon.run_once() if r.ran]
         except DaemonConflict as exc:
             fail(str(exc))
-        for r in results:
-            if r.ran:
-                console.print(f"{r.job}: {r.requests} request(s), {r.written} row(s) written"
-                              + (f" [yellow]{escape(r.error)}[/yellow]" if r.error else ""),
-                              highlight=False)
         # The worst outcome's exit code (see syncer.outcomes): refused credentials 1, a
         # budget or license stop 3, so that cron and systemd see them. Credentials
         # refused earlier stay an error while nothing is due (and so nothing is sent).
-        code = max((r.exit_code for r in results if r.ran), default=EXIT_OK)
+        code = max((r.exit_code for r in ran), default=EXIT_OK)
+        refused: dict[str, str] = {}
         with engine.connect() as conn:
             for lic in licenses:
                 stop = license_status(conn, lic.name, lic.fingerprint())
                 if stop.auth_rejected:
-                    errors.print(f"license {lic.name}: credentials were refused "
-                                 f"({stop.auth_reason}); {outcomes.CREDENTIALS_ADVICE}",
-                                 markup=False, highlight=False)
+                    refused[lic.name] = (f"credentials were refused ({stop.auth_reason}); "
+                                         f"{outcomes.CREDENTIALS_ADVICE}")
                     code = max(code, outcomes.REFUSED_BEFORE.exit_code)
+        if as_json:
+            from syncer import results  # noqa: PLC0415
+
+            click.echo(results.run_once(ran, [lic.name for lic in licenses], refused,
+                                        started=began, finished=utcnow(), exit_code=code))
+        else:
+            views.print_run_once(ran, refused)
         sys.exit(code)
     host, port = None, 0
     if http_addr:
@@ -318,6 +379,10 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:  # before serving: a refused second daemon must not first say it serves a page
+        daemon.claim_writer()
+    except DaemonConflict as exc:
+        fail(str(exc))
     server = None
     if host is not None:
         from syncer.ops import serve  # noqa: PLC0415
@@ -325,6 +390,7 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
         try:  # before the daemon starts: a port in use must not leave a daemon behind
             server = serve(daemon, host, port)
         except OSError as exc:
+            daemon.release_writer()
             fail(f"--http {http_addr}: cannot listen there: {exc.strerror or exc}", EXIT_USAGE)
     try:
         daemon.start()
@@ -423,9 +489,63 @@ def check(state: State, online: bool) -> None:
                     rt.client.fetch("get-printers")
                 console.print(f"license {lic.name}: credentials accepted")
             except (CloudPosError, Exception) as exc:
-                console.print(f"[red]license {lic.name}: {redact(str(exc))}[/red]")
+                # A stop's message may name the license itself: the line has just named it.
+                said = redact(str(exc)).removeprefix(f"license {lic.name!r}: ")
+                console.print(f"[red]license {escape(lic.name)}: {escape(said)}[/red]",
+                              highlight=False)
                 problems += 1
     sys.exit(EXIT_ERROR if problems else EXIT_OK)
+
+
+# --- config / init ---------------------------------------------------------------------
+
+
+@cli.command("config")
+@click.pass_obj
+def config_cmd(state: State) -> None:
+    """The effective configuration: every value, where it came from (the file, the
+    environment or the default), secrets masked."""
+    from syncer.config import explain, gather  # noqa: PLC0415
+
+    with friendly_errors():
+        gathered = gather(state.config_path)
+    views.print_config(gathered.file, explain(gathered))
+
+
+@cli.command()
+@click.option("--license", "license_name", required=True,
+              help="The license's name (its licname).")
+@click.option("--database-url", default=None,
+              help="Where to sync to (default: a SQLite file cloudpos.db), e.g. "
+                   "postgresql://user@host/db.")
+@click.option("--token-env", default=None,
+              help="The environment variable the token is read from (default: "
+                   "CLOUDPOS_TOKEN_<LICENSE>); the token is never written to the file.")
+@click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("syncer.toml"), show_default=True, help="The file to write.")
+def init(license_name: str, database_url: str | None, token_env: str | None, path: Path) -> None:
+    """Write a commented syncer.toml for one license; never overwrites a file."""
+    from syncer.config import default_token_env, init_text  # noqa: PLC0415
+
+    with friendly_errors():
+        text = init_text(license_name, token_env=token_env, database_url=database_url)
+    try:
+        with path.open("x", encoding="utf-8") as out:  # "x": never overwrite, even in a race
+            out.write(text)
+    except FileExistsError:
+        fail(f"{path} exists; it was left as it is. Edit it, or give another --path", EXIT_USAGE)
+    except OSError as exc:
+        fail(f"{path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE)
+    variable = token_env or default_token_env(license_name)
+    chosen = "" if path == Path("syncer.toml") else f"--config {path} "
+    console.print(
+        f"wrote {path} for license {license_name}. Next:\n"
+        f"  export {variable}='<the token of {license_name}>'\n"
+        f"  syncer {chosen}migrate             # makes the database and its tables\n"
+        f"  syncer {chosen}check --online      # one request: are the name and token right?\n"
+        f"  syncer {chosen}backfill            # loads the history (resumable)\n"
+        f"then `syncer {chosen}run` keeps it fresh; `syncer {chosen}config` shows every setting.",
+        markup=False, highlight=False)
 
 
 # --- status --------------------------------------------------------------------------
@@ -547,7 +667,7 @@ def audit(state: State, license_name: str | None, date_from: dt.datetime | None,
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
-        for line in audit_module.describe(result):
+        for line in audit_module.describe(result, config.api.tz):
             console.print(line, markup=False, highlight=False)
     sys.exit(audit_module.EXIT_PROBLEMS if result["problems"] else EXIT_OK)
 
@@ -668,8 +788,9 @@ def demo(db_path: str, orders: int, seed: int, start_at: dt.datetime | None) -> 
     console.print(views.sales_per_day(engine, "demo"))
     for name in ("report_daily_sales", "report_vat"):
         console.print(views.last_days_of(engine, reports.get(name), config.api.tz))
+    spent = views.counted(sum(s.requests for s in summaries), "request")
     console.print(f"demo done in {time.monotonic() - started:.1f} s; "
-                  f"{sum(s.requests for s in summaries)} requests. Query it: sqlite3 {db_path}, or "
+                  f"{spent}. Query it: sqlite3 {db_path}, or "
                   f"SYNCER_DATABASE_URL=sqlite:///{db_path} syncer report report_vat")
     sys.exit(code)
 
@@ -694,8 +815,8 @@ def rebuild(state: State, license_names: tuple[str, ...], resource_names: tuple[
     from syncer.rebuild import rebuild as rebuild_license  # noqa: PLC0415
 
     config = state.config
-    licenses = licenses_of(config, license_names)
-    engine = open_database(config)
+    engine = open_database(config, existing=True)
+    licenses = licenses_known(engine, config, license_names)
     chosen = _resources_of(resource_names)
     for lic in licenses:
         try:
@@ -772,7 +893,8 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
     from syncer import doctor as doc  # noqa: PLC0415
 
     config = state.config
-    licenses = licenses_of(config, license_names)
+    # Without --fresh it reads only the database: any license it holds (as `status`).
+    licenses = licenses_of(config, license_names) if fresh else []
     chosen = list(res.RESOURCES)
     now = utcnow()
     if fresh and not yes:
@@ -782,7 +904,10 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
             fail(f"doctor --fresh would {what}; confirm with --yes (no terminal to ask on)",
                  EXIT_USAGE)
         confirm(f"This will {what}. Go on?")
-    engine = open_database(config)  # after the question: a "no" changes nothing, not even the schema
+    # After the question: a "no" changes nothing, not even the schema.
+    engine = open_database(config, existing=not fresh)
+    if not fresh:
+        licenses = licenses_known(engine, config, license_names)
     found = []
     for lic in licenses:
         fresh_errors = None

@@ -513,7 +513,7 @@ class CloudPosClient:
         info = RequestInfo(self.licname, function, dict(params), number)
         ticket = self.door.before_send(info)
         url = self._url(function, params)
-        shown = " ".join(f"{k}={v}" if v else k for k, v in params.items())
+        shown = " ".join([function, *(f"{k}={v}" if v else k for k, v in params.items())])
         started = time.perf_counter()
         status: int | None = None
         try:
@@ -541,7 +541,10 @@ class CloudPosClient:
             # Only a fault that is retried is "attempt n of m": a refused login, a limit or
             # an input error is final, and a note promising more tries would mislead.
             note = _attempt_note(number, of) if isinstance(exc, Retriable) else ""
-            log.log(level, "GET %s %s -> %s%s", function, shown, exc, note)
+            # The error's text begins with the function, which the line has just named.
+            said = str(exc).removeprefix(f"{function}: ")
+            log.log(level, "GET %s -> %s%s", shown, said, note,
+                    extra={"function": function, "error_code": exc.code, "attempt": number})
             raise
         except BaseException:  # a bug or Ctrl-C: the door still hears of the attempt
             duration = int((time.perf_counter() - started) * 1000)
@@ -550,7 +553,7 @@ class CloudPosClient:
         duration = int((time.perf_counter() - started) * 1000)
         result = Outcome("empty" if empty else "ok", 2000 if empty else None, status, duration)
         self.door.after_response(ticket, result)
-        log.debug("GET %s %s -> %s, %d bytes in %d ms%s", function, shown,
+        log.debug("GET %s -> %s, %d bytes in %d ms%s", shown,
                   "empty" if empty else "ok", len(content), duration, _attempt_note(number, of))
         return Page(body=body, records=records, nbytes=len(content), elapsed=duration / 1000,
                     empty=empty, content=content, ticket=ticket)
@@ -570,7 +573,9 @@ class CloudPosClient:
         if status >= 500:
             raise ServerError(f"{function}: HTTP {status}", None)
         if status >= 400:
-            raise HttpError(f"{function}: HTTP {status}: {content[:200]!r}")
+            # The body as text (a proxy's page, a JSON error), not a bytes literal.
+            text = " ".join(content[:200].decode("utf-8", "replace").split())
+            raise HttpError(f"{function}: HTTP {status}" + (f": {text}" if text else ""))
         ctype = response.headers.get("content-type", "")
         head = content.lstrip()[:1]
         if "html" in ctype or head == b"<":

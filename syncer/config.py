@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import re
 import stat
 import tomllib
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -356,11 +358,39 @@ def _describe(exc: ValidationError, source: str, from_env: Mapping[str, str]) ->
     return f"invalid config in {where}: " + "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class Gathered:
+    """What the configuration was made of: the file's keys, and the values the
+    environment gave (the dotted key and the variable that gave it)."""
+
+    config: Config
+    file: Path | None
+    file_keys: frozenset[str]
+    from_env: Mapping[str, str]
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Read, merge and validate the configuration."""
+    return gather(path, environ).config
+
+
+def _dotted(raw: Any, prefix: str = "") -> set[str]:
+    """Every leaf key of a TOML document, dotted (`licenses.0.name`)."""
+    if isinstance(raw, dict):
+        return {k for key, value in raw.items() for k in _dotted(value, f"{prefix}{key}.")}
+    if isinstance(raw, list) and raw and all(isinstance(item, dict) for item in raw):
+        return {k for i, item in enumerate(raw) for k in _dotted(item, f"{prefix}{i}.")}
+    return {prefix.rstrip(".")}
+
+
+def gather(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Gathered:
+    """Read, merge and validate the configuration, keeping where each value came from."""
     env = os.environ if environ is None else environ
     file = _find_file(path, env)
     raw: dict[str, Any] = {}
@@ -377,6 +407,7 @@ def load_config(
             raise ConfigError(f"{file}: cannot be read ({exc.strerror}); the user running "
                               "syncer needs read access") from None
         _warn_if_readable_by_others(file, raw)
+    file_keys = frozenset(_dotted(raw))
 
     # A section that is not a table is left as it is, for validation to report by name.
     from_env: dict[str, str] = {}
@@ -389,11 +420,163 @@ def load_config(
         raw["licenses"] = [
             {"name": env["CLOUDPOS_LICNAME"], "token_env": "CLOUDPOS_TOKEN"}
         ]
+        from_env.update({"licenses.0.name": "CLOUDPOS_LICNAME",
+                         "licenses.0.token_env": "CLOUDPOS_LICNAME"})
     elif env.get("CLOUDPOS_LICNAME"):
         warnings.warn(f"CLOUDPOS_LICNAME and CLOUDPOS_TOKEN are ignored: {source} lists its "
                       "licenses", stacklevel=2)
     raw["source"] = source
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source, from_env)) from None
+    return Gathered(config, file, file_keys, from_env)
+
+
+# --- `syncer config`: the effective configuration, and where each value came from -----
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # dotted, as in the file: api.daily_budget, licenses.0.token
+    value: str  # as shown: secrets masked
+    origin: str  # the file, $VARIABLE, or "default"
+
+
+def _shown(key: str, value: Any, environ: Mapping[str, str]) -> str:
+    """A value as `syncer config` shows it: no secret, no password."""
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else "(empty)"
+    if value is None:
+        return "(not set)"
+    if key == "database.url":
+        return shown_url(value)
+    if key.endswith(".token_env"):
+        return f"{value} ({'set' if environ.get(value, '').strip() else 'not set or empty'})"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {v!r}" for k, v in value.items())
+    return str(value)
+
+
+def _leaves(model: BaseModel, prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for name in type(model).model_fields:
+        if name == "source":
+            continue
+        value, key = getattr(model, name), f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            out += _leaves(value, f"{key}.")
+        elif isinstance(value, tuple) and all(isinstance(v, BaseModel) for v in value) and value:
+            for i, item in enumerate(value):
+                out += _leaves(item, f"{key}.{i}.")
+        elif isinstance(value, dict) and value and all(isinstance(v, BaseModel)
+                                                       for v in value.values()):
+            for sub, item in value.items():
+                out += _leaves(item, f"{key}.{sub}.")
+        elif not (isinstance(value, tuple | dict) and not value):
+            out.append((key, value))
+    return out
+
+
+def explain(gathered: Gathered, environ: Mapping[str, str] | None = None) -> list[Setting]:
+    """Every setting in effect, shown masked, with where it came from: the file, an
+    environment variable, or the default (as `meltano config list` does)."""
+    env = os.environ if environ is None else environ
+    config = gathered.config
+    settings = []
+    for key, value in _leaves(config):
+        if key in gathered.from_env:
+            origin = f"${gathered.from_env[key]}"
+        elif key in gathered.file_keys:
+            origin = str(gathered.file)
+        else:
+            origin = "default"
+        shown = _shown(key, value, env)
+        if key.startswith("licenses.") and key.endswith((".daily_budget", ".reserve")) \
+                and value is None:
+            shown = f"(not set: api.{key.rsplit('.', 1)[1]} applies)"
+        settings.append(Setting(key, shown, origin))
+    if not config.licenses:
+        settings.append(Setting("licenses", "(none: nothing would be synced)", "default"))
+    others = sorted(set(BY_NAME) - set(config.resources))
+    if others:
+        defaults = ResourceConfig()
+        settings.append(Setting(
+            "resources.*", f"window {defaults.window}, min_window {defaults.min_window}, "
+            f"max_window {defaults.max_window}, enabled true (every resource not listed: "
+            f"{', '.join(others)})", "default"))
+    return settings
+
+
+# --- `syncer init`: a commented syncer.toml for one license ----------------------------
+
+_INIT_TEMPLATE = """\
+# cloudpos-syncer configuration for license {name!r}, written by `syncer init`.
+# Every key, with what it does: config.example.toml. What is in effect, and where
+# each value comes from: `syncer config`. Environment variables override this file:
+# SYNCER_DATABASE_URL, CLOUDPOS_BASE_URL.
+
+[database]
+{url_line}
+
+[api]
+# base_url = "{base_url}"
+# timezone = "Europe/Brussels"              # the API's day and its local times
+# daily_budget = 500                        # requests per day per license (the vendor's limit)
+# reserve = 50                              # kept for `syncer call` and other integrations
+
+[[licenses]]
+{name_line}
+{token_env_line}
+# token = "..."                             # or here instead (then: chmod 600 this file)
+
+# [schedule]
+# opening_hours = "10:00-23:00"             # most requests go to these hours
+
+# [reports]
+# day_starts_at = "00:00"                   # "04:00": a 00:40 ticket counts for the day before
+"""
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def default_token_env(license: str) -> str:
+    """`CLOUDPOS_TOKEN_MYSHOP` for license `myshop`: a variable name of its own."""
+    return "CLOUDPOS_TOKEN_" + (re.sub(r"[^A-Za-z0-9]+", "_", license).strip("_").upper() or "1")
+
+
+def init_text(license: str, *, token_env: str | None = None,
+              database_url: str | None = None) -> str:
+    """The commented `syncer.toml` that `syncer init` writes for one license; checked as
+    `load_config` would check it (a ConfigError names what is wrong)."""
+    token_env = token_env or default_token_env(license)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", token_env):
+        raise ConfigError(f"--token-env {token_env!r}: not an environment variable name "
+                          "(letters, digits and _, not starting with a digit)")
+    url = database_url or DatabaseConfig().url
+
+    def line(key: str, value: str, comment: str) -> str:
+        return f"{key} = {_toml_string(value)}".ljust(43) + f" # {comment}"
+
+    text = _INIT_TEMPLATE.format(
+        name=license, base_url=DEFAULT_BASE_URL,
+        url_line=line("url", url, "given to `syncer init`" if database_url else
+                      'or "postgresql://user:password@host:5432/db"'),
+        name_line=line("name", license, "the licname"),
+        token_env_line=line("token_env", token_env,
+                            "the token is read from this environment variable"))
+    raw = tomllib.loads(text)
+    try:
+        Config.model_validate({**raw, "source": "syncer init"})
+    except ValidationError as exc:
+        problems = _describe(exc, "syncer init", {})
+        for key, option in (("database.url", "--database-url"), ("licenses.0.name", "--license"),
+                            ("licenses.name", "--license")):
+            problems = problems.replace(f"{key}:", f"{option}:")
+        raise ConfigError(problems) from None
+    return text

@@ -100,6 +100,9 @@ class RunResult:
     written: int = 0
     error: str | None = None
     exit_code: int = outcomes.EXIT_OK  # the outcome's, for `run --once`
+    outcome: str = outcomes.OK.name  # the name of its `outcomes` row
+    scope: outcomes.Scope = outcomes.Scope.NONE  # how far its outcome stops
+    license: str = ""
     counts: Counts = field(default_factory=Counts)
     cursor: int | None = None  # an id window's cursor, a re-scan's position, after the run
 
@@ -134,6 +137,9 @@ class LicenseJobs:
         self.ledger = self.runtime.ledger
         self.written: dict[str, int] = defaultdict(int)
         self._today = _Day(api_day(clock(), self.tz))
+        # The license's stop last logged: every job of a stopped license fails alike, and
+        # one warning says it (the others go to DEBUG) until a job gets through again.
+        self._stop_said: str | None = None
         self._wake_if_credentials_changed()
 
     def _wake_if_credentials_changed(self) -> None:
@@ -176,7 +182,8 @@ class LicenseJobs:
             taken = claim_on(conn, self.name, job, self.owner, now, self.ttl)
         if not taken.taken:
             # Not due (a replica just ran it: its next run is stored) or running elsewhere.
-            return RunResult(job, taken.due_at or now + dt.timedelta(seconds=10), ran=False)
+            return RunResult(job, taken.due_at or now + dt.timedelta(seconds=10), ran=False,
+                             license=self.name)
         state = taken.state
         released = False
         try:
@@ -254,11 +261,22 @@ class LicenseJobs:
         c = result.counts
         lag = "never synced before" if last_success is None else \
             f"{(now - last_success).total_seconds():.0f} s"
-        log.info("%s/%s: %d request(s), %d inserted, %d updated, %d deleted, %d quarantined; "
-                 "cursor %s; lag %s; next run %s%s", self.name, result.job, result.requests,
-                 c.inserted, c.updated, c.deleted, c.quarantined,
-                 "-" if result.cursor is None else result.cursor, lag, self._shown(result.next_run),
-                 "" if result.error is None else "; failed (see the warning above)")
+        # A job its stopped license kept from sending did nothing: the warning said why.
+        idle = result.requests == 0 and result.scope is outcomes.Scope.LICENSE
+        # Every figure of the line is a field as well (`--log-format json`).
+        fields = {"license": self.name, "job": result.job, "requests": result.requests,
+                  "inserted": c.inserted, "updated": c.updated, "deleted": c.deleted,
+                  "quarantined": c.quarantined, "cursor": result.cursor,
+                  "lag_seconds": None if last_success is None
+                  else round((now - last_success).total_seconds()),
+                  "next_run": result.next_run.isoformat(), "outcome": result.outcome,
+                  "exit_code": result.exit_code}
+        log.log(logging.DEBUG if idle else logging.INFO,
+                "%s/%s: %d request(s), %d inserted, %d updated, %d deleted, %d quarantined; "
+                "cursor %s; lag %s; next run %s%s", self.name, result.job, result.requests,
+                c.inserted, c.updated, c.deleted, c.quarantined,
+                "-" if result.cursor is None else result.cursor, lag, self._shown(result.next_run),
+                "" if result.error is None else "; failed (see the warning above)", extra=fields)
 
     def _shown(self, moment: dt.datetime) -> str:
         return moment.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -275,7 +293,11 @@ class LicenseJobs:
         log.info("license %s: API day %s (%s)%s: %d of %d requests spent (daily_budget %d - "
                  "reserve %d), %d row(s) written, %d error(s)", self.name, day.day, self.tz.key,
                  " so far" if final else "", spent, self.spendable, budget, reserve, day.rows,
-                 day.errors)
+                 day.errors, extra={"license": self.name, "api_day": day.day.isoformat(),
+                                    "timezone": self.tz.key, "final": final,
+                                    "requests_spent": spent, "requests_spendable": self.spendable,
+                                    "daily_budget": budget, "reserve": reserve,
+                                    "rows_written": day.rows, "errors": day.errors})
         if not final:
             self._today = _Day(api_day(now, self.tz))
 
@@ -286,13 +308,25 @@ class LicenseJobs:
         error's outcome (see `outcomes`) sets when it may run again; no pull is returned."""
         pulled = self.runtime.attempt(job, self.runtime.run_job, registry.BY_NAME[job], now, state)
         if isinstance(pulled, Failure):
-            log.warning("%s/%s: %s", self.name, job, pulled.note)
+            stops = pulled.meaning.scope is outcomes.Scope.LICENSE
+            # A stop already said, or one that only repeats it (the license waits, or its
+            # credentials were refused before): the first warning said it.
+            said = stops and self._stop_said is not None and (
+                pulled.note == self._stop_said
+                or pulled.meaning in (outcomes.REFUSED_BEFORE, outcomes.WAITING))
+            log.log(logging.DEBUG if said else logging.WARNING, "%s/%s: %s", self.name, job,
+                    pulled.note, extra={"license": self.name, "job": job,
+                                        "outcome": pulled.meaning.name,
+                                        "exit_code": pulled.meaning.exit_code})
+            self._stop_said = pulled.note if stops else self._stop_said
             return RunResult(job, outcomes.retry_at(pulled.error, now, self.tz), error=pulled.note,
-                             exit_code=pulled.meaning.exit_code), None
+                             exit_code=pulled.meaning.exit_code, outcome=pulled.meaning.name,
+                             scope=pulled.meaning.scope, license=self.name), None
+        self._stop_said = None
         # Catching up (a full window, or empty space stepped over): again soon.
         next_run = now + self.specs[job].min_interval if pulled.more else now
         return RunResult(job, next_run, written=pulled.counts.written, counts=pulled.counts,
-                         cursor=pulled.cursor), pulled
+                         cursor=pulled.cursor, license=self.name), pulled
 
 
 def db_retry_delay(failures: int) -> dt.timedelta:
@@ -405,24 +439,30 @@ class Daemon:
 
     def run_once(self) -> list[RunResult]:
         """`syncer run --once`: the due jobs, under the same one-daemon rule as `start`."""
-        self._lock_writer()
+        self.claim_writer()
         try:
             return self.run_due()
         finally:
             unlock_writer(self.engine, self.owner)
 
-    def _lock_writer(self) -> None:
+    def claim_writer(self) -> None:
         """A single-writer database (SQLite) has one daemon (or `run --once`) per file.
-        A holder that crashed on this host is taken over at once, not after its lease."""
+        A holder that crashed on this host is taken over at once, not after its lease.
+        `syncer run` claims it before it serves the page, so a refused second daemon says
+        nothing of serving; `start` claims it again (its own lock: a no-op)."""
         other = lock_writer(self.engine, self.owner, self.clock(), self.ttl)
         if other is not None:
             raise DaemonConflict(
                 f"another `syncer run` ({other}) already uses this SQLite database; SQLite "
                 "supports one daemon. Use Postgres to run replicas.")
 
+    def release_writer(self) -> None:
+        """Let go of the writer lock (a `syncer run` that could not start)."""
+        unlock_writer(self.engine, self.owner)
+
     def start(self) -> None:
         now = self.clock()
-        self._lock_writer()
+        self.claim_writer()
         for lic in self.licenses:
             for job, when in lic.due_times().items():
                 self._schedule(lic, job, when or now)

@@ -281,7 +281,9 @@ class Ledger:
                                 auth_rejected_at=now,
                                 auth_rejected_reason=f"API error {code}: {meaning.words}")
                 log.error("license %r: credentials refused (API error %s); stopped until the "
-                          "config changes. Fix licname/token, then restart.", self.license, code)
+                          "config changes. Fix licname/token, then restart.", self.license, code,
+                          extra={"license": self.license, "outcome": meaning.name,
+                                 "error_code": code})
             elif meaning.kept is Kept.BLOCKED:
                 until = meaning.until(outcome.until, now, self.tz)
                 self._set_state(conn, now, blocked_until=until, blocked_reason=meaning.words)
@@ -295,7 +297,9 @@ class Ledger:
                         .values(spent=dialects.of(conn).greatest(t.request_budget.c.spent, self.cap))
                     )
                 log.warning("license %r: %s; no requests until %s", self.license, meaning.words,
-                            until.astimezone(self.tz).strftime("%Y-%m-%d %H:%M %Z"))
+                            until.astimezone(self.tz).strftime("%Y-%m-%d %H:%M %Z"),
+                            extra={"license": self.license, "outcome": meaning.name,
+                                   "error_code": code, "until": until.isoformat()})
             elif meaning.kept is Kept.CLEARS_CREDENTIALS and ticket.refusal_stored:
                 self._clear_auth(conn, now)
 

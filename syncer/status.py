@@ -277,6 +277,13 @@ def _plans_for(jobs: tuple[JobSpec, ...], hours: OpeningHours, tz: ZoneInfo, now
 # --- building it ---------------------------------------------------------------------
 
 
+def stored_licenses(conn: Connection) -> set[str]:
+    """Every license the database holds state, spending or stop signs of."""
+    return set(conn.execute(union(
+        select(t.sync_state.c.license), select(t.request_budget.c.license),
+        select(t.license_state.c.license))).scalars()) - {"*"}
+
+
 def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
           totals: bool = False, requests: bool = True, cache: Cache | None = None) -> Status:
     """The status of every license the config or the database knows.
@@ -307,9 +314,7 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
         quarantined = {row[0]: int(row[1]) for row in conn.execute(
             select(t.quarantine.c.license, func.count()).group_by(t.quarantine.c.license))}
         audited = audit.latest(conn)
-        known = set(conn.execute(union(
-            select(t.sync_state.c.license), select(t.request_budget.c.license),
-            select(t.license_state.c.license))).scalars()) - {"*"}
+        known = stored_licenses(conn)
         configured = {lic.name: lic for lic in config.licenses}
         names = [*configured, *sorted(known - set(configured))]
         rows = _table_rows(conn, now, cache)

@@ -9,11 +9,13 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     Progress,
@@ -30,12 +32,16 @@ from sqlalchemy import Engine, func, select
 
 from syncer import reports, writers
 from syncer.backfill import Reporter, Summary
+from syncer.config import Setting
 from syncer.jobs import HISTORY_DAY
 from syncer.load import Counts
-from syncer.outcomes import EXIT_BUDGET
+from syncer.outcomes import EXIT_BUDGET, Scope
 from syncer.redact import redact
 from syncer.status import Status, audit_words, catching_up_words, when
 from syncer.sync import PullResult
+
+if TYPE_CHECKING:
+    from syncer.daemon import RunResult
 
 
 def _width(stream: Any) -> int | None:
@@ -75,6 +81,11 @@ def backfill_progress(enabled: bool) -> Progress:
                     TextColumn("{task.fields[status]}", table_column=Column(
                         no_wrap=True, overflow="ellipsis", ratio=1)),
                     console=console, disable=not enabled, transient=True, expand=True)
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 request`, `2 requests`: a count with its noun in the right number."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def _counted(c: Counts) -> str:
@@ -156,23 +167,82 @@ def _shown_status(summaries: Sequence[Summary]) -> list[tuple[Summary, str, bool
     return out
 
 
-def summary_table(summaries: Sequence[Summary]) -> RichTable:
-    table = RichTable(title="Backfill summary")
-    for name in ("license", "resource", "requests", "inserted", "updated", "unchanged", "deleted",
-                 "quarantined", "status"):
-        table.add_column(name, justify="right" if name not in ("license", "resource", "status") else "left")
-    for s, shown, _news in _shown_status(summaries):
-        c = s.counts
-        table.add_row(s.license, s.resource, str(s.requests), str(c.inserted), str(c.updated),
-                      str(c.unchanged), str(c.deleted), str(c.quarantined), shown)
-    return table
+# The columns of a results table that hold words; the rest are counts, right-aligned.
+WORD_COLUMNS = frozenset({"license", "resource", "job", "cursor", "status"})
+
+
+def fitted(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
+           width: int | None = None) -> list[RenderableType]:
+    """A results table that fits `width` (the terminal's) with nothing a person needs cut:
+    whole when it fits; else without the counts that are 0 in every row, with a note that
+    says which; else stacked, one line per row with each figure named."""
+    width = width or console.width
+
+    def table_of(shown: Sequence[int]) -> RichTable:
+        table = RichTable(title=title)
+        for i in shown:
+            table.add_column(columns[i], no_wrap=True,
+                             justify="left" if columns[i] in WORD_COLUMNS else "right")
+        for row in rows:
+            table.add_row(*(row[i] for i in shown))
+        return table
+
+    def fits(table: RichTable) -> bool:  # its natural width (a measure clamps to the given)
+        natural = console.options.update_width(10_000)
+        return Measurement.get(console, natural, table).maximum <= width
+
+    every = list(range(len(columns)))
+    table = table_of(every)
+    if fits(table):
+        return [table]
+    zeros = [i for i in every if columns[i] not in WORD_COLUMNS
+             and all(row[i] in ("0", "") for row in rows)]
+    if zeros:
+        table = table_of([i for i in every if i not in zeros])
+        if fits(table):
+            return [table, Text(f"(not shown, 0 in every row: "
+                                f"{', '.join(columns[i] for i in zeros)})")]
+    # Stacked: who and how it ended first, then every figure by its name.
+    names = [i for i in every if columns[i] in ("license", "resource", "job")]
+    status = columns.index("status") if "status" in columns else None
+    lines: list[RenderableType] = [Text(f"{title} (counts that are 0 not shown)", style="italic")]
+    for row in rows:
+        figures = [f"{columns[i]} {row[i]}" for i in every
+                   if i not in names and i != status and row[i] not in ("", "0")]
+        lines.append(Text("/".join(row[i] for i in names)
+                          + (f": {row[status]}" if status is not None else "")))
+        lines.extend(Text(f"  {part}") for part in _wrapped(figures, width - 2))
+    return lines
+
+
+def _wrapped(items: Sequence[str], width: int) -> list[str]:
+    """`items` joined with commas into lines of at most `width`, never split inside one."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 2 + len(item) <= width:
+            lines[-1] += f", {item}"
+        else:
+            lines.append(item)
+    return lines
+
+
+def summary_table(summaries: Sequence[Summary], width: int | None = None) -> list[RenderableType]:
+    """The backfill's summary, fitted to the terminal (see `fitted`)."""
+    columns = ("license", "resource", "requests", "inserted", "updated", "unchanged", "deleted",
+               "quarantined", "status")
+    rows = [(s.license, s.resource, str(s.requests), str(s.counts.inserted), str(s.counts.updated),
+             str(s.counts.unchanged), str(s.counts.deleted), str(s.counts.quarantined), shown)
+            for s, shown, _news in _shown_status(summaries)]
+    return fitted("Backfill summary", columns, rows, width)
 
 
 def print_summary(summaries: Sequence[Summary], started: float, code: int) -> None:
     """The summary table, the request count, and below it, in full and once each, why work
     stopped, failed or was skipped (a table cell would cut a sentence short)."""
-    console.print(summary_table(summaries))
-    console.print(f"{sum(s.requests for s in summaries)} requests in {time.monotonic() - started:.1f} s")
+    for part in summary_table(summaries):
+        console.print(part, highlight=False)
+    console.print(f"{counted(sum(s.requests for s in summaries), 'request')} in "
+                  f"{time.monotonic() - started:.1f} s", highlight=False)
     shown = _shown_status(summaries)
     for s, status, news in shown:
         if not news:
@@ -180,11 +250,54 @@ def print_summary(summaries: Sequence[Summary], started: float, code: int) -> No
         after = sum(1 for o, other, _ in shown
                     if other == "not started" and (o.license, o.note) == (s.license, s.note))
         rest = f" (and the {after} resource(s) after it: not started)" if after else ""
-        errors.print(f"{s.license}/{s.resource} {status}{rest}: {redact(s.note)}", markup=False,
+        note = s.note.removeprefix(f"license {s.license!r}: ")  # the line has named it
+        errors.print(f"{s.license}/{s.resource} {status}{rest}: {redact(note)}", markup=False,
                      highlight=False)
     if code == EXIT_BUDGET:
         errors.print("work is left: run again to continue (it starts at the cursors; nothing "
                      "stored is fetched again)", highlight=False)
+
+
+# --- run --once --------------------------------------------------------------------------
+
+
+def print_run_once(results: Sequence[RunResult], refused: Mapping[str, str]) -> None:
+    """`syncer run --once` for a person: one line per license that stopped (why, once, and
+    how many jobs it kept from running), then a table of the jobs that did run, and below
+    it each other failure in full. `refused`: licenses whose credentials were refused
+    before, with the words for it (said when no job of theirs did)."""
+    stops: dict[str, str] = {}
+    idle: dict[str, int] = {}
+    for r in results:
+        if r.error and r.scope is Scope.LICENSE:
+            # The first stop is the cause: the jobs after it only repeat it.
+            stops.setdefault(r.license, r.error.removeprefix(f"license {r.license!r}: "))
+            idle[r.license] = idle.get(r.license, 0) + (r.requests == 0)
+    for name, note in stops.items():
+        kept = f"; {counted(idle[name], 'job')} not run" if idle[name] else ""
+        errors.print(f"license {name}: stopped: {redact(note)}{kept}", markup=False,
+                     highlight=False)
+    for name, words in refused.items():
+        if name not in stops:
+            errors.print(f"license {name}: {words}", markup=False, highlight=False)
+    ran = [r for r in results if not (r.error and r.scope is Scope.LICENSE and r.requests == 0)]
+    if ran:
+        columns = ("license", "job", "requests", "inserted", "updated", "deleted", "quarantined",
+                   "cursor", "status")
+        rows = [(r.license, r.job, str(r.requests), str(r.counts.inserted), str(r.counts.updated),
+                 str(r.counts.deleted), str(r.counts.quarantined),
+                 "" if r.cursor is None else str(r.cursor), "ok" if r.error is None else r.outcome)
+                for r in ran]
+        for part in fitted("Jobs run", columns, rows):
+            console.print(part, highlight=False)
+    elif not stops:
+        console.print("no job was due", highlight=False)
+    console.print(f"{counted(sum(r.requests for r in results), 'request')}, "
+                  f"{counted(sum(r.written for r in results), 'row')} written", highlight=False)
+    for r in ran:
+        if r.error and r.scope is not Scope.LICENSE:
+            errors.print(f"{r.license}/{r.job} {r.outcome}: {redact(r.error)}", markup=False,
+                         highlight=False)
 
 
 # --- status ------------------------------------------------------------------------------
@@ -226,6 +339,23 @@ def print_status(status: Status) -> None:
                           str(job.planned_requests),
                           escape((job.disabled and f"disabled: {job.disabled}") or (job.last_error or "")))
         console.print(table)
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def print_config(file: Path | None, settings: Sequence[Setting]) -> None:
+    """`syncer config`: which file was read, then every setting in effect with where it
+    came from; secrets are masked before they get here (`config.explain`)."""
+    console.print(f"config file: {file}" if file is not None else
+                  "config file: none (no --config, no $SYNCER_CONFIG, no ./syncer.toml): "
+                  "defaults and the environment", highlight=False, markup=False)
+    table = RichTable()
+    for name in ("key", "value", "from"):
+        table.add_column(name, overflow="fold")
+    for setting in settings:
+        table.add_row(escape(setting.key), escape(setting.value), escape(setting.origin))
+    console.print(table)
 
 
 # --- reports and the demo ------------------------------------------------------------------

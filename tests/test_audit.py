@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -384,7 +385,7 @@ def test_a_fresh_install_is_audited_once_its_history_is_in_then_once_a_day(
         (run,) = runs
         assert run.license == LICENSE and run.ran_at >= first_order  # after the history came
         report = run.report if isinstance(run.report, dict) else json.loads(run.report)
-        assert run.problems == report["problems"] == 0, audit.describe(report)
+        assert run.problems == report["problems"] == 0, audit.describe(report, ZoneInfo("UTC"))
         assert report["licenses"][0]["license"] == LICENSE
         # Within the day it does not run again; a day later it does.
         assert audit.run_daily(engine, cfg, clock=lambda: run.ran_at + dt.timedelta(hours=23)) == 0

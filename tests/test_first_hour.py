@@ -206,7 +206,7 @@ def test_a_refused_login_promises_no_retry_and_log_times_say_utc(
 
     assert done.returncode == 1, done.stderr
     line = next(x for x in done.stderr.splitlines() if "syncer.client" in x)
-    assert line.endswith("-> get-categories: 1002 Token or name not valid"), line
+    assert line.endswith("GET get-categories -> 1002 Token or name not valid"), line
     assert "attempt" not in done.stderr
     for log_line in (x for x in done.stderr.splitlines() if " INFO " in x or " ERROR " in x):
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 (INFO|ERROR) ", log_line), \

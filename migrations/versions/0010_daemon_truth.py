@@ -1,7 +1,7 @@
 """what the daemon needs to tell the truth: each request's job, a history's catch-up,
 and the audit's problems by kind
 
-Revision ID: 0012_daemon_truth
+Revision ID: 0010_daemon_truth
 Revises: 0009_job_lease_in_state
 Create Date: 2026-12-06 20:00:00
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql, postgresql
 
-revision = "0012_daemon_truth"
+revision = "0010_daemon_truth"
 down_revision = "0009_job_lease_in_state"
 branch_labels = None
 depends_on = None
