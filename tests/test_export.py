@@ -82,7 +82,7 @@ def table(sheet: Any) -> list[dict[str, Any]]:
 
 def block(sheet: Any) -> dict[str, str]:
     """The (label, text) lines above the table."""
-    out = {}
+    out: dict[str, str] = {}
     for label, text in sheet.iter_rows(max_col=2, values_only=True):
         if label is None:
             return out
@@ -144,7 +144,9 @@ def test_every_sheet_equals_the_views_to_the_cent(
     book = pack(shop, tmp_path, *args)
     assert book.sheetnames == SHEETS
     since, until = span
-    view = lambda name: shop.view(name, since, until)  # noqa: E731
+
+    def view(name: str) -> list[dict[str, Any]]:
+        return shop.view(name, since, until)
 
     # The summary: the totals per source and rate are the VAT views' rows added up ...
     totals = table(book["summary"])
@@ -201,10 +203,10 @@ def test_every_sheet_equals_the_views_to_the_cent(
                 got[day, heading] = as_decimal(cell.value)
     for row in book_rows:
         if row["position"] == 1:
-            rate = f"{row['tax_rate'].normalize():f} %"
-            assert got[row["day"], f"base {rate}"] == row["base"]
-            assert got[row["day"], f"VAT {rate}"] == row["vat"]
-            assert got[row["day"], f"total {rate}"] == row["amount"]
+            named = f"{row['tax_rate'].normalize():f} %"
+            assert got[row["day"], f"base {named}"] == row["base"]
+            assert got[row["day"], f"VAT {named}"] == row["vat"]
+            assert got[row["day"], f"total {named}"] == row["amount"]
         else:
             assert got[row["day"], f"paid {row['method']}"] == row["amount"]
     for day, amount in summed([r for r in book_rows if r["position"] == 1], ("day",), "amount").items():
