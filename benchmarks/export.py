@@ -8,6 +8,10 @@ time, the exporting process's peak RSS, the workbook's size, and the tickets in 
 
     python -m benchmarks.export                       # a month (7,750 orders) and a year (91,250)
     python -m benchmarks.export --db postgresql --skip-year
+    python -m benchmarks.export --db sqlite --skip-year --keep pack.xlsx   # the month's pack
+
+docs/export-summary.png is the first sheet of the kept pack, drawn by LibreOffice:
+`soffice --headless --convert-to png pack.xlsx`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,11 +56,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--skip-year", action="store_true", help="only the month")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the month's pack here")
     args = parser.parse_args()
     kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     sizes = {"month": 7_750} if args.skip_year else {"month": 7_750, "year": 91_250}
     for label, orders in sizes.items():
-        sim = Simulator(generate(seed=7, orders=orders, anchor=LAST_DAY, day_orders=(200, 300)), licenses={"demo": TOKEN})
+        data = generate(seed=7, orders=orders, anchor=LAST_DAY, day_orders=(200, 300))
+        sim = Simulator(data, licenses={"demo": TOKEN})
         sim.start()
         try:
             for kind in kinds:
@@ -77,6 +84,8 @@ def main() -> None:
                     print(f"{kind}: {label} pack, {tickets:,} tickets ({tickets / days:.0f} a day): "
                           f"{seconds:.1f} s, peak RSS {rss} MB, "
                           f"{out.stat().st_size / 1e6:.1f} MB workbook")
+                    if args.keep is not None and label == "month":
+                        shutil.copyfile(out, args.keep)
         finally:
             sim.stop()
 

@@ -22,7 +22,7 @@ from rich.markup import escape
 from sqlalchemy import Engine, false, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncer import dialects, outcomes, reports, views, writers
+from syncer import dialects, labels, outcomes, reports, views, writers
 from syncer import resources as res
 from syncer import tables as t
 from syncer.backfill import INTERRUPTED, INTERRUPTED_NOTE, Backfill, Reporter, Summary
@@ -44,6 +44,7 @@ from syncer.db import (
     make_engine,
     migrate,
 )
+from syncer.labels import LANGUAGES
 from syncer.ledger import api_day, license_status, utcnow
 from syncer.outcomes import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from syncer.redact import install_log_redaction, redact
@@ -531,9 +532,12 @@ def report(state: State, name: str | None, date_from: dt.datetime | None,
               help="Whose pack (default: the database's only license).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The workbook to write (default: pack-LICENSE-PERIOD.xlsx here).")
+@click.option("--lang", "language", type=click.Choice(LANGUAGES), default=None,
+              help="The pack's language (default: [reports] language, else en).")
 @click.pass_obj
 def export(state: State, period: str | None, date_from: dt.datetime | None,
-           date_to: dt.datetime | None, license_name: str | None, out_path: Path | None) -> None:
+           date_to: dt.datetime | None, license_name: str | None, out_path: Path | None,
+           language: str | None) -> None:
     """Write the period's pack for an accountant: one xlsx workbook, a summary first (totals
     per VAT rate, the audit's result), then the daily receipts book, VAT per rate, payments,
     register days, documents and tickets (docs/reporting.md)."""
@@ -555,7 +559,8 @@ def export(state: State, period: str | None, date_from: dt.datetime | None,
     except pack_module.ExportError as exc:
         fail(str(exc), EXIT_USAGE)
     path = out_path or Path(f"pack-{license}-{chosen.name.replace('..', '_')}.xlsx")
-    pack = pack_module.build(engine, config, license=license, period=chosen, now=utcnow())
+    pack = pack_module.build(engine, config, license=license, period=chosen, now=utcnow(),
+                             labels=labels.load(language or config.reports.language))
     try:
         writers.write_file(path, lambda out: pack_module.write(pack, out))
     except OSError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from sqlalchemy import Column, Date, Engine, Integer, MetaData, Numeric, String,
 from syncer import audit, reports, writers
 from syncer import tables as t
 from syncer.config import Config
-from syncer.status import when
+from syncer.labels import Labels
 
 # The sheets that are not views: their columns, typed, for the writers.
 sheets = MetaData()
@@ -108,14 +109,13 @@ TOTALS = Table(
 # The view's columns that the summary's columns are.
 SUMMED = {"source": "source", "rate %": "tax_rate", "base box": "base_grid",
           "VAT box": "vat_grid", "items": "items", "base": "base", "VAT": "vat", "total": "total"}
-TOTALS_REPORT = reports.Report(
-    TOTALS, "totals per VAT rate of the period: tickets, invoices and credit notes apart",
-    ("source", "tax_rate"), day_column=None)
+TOTALS_REPORT = reports.Report(TOTALS, "totals per VAT rate of the period", ("source", "tax_rate"),
+                               day_column=None)
 DOCUMENT_SOURCES = ("invoices", "credit_notes")
 
 
-def totals(vat_rows: Sequence[Mapping[str, Any]], tickets: int, documents: int
-           ) -> list[dict[str, Any]]:
+def totals(vat_rows: Sequence[Mapping[str, Any]], tickets: int, documents: int,
+           labels: Labels) -> list[dict[str, Any]]:
     """Per source and rate, the period's rows of the VAT view added up; then the tickets',
     the documents' and the turnover's totals (the last three rows), with the number of
     tickets and of documents that are turnover (a ticket with two rates is one)."""
@@ -131,43 +131,46 @@ def totals(vat_rows: Sequence[Mapping[str, Any]], tickets: int, documents: int
 
     def summed(label: str, sources: Sequence[str], items: int) -> dict[str, Any]:
         rows = [r for r in out if r["source"] in sources]
-        return {"source": label, "rate %": None, "base box": None, "VAT box": None,
-                "items": items,
+        return {"source": labels("sources", label), "rate %": None, "base box": None,
+                "VAT box": None, "items": items,
                 **{name: sum((r[name] for r in rows), ZERO) for name in ("base", "VAT", "total")}}
 
-    return [*out, summed("tickets total", ("tickets",), tickets),
-            summed("documents total", DOCUMENT_SOURCES, documents),
-            summed("turnover", ("tickets", *DOCUMENT_SOURCES), tickets + documents)]
+    lines = [*out, summed("tickets_total", ("tickets",), tickets),
+             summed("documents_total", DOCUMENT_SOURCES, documents),
+             summed("turnover", ("tickets", *DOCUMENT_SOURCES), tickets + documents)]
+    for row in out:
+        row["source"] = labels.get("sources", row["source"], row["source"])
+    return lines
 
 
-def _rate(rate: Decimal) -> str:
-    return f"{rate.normalize():f} %"
-
-
-def receipts_book(rows: Sequence[Mapping[str, Any]]) -> tuple[reports.Report, list[dict[str, Any]]]:
+def receipts_book(rows: Sequence[Mapping[str, Any]], labels: Labels
+                  ) -> tuple[reports.Report, list[dict[str, Any]]]:
     """The daily receipts book, a line per business day: the turnover per VAT rate (base,
     VAT, total), the day's turnover, then the payments per method and their sum."""
     rates = sorted({r["tax_rate"] for r in rows if r["position"] == 1})
     methods = sorted({r["method"] for r in rows if r["position"] == 2})
-    money = [*(f"{part} {_rate(rate)}" for rate in rates for part in ("base", "VAT", "total")),
-             "turnover", *(f"paid {method}" for method in methods), "paid"]
+    named = {rate: f"{labels.number(rate.normalize())} %" for rate in rates}
+    parts = ("base", "vat", "total")
+    columns = {(part, rate): labels("receipts", part, rate=named[rate])
+               for rate in rates for part in parts}
+    paid = {method: labels("receipts", "paid_method", method=method) for method in methods}
+    turnover, paid_all = labels("receipts", "turnover"), labels("receipts", "paid")
+    money = [*columns.values(), turnover, *paid.values(), paid_all]
     table = Table("receipts_book", MetaData(), Column("day", Date),
                   *(Column(name, Numeric(15, 2)) for name in money))
-    report = reports.Report(table, reports.get("receipts_book").summary, ("day",))
-    days: dict[dt.date, dict[str, Any]] = defaultdict(
-        lambda: dict.fromkeys(money, ZERO))
+    report = reports.Report(table, labels.get("about", "receipts_book",
+                                              reports.get("receipts_book").summary), ("day",))
+    days: dict[dt.date, dict[str, Any]] = defaultdict(lambda: dict.fromkeys(money, ZERO))
     for r in rows:
         day = days[r["day"]]
         day["day"] = r["day"]
         if r["position"] == 1:
-            rate = _rate(r["tax_rate"])
-            day[f"base {rate}"] += r["base"]
-            day[f"VAT {rate}"] += r["vat"]
-            day[f"total {rate}"] += r["amount"]
-            day["turnover"] += r["amount"]
+            for part, name in zip(parts, ("base", "vat", "amount"), strict=True):
+                day[columns[part, r["tax_rate"]]] += r[name]
+            day[turnover] += r["amount"]
         else:
-            day[f"paid {r['method']}"] += r["amount"]
-            day["paid"] += r["amount"]
+            day[paid[r["method"]]] += r["amount"]
+            day[paid_all] += r["amount"]
     return report, [days[day] for day in sorted(days)]
 
 
@@ -175,7 +178,7 @@ def receipts_book(rows: Sequence[Mapping[str, Any]]) -> tuple[reports.Report, li
 class Sheet:
     name: str
     extract: writers.Extract
-    lines: Sequence[tuple[str, str]] | None = None  # default: the extract's header block
+    lines: Sequence[tuple[str, str]]
     emphasise: int = 0
     after: Sequence[tuple[str, str]] = ()
 
@@ -185,43 +188,57 @@ class Pack:
     license: str
     period: Period
     problems: int
+    labels: Labels
     sheets: tuple[Sheet, ...]
 
 
-def audit_verdict(result: dict[str, Any]) -> tuple[str, str]:
+def audit_verdict(result: dict[str, Any], labels: Labels) -> tuple[str, str]:
     """The audit's result for the period in one sentence a person cannot miss."""
     problems = result["problems"]
     if not problems:
-        return ("audit", "no open problems in this period (totals, payments, missing ids, "
-                         "quarantine, freshness)")
-    return ("audit", f"{problems} OPEN PROBLEM(S): these figures may be incomplete or wrong "
-                     "(listed below; `syncer audit`)")
+        return labels("summary", "audit"), labels("summary", "audit_clean")
+    return labels("summary", "audit"), labels("summary", "audit_problems", count=problems)
 
 
-def audit_problems(result: dict[str, Any], limit: int = 40) -> list[tuple[str, str]]:
-    """The audit's problems, one line each (at most `limit`)."""
+def audit_problems(result: dict[str, Any], labels: Labels, limit: int = 40
+                   ) -> list[tuple[str, str]]:
+    """The audit's problems, one line each (at most `limit`), as `syncer audit` words them."""
     found = [line.strip().removeprefix("problem: ") for line in audit.describe(result)
              if line.strip().startswith("problem: ")]
-    lines = [("audit problems" if n == 0 else "", line) for n, line in enumerate(found[:limit])]
+    title = labels("summary", "audit_list")
+    lines = [(title if n == 0 else "", line) for n, line in enumerate(found[:limit])]
     if len(found) > limit:
-        lines.append(("", f"... and {len(found) - limit} more"))
+        lines.append(("", labels("summary", "audit_more", count=len(found) - limit)))
     return lines
 
 
-def build(engine: Engine, config: Config, *, license: str, period: Period,
-          now: dt.datetime) -> Pack:
-    """The pack's sheets, read from the views."""
+def build(engine: Engine, config: Config, *, license: str, period: Period, now: dt.datetime,
+          labels: Labels) -> Pack:
+    """The pack's sheets, read from the views, in the words of `labels`."""
     tz = config.api.tz
+    words = functools.partial(labels, "summary")
 
     def view(name: str) -> tuple[reports.Report, list[dict[str, Any]]]:
         report = reports.get(name)
         return report, reports.fetch(engine, report, since=period.since, until=period.until,
                                      license=license)
 
-    def extract(report: reports.Report, rows: list[dict[str, Any]]) -> writers.Extract:
-        header = reports.header(engine, rows, license=license, since=period.since,
-                                until=period.until, now=now)
-        return writers.Extract(report, rows, tz, header=header)
+    with engine.connect() as conn:
+        synced = conn.execute(select(t.sync_state.c.last_success_at).where(
+            t.sync_state.c.license == license, t.sync_state.c.resource == "orders")).scalar()
+    block = [
+        (words("licenses"), license),
+        (words("period"), words("period_text", period=period.name, since=labels.date(period.since),
+                                until=labels.date(period.until))),
+        (words("made_at"), labels.moment(now, tz)),
+        (words("fresh"), words("fresh_synced", license=license, moment=labels.moment(synced, tz))
+                         if synced else words("fresh_never", license=license)),
+    ]
+
+    def sheet(key: str, report: reports.Report, rows: list[dict[str, Any]]) -> Sheet:
+        name = labels("sheets", key)
+        about = labels.get("about", report.name.removeprefix("report_"), report.summary)
+        return Sheet(name, writers.Extract(report, rows, tz), [(name, about), *block])
 
     vat_report, vat_rows = view(f"vat_{period.grain}")
     tickets = view("tickets")
@@ -229,38 +246,30 @@ def build(engine: Engine, config: Config, *, license: str, period: Period,
     turnover_documents = sum(1 for d in documents[1] if d["counted_as"] == "turnover")
     result = audit.run(engine, config, license=license, since=period.since, until=period.until,
                        now=now)
-    header = reports.header(engine, vat_rows, license=license, since=period.since,
-                            until=period.until, now=now)
-    fresh = writers.header_lines(writers.Extract(TOTALS_REPORT, [], tz, header=header))[-1][1]
     summary_lines = [
-        ("accounting pack", f"CloudPOS sales, license {license}, {period.name}"),
-        ("period", period.described),
-        ("made at", f"{when(now, tz)} ({tz.key})"),
-        ("data as fresh as", fresh),
-        audit_verdict(result),
-        ("VAT return", "boxes of the Belgian periodic VAT return where unambiguous: "
-                       "NOT a filed return"),
-        ("not in POS data", "intra-community and reverse-charge operations, purchases"),
-        ("documents", "credit notes count negative; quotes and documents made from a "
-                      "ticket are not counted"),
+        (words("pack"), words("pack_text", license=license, period=period.name)),
+        *block[1:],
+        audit_verdict(result, labels),
+        (words("vat_return"), words("vat_return_text")),
+        (words("not_in_pos"), words("not_in_pos_text")),
+        (words("documents"), words("documents_text")),
     ]
-    book_report, book_rows = receipts_book(view("receipts_book")[1])
+    summary = totals(vat_rows, len(tickets[1]), turnover_documents, labels)
     sheets = [
-        Sheet("summary", writers.Extract(
-            TOTALS_REPORT, totals(vat_rows, len(tickets[1]), turnover_documents), tz),
-            summary_lines, emphasise=3, after=audit_problems(result)),
-        Sheet("receipts book", extract(book_report, book_rows)),
-        Sheet("VAT per rate", extract(vat_report, vat_rows)),
-        Sheet("payments", extract(*view("payments"))),
-        Sheet("register days", extract(*view("register_day"))),
-        Sheet("documents", extract(*documents)),
-        Sheet("tickets", extract(*tickets)),
+        Sheet(labels("sheets", "summary"), writers.Extract(TOTALS_REPORT, summary, tz),
+              summary_lines, emphasise=3, after=audit_problems(result, labels)),
+        sheet("receipts_book", *receipts_book(view("receipts_book")[1], labels)),
+        sheet("vat", vat_report, vat_rows),
+        sheet("payments", *view("payments")),
+        sheet("register_days", *view("register_day")),
+        sheet("documents", *documents),
+        sheet("tickets", *tickets),
     ]
-    return Pack(license, period, int(result["problems"]), tuple(sheets))
+    return Pack(license, period, int(result["problems"]), labels, tuple(sheets))
 
 
 def write(pack: Pack, out: BinaryIO) -> None:
     with writers.xlsx_book(out) as book:
         for sheet in pack.sheets:
             book.sheet(sheet.extract, sheet.name, sheet.lines, emphasise=sheet.emphasise,
-                       after=sheet.after)
+                       after=sheet.after, headings=pack.labels.heading)

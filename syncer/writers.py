@@ -169,9 +169,12 @@ CSV_DIALECTS: dict[CsvDialectName, CsvDialect] = {d.name: d for d in (
 )}
 
 
-def heading(column: Column[Any], kind: Kind, tz: ZoneInfo) -> str:
-    """A column's heading in a spreadsheet, which has no zones: a time's names its zone."""
-    return f"{column.name} ({tz.key})" if kind is Kind.MOMENT else column.name
+def heading(column: Column[Any], kind: Kind, tz: ZoneInfo,
+            named: Callable[[str], str] | None = None) -> str:
+    """A column's heading in a spreadsheet, which has no zones: a time's names its zone.
+    `named`: the heading of a column's name (a language's), else the name itself."""
+    name = named(column.name) if named is not None else column.name
+    return f"{name} ({tz.key})" if kind is Kind.MOMENT else name
 
 
 def csv_cell(value: Any, kind: Kind, extract: Extract, dialect: CsvDialect) -> str:
@@ -253,12 +256,14 @@ class XlsxBook:
 
     def sheet(self, extract: Extract, name: str | None = None,
               lines: Sequence[tuple[str, str]] | None = None, *, emphasise: int = 0,
-              after: Sequence[tuple[str, str]] = ()) -> None:
+              after: Sequence[tuple[str, str]] = (),
+              headings: Callable[[str], str] | None = None) -> None:
         """A sheet: a block of (label, text) lines (default: the extract's header block),
         then the rows as typed cells (money and quantities numbers with two decimals, days
         dates, times local datetimes with the zone in their heading, text text) under a
         frozen heading row with a filter, then the lines `after`, below a blank row. The
-        last `emphasise` rows are bold (totals). Printed landscape, one page wide, the
+        last `emphasise` rows are bold (totals); `headings` names the columns (default:
+        their names). Printed landscape, one page wide, the
         heading row on every page."""
         columns = extract.columns
         kinds = [kind_of(c) for c in columns]
@@ -268,9 +273,10 @@ class XlsxBook:
             sheet.write_string(number, 0, label, self.bold)
             sheet.write_string(number, 1, text)
         top = len(lines) + 1  # the heading row, after a blank one
-        headings = [heading(c, kind, extract.tz) for c, kind in zip(columns, kinds, strict=True)]
-        widths = [len(h) for h in headings]
-        for col, text in enumerate(headings):
+        titles = [heading(c, kind, extract.tz, headings)
+                  for c, kind in zip(columns, kinds, strict=True)]
+        widths = [len(h) for h in titles]
+        for col, text in enumerate(titles):
             sheet.write_string(top, col, text, self.bold)
         first_bold = len(extract.rows) - emphasise
         for index, row in enumerate(extract.rows):

@@ -126,6 +126,7 @@ def summed(rows: Sequence[Mapping[str, Any]], key: Sequence[str], name: str) -> 
 def pack(shop: Shop, tmp_path: Path, *args: str) -> Any:
     from openpyxl import load_workbook
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "pack.xlsx"
     result = shop.export(*args, "--out", str(path))
     assert result.exit_code == 0, result.output
@@ -225,9 +226,11 @@ def test_every_sheet_equals_the_views_to_the_cent(
 def test_the_first_sheet_says_the_period_the_license_and_the_audit(shop: Shop, tmp_path: Path) -> None:
     book = pack(shop, tmp_path, "--period", "2026-10")
     lines = block(book["summary"])
-    assert lines["period"] == "2026-10 (business days 2026-10-01 to 2026-10-31, inclusive)"
+    assert lines["period"] == "2026-10 (business days 1 October 2026 to 31 October 2026, inclusive)"
     assert lines["accounting pack"] == f"CloudPOS sales, license {LICENSE}, 2026-10"
     assert str(lines["made at"]).endswith("(Europe/Brussels)")
+    assert str(lines["data as fresh as"]).startswith(f"{LICENSE}: orders last synced ")
+    assert str(lines["data as fresh as"]).endswith("(Europe/Brussels)")
     assert "NOT a filed return" in lines["VAT return"]
     # The default opening hours make the first weeks of October open days without a ticket: problems,
     # said on the first sheet in words, each listed under the totals.
@@ -275,3 +278,58 @@ def test_a_wrong_period_or_license_is_a_usage_error_that_writes_nothing(
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the pack's language ---------------------------------------------------------------------
+
+
+def cells(book: Any) -> dict[str, list[list[Any]]]:
+    return {name: [list(row) for row in book[name].iter_rows(values_only=True)]
+            for name in book.sheetnames}
+
+
+def test_a_pack_in_dutch_holds_the_same_figures_in_dutch_words(shop: Shop, tmp_path: Path) -> None:
+    english = pack(shop, tmp_path / "en", "--period", "2026-10", "--lang", "en")
+    dutch = pack(shop, tmp_path / "nl", "--period", "2026-10", "--lang", "nl")
+    assert dutch.sheetnames == ["samenvatting", "dagontvangstenboek", "btw per tarief",
+                                "betalingen", "kassadagen", "documenten", "tickets"]
+    lines = block(dutch["samenvatting"])
+    assert lines["boekhoudpakket"] == f"CloudPOS-verkopen, licentie {LICENSE}, 2026-10"
+    assert lines["periode"] == "2026-10 (verkoopdagen 1 oktober 2026 tot en met 31 oktober 2026)"
+    assert lines["controle"].endswith("OPENSTAANDE PROBLEMEN: deze cijfers kunnen onvolledig of "
+                                      "fout zijn (hieronder opgesomd; `syncer audit`)")
+    assert "GEEN ingediende aangifte" in lines["btw-aangifte"]
+    totals = table(dutch["samenvatting"])
+    assert [r["bron"].value for r in totals[-3:]] == ["totaal tickets", "totaal documenten", "omzet"]
+    assert {"facturen", "creditnota's"} <= {r["bron"].value for r in totals}
+    assert "tijdstip (Europe/Brussels)" in table(dutch["tickets"])[0]
+    assert any(name.startswith("maatstaf ") and name.endswith(" %")
+               for name in table(dutch["dagontvangstenboek"])[0])
+    # Every number and date is the English pack's, in the same cell.
+    for (en_name, en_rows), nl_rows in zip(cells(english).items(), cells(dutch).values(), strict=True):
+        assert len(en_rows) == len(nl_rows), en_name
+        for en_row, nl_row in zip(en_rows, nl_rows, strict=True):
+            for a, b in zip(en_row, nl_row, strict=True):
+                if not isinstance(a, str) or a == "":
+                    assert a == b, en_name
+
+
+def test_the_configured_language_is_the_default(shop: Shop, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    (tmp_path / "syncer.toml").write_text('[reports]\nlanguage = "fr"\n')
+    result = shop.export("--period", "2026-10", "--out", "pack.xlsx", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    book = load_workbook(tmp_path / "pack.xlsx")
+    assert book.sheetnames[:3] == ["résumé", "livre des recettes", "TVA par taux"]
+    assert block(book["résumé"])["période"] == (
+        "2026-10 (journées de vente du 1 octobre 2026 au 31 octobre 2026 inclus)")
+
+
+def test_an_unknown_language_in_the_config_names_the_key_and_the_choices(
+        shop: Shop, tmp_path: Path) -> None:
+    (tmp_path / "syncer.toml").write_text('[reports]\nlanguage = "de"\n')
+    result = shop.export("--period", "2026-10", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "invalid config in syncer.toml: reports.language:" in result.output
+    assert "'de' is not a language of the pack; choose one of: en, fr, nl" in result.output
