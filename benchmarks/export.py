@@ -1,9 +1,9 @@
 """How long does `syncer export` take, and how much memory: a busy month's pack and a year's.
 
 `syncer backfill` (the real CLI, a subprocess) loads the simulator's history (200 to 300
-orders a day, 250 on average, ending on 31 December) into SQLite and into Postgres; then
-`syncer export` (a subprocess too) writes the pack of December (`--period 2026-12`) and
-of the whole year (`--from 2026-01-01 --to 2026-12-31`). Measured per export: wall
+orders a day, 250 on average, ending on 30 November 2026) into SQLite and into Postgres; then
+`syncer export` (a subprocess too) writes the pack of November (`--period 2026-11`) and
+of the year to its end (`--from 2025-12-01 --to 2026-11-30`, twelve whole months). Measured per export: wall
 time, the exporting process's peak RSS, the workbook's size, and the tickets in it.
 
     python -m benchmarks.export                       # a month (7,750 orders) and a year (91,250)
@@ -32,9 +32,9 @@ from syncer.db import make_engine
 from syncer.simulator import Simulator, generate
 
 TOKEN = "export-token-0000"
-LAST_DAY = dt.date(2026, 12, 31)
-PERIODS = {"month": ("--period", "2026-12"), "year": ("--from", "2026-01-01", "--to", "2026-12-31")}
-SPANS = {"month": (dt.date(2026, 12, 1), LAST_DAY), "year": (dt.date(2026, 1, 1), LAST_DAY)}
+LAST_DAY = dt.date(2026, 11, 30)
+PERIODS = {"month": ("--period", "2026-11"), "year": ("--from", "2025-12-01", "--to", "2026-11-30")}
+SPANS = {"month": (dt.date(2026, 11, 1), LAST_DAY), "year": (dt.date(2025, 12, 1), LAST_DAY)}
 
 
 def run(args: list[str], env: dict[str, str], cwd: str) -> tuple[float, int]:
