@@ -109,7 +109,7 @@ TOTALS = Table(
 # The view's columns that the summary's columns are.
 SUMMED = {"source": "source", "rate %": "tax_rate", "base box": "base_grid",
           "VAT box": "vat_grid", "items": "items", "base": "base", "VAT": "vat", "total": "total"}
-TOTALS_REPORT = reports.Report(TOTALS, "totals per VAT rate of the period", ("source", "tax_rate"),
+TOTALS_REPORT = reports.Report(TOTALS, "totals per VAT rate of the period", ("source", "rate %"),
                                day_column=None)
 DOCUMENT_SOURCES = ("invoices", "credit_notes")
 

@@ -169,10 +169,10 @@ def test_every_sheet_equals_the_views_to_the_cent(
     # ... a credit note counts negative, and every rate of 6, 12, 21 % names its box.
     assert all(v[2] < 0 for (source, _), v in per_rate.items() if source == "credit_notes")
     for r in totals[:-3]:
-        rate, source = as_decimal(r["rate %"].value), named[r["source"].value]
-        if rate in (6, 12, 21):
+        percent, source = as_decimal(r["rate %"].value), named[r["source"].value]
+        if percent in (6, 12, 21):
             assert r["base box"].value == ("49" if source == "credit_notes" else
-                                           {6: "01", 12: "02", 21: "03"}[int(rate)])
+                                           {6: "01", 12: "02", 21: "03"}[int(percent)])
             assert r["VAT box"].value == ("64" if source == "credit_notes" else "54")
     # The totals rows: tickets (counted once each), documents that are turnover, both.
     tickets, documents = view("tickets"), view("documents")
@@ -205,10 +205,10 @@ def test_every_sheet_equals_the_views_to_the_cent(
                 got[day, heading] = as_decimal(cell.value)
     for row in book_rows:
         if row["position"] == 1:
-            named = f"{row['tax_rate'].normalize():f} %"
-            assert got[row["day"], f"base {named}"] == row["base"]
-            assert got[row["day"], f"VAT {named}"] == row["vat"]
-            assert got[row["day"], f"total {named}"] == row["amount"]
+            rate = f"{row['tax_rate'].normalize():f} %"
+            assert got[row["day"], f"base {rate}"] == row["base"]
+            assert got[row["day"], f"VAT {rate}"] == row["vat"]
+            assert got[row["day"], f"total {rate}"] == row["amount"]
         else:
             assert got[row["day"], f"paid {row['method']}"] == row["amount"]
     for day, amount in summed([r for r in book_rows if r["position"] == 1], ("day",), "amount").items():
