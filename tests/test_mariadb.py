@@ -1,5 +1,5 @@
 """MariaDB (and MySQL 8) through the dialect seam: the suites of the loader, the ledger,
-the schema and the backfill, run on a real MariaDB server.
+the schema, the backfill and the accounting views, run on a real MariaDB server.
 
 The test functions are those of their own modules, collected here a second time with
 `db_url` pointing at a fresh MariaDB database (conftest's `engine` and the modules'
@@ -22,6 +22,14 @@ from syncer import dialects
 from syncer import tables as t
 from syncer.leases import JOBS
 from tests.conftest import database
+from tests.test_accounting import (  # noqa: F401 - collected here, on MariaDB
+    books,
+    test_a_rate_without_an_unambiguous_box_has_none,
+    test_documents_say_which_count_and_a_credit_note_counts_negative,
+    test_the_receipts_book_is_turnover_per_rate_and_payments_per_method,
+    test_tickets_plus_documents_count_every_sale_once,
+    test_vat_per_month_and_quarter_names_the_boxes_it_feeds,
+)
 from tests.test_backfill import (  # noqa: F401 - collected here, on MariaDB
     test_second_backfill_writes_nothing,
 )
