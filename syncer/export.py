@@ -223,9 +223,8 @@ def build(engine: Engine, config: Config, *, license: str, period: Period, now: 
         return report, reports.fetch(engine, report, since=period.since, until=period.until,
                                      license=license)
 
-    with engine.connect() as conn:
-        synced = conn.execute(select(t.sync_state.c.last_success_at).where(
-            t.sync_state.c.license == license, t.sync_state.c.resource == "orders")).scalar()
+    synced = reports.header(engine, [], license=license, since=period.since, until=period.until,
+                            now=now).orders_synced_at[license]
     block = [
         (words("licenses"), license),
         (words("period"), words("period_text", period=period.name, since=labels.date(period.since),
