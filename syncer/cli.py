@@ -22,7 +22,7 @@ from rich.markup import escape
 from sqlalchemy import Engine, false, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncer import dialects, outcomes, reports, views, writers
+from syncer import dialects, labels, outcomes, reports, views, writers
 from syncer import resources as res
 from syncer import tables as t
 from syncer.backfill import INTERRUPTED, INTERRUPTED_NOTE, Backfill, Reporter, Summary
@@ -44,6 +44,7 @@ from syncer.db import (
     make_engine,
     migrate,
 )
+from syncer.labels import LANGUAGES
 from syncer.ledger import api_day, license_status, utcnow
 from syncer.outcomes import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from syncer.redact import install_log_redaction, redact
@@ -639,6 +640,55 @@ def report(state: State, name: str | None, date_from: dt.datetime | None,
     if out_path is not None:
         errors.print(f"{chosen.name}: {len(rows)} row(s) written to {out_path} ({writer.summary})",
                      markup=False, highlight=False)
+
+
+@cli.command()
+@click.option("--period", default=None, help="A month (2026-11) or a quarter (2026-Q4).")
+@click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Instead of --period: the first day of the first month (YYYY-MM-DD).")
+@click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="With --from: the last day of the last month (YYYY-MM-DD).")
+@click.option("--license", "license_name", default=None,
+              help="Whose pack (default: the database's only license).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The workbook to write (default: pack-LICENSE-PERIOD.xlsx here).")
+@click.option("--lang", "language", type=click.Choice(LANGUAGES), default=None,
+              help="The pack's language (default: [reports] language, else en).")
+@click.pass_obj
+def export(state: State, period: str | None, date_from: dt.datetime | None,
+           date_to: dt.datetime | None, license_name: str | None, out_path: Path | None,
+           language: str | None) -> None:
+    """Write the period's pack for an accountant: one xlsx workbook, a summary first (totals
+    per VAT rate, the audit's result), then the daily receipts book, VAT per rate, payments,
+    register days, documents and tickets (docs/reporting.md)."""
+    from syncer import export as pack_module  # noqa: PLC0415
+
+    if (period is None) == (date_from is None and date_to is None):
+        fail("choose the pack's period: --period 2026-11 (or 2026-Q4), or --from and --to",
+             EXIT_USAGE)
+    try:
+        if period is not None:
+            chosen = pack_module.parse_period(period)
+        elif date_from is None or date_to is None:
+            fail("--from and --to go together", EXIT_USAGE)
+        else:
+            chosen = pack_module.period_between(date_from.date(), date_to.date())
+        config = state.config
+        engine = open_database(config, existing=True)
+        license = pack_module.license_of(engine, license_name)
+    except pack_module.ExportError as exc:
+        fail(str(exc), EXIT_USAGE)
+    path = out_path or Path(f"pack-{license}-{chosen.name.replace('..', '_')}.xlsx")
+    pack = pack_module.build(engine, config, license=license, period=chosen, now=utcnow(),
+                             labels=labels.load(language or config.reports.language))
+    try:
+        writers.write_file(path, lambda out: pack_module.write(pack, out))
+    except OSError as exc:
+        fail(f"--out {path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE)
+    problems = (f"; the audit found {pack.problems} open problem(s), said on its first sheet"
+                if pack.problems else "")
+    errors.print(f"pack of license {license} for {chosen.described} written to {path}{problems}",
+                 markup=False, highlight=False)
 
 
 # --- audit ---------------------------------------------------------------------------------

@@ -221,6 +221,18 @@ class ReportsConfig(_Strict):
     # `syncer report --format csv` without --csv: "rfc4180" for scripts, "excel-be" for a
     # spreadsheet in a Belgian locale (syncer.writers.CSV_DIALECTS).
     csv: CsvDialectName = "rfc4180"
+    # The language of `syncer export`'s pack: a file of syncer/labels/ ("en", "nl", "fr").
+    language: str = "en"
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        from syncer.labels import LANGUAGES  # noqa: PLC0415
+
+        if value not in LANGUAGES:
+            raise ValueError(f"{value!r} is not a language of the pack; choose one of: "
+                             f"{', '.join(LANGUAGES)}")
+        return value
 
     @field_validator("day_starts_at")
     @classmethod

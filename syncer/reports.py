@@ -156,6 +156,44 @@ REPORTS: tuple[Report, ...] = (
         ("license", "day", "user_id", "clock_in", "clock_out"),
     ),
     Report(
+        Table("report_documents", views, _license(), _day(), Column("document_id", BigInteger),
+              Column("number", Text), Column("kind", String(20)), Column("counted_as", String(20)),
+              Column("customer_id", BigInteger), _count("lines"), _money("total"),
+              _money("lines_total"), _money("base"), _money("vat"), _money("difference")),
+        "every sales document (invoice, quote, credit note) on its date, a credit note "
+        "negative; counted_as says whether it is turnover (not a quote, not made from a VAT "
+        "ticket the tickets already count)",
+        ("license", "day", "document_id"),
+    ),
+    Report(
+        Table("report_document_vat", views, _license(), _day(), Column("document_id", BigInteger),
+              Column("number", Text), Column("kind", String(20)), Column("tax_rate", Numeric(7, 4)),
+              _money("base"), _money("vat"), _money("total")),
+        "VAT per document and rate of the invoices and credit notes that are turnover, rounded "
+        "per document",
+        ("license", "day", "document_id", "tax_rate"),
+    ),
+    Report(
+        Table("report_receipts_book", views, _license(), _day(), Column("position", SmallInteger),
+              Column("tax_rate", Numeric(7, 4)), Column("method", String(20)), _count("tickets"),
+              _money("base"), _money("vat"), _money("amount")),
+        "the daily receipts book: per business day the tickets' turnover per VAT rate "
+        "(position 1) and their payments per method (position 2)",
+        ("license", "day", "position", "tax_rate", "method"),
+    ),
+    *(Report(
+        Table(f"report_vat_{period}", views, _license(), Column("period", String(7)),
+              Column("period_start", Date), Column("source", String(20)),
+              Column("tax_rate", Numeric(7, 4)), Column("base_grid", String(2)),
+              Column("vat_grid", String(2)), _count("items"), _money("base"), _money("vat"),
+              _money("total")),
+        f"VAT base, VAT and total per {period} and rate, tickets, invoices and credit notes "
+        "apart, with the box of the Belgian periodic VAT return each feeds where unambiguous "
+        "(not a filed return)",
+        ("license", "period_start", "source", "tax_rate"),
+        day_column="period_start",
+    ) for period in ("month", "quarter")),
+    Report(
         Table("report_liabilities", views, _license(), Column("kind", String(20)),
               Column("customer_id", BigInteger), Column("customer_name", Text),
               _count("items"), _money("amount")),

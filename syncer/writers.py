@@ -23,7 +23,8 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -168,9 +169,12 @@ CSV_DIALECTS: dict[CsvDialectName, CsvDialect] = {d.name: d for d in (
 )}
 
 
-def heading(column: Column[Any], kind: Kind, tz: ZoneInfo) -> str:
-    """A column's heading in a spreadsheet, which has no zones: a time's names its zone."""
-    return f"{column.name} ({tz.key})" if kind is Kind.MOMENT else column.name
+def heading(column: Column[Any], kind: Kind, tz: ZoneInfo,
+            named: Callable[[str], str] | None = None) -> str:
+    """A column's heading in a spreadsheet, which has no zones: a time's names its zone.
+    `named`: the heading of a column's name (a language's), else the name itself."""
+    name = named(column.name) if named is not None else column.name
+    return f"{name} ({tz.key})" if kind is Kind.MOMENT else name
 
 
 def csv_cell(value: Any, kind: Kind, extract: Extract, dialect: CsvDialect) -> str:
@@ -238,29 +242,46 @@ def header_lines(extract: Extract) -> list[tuple[str, str]]:
             ("made at", f"{when(header.made_at, tz)} ({tz.key})"), ("data as fresh as", fresh)]
 
 
-def write_xlsx(extract: Extract, out: BinaryIO) -> None:
-    """A workbook of one sheet: the header block, then the rows as typed cells (money and
-    quantities numbers with two decimals, days dates, times local datetimes with the zone
-    in their heading, text text) under a frozen heading row with a filter."""
-    import xlsxwriter  # noqa: PLC0415  (50 ms: only for the command that writes one)
+class XlsxBook:
+    """A workbook being written, sheet by sheet (`xlsx_book`): its number formats are made
+    once and shared by its sheets."""
 
-    columns = extract.columns
-    kinds = [kind_of(c) for c in columns]
-    workbook = xlsxwriter.Workbook(out, {"constant_memory": True})
-    try:
-        sheet = workbook.add_worksheet(extract.report.name.removeprefix("report_")[:31])
-        bold = workbook.add_format({"bold": True})
-        formats = {kind: workbook.add_format({"num_format": spec}) for kind, spec in XLSX_FORMATS.items()}
-        lines = header_lines(extract)
+    def __init__(self, workbook: Any) -> None:
+        self.workbook = workbook
+        self.bold = workbook.add_format({"bold": True})
+        self.formats = {kind: workbook.add_format({"num_format": spec})
+                        for kind, spec in XLSX_FORMATS.items()}
+        self.bold_formats = {kind: workbook.add_format({"num_format": spec, "bold": True})
+                             for kind, spec in XLSX_FORMATS.items()}
+
+    def sheet(self, extract: Extract, name: str | None = None,
+              lines: Sequence[tuple[str, str]] | None = None, *, emphasise: int = 0,
+              after: Sequence[tuple[str, str]] = (),
+              headings: Callable[[str], str] | None = None) -> None:
+        """A sheet: a block of (label, text) lines (default: the extract's header block),
+        then the rows as typed cells (money and quantities numbers with two decimals, days
+        dates, times local datetimes with the zone in their heading, text text) under a
+        frozen heading row with a filter, then the lines `after`, below a blank row. The
+        last `emphasise` rows are bold (totals); `headings` names the columns (default:
+        their names). Printed landscape, one page wide, the
+        heading row on every page."""
+        columns = extract.columns
+        kinds = [kind_of(c) for c in columns]
+        sheet = self.workbook.add_worksheet((name or extract.report.name.removeprefix("report_"))[:31])
+        lines = header_lines(extract) if lines is None else lines
         for number, (label, text) in enumerate(lines):
-            sheet.write_string(number, 0, label, bold)
+            sheet.write_string(number, 0, label, self.bold)
             sheet.write_string(number, 1, text)
         top = len(lines) + 1  # the heading row, after a blank one
-        headings = [heading(c, kind, extract.tz) for c, kind in zip(columns, kinds, strict=True)]
-        widths = [len(h) for h in headings]
-        for col, text in enumerate(headings):
-            sheet.write_string(top, col, text, bold)
-        for number, row in enumerate(extract.rows, start=top + 1):
+        titles = [heading(c, kind, extract.tz, headings)
+                  for c, kind in zip(columns, kinds, strict=True)]
+        widths = [len(h) for h in titles]
+        for col, text in enumerate(titles):
+            sheet.write_string(top, col, text, self.bold)
+        first_bold = len(extract.rows) - emphasise
+        for index, row in enumerate(extract.rows):
+            number = top + 1 + index
+            formats = self.bold_formats if index >= first_bold else self.formats
             for col, (column, kind) in enumerate(zip(columns, kinds, strict=True)):
                 value = row[column.name]
                 if value is None:
@@ -275,14 +296,53 @@ def write_xlsx(extract: Extract, out: BinaryIO) -> None:
                 elif kind is Kind.DAY:
                     sheet.write_datetime(number, col, dt.datetime.combine(value, dt.time()),
                                          formats[kind])
+                elif index >= first_bold:
+                    sheet.write_string(number, col, str(value), self.bold)
                 else:
                     sheet.write_string(number, col, str(value))
+        below = top + len(extract.rows) + 2
+        for number, (label, text) in enumerate(after, start=below):
+            sheet.write_string(number, 0, label, self.bold)
+            sheet.write_string(number, 1, text)
+        if widths:  # the first column holds the labels of the blocks too
+            widths[0] = max([widths[0], *(len(label) for label, _ in (*lines, *after))])
         for col, width in enumerate(widths):
             sheet.set_column(col, col, min(width + 2, XLSX_MAX_WIDTH))
         sheet.freeze_panes(top + 1, 0)
+        sheet.set_landscape()
+        sheet.fit_to_pages(1, 0)
+        sheet.repeat_rows(top)
         sheet.autofilter(top, 0, top + len(extract.rows), len(columns) - 1)
+
+
+@contextmanager
+def xlsx_book(out: BinaryIO) -> Iterator[XlsxBook]:
+    """A workbook written to `out` when the block ends."""
+    import xlsxwriter  # noqa: PLC0415  (50 ms: only for the command that writes one)
+
+    workbook = xlsxwriter.Workbook(out, {"constant_memory": True})
+    try:
+        yield XlsxBook(workbook)
     finally:
         workbook.close()
+
+
+def write_xlsx(extract: Extract, out: BinaryIO) -> None:
+    """A workbook of one sheet: the header block, then the rows (`XlsxBook.sheet`)."""
+    with xlsx_book(out) as book:
+        book.sheet(extract)
+
+
+def write_file(path: Path, write_to: Callable[[BinaryIO], None]) -> None:
+    """Write a file beside itself and rename it when complete, so a reader never sees half
+    a file and a failed write leaves the old file (or none)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("wb") as out:
+            write_to(out)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -328,10 +388,4 @@ def write(writer: Writer, extract: Extract, path: Path | None = None) -> None:
         writer.write(extract, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with partial.open("wb") as out:
-            writer.write(extract, out)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_file(path, lambda out: writer.write(extract, out))

@@ -823,8 +823,11 @@ def generate(
     tz: str = "Europe/Brussels",
     until: dt.datetime | None = None,
     anomalies: bool = False,
+    day_orders: tuple[int, int] = (150, 300),
 ) -> Dataset:
     """A deterministic shop: catalogue, customers, and `orders` orders over days ending at anchor.
+
+    `day_orders`: the fewest and most orders of a day (drawn evenly between them).
 
     The history ends at `until` and then holds `orders` orders: the rest of the anchor
     day's sales wait in `pending_orders` until a clock passes them (`Dataset.release`).
@@ -842,7 +845,7 @@ def generate(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        dataset = _generate(seed, orders, anchor, tz, until)
+        dataset = _generate(seed, orders, anchor, tz, until, day_orders)
         if anomalies:
             plant_anomalies(dataset)
         if until is not None:
@@ -858,7 +861,7 @@ def generate(
 
 
 def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str,
-              until: dt.datetime | None) -> Dataset:
+              until: dt.datetime | None, day_orders: tuple[int, int] = (150, 300)) -> Dataset:
     zone = ZoneInfo(tz)
     if anchor is None:
         anchor = (until or dt.datetime.now(zone)).astimezone(zone).date()
@@ -933,14 +936,14 @@ def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str,
     payment_methods = {i: PaymentMethod(i, n) for i, n in enumerate(_PAYMENT_NAMES, start=1)}
     printers = {i: Printer(i, n) for i, n in enumerate(_PRINTERS, start=1)}
 
-    # Order days end at the anchor, about 150-300 orders a day.
+    # Order days end at the anchor, about 150-300 orders a day (day_orders).
     day_counts: list[int] = []
     remaining = orders
     today: list[int] | None = None  # the anchor day's order times (seconds), drawn first
     if until is not None and until.astimezone(zone).date() == anchor:
         # The history ends at `until` and holds `orders` orders: the anchor day's
         # sales by then count toward them; the rest of its day comes later (pending).
-        today = _order_seconds(rng, rng.randint(150, 300))
+        today = _order_seconds(rng, rng.randint(*day_orders))
         cut = until.astimezone(zone)
         made = sum(1 for sec in today if _at(anchor, sec, zone) <= cut)
         drop = max(made - remaining, 0)  # fewer wanted than made by now: the latest stay
@@ -948,7 +951,7 @@ def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str,
         day_counts.append(len(today))
         remaining -= made - drop
     while remaining > 0:
-        day_counts.append(min(remaining, rng.randint(150, 300)))
+        day_counts.append(min(remaining, rng.randint(*day_orders)))
         remaining -= day_counts[-1]
     first_day = anchor - dt.timedelta(days=max(len(day_counts) - 1, 0))
     day_counts.reverse()
