@@ -653,25 +653,35 @@ def test_demo_ends_with_daily_sales_and_vat(tmp_path: Path) -> None:
     assert "syncer report" in tail
 
 
-def test_the_readme_reporting_sql_runs_on_both_databases(synced: Synced) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def _sql_blocks(text: str) -> list[str]:
+    """The statements of every ```sql block of a document."""
+    statements = []
+    for block in text.split("```sql")[1:]:
+        statements += [s.strip() for s in block[:block.index("```")].split(";") if s.strip()]
+    return statements
+
+
+def test_the_reporting_sql_of_the_readme_and_docs_runs_on_every_database(synced: Synced) -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
     start = readme.index("\n## Reporting\n")
-    section = readme[start:readme.index("\n## ", start + 1)]
-    block = section[section.index("```sql") + len("```sql"):section.rindex("```")]
-    statements = [s.strip() for s in block.split(";") if s.strip()]
-    assert len(statements) >= 7
+    statements = _sql_blocks(readme[start:readme.index("\n## ", start + 1)])
+    assert len(statements) >= 3
+    statements += _sql_blocks((root / "docs" / "reporting.md").read_text())
+    assert len(statements) >= 12
     with synced.engine.connect() as conn:
-        answered = 0
+        empty = []
         for statement in statements:
             rows = conn.execute(sa.text(statement.replace("'myshop'", f"'{LICENSE}'"))).all()
-            answered += bool(rows)
+            if not rows:
+                empty.append(statement.splitlines()[0])
             # Money shows exactly: SQLite sums NUMERIC as floats (10123.399999999998),
-            # so a sum the README gives must come back with a short decimal text.
+            # so a sum the documents give must come back with a short decimal text.
             for row in rows:
                 for value in row:
                     if isinstance(value, float):
                         assert len(repr(value).partition(".")[2]) <= 4, (statement, row)
-        assert answered >= 5, "too few README queries found rows to check"
+        assert len(empty) <= len(statements) - 8, f"too few queries found rows to check: {empty}"
 
 
 def test_report_for_a_license_the_database_does_not_hold_says_so(synced: Synced, tmp_path: Path) -> None:
