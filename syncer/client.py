@@ -15,13 +15,16 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
+import httpcore
 import httpx
 from pydantic import SecretStr
 from tenacity import (
@@ -118,6 +121,11 @@ class TransportFailed(Retriable):
 
 class ResponseTimeout(TransportFailed):
     """No complete answer within the timeout."""
+
+
+class AnswerTooLarge(Retriable):
+    """An answer past `max_answer_mib`, on the wire or inflated: reading stopped there.
+    An id window is asked again with half the ids, as after a timeout."""
 
 
 class ServerError(Retriable):
@@ -392,6 +400,88 @@ def _attempt_note(number: int, of: int) -> str:
     return f" (attempt {number}/{of})" if of > 1 else ""
 
 
+# --- the whole request's deadline ---------------------------------------------------
+
+# httpx's timeouts bound each network operation, not a request: a body dripping a byte
+# a second never trips a 5 s read timeout. The client sets a deadline for each attempt
+# (connect, request, headers and body); every socket operation of that attempt waits at
+# most the time left, and none starts past it.
+_DEADLINE: ContextVar[float | None] = ContextVar("cloudpos_deadline", default=None)
+
+
+def _left(timeout: float | None, late: type[Exception]) -> float | None:
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise late("the request's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(
+            ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with every operation bounded by the attempt's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(
+            path, _left(timeout, httpcore.ConnectTimeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _bound_by_deadline(client: httpx.Client) -> None:
+    """Put the deadline under every network transport of `client` (its own and those
+    mounted for proxies); a transport a test hands in is left as it is. httpx has no
+    public seam for this: tests/test_client.py proves a dripping body and dripping
+    headers are both cut at the deadline, so an httpx that moves it fails there."""
+    for transport in (client._transport, *client._mounts.values()):  # noqa: SLF001
+        pool = getattr(transport, "_pool", None)
+        if isinstance(transport, httpx.HTTPTransport) and pool is not None:
+            pool._network_backend = _DeadlineBackend(pool._network_backend)  # noqa: SLF001
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
 # --- the client ----------------------------------------------------------------
 
 
@@ -426,6 +516,7 @@ class CloudPosClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] | None = None,
         backoff_max: float = 8.0,
+        max_answer_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.base_url = base_url
         self.licname = licname
@@ -442,9 +533,14 @@ class CloudPosClient:
         # never sits out a retry delay.
         self._sleep: Callable[[float], None] = sleep or self._pause
         self._backoff_max = backoff_max
+        # `timeout` bounds a whole attempt (connect, headers, body), not each read.
+        self.timeout = timeout
+        self.max_answer_bytes = max_answer_bytes
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout), transport=transport, follow_redirects=False
         )
+        if transport is None:
+            _bound_by_deadline(self._http)
 
     def __repr__(self) -> str:
         return f"CloudPosClient(base_url={self.base_url!r}, licname={self.licname!r})"
@@ -518,13 +614,13 @@ class CloudPosClient:
         status: int | None = None
         try:
             try:
-                response = self._http.get(url)
-                content = response.content
+                response, content = self._get(function, url)
             except (httpx.TransportError, RuntimeError) as exc:
                 if self._closed.is_set():
                     raise Cancelled(f"{function}: abandoned in flight; the client was closed") from None
                 if isinstance(exc, httpx.TimeoutException):
-                    raise ResponseTimeout(f"{function}: no answer within the timeout") from None
+                    raise ResponseTimeout(f"{function}: no complete answer within timeout_seconds "
+                                          f"= {self.timeout:g}") from None
                 if isinstance(exc, httpx.TransportError):
                     raise TransportFailed(f"{function}: {type(exc).__name__}: {exc}") from None
                 raise
@@ -554,6 +650,31 @@ class CloudPosClient:
                   "empty" if empty else "ok", len(content), duration, _attempt_note(number, of))
         return Page(body=body, records=records, nbytes=len(content), elapsed=duration / 1000,
                     empty=empty, content=content, ticket=ticket)
+
+    def _get(self, function: str, url: str) -> tuple[httpx.Response, bytes]:
+        """One GET within the deadline, its body read up to `max_answer_bytes` on the wire
+        and inflated (a gzip bomb stops there, unread)."""
+        cap = self.max_answer_bytes
+        with _deadline(self.timeout), self._http.stream("GET", url) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise self._too_large(function, f"it announces {int(declared):,} bytes")
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > cap or response.num_bytes_downloaded > cap:
+                    raise self._too_large(function, f"more than {cap:,} bytes")
+                chunks.append(chunk)
+            # A transport without the deadline under it (one a test hands in) is
+            # checked once the body is in.
+            _left(None, httpx.ReadTimeout)
+        return response, b"".join(chunks)
+
+    def _too_large(self, function: str, what: str) -> AnswerTooLarge:
+        return AnswerTooLarge(
+            f"{function}: answer too large ({what}; [api] max_answer_mib = "
+            f"{self.max_answer_bytes / (1024 * 1024):g}); reading stopped")
 
     def _url(self, function: str, params: Mapping[str, str]) -> str:
         # The function and flag filters are bare keys (`&get-orders&clockinclockout`),

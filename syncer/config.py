@@ -92,7 +92,12 @@ class ApiConfig(_Strict):
     timezone: str = "Europe/Brussels"
     daily_budget: int = Field(default=500, ge=1)
     reserve: int = Field(default=50, ge=0)
+    # Bounds a whole request (connect, headers, body), not each read.
     timeout_seconds: float = Field(default=30.0, gt=0)
+    # The largest answer read, on the wire and inflated: an id window aims at 16 MiB
+    # (sync.TARGET_BYTES), so 64 MiB leaves a full list four times that; past it reading
+    # stops and the answer is refused as too large.
+    max_answer_mib: float = Field(default=64.0, gt=0)
     # Attempts per logical request for transport faults, 5xx and broken bodies.
     max_attempts: int = Field(default=3, ge=1, le=10)
 
@@ -120,6 +125,10 @@ class ApiConfig(_Strict):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def max_answer_bytes(self) -> int:
+        return int(self.max_answer_mib * 1024 * 1024)
 
 
 class LicenseConfig(_Strict):

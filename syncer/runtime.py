@@ -93,7 +93,8 @@ class Runtime:
         self.client = CloudPosClient(config.api.base_url, license.name, license.resolved_token(),
                                      tz=config.api.tz, timeout=config.api.timeout_seconds,
                                      max_attempts=config.api.max_attempts, door=self.ledger,
-                                     transport=transport, sleep=sleep)
+                                     transport=transport, sleep=sleep,
+                                     max_answer_bytes=config.api.max_answer_bytes)
         self.sync = Sync(engine, license.name, self.client, parse_context(config, license), clock,
                          keep_answers=config.archive.enabled)
         self._looked_ahead: dict[str, dt.date] = {}  # job: API day of its last look-ahead

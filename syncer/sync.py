@@ -28,7 +28,7 @@ import syncer.parse as parse_module
 import syncer.resources as resources_module
 from syncer import __version__, archive
 from syncer import tables as t
-from syncer.client import CloudPosClient, Page, ResponseTimeout
+from syncer.client import AnswerTooLarge, CloudPosClient, Page, ResponseTimeout
 from syncer.config import Config, LicenseConfig, ResourceConfig
 from syncer.db import prepared, upsert
 from syncer.ledger import utcnow
@@ -596,16 +596,18 @@ class WindowWalk:
 
     def _pull(self, start: int, width: int | None = None) -> tuple[PullResult, int]:
         """Pull `width` ids (default: the window) from `start`, retrying a fault with the
-        client's policy; a timeout halves the window before the next try."""
+        client's policy; a timeout or a too-large answer halves the window before the next
+        try."""
         name, attempts = self.resource.name, self.attempts
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             tried = state.attempt_number
-            if isinstance(exc, ResponseTimeout):
+            if isinstance(exc, ResponseTimeout | AnswerTooLarge):
                 self.window = max(self.lo, self.window // 2)
-                log.warning("%s: ids from %d timed out; trying %d ids (try %d of %d)",
-                            name, start, self.window, tried + 1, attempts)
+                why = "timed out" if isinstance(exc, ResponseTimeout) else "answered too much"
+                log.warning("%s: ids from %d %s; trying %d ids (try %d of %d)",
+                            name, start, why, self.window, tried + 1, attempts)
             else:
                 log.warning("%s: ids from %d failed (%s); again (try %d of %d)", name, start,
                             type(exc).__name__, tried + 1, attempts)
