@@ -13,6 +13,8 @@ sync state, and finds, per license:
 - records in the quarantine, per resource, with their reasons;
 - full lists not refreshed within the planner's interval for them (`max_interval`
   of open time, and `closed_max_interval` overall where the planner has one);
+- full lists whose latest answer was refused (`sync_state.last_error`): a bad answer
+  past its retries, or an empty list over many live rows kept (sync.pull_full_list);
 - business days on which the shop is open (`[schedule] opening_hours`) without a ticket.
 
 Every finding is a problem except a confirmed id range (the API said so) and an id
@@ -95,11 +97,12 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
     gaps = {r.name: [g.as_dict() for g in id_gaps(conn, license, r)] for r in ID_RESOURCES}
     quarantined = quarantine(conn, license)
     stale = stale_lists(conn, config, license, now)
+    refused = refused_lists(conn, license)
     empty = open_days_without_tickets(conn, config, license, since, last)
     problems = (len(payments_off) + len(lines_off)
                 + sum(1 for ranges in gaps.values() for g in ranges if g["status"] == "not_asked")
                 + sum(len(records) for records in quarantined.values())
-                + len(stale) + len(empty))
+                + len(stale) + len(refused) + len(empty))
     return {
         "license": license,
         "from": since.isoformat() if since else None,
@@ -110,6 +113,7 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
         "id_gaps": gaps,
         "quarantine": quarantined,
         "stale_lists": stale,
+        "refused_lists": refused,
         "open_days_without_tickets": [day.isoformat() for day in empty],
     }
 
@@ -273,6 +277,19 @@ def stale_lists(conn: Connection, config: Config, license: str, now: dt.datetime
     return sorted(out, key=lambda entry: order.index(entry["resource"]))
 
 
+def refused_lists(conn: Connection, license: str) -> list[dict[str, Any]]:
+    """Full lists whose latest answer was refused (kept in sync_state.last_error until an
+    answer is applied): a bad answer, or an empty list that would delete many rows."""
+    full = [r.name for r in res.RESOURCES if r.pull is res.Pull.FULL_LIST]
+    state = t.sync_state.c
+    rows = conn.execute(select(state.resource, state.last_error, state.last_error_at).where(
+        state.license == license, state.resource.in_(full), state.last_error.is_not(None),
+        state.disabled_reason.is_(None)))
+    return sorted(({"resource": row.resource, "error": row.last_error,
+                    "at": row.last_error_at.isoformat() if row.last_error_at else None}
+                   for row in rows), key=lambda entry: full.index(entry["resource"]))
+
+
 def open_days_without_tickets(conn: Connection, config: Config, license: str,
                               since: dt.date | None, until: dt.date) -> list[dt.date]:
     """Business days in [since (else the first ticket's day), until] that the opening
@@ -374,6 +391,9 @@ def describe(result: dict[str, Any]) -> list[str]:
             out.append(f"  problem: {stale['resource']} not refreshed within "
                        f"{stale['max_interval_minutes']:.0f} minutes of opening hours: {stale['why']}"
                        + (f" (last {stale['last_success_at']})" if stale["last_success_at"] else ""))
+        for refused in lic.get("refused_lists", []):
+            out.append(f"  problem: {refused['resource']}: the latest answer was refused, the rows "
+                       f"kept: {refused['error']}" + (f" (at {refused['at']})" if refused["at"] else ""))
         for day in lic["open_days_without_tickets"]:
             out.append(f"  problem: {day} is an open day by the opening hours, without any ticket")
     return out

@@ -136,6 +136,12 @@ class BadResponse(Retriable):
     """An answer that is not the API's JSON: HTML, truncated, or of unknown shape."""
 
 
+class SuspiciousAnswer(CloudPosError):
+    """An answer that reads well but would do too much harm applied unchecked: a full
+    list answered empty while many of its rows are live. Nothing is applied; the job
+    fails with this message (and is tried again as the planner says)."""
+
+
 class Cancelled(CloudPosError):
     """The client was closed (the process is stopping): nothing more is sent or retried."""
 
@@ -279,15 +285,24 @@ def _resource_key(function: str) -> str:
     return function.removeprefix("get-")
 
 
-def records_from(body: Any, function: str) -> list[Any]:
-    """The records of a list function's successful body, whatever envelope it came in."""
+def records_from(body: Any, function: str, *, whole_list: bool = False) -> list[Any]:
+    """The records of a list function's successful body, whatever envelope it came in.
+
+    `whole_list`: the answer is a full list, whose every row missing from it is marked
+    deleted. Its records must then be there as records: `"data": null`, `""` or `{}`
+    is a bad answer (retried, then reported), never an empty shop."""
     if isinstance(body, list):
         return body
     if not isinstance(body, dict):
         raise BadResponse(f"{function}: expected a JSON object or list, got {type(body).__name__}")
     for key in ("data", _resource_key(function)):
         if key in body:
-            return _records_in(body[key], function)
+            value = body[key]
+            if whole_list and not isinstance(value, list) and not (
+                    isinstance(value, dict) and value):
+                raise BadResponse(f"{function}: the full list's {key!r} is {_shown_value(value)}, "
+                                  "not a list of records")
+            return _records_in(value, function)
     rest = {k: v for k, v in body.items() if k not in _META_KEYS}
     if not rest:
         # The API says "nothing" with 2000. A success without records is malformed, and
@@ -301,6 +316,14 @@ def records_from(body: Any, function: str) -> list[Any]:
     if "id" in rest and not any(isinstance(v, dict) for v in rest.values()):
         return [rest]  # a single record sent as the object itself
     raise BadResponse(f"{function}: unknown envelope with keys {sorted(rest)[:8]}")
+
+
+def _shown_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "an empty text" if not value else "a text"
+    return f"an empty {type(value).__name__}" if not value else f"a {type(value).__name__}"
 
 
 def _records_in(value: Any, function: str) -> list[Any]:
@@ -378,13 +401,31 @@ def decode_json(content: bytes) -> Any:
     return json.loads(content, parse_float=Decimal)
 
 
-def decode_body(function: str, content: bytes) -> Any:
+def decode_body(function: str, content: bytes, *, whole_list: bool = False) -> Any:
     """A JSON body as the client reads it (exact Decimals); the rebuild reads archived
-    bodies with it too, so both see the same values."""
+    bodies with it too, so both see the same values.
+
+    `whole_list`: a full list, where JSON's "the last of a repeated key wins" could
+    swap the records for an empty list (`{"data": [...], "data": []}`): a top-level key
+    given twice is a bad answer. (Checked for full lists only: it triples the decoding
+    time, and a window read short is asked again, never applied as deletions.)"""
+    repeated: list[dict[str, Any]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) != len(items):
+            repeated.append(obj)
+        return obj
+
     try:
-        return decode_json(content)
+        if not whole_list:
+            return decode_json(content)
+        body = json.loads(content, parse_float=Decimal, object_pairs_hook=pairs)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadResponse(f"{function}: body is not complete JSON ({exc})") from None
+    if any(obj is body for obj in repeated):
+        raise BadResponse(f"{function}: the full list's answer gives a top-level key twice")
+    return body
 
 
 def page_records(function: str, content: bytes, tz: ZoneInfo) -> list[Any]:
@@ -467,10 +508,10 @@ def _bound_by_deadline(client: httpx.Client) -> None:
     mounted for proxies); a transport a test hands in is left as it is. httpx has no
     public seam for this: tests/test_client.py proves a dripping body and dripping
     headers are both cut at the deadline, so an httpx that moves it fails there."""
-    for transport in (client._transport, *client._mounts.values()):  # noqa: SLF001
+    for transport in (client._transport, *client._mounts.values()):
         pool = getattr(transport, "_pool", None)
         if isinstance(transport, httpx.HTTPTransport) and pool is not None:
-            pool._network_backend = _DeadlineBackend(pool._network_backend)  # noqa: SLF001
+            pool._network_backend = _DeadlineBackend(pool._network_backend)
 
 
 @contextmanager
@@ -568,11 +609,13 @@ class CloudPosClient:
         *,
         max_attempts: int | None = None,
         unwrap: bool = False,
+        whole_list: bool = False,
     ) -> Page:
         """Send one logical request (with bounded retries) and return its page.
 
         `unwrap`: a list function; its records are taken out of the envelope inside
         the attempt, so an unknown envelope is retried like any other broken body.
+        `whole_list`: a full list (see `records_from`).
         """
         if not self.licname.strip() or not self._token.get_secret_value().strip():
             # The API would answer 1001; nothing is sent for something fixable locally.
@@ -584,7 +627,7 @@ class CloudPosClient:
         for attempt in self.retrying(attempts):
             with attempt:
                 number = attempt.retry_state.attempt_number
-                return self._attempt(function, clean, number, attempts, unwrap)
+                return self._attempt(function, clean, number, attempts, unwrap, whole_list)
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True raises the last
 
     def retrying(self, attempts: int | None = None, *,
@@ -603,7 +646,7 @@ class CloudPosClient:
         )
 
     def _attempt(self, function: str, params: dict[str, str], number: int, of: int,
-                 unwrap: bool = False) -> Page:
+                 unwrap: bool = False, whole_list: bool = False) -> Page:
         if self._closed.is_set():
             raise Cancelled(f"{function}: not sent; the client is closed")
         info = RequestInfo(self.licname, function, dict(params), number)
@@ -625,9 +668,10 @@ class CloudPosClient:
                     raise TransportFailed(f"{function}: {type(exc).__name__}: {exc}") from None
                 raise
             status = response.status_code
-            body = self._decode(function, response, content)
+            body = self._decode(function, response, content, whole_list)
             empty = raise_for_api_error(body, function, self.tz)
-            records = records_from(body, function) if unwrap and not empty else []
+            records = (records_from(body, function, whole_list=whole_list)
+                       if unwrap and not empty else [])
         except CloudPosError as exc:
             duration = int((time.perf_counter() - started) * 1000)
             outcome = "api_error" if exc.code is not None else "failed"
@@ -686,7 +730,8 @@ class CloudPosClient:
         separator = "&" if "?" in self.base_url else "?"
         return self.base_url + separator + "&".join(parts)
 
-    def _decode(self, function: str, response: httpx.Response, content: bytes) -> Any:
+    def _decode(self, function: str, response: httpx.Response, content: bytes,
+                whole_list: bool = False) -> Any:
         status = response.status_code
         if status >= 500:
             raise ServerError(f"{function}: HTTP {status}", None)
@@ -696,7 +741,7 @@ class CloudPosClient:
         head = content.lstrip()[:1]
         if "html" in ctype or head == b"<":
             raise BadResponse(f"{function}: got an HTML page instead of JSON")
-        return decode_body(function, content)
+        return decode_body(function, content, whole_list=whole_list)
 
     # -- list functions ---------------------------------------------------------
 
@@ -706,6 +751,9 @@ class CloudPosClient:
         params: Mapping[str, str | int | None] | None = None,
         *,
         max_attempts: int | None = None,
+        whole_list: bool = False,
     ) -> Page:
-        """A list function's page with its records unwrapped from any envelope."""
-        return self.request(function, params, max_attempts=max_attempts, unwrap=True)
+        """A list function's page with its records unwrapped from any envelope
+        (`whole_list`: a full list, see `records_from`)."""
+        return self.request(function, params, max_attempts=max_attempts, unwrap=True,
+                            whole_list=whole_list)

@@ -171,6 +171,10 @@ class ResourceConfig(_Strict):
     min_window: int = Field(default=50, ge=1)
     max_window: int = Field(default=5000, ge=1)
     enabled: bool = True
+    # A full list answered empty while more rows than this are live is suspicious: the
+    # rows are kept and the job fails with a message until the list comes back (or this
+    # is raised, when the shop did empty it).
+    empty_list_max_deletes: int = Field(default=10, ge=0)
 
     @model_validator(mode="after")
     def _ordered_windows(self) -> ResourceConfig:

@@ -164,3 +164,76 @@ def test_a_gzip_bomb_is_refused_unread_and_reported(
     assert "Traceback" not in out
     assert "answer too large" in out and "max_answer_mib = 1" in out
     assert [f for f, _ in server.seen].count("get-products") == 3  # max_attempts, then reported
+
+
+def live_products(db_url: str) -> int:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return len(conn.execute(select(t.products.c.id).where(
+                t.products.c.deleted_at.is_(None))).all())
+    finally:
+        engine.dispose()
+
+
+def audit(db_url: str, base_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "syncer", "audit"], check=False,
+                          env=cli_env(db_url, base_url), cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("answer", [b'{"data": null}', b'{"data": ""}', b'{"data": {}}',
+                                    b'{"data": [{"id": 1}], "data": []}'],
+                         ids=["null", "empty-text", "empty-object", "repeated-key"])
+def test_a_full_list_that_is_not_a_list_of_records_deletes_nothing(
+        db_url: str, sim: Simulator, tmp_path: Path, answer: bytes) -> None:
+    with hostile(sim.base_url, lambda *_: None) as server:
+        first = backfill(db_url, server.base_url, tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    live = live_products(db_url)
+    assert live > 10
+
+    def rewrite(function: str, params: dict[str, str], body: bytes) -> bytes | None:
+        return answer if function == "get-products" else None
+
+    with hostile(sim.base_url, rewrite) as server:
+        run = backfill(db_url, server.base_url, tmp_path)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "Traceback" not in out
+    assert "not a list of records" in out or "gives a top-level key twice" in out
+    assert [f for f, _ in server.seen].count("get-products") == 3  # retried, then reported
+    assert live_products(db_url) == live
+
+
+def test_an_empty_full_list_over_many_live_rows_is_kept_and_reported(
+        db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    with hostile(sim.base_url, lambda *_: None) as server:
+        first = backfill(db_url, server.base_url, tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    live = live_products(db_url)
+    assert live > 10  # more than the default empty_list_max_deletes
+
+    def rewrite(function: str, params: dict[str, str], body: bytes) -> bytes | None:
+        return b'{"data": []}' if function == "get-products" else None
+
+    with hostile(sim.base_url, rewrite) as server:
+        run = backfill(db_url, server.base_url, tmp_path)
+        out = run.stdout + run.stderr
+        assert run.returncode == 1, out
+        assert f"the API lists none while {live} products are live" in out
+        assert "empty_list_max_deletes" in out
+        assert [f for f, _ in server.seen].count("get-products") == 1  # a clean answer: not retried
+        assert live_products(db_url) == live
+        audited = audit(db_url, server.base_url, tmp_path)
+    assert audited.returncode == 4, audited.stdout + audited.stderr
+    assert "problem: products: the latest answer was refused, the rows kept" in audited.stdout
+    # A list the shop did empty: with the threshold raised, the rows are marked deleted.
+    with hostile(sim.base_url, rewrite) as server:
+        config = tmp_path / "syncer.toml"
+        config.write_text(f"[resources.products]\nempty_list_max_deletes = {live}\n")
+        run = subprocess.run([sys.executable, "-m", "syncer", "backfill"], check=False,
+                             env=cli_env(db_url, server.base_url, SYNCER_CONFIG=str(config)),
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert live_products(db_url) == 0
