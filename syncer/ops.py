@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -59,8 +60,9 @@ _waitress_log.setLevel(logging.ERROR)
 
 
 def families(status: read_model.Status | None, written: dict[tuple[str, str], int],
-             up: bool) -> Iterator[Metric]:
-    """The metric families of one status (None: the database did not answer)."""
+             up: bool, stalled: Collection[tuple[str, str]] = ()) -> Iterator[Metric]:
+    """The metric families of one status (None: the database did not answer);
+    `stalled`: the (license, job) runs going on past their bound."""
     syncer_up = GaugeMetricFamily("syncer_up", "1 when the scheduler runs and the database answers.")
     syncer_up.add_metric([], 1 if up and status is not None else 0)
     yield syncer_up
@@ -104,6 +106,8 @@ def families(status: read_model.Status | None, written: dict[tuple[str, str], in
     lag = gauge("syncer_job_lag_seconds", "Seconds since a job last succeeded.", job_labels)
     next_run = gauge("syncer_job_next_run_timestamp_seconds", "When a job runs next.", job_labels)
     failing = gauge("syncer_job_failing", "1 while a job's last run ended in an error.", job_labels)
+    stuck = gauge("syncer_job_stalled", "1 while a run of the job has gone on past what its "
+                  "requests may take (see /healthz).", job_labels)
     job_planned = gauge("syncer_job_planned_requests_today", "Requests a job is planned to spend "
                         "for the rest of the day.", job_labels)
     stored = gauge("syncer_table_rows", "Rows of the license in a resource's table "
@@ -136,6 +140,7 @@ def families(status: read_model.Status | None, written: dict[tuple[str, str], in
             if job.next_run_at is not None:
                 next_run.add_metric(labels, round(job.next_run_at.timestamp()))
             failing.add_metric(labels, 1 if job.failing else 0)
+            stuck.add_metric(labels, 1 if (lic.name, job.job) in stalled else 0)
             job_planned.add_metric(labels, job.planned_requests)
             if job.table_rows is not None:
                 stored.add_metric(labels, job.table_rows)
@@ -144,7 +149,7 @@ def families(status: read_model.Status | None, written: dict[tuple[str, str], in
     bad_logins.add_metric([], status.bad_logins)
     yield from (spent, left, planned, needed, budget, reserve, requests, refused, paused,
                 paused_until, configured, shop_open, quarantine, audited, success, lag, next_run, failing,
-                job_planned, stored, bad_logins)
+                stuck, job_planned, stored, bad_logins)
 
 
 class SyncerCollector(Collector):
@@ -162,7 +167,7 @@ class SyncerCollector(Collector):
         except SQLAlchemyError as exc:
             log.warning("metrics: the database did not answer: %s", error_summary(exc))
             status = None
-        yield from families(status, self.daemon.rows_written(), healthy)
+        yield from families(status, self.daemon.rows_written(), healthy, self.daemon.stalled())
 
 
 def registry_for(daemon: Daemon, cache: read_model.Cache) -> CollectorRegistry:
@@ -264,11 +269,26 @@ def app_for(daemon: Daemon) -> Callable[..., Iterable[bytes]]:
             except SQLAlchemyError as exc:  # the database may be down: say so, don't crash
                 return send(503, f"status unavailable: the database did not answer "
                             f"({type(exc).__name__}); /healthz says more\n", "text/plain")
-            return send(200, page.render(status, refresh_seconds=refresh),
+            return send(200, page.render(with_stalled(status, daemon), refresh_seconds=refresh),
                         "text/html; charset=utf-8")
         return send(404, "not found: try /, /healthz or /metrics\n", "text/plain")
 
     return app
+
+
+def with_stalled(status: read_model.Status, daemon: Daemon) -> read_model.Status:
+    """The status with a sign for each run going on past its bound (the daemon knows
+    what runs; the database does not)."""
+    stalled = daemon.stalled()
+    if not stalled:
+        return status
+    bound = daemon.stall_bound.total_seconds()
+    signs = tuple(read_model.StopSign(
+        "stalled", "warning",
+        f"{lic}/{job} has been running for {seconds:.0f} s (a run may take {bound:.0f} s)",
+        "the log says what it waits on; a restart ends it, and it goes on from its last commit")
+        for (lic, job), seconds in sorted(stalled.items()))
+    return replace(status, stop_signs=(*status.stop_signs, *signs))
 
 
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}

@@ -3,6 +3,7 @@ the real server (syncer.ops), on SQLite and Postgres."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import sys
@@ -16,13 +17,19 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from pydantic import SecretStr
+
 from syncer import tables as t
-from syncer.config import load_config
+from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig, load_config
 from syncer.daemon import Daemon
-from syncer.db import make_engine
+from syncer.db import make_engine, migrate
+from syncer.jobs import DEFAULT_JOBS
+from syncer.ledger import utcnow
 from syncer.ops import CONNECTION_LIMIT, serve
 from syncer.simulator import Simulator
+from tests.conftest import LICENSE, TOKEN
 from tests.helpers import cli_env, finish, run_cli, spawn_serving_daemon
+from tests.hostile import Answer, hostile
 
 FD_LIMIT = 256  # the daemon's soft limit of open files in the slowloris test
 SLOW_CLIENTS = 400  # more than the daemon may open
@@ -141,3 +148,53 @@ def test_a_burst_of_200_page_loads_is_answered_in_full(
     assert len(results) == 200
     assert sorted(set(results)) == [200, 503]
     assert results.count(503) == 50
+
+
+def test_a_run_past_its_bound_shows_as_stalled_on_healthz_the_metrics_and_the_page(
+        db_url: str, sim: Simulator) -> None:
+    """The products job's request hangs (its headers drip; the 3 s timeout cuts it);
+    while it is in flight the daemon's clock moves past the run's bound: /healthz says
+    503 and which job, syncer_job_stalled is 1 for it, the page shows a sign. Once the
+    run ends, all is well again."""
+    asked = threading.Event()
+
+    def rewrite(function: str, params: dict[str, str], body: bytes) -> bytes | Answer | None:
+        if function == "get-products":
+            asked.set()
+            return Answer(body, drip_head=0.3)
+        return None
+
+    offset = [dt.timedelta(0)]
+    engine = make_engine(db_url)
+    migrate(engine)
+    with hostile(sim.base_url, rewrite) as server:
+        config = Config(database=DatabaseConfig(url=db_url),
+                        api=ApiConfig(base_url=server.base_url, timeout_seconds=3, max_attempts=1),
+                        licenses=(LicenseConfig(name=LICENSE, token=SecretStr(TOKEN)),))
+        jobs = [spec for spec in DEFAULT_JOBS if spec.name == "products"]
+        daemon = Daemon(engine, config, clock=lambda: utcnow() + offset[0], jobs=jobs)
+        assert daemon.stall_bound == dt.timedelta(seconds=2 * 3 + 60)
+        http = serve(daemon, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{http.server_address[1]}"
+        daemon.start()
+        try:
+            assert asked.wait(20)
+            assert get(f"{base}/healthz") == (200, "ok\n")  # running, within its bound
+            offset[0] = daemon.stall_bound + dt.timedelta(seconds=5)
+            status, body = get(f"{base}/healthz")
+            assert status == 503
+            assert body.startswith(f"stalled: {LICENSE}/products running for 7") and "(a run may take 66 s)" in body
+            metrics_text = get(f"{base}/metrics")[1]
+            assert f'syncer_job_stalled{{license="{LICENSE}",sync_job="products"}} 1.0' in metrics_text
+            page = get(f"{base}/")[1]
+            assert 'data-kind="stalled"' in page and f"{LICENSE}/products has been running" in page
+            deadline = time.monotonic() + 20
+            while daemon.stalled() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert get(f"{base}/healthz") == (200, "ok\n")
+            metrics_text = get(f"{base}/metrics")[1]
+            assert f'syncer_job_stalled{{license="{LICENSE}",sync_job="products"}} 0.0' in metrics_text
+        finally:
+            http.shutdown()
+            daemon.stop()
+            engine.dispose()
