@@ -33,10 +33,13 @@ class Answer:
     drip_head: float = 0.0  # seconds before each byte of the status line and headers
     repeat: int = 1  # the body sent this many times over (a huge answer, never held)
     encoding: str | None = None  # its Content-Encoding (the body is already encoded)
+    head: bytes = b""  # sent once before the repeated body (e.g. `{"data": [`)
+    tail: bytes = b""  # and once after it
+    length: bool = True  # say its Content-Length (False: the end of the connection ends it)
 
     @property
     def size(self) -> int:
-        return len(self.body) * self.repeat
+        return len(self.head) + len(self.body) * self.repeat + len(self.tail)
 
 
 # (function, the request's parameters without licname/token, the simulator's body) -> body
@@ -84,20 +87,25 @@ class _Handler(BaseHTTPRequestHandler):
         replaced = self.server.rewrite(function, shown, body)
         answer = replaced if isinstance(replaced, Answer) else Answer(
             body if replaced is None else replaced)
-        headers = [("Content-Type", "application/json; charset=utf-8"),
-                   ("Content-Length", str(answer.size))]
+        headers = [("Content-Type", "application/json; charset=utf-8")]
+        if answer.length:
+            headers.append(("Content-Length", str(answer.size)))
         if answer.encoding:
             headers.append(("Content-Encoding", answer.encoding))
         head = "HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
         try:
             self._send(head.encode(), answer.drip_head)
+            self._send(answer.head, answer.drip)
             for _ in range(answer.repeat):
                 self._send(answer.body, answer.drip)
+            self._send(answer.tail, answer.drip)
         except OSError:
             return  # the client stopped reading (as it should past a cap or a deadline)
         self.close_connection = True
 
     def _send(self, data: bytes, drip: float) -> None:
+        if not data:
+            return
         if not drip:
             self.wfile.write(data)
             return
