@@ -44,8 +44,13 @@ def answer(case: str) -> Answer:
 CASES = ("answer 200 MB", "answer 1 GB streamed", "gzip bomb 1 GB")
 
 
-def fetch(base_url: str) -> None:
-    """One case, in this (fresh) process: print what came of it and the peak RSS."""
+def fetch(base_url: str, limit_mib: int) -> None:
+    """One case, in this (fresh) process under an address-space limit of `limit_mib`
+    (a shared machine must not be run out of memory): print what came of it and the
+    peak RSS. Past the limit the process ends in MemoryError, as a daemon under a
+    memory limit would."""
+    limit = limit_mib * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     kwargs: dict[str, Any] = {}
     if "max_answer_bytes" in inspect.signature(CloudPosClient).parameters:
         kwargs["max_answer_bytes"] = 64 * 1024 * 1024  # the default of [api] max_answer_mib
@@ -57,6 +62,8 @@ def fetch(base_url: str) -> None:
         outcome = f"{len(page.records):,} records"
     except Exception as exc:  # the figure is the memory either way
         outcome = f"{type(exc).__name__}: {str(exc)[:90]}"
+    except MemoryError:
+        outcome = f"MemoryError at the {limit_mib:,} MiB limit"
     finally:
         client.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -67,15 +74,18 @@ def fetch(base_url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fetch", metavar="BASE_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--limit-mib", type=int, default=4096,
+                        help="address-space limit of each case's process (default 4096)")
     args = parser.parse_args()
     if args.fetch:
-        fetch(args.fetch)
+        fetch(args.fetch, args.limit_mib)
         return
+    limit = ["--limit-mib", str(args.limit_mib)]
     sim = Simulator(generate(seed=1, orders=50), licenses={"demo": "bench-token"})
     sim.start()
     try:
         baseline = json.loads(subprocess.run(
-            [sys.executable, "-m", "benchmarks.memory", "--fetch", sim.base_url],
+            [sys.executable, "-m", "benchmarks.memory", "--fetch", sim.base_url, *limit],
             check=True, capture_output=True, text=True).stdout)
         print(f"| a small answer (the process's own size) | {baseline['peak_mb']} MB | "
               f"{baseline['outcome']} |")
@@ -83,7 +93,8 @@ def main() -> None:
             served = answer(case)
             with hostile(sim.base_url, lambda f, p, b, served=served: served) as server:
                 run = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--fetch",
-                                      server.base_url], check=False, capture_output=True, text=True)
+                                      server.base_url, *limit], check=False, capture_output=True,
+                                     text=True)
             if run.returncode != 0:
                 print(f"| {case} | died (exit {run.returncode}) | {run.stderr.strip()[-200:]} |")
                 continue

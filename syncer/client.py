@@ -506,7 +506,7 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 def _bound_by_deadline(client: httpx.Client) -> None:
     """Put the deadline under every network transport of `client` (its own and those
     mounted for proxies); a transport a test hands in is left as it is. httpx has no
-    public seam for this: tests/test_client.py proves a dripping body and dripping
+    public seam for this: tests/test_hostile.py proves a dripping body and dripping
     headers are both cut at the deadline, so an httpx that moves it fails there."""
     for transport in (client._transport, *client._mounts.values()):
         pool = getattr(transport, "_pool", None)

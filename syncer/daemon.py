@@ -468,7 +468,7 @@ class Daemon:
 
         Closing the clients makes every job end at its next request (nothing more is
         sent or retried). A job blocked in a socket read cannot be woken: it ends
-        when the answer or the read timeout comes, which may be after `timeout`.
+        when the answer or its deadline (`timeout_seconds`) comes, which may be after `timeout`.
         """
         self._stopping.set()
         if self.scheduler.running:
