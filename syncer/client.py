@@ -409,12 +409,13 @@ def decode_body(function: str, content: bytes, *, whole_list: bool = False) -> A
     swap the records for an empty list (`{"data": [...], "data": []}`): a top-level key
     given twice is a bad answer. (Checked for full lists only: it triples the decoding
     time, and a window read short is asked again, never applied as deletions.)"""
-    repeated: list[dict[str, Any]] = []
+    repeated: list[tuple[dict[str, Any], list[str]]] = []  # (object, its repeated keys)
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         obj = dict(items)
         if len(obj) != len(items):
-            repeated.append(obj)
+            keys = [key for key, _ in items]
+            repeated.append((obj, sorted({key for key in keys if keys.count(key) > 1})))
         return obj
 
     try:
@@ -423,8 +424,10 @@ def decode_body(function: str, content: bytes, *, whole_list: bool = False) -> A
         body = json.loads(content, parse_float=Decimal, object_pairs_hook=pairs)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadResponse(f"{function}: body is not complete JSON ({exc})") from None
-    if any(obj is body for obj in repeated):
-        raise BadResponse(f"{function}: the full list's answer gives a top-level key twice")
+    for obj, keys in repeated:
+        if obj is body:
+            raise BadResponse(f"{function}: the full list's answer gives the key(s) "
+                              f"{', '.join(map(repr, keys[:5]))} more than once")
     return body
 
 

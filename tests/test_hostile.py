@@ -201,7 +201,8 @@ def test_a_full_list_that_is_not_a_list_of_records_deletes_nothing(
     out = run.stdout + run.stderr
     assert run.returncode == 1, out
     assert "Traceback" not in out
-    assert "not a list of records" in out or "gives a top-level key twice" in out
+    assert ("not a list of records" in out
+            or "gives the key(s) 'data' more than once" in out), out
     assert [f for f, _ in server.seen].count("get-products") == 3  # retried, then reported
     assert live_products(db_url) == live
 
