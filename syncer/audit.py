@@ -13,6 +13,8 @@ sync state, and finds, per license:
 - records in the quarantine, per resource, with their reasons;
 - full lists not refreshed within the planner's interval for them (`max_interval`
   of open time, and `closed_max_interval` overall where the planner has one);
+- full lists whose latest answer was refused (`sync_state.last_error`): a bad answer
+  past its retries, or an empty list over many live rows kept (sync.pull_full_list);
 - business days on which the shop is open (`[schedule] opening_hours`) without a ticket.
 
 Every finding is a problem except a confirmed id range (the API said so) and an id
@@ -65,6 +67,7 @@ KINDS: dict[str, str] = {
     "id_gaps": "id range(s) missing, not yet asked of the API",
     "quarantine": "record(s) in the quarantine",
     "stale_lists": "list(s) not refreshed in time",
+    "refused_lists": "list(s) whose latest answer was refused, the rows kept",
     "open_days_without_tickets": "open day(s) without a ticket",
 }
 
@@ -120,8 +123,9 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
     gaps = {r.name: [g.as_dict() for g in id_gaps(conn, license, r)] for r in ID_RESOURCES}
     quarantined = quarantine(conn, license)
     stale = stale_lists(conn, config, license, now)
+    refused = refused_lists(conn, license)
     empty = open_days_without_tickets(conn, config, license, since, last)
-    kinds = problem_kinds(payments_off, lines_off, gaps, quarantined, stale, empty)
+    kinds = problem_kinds(payments_off, lines_off, gaps, quarantined, stale, refused, empty)
     problems = sum(kinds.values())
     return {
         "license": license,
@@ -134,13 +138,15 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
         "id_gaps": gaps,
         "quarantine": quarantined,
         "stale_lists": stale,
+        "refused_lists": refused,
         "open_days_without_tickets": [day.isoformat() for day in empty],
     }
 
 
 def problem_kinds(payments_off: Sequence[Any], lines_off: Sequence[Any],
                   gaps: dict[str, list[dict[str, Any]]], quarantined: dict[str, list[Any]],
-                  stale: Sequence[Any], empty: Sequence[Any]) -> dict[str, int]:
+                  stale: Sequence[Any], refused: Sequence[Any], empty: Sequence[Any]
+                  ) -> dict[str, int]:
     """The problems by kind (`KINDS`), kinds without one left out."""
     counts = {
         "tickets_payments_off": len(payments_off),
@@ -148,6 +154,7 @@ def problem_kinds(payments_off: Sequence[Any], lines_off: Sequence[Any],
         "id_gaps": sum(1 for ranges in gaps.values() for g in ranges if g["status"] == "not_asked"),
         "quarantine": sum(len(records) for records in quarantined.values()),
         "stale_lists": len(stale),
+        "refused_lists": len(refused),
         "open_days_without_tickets": len(empty),
     }
     return {kind: count for kind, count in counts.items() if count}
@@ -318,6 +325,19 @@ def stale_lists(conn: Connection, config: Config, license: str, now: dt.datetime
                                         "the last refresh"})
     order = [r.name for r in res.RESOURCES]
     return sorted(out, key=lambda entry: order.index(entry["resource"]))
+
+
+def refused_lists(conn: Connection, license: str) -> list[dict[str, Any]]:
+    """Full lists whose latest answer was refused (kept in sync_state.last_error until an
+    answer is applied): a bad answer, or an empty list that would delete many rows."""
+    full = [r.name for r in res.RESOURCES if r.pull is res.Pull.FULL_LIST]
+    state = t.sync_state.c
+    rows = conn.execute(select(state.resource, state.last_error, state.last_error_at).where(
+        state.license == license, state.resource.in_(full), state.last_error.is_not(None),
+        state.disabled_reason.is_(None)))
+    return sorted(({"resource": row.resource, "error": row.last_error,
+                    "at": row.last_error_at.isoformat() if row.last_error_at else None}
+                   for row in rows), key=lambda entry: full.index(entry["resource"]))
 
 
 def open_days_without_tickets(conn: Connection, config: Config, license: str,
@@ -499,6 +519,9 @@ def describe(result: dict[str, Any], tz: ZoneInfo) -> list[str]:
             out.append(f"  problem: {stale['resource']} not refreshed within "
                        f"{stale['max_interval_minutes']:.0f} minutes of opening hours: {stale['why']}"
                        + (f" (last {stale['last_success_at']})" if stale["last_success_at"] else ""))
+        for refused in lic.get("refused_lists", []):
+            out.append(f"  problem: {refused['resource']}: the latest answer was refused, the rows "
+                       f"kept: {refused['error']}" + (f" (at {refused['at']})" if refused["at"] else ""))
         for day in lic["open_days_without_tickets"]:
             out.append(f"  problem: {day} is an open day by the opening hours, without any ticket")
     return out

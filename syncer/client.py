@@ -15,13 +15,16 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
+import httpcore
 import httpx
 from pydantic import SecretStr
 from tenacity import (
@@ -120,12 +123,23 @@ class ResponseTimeout(TransportFailed):
     """No complete answer within the timeout."""
 
 
+class AnswerTooLarge(Retriable):
+    """An answer past `max_answer_mib`, on the wire or inflated: reading stopped there.
+    An id window is asked again with half the ids, as after a timeout."""
+
+
 class ServerError(Retriable):
     """HTTP 5xx."""
 
 
 class BadResponse(Retriable):
     """An answer that is not the API's JSON: HTML, truncated, or of unknown shape."""
+
+
+class SuspiciousAnswer(CloudPosError):
+    """An answer that reads well but would do too much harm applied unchecked: a full
+    list answered empty while many of its rows are live. Nothing is applied; the job
+    fails with this message (and is tried again as the planner says)."""
 
 
 class Cancelled(CloudPosError):
@@ -271,15 +285,24 @@ def _resource_key(function: str) -> str:
     return function.removeprefix("get-")
 
 
-def records_from(body: Any, function: str) -> list[Any]:
-    """The records of a list function's successful body, whatever envelope it came in."""
+def records_from(body: Any, function: str, *, whole_list: bool = False) -> list[Any]:
+    """The records of a list function's successful body, whatever envelope it came in.
+
+    `whole_list`: the answer is a full list, whose every row missing from it is marked
+    deleted. Its records must then be there as records: `"data": null`, `""` or `{}`
+    is a bad answer (retried, then reported), never an empty shop."""
     if isinstance(body, list):
         return body
     if not isinstance(body, dict):
         raise BadResponse(f"{function}: expected a JSON object or list, got {type(body).__name__}")
     for key in ("data", _resource_key(function)):
         if key in body:
-            return _records_in(body[key], function)
+            value = body[key]
+            if whole_list and not isinstance(value, list) and not (
+                    isinstance(value, dict) and value):
+                raise BadResponse(f"{function}: the full list's {key!r} is {_shown_value(value)}, "
+                                  "not a list of records")
+            return _records_in(value, function)
     rest = {k: v for k, v in body.items() if k not in _META_KEYS}
     if not rest:
         # The API says "nothing" with 2000. A success without records is malformed, and
@@ -293,6 +316,14 @@ def records_from(body: Any, function: str) -> list[Any]:
     if "id" in rest and not any(isinstance(v, dict) for v in rest.values()):
         return [rest]  # a single record sent as the object itself
     raise BadResponse(f"{function}: unknown envelope with keys {sorted(rest)[:8]}")
+
+
+def _shown_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "an empty text" if not value else "a text"
+    return f"an empty {type(value).__name__}" if not value else f"a {type(value).__name__}"
 
 
 def _records_in(value: Any, function: str) -> list[Any]:
@@ -370,13 +401,34 @@ def decode_json(content: bytes) -> Any:
     return json.loads(content, parse_float=Decimal)
 
 
-def decode_body(function: str, content: bytes) -> Any:
+def decode_body(function: str, content: bytes, *, whole_list: bool = False) -> Any:
     """A JSON body as the client reads it (exact Decimals); the rebuild reads archived
-    bodies with it too, so both see the same values."""
+    bodies with it too, so both see the same values.
+
+    `whole_list`: a full list, where JSON's "the last of a repeated key wins" could
+    swap the records for an empty list (`{"data": [...], "data": []}`): a top-level key
+    given twice is a bad answer. (Checked for full lists only: it triples the decoding
+    time, and a window read short is asked again, never applied as deletions.)"""
+    repeated: list[tuple[dict[str, Any], list[str]]] = []  # (object, its repeated keys)
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) != len(items):
+            keys = [key for key, _ in items]
+            repeated.append((obj, sorted({key for key in keys if keys.count(key) > 1})))
+        return obj
+
     try:
-        return decode_json(content)
+        if not whole_list:
+            return decode_json(content)
+        body = json.loads(content, parse_float=Decimal, object_pairs_hook=pairs)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadResponse(f"{function}: body is not complete JSON ({exc})") from None
+    for obj, keys in repeated:
+        if obj is body:
+            raise BadResponse(f"{function}: the full list's answer gives the key(s) "
+                              f"{', '.join(map(repr, keys[:5]))} more than once")
+    return body
 
 
 def page_records(function: str, content: bytes, tz: ZoneInfo) -> list[Any]:
@@ -390,6 +442,88 @@ def _attempt_note(number: int, of: int) -> str:
     """The log's attempt note, e.g. ' (attempt 2/3)', when the client retries; none when
     its caller retries instead (the backfill's windows log their own tries)."""
     return f" (attempt {number}/{of})" if of > 1 else ""
+
+
+# --- the whole request's deadline ---------------------------------------------------
+
+# httpx's timeouts bound each network operation, not a request: a body dripping a byte
+# a second never trips a 5 s read timeout. The client sets a deadline for each attempt
+# (connect, request, headers and body); every socket operation of that attempt waits at
+# most the time left, and none starts past it.
+_DEADLINE: ContextVar[float | None] = ContextVar("cloudpos_deadline", default=None)
+
+
+def _left(timeout: float | None, late: type[Exception]) -> float | None:
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise late("the request's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(
+            ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with every operation bounded by the attempt's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(
+            path, _left(timeout, httpcore.ConnectTimeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _bound_by_deadline(client: httpx.Client) -> None:
+    """Put the deadline under every network transport of `client` (its own and those
+    mounted for proxies); a transport a test hands in is left as it is. httpx has no
+    public seam for this: tests/test_hostile.py proves a dripping body and dripping
+    headers are both cut at the deadline, so an httpx that moves it fails there."""
+    for transport in (client._transport, *client._mounts.values()):
+        pool = getattr(transport, "_pool", None)
+        if isinstance(transport, httpx.HTTPTransport) and pool is not None:
+            pool._network_backend = _DeadlineBackend(pool._network_backend)
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
 
 
 # --- the client ----------------------------------------------------------------
@@ -426,6 +560,7 @@ class CloudPosClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] | None = None,
         backoff_max: float = 8.0,
+        max_answer_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.base_url = base_url
         self.licname = licname
@@ -442,9 +577,14 @@ class CloudPosClient:
         # never sits out a retry delay.
         self._sleep: Callable[[float], None] = sleep or self._pause
         self._backoff_max = backoff_max
+        # `timeout` bounds a whole attempt (connect, headers, body), not each read.
+        self.timeout = timeout
+        self.max_answer_bytes = max_answer_bytes
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout), transport=transport, follow_redirects=False
         )
+        if transport is None:
+            _bound_by_deadline(self._http)
 
     def __repr__(self) -> str:
         return f"CloudPosClient(base_url={self.base_url!r}, licname={self.licname!r})"
@@ -472,11 +612,13 @@ class CloudPosClient:
         *,
         max_attempts: int | None = None,
         unwrap: bool = False,
+        whole_list: bool = False,
     ) -> Page:
         """Send one logical request (with bounded retries) and return its page.
 
         `unwrap`: a list function; its records are taken out of the envelope inside
         the attempt, so an unknown envelope is retried like any other broken body.
+        `whole_list`: a full list (see `records_from`).
         """
         if not self.licname.strip() or not self._token.get_secret_value().strip():
             # The API would answer 1001; nothing is sent for something fixable locally.
@@ -488,7 +630,7 @@ class CloudPosClient:
         for attempt in self.retrying(attempts):
             with attempt:
                 number = attempt.retry_state.attempt_number
-                return self._attempt(function, clean, number, attempts, unwrap)
+                return self._attempt(function, clean, number, attempts, unwrap, whole_list)
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True raises the last
 
     def retrying(self, attempts: int | None = None, *,
@@ -507,7 +649,7 @@ class CloudPosClient:
         )
 
     def _attempt(self, function: str, params: dict[str, str], number: int, of: int,
-                 unwrap: bool = False) -> Page:
+                 unwrap: bool = False, whole_list: bool = False) -> Page:
         if self._closed.is_set():
             raise Cancelled(f"{function}: not sent; the client is closed")
         info = RequestInfo(self.licname, function, dict(params), number)
@@ -518,20 +660,21 @@ class CloudPosClient:
         status: int | None = None
         try:
             try:
-                response = self._http.get(url)
-                content = response.content
+                response, content = self._get(function, url)
             except (httpx.TransportError, RuntimeError) as exc:
                 if self._closed.is_set():
                     raise Cancelled(f"{function}: abandoned in flight; the client was closed") from None
                 if isinstance(exc, httpx.TimeoutException):
-                    raise ResponseTimeout(f"{function}: no answer within the timeout") from None
+                    raise ResponseTimeout(f"{function}: no complete answer within timeout_seconds "
+                                          f"= {self.timeout:g}") from None
                 if isinstance(exc, httpx.TransportError):
                     raise TransportFailed(f"{function}: {type(exc).__name__}: {exc}") from None
                 raise
             status = response.status_code
-            body = self._decode(function, response, content)
+            body = self._decode(function, response, content, whole_list)
             empty = raise_for_api_error(body, function, self.tz)
-            records = records_from(body, function) if unwrap and not empty else []
+            records = (records_from(body, function, whole_list=whole_list)
+                       if unwrap and not empty else [])
         except CloudPosError as exc:
             duration = int((time.perf_counter() - started) * 1000)
             outcome = "api_error" if exc.code is not None else "failed"
@@ -558,6 +701,31 @@ class CloudPosClient:
         return Page(body=body, records=records, nbytes=len(content), elapsed=duration / 1000,
                     empty=empty, content=content, ticket=ticket)
 
+    def _get(self, function: str, url: str) -> tuple[httpx.Response, bytes]:
+        """One GET within the deadline, its body read up to `max_answer_bytes` on the wire
+        and inflated (a gzip bomb stops there, unread)."""
+        cap = self.max_answer_bytes
+        with _deadline(self.timeout), self._http.stream("GET", url) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise self._too_large(function, f"it announces {int(declared):,} bytes")
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > cap or response.num_bytes_downloaded > cap:
+                    raise self._too_large(function, f"more than {cap:,} bytes")
+                chunks.append(chunk)
+            # A transport without the deadline under it (one a test hands in) is
+            # checked once the body is in.
+            _left(None, httpx.ReadTimeout)
+        return response, b"".join(chunks)
+
+    def _too_large(self, function: str, what: str) -> AnswerTooLarge:
+        return AnswerTooLarge(
+            f"{function}: answer too large ({what}; [api] max_answer_mib = "
+            f"{self.max_answer_bytes / (1024 * 1024):g}); reading stopped")
+
     def _url(self, function: str, params: Mapping[str, str]) -> str:
         # The function and flag filters are bare keys (`&get-orders&clockinclockout`),
         # as on the API page; httpx's params would add a trailing `=`.
@@ -568,7 +736,8 @@ class CloudPosClient:
         separator = "&" if "?" in self.base_url else "?"
         return self.base_url + separator + "&".join(parts)
 
-    def _decode(self, function: str, response: httpx.Response, content: bytes) -> Any:
+    def _decode(self, function: str, response: httpx.Response, content: bytes,
+                whole_list: bool = False) -> Any:
         status = response.status_code
         if status >= 500:
             raise ServerError(f"{function}: HTTP {status}", None)
@@ -580,7 +749,7 @@ class CloudPosClient:
         head = content.lstrip()[:1]
         if "html" in ctype or head == b"<":
             raise BadResponse(f"{function}: got an HTML page instead of JSON")
-        return decode_body(function, content)
+        return decode_body(function, content, whole_list=whole_list)
 
     # -- list functions ---------------------------------------------------------
 
@@ -590,6 +759,9 @@ class CloudPosClient:
         params: Mapping[str, str | int | None] | None = None,
         *,
         max_attempts: int | None = None,
+        whole_list: bool = False,
     ) -> Page:
-        """A list function's page with its records unwrapped from any envelope."""
-        return self.request(function, params, max_attempts=max_attempts, unwrap=True)
+        """A list function's page with its records unwrapped from any envelope
+        (`whole_list`: a full list, see `records_from`)."""
+        return self.request(function, params, max_attempts=max_attempts, unwrap=True,
+                            whole_list=whole_list)

@@ -94,7 +94,12 @@ class ApiConfig(_Strict):
     timezone: str = "Europe/Brussels"
     daily_budget: int = Field(default=500, ge=1)
     reserve: int = Field(default=50, ge=0)
+    # Bounds a whole request (connect, headers, body), not each read.
     timeout_seconds: float = Field(default=30.0, gt=0)
+    # The largest answer read, on the wire and inflated: an id window aims at 16 MiB
+    # (sync.TARGET_BYTES), so 64 MiB leaves a full list four times that; past it reading
+    # stops and the answer is refused as too large.
+    max_answer_mib: float = Field(default=64.0, gt=0)
     # Attempts per logical request for transport faults, 5xx and broken bodies.
     max_attempts: int = Field(default=3, ge=1, le=10)
 
@@ -122,6 +127,10 @@ class ApiConfig(_Strict):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def max_answer_bytes(self) -> int:
+        return int(self.max_answer_mib * 1024 * 1024)
 
 
 class LicenseConfig(_Strict):
@@ -164,6 +173,10 @@ class ResourceConfig(_Strict):
     min_window: int = Field(default=50, ge=1)
     max_window: int = Field(default=5000, ge=1)
     enabled: bool = True
+    # A full list answered empty while more rows than this are live is suspicious: the
+    # rows are kept and the job fails with a message until the list comes back (or this
+    # is raised, when the shop did empty it).
+    empty_list_max_deletes: int = Field(default=10, ge=0)
 
     @model_validator(mode="after")
     def _ordered_windows(self) -> ResourceConfig:

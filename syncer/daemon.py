@@ -329,6 +329,20 @@ class LicenseJobs:
                          cursor=pulled.cursor, license=self.name), pulled
 
 
+# A run is stalled once it has gone on this long past what its requests may take.
+STALL_MARGIN = dt.timedelta(minutes=1)
+RUN_REQUESTS = 2  # logical requests a run makes at most (a window and its look-ahead)
+
+
+def stalled_after(config: Config, backoff_max: float = 8.0) -> dt.timedelta:
+    """How long a job's run may take before it shows as stalled: its requests, each with
+    every attempt cut at `timeout_seconds` and the retry waits between them, plus a
+    minute for the database."""
+    attempts = config.api.max_attempts
+    request = attempts * config.api.timeout_seconds + (attempts - 1) * backoff_max
+    return dt.timedelta(seconds=RUN_REQUESTS * request) + STALL_MARGIN
+
+
 def db_retry_delay(failures: int) -> dt.timedelta:
     """How long a job waits after its `failures`-th database error in a row."""
     return dt.timedelta(seconds=min(30 * 2 ** min(failures - 1, 5), 600))
@@ -374,6 +388,8 @@ class Daemon:
         self._stopping = threading.Event()
         self._db_failures: dict[tuple[str, str], int] = defaultdict(int)  # in a row, per job
         self._running = 0
+        self._running_since: dict[tuple[str, str], dt.datetime] = {}  # (license, job): start
+        self.stall_bound = stalled_after(config)
         self._idle = threading.Condition()
         self._heartbeat: threading.Thread | None = None
         self.last_error: str | None = None
@@ -485,11 +501,13 @@ class Daemon:
             return
         with self._idle:
             self._running += 1
+            self._running_since[lic.name, job] = self.clock()
         try:
             when = self._run_one(lic, job)
         finally:
             with self._idle:
                 self._running -= 1
+                self._running_since.pop((lic.name, job), None)
                 self._idle.notify_all()
         if not self._stopping.is_set():
             self._schedule(lic, job, when)
@@ -531,7 +549,7 @@ class Daemon:
 
         Closing the clients makes every job end at its next request (nothing more is
         sent or retried). A job blocked in a socket read cannot be woken: it ends
-        when the answer or the read timeout comes, which may be after `timeout`.
+        when the answer or its deadline (`timeout_seconds`) comes, which may be after `timeout`.
         """
         self._stopping.set()
         if self.scheduler.running:
@@ -554,6 +572,14 @@ class Daemon:
 
     # -- operability ------------------------------------------------------------------------
 
+    def stalled(self) -> dict[tuple[str, str], float]:
+        """Runs going on past `stall_bound`: (license, job) -> seconds running."""
+        now = self.clock()
+        with self._idle:
+            running = list(self._running_since.items())
+        return {key: (now - since).total_seconds() for key, since in running
+                if now - since > self.stall_bound}
+
     def healthy(self) -> tuple[bool, str]:
         if not self.scheduler.running:
             return False, "scheduler not running"
@@ -562,6 +588,11 @@ class Daemon:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
             return False, f"database: {type(exc).__name__}"
+        stalled = self.stalled()
+        if stalled:
+            return False, "stalled: " + ", ".join(
+                f"{lic}/{job} running for {seconds:.0f} s" for (lic, job), seconds in sorted(
+                    stalled.items())) + f" (a run may take {self.stall_bound.total_seconds():.0f} s)"
         return True, "ok"
 
     def rows_written(self) -> dict[tuple[str, str], int]:

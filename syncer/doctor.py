@@ -189,7 +189,8 @@ def fresh_pulls(engine: Engine, config: Config, license: LicenseConfig, resource
     for resource in resources:
         try:
             if resource.pull is Pull.FULL_LIST:
-                sync.pull_full_list(resource)
+                sync.pull_full_list(resource, max_deletes=config.resource(
+                    resource.name).empty_list_max_deletes)
             else:
                 cursor, _ = sync.cursor(resource)
                 if cursor > 0:  # the newest stored records, again

@@ -64,12 +64,14 @@ class FullList:
 
     cursor: int | None = None
 
-    def __init__(self, sync: Sync, resource: Resource) -> None:
+    def __init__(self, sync: Sync, resource: Resource, max_deletes: int) -> None:
         self.sync = sync
         self.resource = resource
+        self.max_deletes = max_deletes
 
     def step(self) -> Step:
-        return Step(self.sync.pull_full_list(self.resource), 0, 0, done=True)
+        return Step(self.sync.pull_full_list(self.resource, max_deletes=self.max_deletes),
+                    0, 0, done=True)
 
 
 class Runtime:
@@ -93,7 +95,8 @@ class Runtime:
         self.client = CloudPosClient(config.api.base_url, license.name, license.resolved_token(),
                                      tz=config.api.tz, timeout=config.api.timeout_seconds,
                                      max_attempts=config.api.max_attempts, door=self.ledger,
-                                     transport=transport, sleep=sleep)
+                                     transport=transport, sleep=sleep,
+                                     max_answer_bytes=config.api.max_answer_bytes)
         self.sync = Sync(engine, license.name, self.client, parse_context(config, license), clock,
                          keep_answers=config.archive.enabled)
         self._looked_ahead: dict[str, dt.date] = {}  # job: API day of its last look-ahead
@@ -112,7 +115,8 @@ class Runtime:
         """The resource's pull as steps: its full list in one, or its id windows past the
         cursor (`probes`, `state`: see `WindowWalk`)."""
         if resource.pull is Pull.FULL_LIST:
-            return FullList(self.sync, resource)
+            return FullList(self.sync, resource,
+                            self.config.resource(resource.name).empty_list_max_deletes)
         return WindowWalk(self.sync, resource, self.config.resource(resource.name),
                           attempts=self.config.api.max_attempts, probes=probes, state=state)
 

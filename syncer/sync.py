@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, select
 from tenacity import RetryCallState
 
 import syncer.load as load_module
@@ -28,7 +28,7 @@ import syncer.parse as parse_module
 import syncer.resources as resources_module
 from syncer import __version__, archive
 from syncer import tables as t
-from syncer.client import CloudPosClient, Page, ResponseTimeout
+from syncer.client import AnswerTooLarge, CloudPosClient, Page, ResponseTimeout, SuspiciousAnswer
 from syncer.config import Config, LicenseConfig, ResourceConfig
 from syncer.db import prepared, upsert
 from syncer.ledger import utcnow
@@ -386,13 +386,32 @@ class Sync:
         return PullResult(counts, len(page.records), page.nbytes, page.elapsed, parsed.max_id,
                           past)
 
-    def pull_full_list(self, resource: Resource) -> PullResult:
-        """One request for the whole list; write what changed, mark what left."""
+    def pull_full_list(self, resource: Resource, *, max_deletes: int | None = None) -> PullResult:
+        """One request for the whole list; write what changed, mark what left.
+
+        `max_deletes`: an empty list while more rows than this are live is not applied
+        (`SuspiciousAnswer`; `[resources.NAME] empty_list_max_deletes`); None: always."""
         assert resource.pull is Pull.FULL_LIST
-        page = self.client.fetch(resource.function)
+        page = self.client.fetch(resource.function, whole_list=True)
         if not page.records:
-            log.warning("%s: the API lists none; rows still present are marked deleted", resource.name)
+            live = self.live_rows(resource)
+            if max_deletes is not None and live > max_deletes:
+                raise SuspiciousAnswer(
+                    f"{resource.function}: the API lists none while {live} {resource.name} are "
+                    f"live; not applied (it would mark every one deleted). If the shop did "
+                    f"empty the list, raise [resources.{resource.name}] empty_list_max_deletes "
+                    f"above {live}")
+            if live:
+                log.warning("%s: the API lists none; the %d rows still present are marked "
+                            "deleted", resource.name, live)
         return self._apply(resource, page, kind=archive.FULL_LIST, state={})
+
+    def live_rows(self, resource: Resource) -> int:
+        """Rows of the license in a full list's table not marked deleted."""
+        table = resource.table
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table).where(
+                table.c.license == self.license, table.c.deleted_at.is_(None))).scalar_one())
 
     def pull_window(self, resource: Resource, start: int, end: int, *, window: int,
                     max_attempts: int | None = None) -> PullResult:
@@ -596,16 +615,18 @@ class WindowWalk:
 
     def _pull(self, start: int, width: int | None = None) -> tuple[PullResult, int]:
         """Pull `width` ids (default: the window) from `start`, retrying a fault with the
-        client's policy; a timeout halves the window before the next try."""
+        client's policy; a timeout or a too-large answer halves the window before the next
+        try."""
         name, attempts = self.resource.name, self.attempts
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             tried = state.attempt_number
-            if isinstance(exc, ResponseTimeout):
+            if isinstance(exc, ResponseTimeout | AnswerTooLarge):
                 self.window = max(self.lo, self.window // 2)
-                log.warning("%s: ids from %d timed out; trying %d ids (try %d of %d)",
-                            name, start, self.window, tried + 1, attempts)
+                why = "timed out" if isinstance(exc, ResponseTimeout) else "answered too much"
+                log.warning("%s: ids from %d %s; trying %d ids (try %d of %d)",
+                            name, start, why, self.window, tried + 1, attempts)
             else:
                 log.warning("%s: ids from %d failed (%s); again (try %d of %d)", name, start,
                             type(exc).__name__, tried + 1, attempts)

@@ -3,23 +3,57 @@ bundled simulator, whose answers a test rewrites.
 
 Every request is passed on to the simulator as sent; a test's `rewrite(function,
 params, body)` then returns the body to answer instead (or None: the simulator's
-answer as is). The simulator stays the source of truth for what a well-behaved API
-holds, so a test compares what was stored with it.
+answer as is), or an `Answer` that also says how to send it: dripping its headers or
+its body a byte at a time, repeated into a huge answer without holding it, or with a
+`Content-Encoding` (a gzip bomb). The simulator stays the source of truth for what a
+well-behaved API holds, so a test compares what was stored with it.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer and how to send it."""
+
+    body: bytes
+    drip: float = 0.0  # seconds before each byte of the body
+    drip_head: float = 0.0  # seconds before each byte of the status line and headers
+    repeat: int = 1  # the body sent this many times over (a huge answer, never held)
+    encoding: str | None = None  # its Content-Encoding (the body is already encoded)
+    head: bytes = b""  # sent once before the repeated body (e.g. `{"data": [`)
+    tail: bytes = b""  # and once after it
+    length: bool = True  # say its Content-Length (False: the end of the connection ends it)
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + len(self.body) * self.repeat + len(self.tail)
+
+
 # (function, the request's parameters without licname/token, the simulator's body) -> body
-Rewrite = Callable[[str, dict[str, str], bytes], bytes | None]
+Rewrite = Callable[[str, dict[str, str], bytes], "bytes | Answer | None"]
+
+
+def gzip_bomb(inflated: int, piece: int = 1 << 20) -> bytes:
+    """A gzip body of `inflated` zero bytes (1 GiB packs into about 1 MB)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = bytes(piece)
+    parts = [packer.compress(zeros) for _ in range(inflated // piece)]
+    parts.append(packer.compress(bytes(inflated % piece)))
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 class HostileServer(ThreadingHTTPServer):
@@ -51,12 +85,34 @@ class _Handler(BaseHTTPRequestHandler):
         shown = {k: v for k, v in params.items() if k not in ("licname", "token", function)}
         self.server.seen.append((function, shown))
         replaced = self.server.rewrite(function, shown, body)
-        out = body if replaced is None else replaced
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+        answer = replaced if isinstance(replaced, Answer) else Answer(
+            body if replaced is None else replaced)
+        headers = [("Content-Type", "application/json; charset=utf-8")]
+        if answer.length:
+            headers.append(("Content-Length", str(answer.size)))
+        if answer.encoding:
+            headers.append(("Content-Encoding", answer.encoding))
+        head = "HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+        try:
+            self._send(head.encode(), answer.drip_head)
+            self._send(answer.head, answer.drip)
+            for _ in range(answer.repeat):
+                self._send(answer.body, answer.drip)
+            self._send(answer.tail, answer.drip)
+        except OSError:
+            return  # the client stopped reading (as it should past a cap or a deadline)
+        self.close_connection = True
+
+    def _send(self, data: bytes, drip: float) -> None:
+        if not data:
+            return
+        if not drip:
+            self.wfile.write(data)
+            return
+        for i in range(len(data)):
+            time.sleep(drip)
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
 
 
 @contextmanager

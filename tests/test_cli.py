@@ -460,8 +460,8 @@ def test_call_sends_a_listed_flag_bare_and_an_unlisted_function_only_with_raw(
         ("[databse]\nurl = 'sqlite:///x.db'\n", ["--config", "shop.toml", "check"],
          ["databse: unknown key; did you mean database?"]),
         ("[api]\nspeed = 3\n", ["--config", "shop.toml", "check"],
-         ["api.speed: unknown key; known here: base_url, daily_budget, max_attempts, reserve, "
-          "timeout_seconds, timezone"]),
+         ["api.speed: unknown key; known here: base_url, daily_budget, max_answer_mib, max_attempts, "
+          "reserve, timeout_seconds, timezone"]),
         ("[api]\nreserve = 'plenty'\n", ["--config", "shop.toml", "backfill"],
          ["invalid config in shop.toml:", "api.reserve: Input should be a valid integer"]),
         ("[resources.order]\nwindow = 100\n", ["--config", "shop.toml", "check"],

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syncer.client import (
+    AnswerTooLarge,
     AuthRejected,
     BadResponse,
     Cancelled,
@@ -39,6 +40,7 @@ from syncer.client import (
 from syncer.resources import RESOURCES
 from syncer.simulator import Simulator
 from tests.conftest import LICENSE, TOKEN
+from tests.hostile import Answer, gzip_bomb, hostile
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 LIST_FUNCTIONS = [resource.function for resource in RESOURCES]
@@ -396,3 +398,45 @@ def test_amounts_in_json_numbers_are_decimal(sim: Simulator) -> None:
         page = client.fetch("get-products")
     numbers = [v for r in page.records for v in r.values() if isinstance(v, (int, Decimal, float))]
     assert not any(isinstance(v, float) for v in numbers)
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_the_timeout_bounds_the_whole_request(sim: Simulator, where: str) -> None:
+    """Each byte comes well within the 1 s timeout, yet the attempt ends at 1 s: the
+    timeout is the whole request's, not each read's."""
+    drip = {"headers": Answer(b"{}", drip_head=0.1),
+            "body": Answer(b'{"data": []}' + b" " * 100, drip=0.1)}[where]
+    with hostile(sim.base_url, lambda *_: drip) as server:
+        client = CloudPosClient(server.base_url, LICENSE, TOKEN, door=OpenDoor(), timeout=1,
+                                max_attempts=1)
+        started = time.monotonic()
+        with pytest.raises(ResponseTimeout, match="within timeout_seconds = 1"):
+            client.fetch("get-products")
+        took = time.monotonic() - started
+        client.close()
+    assert 0.9 < took < 1.6
+
+
+@pytest.mark.parametrize("kind", ["announced", "streamed", "gzip bomb"])
+def test_an_answer_past_the_cap_is_refused_without_reading_it_whole(
+        sim: Simulator, kind: str) -> None:
+    cap = 256 * 1024
+    answer = {"announced": Answer(b" " * 1024, repeat=4096),
+              "streamed": Answer(b" " * 1024, repeat=4096, length=False),
+              "gzip bomb": Answer(gzip_bomb(64 << 20), encoding="gzip")}[kind]
+    seen: list[Outcome] = []
+
+    class Door(OpenDoor):
+        def after_response(self, ticket: object, outcome: Outcome) -> None:
+            seen.append(outcome)
+
+    with hostile(sim.base_url, lambda *_: answer) as server:
+        client = CloudPosClient(server.base_url, LICENSE, TOKEN, door=Door(), max_attempts=2,
+                                max_answer_bytes=cap, sleep=lambda _s: None)
+        with pytest.raises(AnswerTooLarge, match=r"max_answer_mib = 0\.25") as caught:
+            client.fetch("get-products")
+        client.close()
+    assert [o.outcome for o in seen] == ["failed", "failed"]  # retried once, then reported
+    # An announced size is refused before the body; otherwise reading stops at the cap.
+    said = "announces 4,194,304 bytes" if kind == "announced" else "more than 262,144 bytes"
+    assert said in str(caught.value)

@@ -611,7 +611,7 @@ def test_the_alert_rules_pass_promtool_check() -> None:
     done = subprocess.run([promtool, "check", "rules", str(PROMETHEUS / "alerts.yml")],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 6 rules found" in done.stdout
+    assert "SUCCESS: 7 rules found" in done.stdout
 
 
 def test_each_alert_fires_in_its_promtool_unit_test() -> None:
@@ -619,7 +619,7 @@ def test_each_alert_fires_in_its_promtool_unit_test() -> None:
     rules = {r["alert"] for g in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
              for r in g["rules"]}
     assert rules == {"SyncerDown", "SyncerCredentialsRefused", "SyncerBudgetBelowPlan",
-                     "SyncerOrdersStale", "SyncerJobFailing", "SyncerQuarantineGrowing"}
+                     "SyncerOrdersStale", "SyncerJobFailing", "SyncerJobStalled", "SyncerQuarantineGrowing"}
     tests = yaml.safe_load((PROMETHEUS / "alerts.test.yml").read_text())["tests"]
     fired = {case["alertname"] for t in tests for case in t["alert_rule_test"] if case["exp_alerts"]}
     assert fired == rules  # each rule has a situation in which it fires

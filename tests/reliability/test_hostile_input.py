@@ -110,7 +110,8 @@ class _StubClient:
     def __init__(self, records: list[Any]) -> None:
         self.records = records
 
-    def fetch(self, function: str, params: Any = None, *, max_attempts: int | None = None) -> Page:
+    def fetch(self, function: str, params: Any = None, *, max_attempts: int | None = None,
+              whole_list: bool = False) -> Page:
         return Page(body=None, records=list(self.records), nbytes=len(repr(self.records)))
 
 
