@@ -199,8 +199,10 @@ def load(
     if children and written:
         wanted = set(written)
         # Only updated parents can have stored children: children are written with their
-        # parent, in its transaction (as on Postgres: a first load deletes nothing).
-        updated = [k for k in written if k in existing]
+        # parent, in its transaction (as on Postgres: a first load deletes nothing), unless
+        # the dialect may have found new a parent stored meanwhile.
+        updated = (list(written) if dialect.new_parents_may_have_children
+                   else [k for k in written if k in existing])
         for child in children:
             parent_key = parent_column(parent)
             rows = [

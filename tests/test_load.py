@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from syncer import tables as t
+from syncer.db import make_engine, migrate
 from syncer.dialects import postgres as pg_dialect
 from syncer.load import Counts, Rejected, load, quarantine
 from syncer.parse import Rows
@@ -170,6 +173,42 @@ def test_a_failed_transaction_leaves_nothing_behind(engine: Engine) -> None:
         pass
 
     assert load_orders(engine, [order(1)], T1) == Counts(inserted=1)
+
+
+def test_two_jobs_loading_one_new_order_at_once_end_with_the_later_ones_children(
+    server_url: str,
+) -> None:
+    """The orders job and the day re-check may load the same new order at once (replicas
+    too). The second's read finds the order new while the first has not committed; its
+    write waits for the first and must then replace the first's children, not collide
+    with them."""
+    engine = make_engine(server_url)
+    migrate(engine)
+    errors: list[BaseException] = []
+    try:
+        first = engine.connect()
+        first.begin()
+        load(first, ORDERS.table, ORDERS.children, LICENSE, [order(1, lines=2)], T0, full_list=False)
+
+        def second() -> None:
+            try:
+                load_orders(engine, [order(1, total="12.00", lines=3)], T1)
+            except BaseException as exc:  # reported by the test
+                errors.append(exc)
+
+        worker = threading.Thread(target=second)
+        worker.start()
+        time.sleep(1.0)  # the second has read and now waits on the first's row
+        first.commit()
+        first.close()
+        worker.join(timeout=30)
+        assert not worker.is_alive() and errors == []
+        with engine.connect() as conn:
+            lines = conn.execute(select(t.order_lines.c.line_no).order_by("line_no")).scalars().all()
+            total = conn.execute(select(t.orders.c.total_price)).scalar_one()
+        assert (lines, total) == ([1, 2, 3], Decimal("12.00"))
+    finally:
+        engine.dispose()
 
 
 def test_rows_stored_by_a_plain_insert_are_not_rewritten(engine: Engine) -> None:

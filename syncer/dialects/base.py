@@ -56,6 +56,10 @@ class Dialect(ABC):
     single_writer: ClassVar[bool] = False
     # Migrations alter a table by copying it (SQLite's ALTER TABLE is limited).
     batch_migrations: ClassVar[bool] = False
+    # `write_parents` may call a parent new that another transaction stored between its
+    # read and its write, so the loader replaces the children of every parent it wrote,
+    # not only of those it found stored (an index probe that finds nothing on a first load).
+    new_parents_may_have_children: ClassVar[bool] = False
 
     # --- connecting -------------------------------------------------------------------
 

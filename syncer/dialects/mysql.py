@@ -83,6 +83,11 @@ class MySQL(Dialect):
     title = "MariaDB/MySQL"
     names = ("mysql", "mariadb")
     default_driver = "mysql+pymysql"
+    # `write_parents` reads the stored rows before it writes, and READ COMMITTED takes no
+    # gap lock: a job and the day re-check loading the same new order at once both find it
+    # new; the second's upsert waits for the first to commit and updates it, and its
+    # children would collide with the first's (seen as a duplicate key on order_lines).
+    new_parents_may_have_children = True
 
     def make_engine(self, url: URL, **kwargs: Any) -> Engine:
         query = dict(url.query)
