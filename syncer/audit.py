@@ -13,7 +13,8 @@ sync state, and finds, per license:
 - records in the quarantine, per resource, with their reasons;
 - full lists not refreshed within the planner's interval for them (`max_interval`
   of open time, and `closed_max_interval` overall where the planner has one);
-- business days on which the shop is open (`[schedule] opening_hours`) without a ticket.
+- business days on which the shop is open (`[schedule] opening_hours`) without a ticket;
+- a `syncer rebuild` not yet ended (running, or killed): its tables are partial.
 
 Every finding is a problem except a confirmed id range (the API said so) and an id
 range whose records are in the quarantine (counted there). The daemon runs it once
@@ -39,6 +40,7 @@ from syncer import tables as t
 from syncer.config import Config
 from syncer.jobs import JOBS, Kind
 from syncer.ledger import utcnow
+from syncer.resume import unfinished_rebuilds
 
 log = logging.getLogger("syncer.audit")
 
@@ -96,7 +98,8 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
     quarantined = quarantine(conn, license)
     stale = stale_lists(conn, config, license, now)
     empty = open_days_without_tickets(conn, config, license, since, last)
-    problems = (len(payments_off) + len(lines_off)
+    rebuild = unfinished_rebuilds(conn, license).get(license)
+    problems = (len(payments_off) + len(lines_off) + (rebuild is not None)
                 + sum(1 for ranges in gaps.values() for g in ranges if g["status"] == "not_asked")
                 + sum(len(records) for records in quarantined.values())
                 + len(stale) + len(empty))
@@ -111,6 +114,10 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
         "quarantine": quarantined,
         "stale_lists": stale,
         "open_days_without_tickets": [day.isoformat() for day in empty],
+        # A rebuild not yet ended: its tables are partial, so every other finding may be
+        # its doing.
+        "rebuild_unfinished": None if rebuild is None else {
+            "since": rebuild[0].isoformat(), "resources": rebuild[1]},
     }
 
 
@@ -342,6 +349,11 @@ def describe(result: dict[str, Any]) -> list[str]:
     for lic in result["licenses"]:
         out.append(f"license {lic['license']} (days {lic['from'] or 'first ticket'} to "
                    f"{lic['to']}): {lic['problems']} problem(s)")
+        if lic.get("rebuild_unfinished"):
+            rebuild = lic["rebuild_unfinished"]
+            out.append(f"  problem: a rebuild of {', '.join(rebuild['resources'])} is unfinished "
+                       f"(started {rebuild['since']}): those tables hold only part of their rows; "
+                       "if no `syncer rebuild` runs, run it again (it continues where it stopped)")
         for ticket in lic["tickets_payments_off"]:
             out.append(f"  problem: ticket {ticket['order_id']} ({ticket['day']}, register "
                        f"{ticket['register_id']}): total {ticket['total']}, paid {ticket['paid']}, "

@@ -51,6 +51,7 @@ from syncer.jobs import DEFAULT_JOBS
 from syncer.leases import (
     claim_on,
     finish_on,
+    held_by,
     let_go_all,
     lock_writer,
     owner_id,
@@ -376,8 +377,8 @@ class Daemon:
         other = lock_writer(self.engine, self.owner, self.clock(), self.ttl)
         if other is not None:
             raise DaemonConflict(
-                f"another `syncer run` ({other}) already uses this SQLite database; SQLite "
-                "supports one daemon. Use Postgres to run replicas.")
+                f"{held_by(other)} already uses this SQLite database; SQLite supports one "
+                "writer at a time (one daemon). Use Postgres to run replicas.")
 
     def start(self) -> None:
         now = self.clock()

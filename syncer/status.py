@@ -39,6 +39,7 @@ from syncer.jobs import DEFAULT_JOBS
 from syncer.ledger import BAD_LOGIN_WINDOW, api_day, login_pause, utcnow
 from syncer.planner import JobSpec, OpeningHours, Plan, next_midnight, plan
 from syncer.redact import redact
+from syncer.resume import unfinished_rebuilds
 
 HOURS_SHOWN = 24  # the page's chart: requests per hour over the last day
 
@@ -50,7 +51,9 @@ HOURS_SHOWN = 24  # the page's chart: requests per hour over the last day
 class StopSign:
     """Why a license (or all of them) does not sync as it should, and what to do."""
 
-    kind: str  # credentials_refused, paused, budget_spent, budget_tight, not_configured, login_pause
+    # credentials_refused, rebuild_unfinished, paused, budget_spent, budget_tight,
+    # not_configured, login_pause
+    kind: str
     severity: str  # error (stopped), warning (degraded), info
     says: str
     todo: str
@@ -109,6 +112,9 @@ class LicenseView:
     hourly: tuple[int, ...]  # requests per hour, oldest first, HOURS_SHOWN of them
     # Problems found by the daily audit; None until an audit has run for the license.
     audit_problems: int | None = None
+    # A `syncer rebuild` unfinished since then (running, or killed): its tables are partial.
+    rebuild_unfinished_since: dt.datetime | None = None
+    rebuild_resources: tuple[str, ...] = ()
     stop_signs: tuple[StopSign, ...] = ()
 
     def job(self, name: str) -> JobView | None:
@@ -224,9 +230,10 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
         quarantined = {row[0]: int(row[1]) for row in conn.execute(
             select(t.quarantine.c.license, func.count()).group_by(t.quarantine.c.license))}
         audited = audit.latest(conn)
+        rebuilds = unfinished_rebuilds(conn)
         known = set(conn.execute(union(
             select(t.sync_state.c.license), select(t.request_budget.c.license),
-            select(t.license_state.c.license))).scalars()) - {"*"}
+            select(t.license_state.c.license))).scalars()) - {"*"} | set(rebuilds)
         configured = {lic.name: lic for lic in config.licenses}
         names = [*configured, *sorted(known - set(configured))]
         rows = _table_rows(conn, now, cache)
@@ -273,6 +280,8 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
             credentials_refused_at=stop.auth_rejected_at if refused and stop is not None else None,
             paused_until=paused, paused_reason=stop.blocked_reason if paused and stop else None,
             quarantined=quarantined.get(name, 0), audit_problems=audited.get(name),
+            rebuild_unfinished_since=rebuilds[name][0] if name in rebuilds else None,
+            rebuild_resources=tuple(rebuilds[name][1]) if name in rebuilds else (),
             jobs=job_views,
             requests=tuple(by_outcome.get(name, ())),
             hourly=tuple(hourly.get(name, [0] * HOURS_SHOWN)),
@@ -485,6 +494,14 @@ def _with_stop_signs(view: LicenseView, tz: ZoneInfo) -> LicenseView:
             + (f" (since {when(view.credentials_refused_at, tz)})" if view.credentials_refused_at else "")
             + ". Nothing is sent for this license until its name or token changes.",
             "Fix the license name or token in the config, then restart the syncer."))
+    if view.rebuild_unfinished_since is not None:
+        signs.append(StopSign(
+            "rebuild_unfinished", "error",
+            f"A rebuild is unfinished (started {when(view.rebuild_unfinished_since, tz)}): "
+            f"{', '.join(view.rebuild_resources) or 'its tables'} hold only part of their rows "
+            "until it ends.",
+            "If no `syncer rebuild` is running, run it again with the same --resource choice: "
+            "it continues where it stopped."))
     if view.paused_until is not None:
         reason = view.paused_reason or "the API asked to wait"
         todo = ("Nothing: it resumes by itself. If this happens often, another program spends "
@@ -548,6 +565,7 @@ def _license_json(lic: LicenseView) -> dict[str, Any]:
         "blocked_reason": lic.paused_reason,
         "quarantined": lic.quarantined,
         "audit_problems": lic.audit_problems,
+        "rebuild_unfinished_since": _iso(lic.rebuild_unfinished_since),
         "stop_signs": [sign.__dict__ for sign in lic.stop_signs],
         "requests_today": {f"{r.function} {r.outcome}": r.today for r in lic.requests if r.today},
         "requests_per_hour": list(lic.hourly),
