@@ -319,7 +319,13 @@ def _keyed(mapping: Mapping[str, Any]) -> list[Any]:
 
 
 def parse_api_datetime(message: str, tz: ZoneInfo) -> dt.datetime | None:
-    """The first `YYYY-MM-DD HH:MM[:SS]` in an API message, as an aware datetime in tz."""
+    """The first `YYYY-MM-DD HH:MM[:SS]` in an API message, as an aware datetime in tz.
+
+    It is the end of a stop (1003, 1004): a local time that is ambiguous (the autumn
+    night's repeated hour) or missing (the spring gap) is read as the later of its two
+    readings, so that a block is never taken as over before it is. None for a time
+    that cannot be read (no such day, or past the calendar's edge in UTC).
+    """
     match = _DATETIME_IN_MESSAGE.search(message)
     if not match:
         return None
@@ -327,9 +333,10 @@ def parse_api_datetime(message: str, tz: ZoneInfo) -> dt.datetime | None:
     fmt = "%Y-%m-%d %H:%M:%S" if text.count(":") == 2 else "%Y-%m-%d %H:%M"
     try:
         naive = dt.datetime.strptime(text, fmt)
-    except ValueError:
+        latest = max(naive.replace(tzinfo=tz, fold=fold).astimezone(dt.UTC) for fold in (0, 1))
+        return latest.astimezone(tz)
+    except (ValueError, OverflowError):
         return None
-    return naive.replace(tzinfo=tz)
 
 
 def _error_message(body: Mapping[str, Any]) -> str:

@@ -138,19 +138,21 @@ class LicenseJobs:
         self._wake_if_credentials_changed()
 
     def _wake_if_credentials_changed(self) -> None:
-        """Refused credentials that have since changed in the config: run everything now."""
+        """Refused credentials (name, token or base_url) that have since changed in the config:
+        run everything now."""
         state = t.license_state.c
         with self.engine.begin() as conn:
             refused = conn.execute(select(state.auth_rejected_fingerprint)
                                    .where(state.license == self.name)).scalar()
-            if refused is None or refused == self.license.fingerprint():
+            if refused is None or refused == self.license.fingerprint(self.config.api.base_url):
                 return
             conn.execute(update(t.license_state).where(state.license == self.name)
                          .values(auth_rejected_fingerprint=None, auth_rejected_at=None,
                                  auth_rejected_reason=None))
             conn.execute(update(t.sync_state).where(t.sync_state.c.license == self.name)
                          .values(next_run_at=None))
-        log.info("license %r: credentials changed since they were refused; trying again", self.name)
+        log.info("license %r: credentials or api.base_url changed since they were refused; "
+                 "trying again", self.name)
 
     def close(self) -> None:
         self.runtime.close()

@@ -115,6 +115,7 @@ class LicenseView:
     # A `syncer rebuild` unfinished since then (running, or killed): its tables are partial.
     rebuild_unfinished_since: dt.datetime | None = None
     rebuild_resources: tuple[str, ...] = ()
+    stop_lifted: str | None = None  # the last stop lifted on purpose: when, by whom, what
     stop_signs: tuple[StopSign, ...] = ()
 
     def job(self, name: str) -> JobView | None:
@@ -261,7 +262,8 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
         stop = stops.get(name)
         refused = None
         if stop is not None and stop.auth_rejected_fingerprint is not None and (
-                name not in configured or stop.auth_rejected_fingerprint == lic.fingerprint()):
+                name not in configured
+                or stop.auth_rejected_fingerprint == lic.fingerprint(config.api.base_url)):
             refused = stop.auth_rejected_reason or "credentials refused"
         # Nothing is planned where nothing will be sent: a license no daemon runs, or one
         # stopped until its credentials change.
@@ -282,6 +284,8 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
             quarantined=quarantined.get(name, 0), audit_problems=audited.get(name),
             rebuild_unfinished_since=rebuilds[name][0] if name in rebuilds else None,
             rebuild_resources=tuple(rebuilds[name][1]) if name in rebuilds else (),
+            stop_lifted=(f"{when(stop.lifted_at, tz)} by {stop.lifted_by}: {stop.lifted_stop}"
+                         if stop is not None and stop.lifted_at is not None else None),
             jobs=job_views,
             requests=tuple(by_outcome.get(name, ())),
             hourly=tuple(hourly.get(name, [0] * HOURS_SHOWN)),
@@ -492,8 +496,9 @@ def _with_stop_signs(view: LicenseView, tz: ZoneInfo) -> LicenseView:
             "credentials_refused", "error",
             f"The API refused the credentials, license stopped: {view.credentials_refused}"
             + (f" (since {when(view.credentials_refused_at, tz)})" if view.credentials_refused_at else "")
-            + ". Nothing is sent for this license until its name or token changes.",
-            "Fix the license name or token in the config, then restart the syncer."))
+            + ". Nothing is sent for this license until its name, token or api.base_url changes.",
+            "Fix the license name, token or api.base_url in the config, then restart the syncer "
+            "(or, once fixed elsewhere, `syncer unblock --license NAME`)."))
     if view.rebuild_unfinished_since is not None:
         signs.append(StopSign(
             "rebuild_unfinished", "error",
@@ -566,6 +571,7 @@ def _license_json(lic: LicenseView) -> dict[str, Any]:
         "quarantined": lic.quarantined,
         "audit_problems": lic.audit_problems,
         "rebuild_unfinished_since": _iso(lic.rebuild_unfinished_since),
+        "stop_lifted": lic.stop_lifted,
         "stop_signs": [sign.__dict__ for sign in lic.stop_signs],
         "requests_today": {f"{r.function} {r.outcome}": r.today for r in lic.requests if r.today},
         "requests_per_hour": list(lic.hourly),

@@ -374,15 +374,20 @@ license_state = Table(
     "license_state",
     metadata,
     Column("license", String(100), primary_key=True),
-    # Set on 1001/1002 with the fingerprint of the credentials that were refused;
+    # Set on 1001/1002 with the fingerprint of the credentials that were refused (name,
+    # token and base_url: `LicenseConfig.fingerprint`);
     # nothing is sent for the license until its credentials change.
     Column("auth_rejected_fingerprint", String(64)),
     Column("auth_rejected_at", UtcDateTime()),
     Column("auth_rejected_reason", Text),
-    # Set on 1003/1004 to the datetime the API gave.
+    # Set on 1003/1004 to the datetime the API gave (capped: see outcomes.STOP_MARGIN).
     Column("blocked_until", UtcDateTime()),
     Column("blocked_reason", Text),
     Column("updated_at", UtcDateTime()),
+    # The last stop an operator lifted on purpose (`syncer unblock`): when, who, what.
+    Column("lifted_at", UtcDateTime()),
+    Column("lifted_by", String(200)),
+    Column("lifted_stop", Text),
 )
 
 # One row per license and API day: the atomic spend counter behind the budget.

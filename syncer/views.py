@@ -215,6 +215,9 @@ def print_status(status: Status) -> None:
             colour = "red" if sign.severity == "error" else "yellow"
             console.print(f"[{colour}]  {escape(sign.says)} {escape(sign.todo)}[/{colour}]",
                           highlight=False)
+        if lic.stop_lifted:
+            console.print(f"  last stop lifted on purpose: {lic.stop_lifted}", markup=False,
+                          highlight=False)
         table = RichTable()
         for name in ("job", "rows", "cursor", "last success", "next run", "planned today", "last error"):
             table.add_column(name)

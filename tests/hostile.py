@@ -5,6 +5,9 @@ Every request is passed on to the simulator as sent; a test's `rewrite(function,
 params, body)` then returns the body to answer instead (or None: the simulator's
 answer as is). The simulator stays the source of truth for what a well-behaved API
 holds, so a test compares what was stored with it.
+
+Only `/api/` is the API: a request to another path (a mistyped `base_url`) is
+refused as the API refuses credentials it does not know (1002), and never passed on.
 """
 
 from __future__ import annotations
@@ -46,12 +49,19 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         function = next((key for key in params if key.startswith("get-")), "")
+        if url.path != "/api/":
+            self.server.seen.append((f"{url.path} {function}", {}))
+            self._answer(json.dumps({"success": 0, "errorcode": 1002,
+                                     "message": "licname or token not valid"}).encode())
+            return
         with urllib.request.urlopen(f"{self.server.upstream}?{url.query}", timeout=30) as up:
             body: bytes = up.read()
         shown = {k: v for k, v in params.items() if k not in ("licname", "token", function)}
         self.server.seen.append((function, shown))
         replaced = self.server.rewrite(function, shown, body)
-        out = body if replaced is None else replaced
+        self._answer(body if replaced is None else replaced)
+
+    def _answer(self, out: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(out)))

@@ -2,25 +2,52 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
 
 from syncer import tables as t
 from syncer.db import make_engine
+from syncer.planner import next_midnight
 from syncer.simulator import Simulator
+from tests.conftest import CLI_OUTPUTS, LICENSE
 from tests.helpers import cli_env
 from tests.hostile import hostile, with_extra_id
 
 
-def backfill(db_url: str, base_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`syncer backfill` in a subprocess, as an operator runs it."""
-    return subprocess.run([sys.executable, "-m", "syncer", "backfill"], check=False,
+def syncer(db_url: str, base_url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`syncer ARGS` in a subprocess, as an operator runs it (no terminal: no questions)."""
+    done = subprocess.run([sys.executable, "-m", "syncer", *args], check=False,
                           env=cli_env(db_url, base_url), cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    CLI_OUTPUTS.append((" ".join(args), done.stdout + done.stderr))  # the leak guard reads it
+    return done
+
+
+def backfill(db_url: str, base_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return syncer(db_url, base_url, cwd, "backfill")
+
+
+def stop_of(db_url: str) -> Any:
+    """The license's stored stop (its license_state row)."""
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(select(t.license_state).where(
+                t.license_state.c.license == LICENSE)).first()
+    finally:
+        engine.dispose()
+
+
+def api_error(code: int, message: str) -> bytes:
+    return json.dumps({"success": 0, "errorcode": code, "message": message}).encode()
 
 
 def stored_order_ids(db_url: str) -> list[int]:
@@ -77,3 +104,108 @@ def test_a_base_url_with_a_fragment_is_refused_before_any_request(
     assert "api.base_url (from $CLOUDPOS_BASE_URL)" in run.stderr
     assert "a fragment drops the query" in run.stderr
     assert server.seen == []  # no request spent, no credentials stop stored
+
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+
+
+def test_a_far_future_daily_limit_stops_until_the_next_api_day_and_says_it_was_not_believed(
+        db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    def rewrite(function: str, params: dict[str, str], body: bytes) -> bytes | None:
+        return api_error(1003, "Limit of '500' requests per day reached, next request "
+                               "possible '9999-12-31 23:59:59'")
+
+    before = dt.datetime.now(dt.UTC)
+    with hostile(sim.base_url, rewrite) as server:
+        run = backfill(db_url, server.base_url, tmp_path)
+        after = dt.datetime.now(dt.UTC)
+        out = run.stdout + run.stderr
+        assert run.returncode == 3, out
+        assert "Traceback" not in out
+        assert "not believed" in out and "9999-12-31" in out
+        stop = stop_of(db_url)
+        assert before < stop.blocked_until <= next_midnight(after, BRUSSELS) + dt.timedelta(minutes=15)
+        status = json.loads(syncer(db_url, server.base_url, tmp_path, "status", "--json").stdout)
+        assert not status["licenses"][0]["blocked_until"].startswith("9999")
+
+
+@pytest.mark.parametrize("given", ["2000-01-01 00:00:00", "9999-12-31 23:59:59"])
+def test_an_ip_block_pauses_at_most_its_documented_time_and_an_operator_lifts_it(
+        db_url: str, sim: Simulator, tmp_path: Path, given: str) -> None:
+    blocked = [True]
+
+    def rewrite(function: str, params: dict[str, str], body: bytes) -> bytes | None:
+        if blocked[0]:
+            return api_error(1004, f"5 bad logins reached, your ip adress is blocked till '{given}'")
+        return None
+
+    with hostile(sim.base_url, rewrite) as server:
+        started = dt.datetime.now(dt.UTC)
+        run = backfill(db_url, server.base_url, tmp_path)
+        assert run.returncode == 3, run.stdout + run.stderr
+        assert "not believed" in run.stdout + run.stderr
+        until = stop_of(db_url).blocked_until
+        # Past: still a block (the API just said so), of the documented 30 minutes.
+        # Far: at most 30 minutes and the margin.
+        low, high = ((dt.timedelta(minutes=29), dt.timedelta(minutes=31)) if given < "2026"
+                     else (dt.timedelta(minutes=44), dt.timedelta(minutes=46)))
+        assert started + low < until < started + high
+        sent = len(server.seen)
+        again = backfill(db_url, server.base_url, tmp_path)
+        assert again.returncode == 3 and len(server.seen) == sent  # paused: nothing sent
+
+        blocked[0] = False  # the operator found the program with the wrong password
+        asked = syncer(db_url, server.base_url, tmp_path, "unblock", "--license", LICENSE)
+        assert asked.returncode == 2 and "confirm with --yes" in asked.stderr
+        assert stop_of(db_url).blocked_until == until  # not confirmed: nothing changed
+        lifted = syncer(db_url, server.base_url, tmp_path, "unblock", "--license", LICENSE, "--yes")
+        assert lifted.returncode == 0, lifted.stdout + lifted.stderr
+        assert "lifted by" in lifted.stdout and "paused until" in lifted.stdout
+        stop = stop_of(db_url)
+        assert stop.blocked_until is None and stop.lifted_by and "1004" in stop.lifted_stop
+        status = syncer(db_url, server.base_url, tmp_path, "status")
+        assert "last stop lifted on purpose" in status.stdout and stop.lifted_by in status.stdout
+        resumed = backfill(db_url, server.base_url, tmp_path)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert len(server.seen) > sent
+    nothing = syncer(db_url, server.base_url, tmp_path, "unblock", "--license", LICENSE, "--yes")
+    assert nothing.returncode == 0 and "not stopped; nothing to lift" in nothing.stdout
+    typo = syncer(db_url, server.base_url, tmp_path, "unblock", "--license", "nope", "--yes")
+    assert typo.returncode == 2 and "unknown license" in typo.stderr
+
+
+def test_fixing_the_base_url_lifts_a_credentials_stop(
+        db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    with hostile(sim.base_url, lambda *_: None) as server:
+        wrong = server.base_url.replace("/api/", "/apiv1/")
+        run = backfill(db_url, wrong, tmp_path)
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert stop_of(db_url).auth_rejected_fingerprint is not None
+        assert len(server.seen) == 1  # one bad login, never retried
+        refused = backfill(db_url, wrong, tmp_path)  # the same URL stays stopped
+        assert refused.returncode == 1 and len(server.seen) == 1
+        assert "base_url" in refused.stdout + refused.stderr
+
+        fixed = backfill(db_url, server.base_url, tmp_path)
+        assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+        assert len(server.seen) > 1
+        assert stop_of(db_url).auth_rejected_fingerprint is None  # the answer cleared it
+    assert stored_order_ids(db_url)
+
+
+def test_a_credentials_stop_is_lifted_by_an_operator_when_the_key_was_fixed_at_the_vendor(
+        db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    refusing = [True]
+
+    def rewrite(function: str, params: dict[str, str], body: bytes) -> bytes | None:
+        return api_error(1002, "licname or token not valid") if refusing[0] else None
+
+    with hostile(sim.base_url, rewrite) as server:
+        assert backfill(db_url, server.base_url, tmp_path).returncode == 1
+        refusing[0] = False  # the vendor re-enabled the token: nothing changed in the config
+        assert backfill(db_url, server.base_url, tmp_path).returncode == 1
+        assert len(server.seen) == 1
+        lifted = syncer(db_url, server.base_url, tmp_path, "unblock", "--license", LICENSE, "--yes")
+        assert lifted.returncode == 0 and "credentials refused" in lifted.stdout
+        assert backfill(db_url, server.base_url, tmp_path).returncode == 0
+        assert len(server.seen) > 1
