@@ -875,3 +875,12 @@ def main() -> None:
                      "nothing after the last commit was kept: fix it and run the command again",
                      highlight=False)
         sys.exit(EXIT_ERROR)
+    except Exception as exc:  # a bug: one clear line for the person, the trace for the log
+        log.debug("unexpected error", exc_info=True)
+        text = str(exc).strip().splitlines()
+        errors.print(f"[red]error:[/red] unexpected {type(exc).__name__}"
+                     f"{': ' + escape(redact(text[0][:300])) if text else ''}; nothing after the "
+                     "last commit was kept, so running the command again continues. This is a "
+                     "bug: run it with --log-level debug for the details to report.",
+                     highlight=False)
+        sys.exit(EXIT_ERROR)

@@ -339,6 +339,9 @@ def parse_api_datetime(message: str, tz: ZoneInfo) -> dt.datetime | None:
         return None
 
 
+_MAX_CODE = 2**31  # an error code fits the ledger's INTEGER column
+
+
 def _error_message(body: Mapping[str, Any]) -> str:
     for key in ("message", "error", "errormessage", "msg"):
         value = body.get(key)
@@ -354,8 +357,13 @@ def raise_for_api_error(body: Any, function: str, tz: ZoneInfo) -> bool:
     raw_code = body["errorcode"]
     try:
         code = int(raw_code)
-    except (TypeError, ValueError):
-        raise BadResponse(f"{function}: errorcode {raw_code!r} is not a number") from None
+        # `1e400` reads as a Decimal whose int has 401 digits; `1.5` is no code either. The
+        # ledger keeps the code in an INTEGER column: what cannot be one is a broken answer.
+        if (code != raw_code and str(code) != str(raw_code).strip()) or not 0 <= code < _MAX_CODE:
+            raise ValueError(raw_code)
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        raise BadResponse(f"{function}: errorcode {str(raw_code)[:20]!r} is not an error "
+                          "code") from None
     if code == 0:
         return False
     message = _error_message(body) or f"errorcode {code}"

@@ -103,6 +103,7 @@ class RunResult:
     exit_code: int = outcomes.EXIT_OK  # the outcome's, for `run --once`
     counts: Counts = field(default_factory=Counts)
     cursor: int | None = None  # an id window's cursor, a re-scan's position, after the run
+    failures: int = 0  # failed runs of the job in a row, this one included
 
 
 @dataclass
@@ -200,7 +201,8 @@ class LicenseJobs:
                         hours=self.hours)
                     result.next_run = max(result.next_run, after)
                 finish_on(conn, self.name, job, self.owner, next_run_at=result.next_run,
-                          last_attempt_at=now, **({} if pulled is None else pulled.state))
+                          last_attempt_at=now, **({"failures": result.failures} if pulled is None
+                                                  else pulled.state))
             released = True
             self._today.rows += result.written
             self._today.errors += result.error is not None
@@ -247,10 +249,17 @@ class LicenseJobs:
         later, except after a full window (catching up: again after `min_interval`). An
         error's outcome (see `outcomes`) sets when it may run again; no pull is returned."""
         pulled = self.runtime.attempt(job, self.runtime.run_job, registry.BY_NAME[job], now, state)
+        failures = int(getattr(state, "failures", 0) or 0)
         if isinstance(pulled, Failure):
-            log.warning("%s/%s: %s", self.name, job, pulled.note)
-            return RunResult(job, outcomes.retry_at(pulled.error, now, self.tz), error=pulled.note,
-                             exit_code=pulled.meaning.exit_code), None
+            # A stop of the license (budget, a 1003) is no failure of the job's own.
+            failures += pulled.meaning.scope is outcomes.Scope.PULL
+            log.warning("%s/%s: %s%s", self.name, job, pulled.note,
+                        f" ({failures} failed runs in a row)" if failures > 1 else "")
+            return RunResult(job, outcomes.retry_at(pulled.error, now, self.tz, failures=failures),
+                             error=pulled.note, exit_code=pulled.meaning.exit_code,
+                             failures=failures), None
+        if failures:
+            pulled.state["failures"] = 0
         # Catching up (a full window, or empty space stepped over): again soon.
         next_run = now + self.specs[job].min_interval if pulled.more else now
         return RunResult(job, next_run, written=pulled.counts.written, counts=pulled.counts,

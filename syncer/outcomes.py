@@ -24,7 +24,9 @@ classes' own `code` (see `client.API_ERRORS`).
 | unexpected (a bug, an answer the decoder cannot read) | pull | 1 | in 5 minutes | `sync_state.last_error` |
 
 "In 5 minutes" is the earliest: the daemon runs the job again then or at the
-planner's next run, whichever is later.
+planner's next run, whichever is later. A pull that fails again and again waits
+longer each time (`backoff`: 5, 10, 20 ... minutes, at most 4 hours; the count is
+`sync_state.failures`), so one unreadable answer never spends the day.
 
 (*) A time the API gives is believed up to a cap (`STOP_MARGIN` past its own rules): a
 1003 at most to the next API day, a 1004 at most the documented 30 minutes. A 1004
@@ -227,6 +229,24 @@ def of_answer(outcome: str, code: int | None) -> Meaning:
     return FAILED if cls is None else _of_class(cls)
 
 
-def retry_at(exc: BaseException, now: dt.datetime, tz: ZoneInfo) -> dt.datetime:
-    """When the license or job that raised `exc` may try again."""
-    return of(exc).until(getattr(exc, "until", None), now, tz)
+def retry_at(exc: BaseException, now: dt.datetime, tz: ZoneInfo, *, failures: int = 1
+             ) -> dt.datetime:
+    """When the license or job that raised `exc` may try again. `failures`: the job's
+    failed runs in a row, this one included; a pull that keeps failing (an answer that
+    cannot be read, a bug) waits longer each time (`backoff`), so it never spends the
+    day's requests on the same failure."""
+    again = of(exc).until(getattr(exc, "until", None), now, tz)
+    if of(exc).scope is Scope.PULL:
+        again = max(again, now + backoff(failures))
+    return again
+
+
+BACKOFF_FIRST = dt.timedelta(minutes=5)
+BACKOFF_MAX = dt.timedelta(hours=4)  # still tried a few times a day: it notices a fix
+
+
+def backoff(failures: int) -> dt.timedelta:
+    """The least wait after a job's `failures`-th failed run in a row: 5 minutes,
+    doubled each time, at most 4 hours (the planner may plan it later still)."""
+    doubled: dt.timedelta = BACKOFF_FIRST * 2 ** min(max(failures, 1) - 1, 16)
+    return min(doubled, BACKOFF_MAX)

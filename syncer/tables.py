@@ -346,6 +346,9 @@ sync_state = Table(
     Column("disabled_reason", Text),  # set on 1005 (module not licensed)
     Column("next_run_at", UtcDateTime()),
     Column("rescan_position", BigInteger),  # a re-scan job: the last id its windows reached
+    # Failed runs of the job in a row (0 or NULL: its last run did not fail); the wait
+    # before the next grows with it (outcomes.backoff).
+    Column("failures", Integer),
     # Which process runs the job right now (daemon.claim_on): a replica takes the lease
     # with the job's state in one statement, only when the job is due, renews it while
     # the job runs and lets it go with the next run stored; a lease past

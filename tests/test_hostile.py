@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import subprocess
 import sys
@@ -11,14 +12,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from pydantic import SecretStr
+from sqlalchemy import func, select
 
 from syncer import tables as t
-from syncer.db import make_engine
+from syncer.config import ApiConfig, Config, DatabaseConfig, LicenseConfig
+from syncer.daemon import Daemon
+from syncer.db import make_engine, migrate
 from syncer.planner import next_midnight
-from syncer.simulator import Simulator
-from tests.conftest import CLI_OUTPUTS, LICENSE
-from tests.helpers import cli_env
+from syncer.simulator import Simulator, generate
+from tests.conftest import ANCHOR, CLI_OUTPUTS, LICENSE, TOKEN
+from tests.helpers import FakeClock, cli_env
 from tests.hostile import hostile, with_extra_id
 
 
@@ -209,3 +213,84 @@ def test_a_credentials_stop_is_lifted_by_an_operator_when_the_key_was_fixed_at_t
         assert lifted.returncode == 0 and "credentials refused" in lifted.stdout
         assert backfill(db_url, server.base_url, tmp_path).returncode == 0
         assert len(server.seen) > 1
+
+
+NESTED = b"[" * 100_000 + b"]" * 100_000  # JSON nested too deep to decode (RecursionError)
+UNREADABLE = ("get-tables", "get-customercredits", "get-products", "get-customers")
+
+
+def test_four_unreadable_list_functions_back_off_and_never_spend_the_day(
+        db_url: str, tmp_path: Path) -> None:
+    clock = FakeClock(dt.datetime(2026, 10, 27, 8, 0, tzinfo=BRUSSELS))
+    sim = Simulator(generate(seed=1, orders=200, anchor=ANCHOR), licenses={LICENSE: TOKEN},
+                    clock=clock)
+    sim.start()
+    engine = make_engine(db_url)
+    migrate(engine)
+    try:
+        with hostile(sim.base_url, lambda f, _p, _b: NESTED if f in UNREADABLE else None) as server:
+            config = Config(database=DatabaseConfig(url=db_url),
+                            api=ApiConfig(base_url=server.base_url, max_attempts=2),
+                            licenses=(LicenseConfig(name=LICENSE, token=SecretStr(TOKEN)),))
+            daemon = Daemon(engine, config, clock=clock)
+            end = clock() + dt.timedelta(days=1)
+            while clock() < end:  # a whole API day, the shop open 10:00-23:00
+                daemon.run_due()
+                clock.advance(minutes=5)
+        with engine.connect() as conn:
+            ledger = conn.execute(select(t.request_ledger.c.function, t.request_ledger.c.sent_at,
+                                         t.request_ledger.c.outcome)
+                                  .order_by(t.request_ledger.c.id)).all()
+            states = {s.resource: s for s in conn.execute(select(t.sync_state))}
+            orders = conn.execute(select(func.count()).select_from(t.orders)).scalar_one()
+    finally:
+        engine.dispose()
+        sim.stop()
+    assert all(row.outcome != "pending" for row in ledger)
+    assert orders == len(sim.dataset.orders)  # the healthy jobs went on
+    for function in UNREADABLE:
+        sent = [row.sent_at for row in ledger if row.function == function]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
+        # 5, 10, 20 ... minutes, then every 4 hours: a dozen tries, not the day's share.
+        assert 6 <= len(sent) <= 14, (function, sent)
+        assert max(gaps) >= dt.timedelta(hours=4), gaps
+    for job in ("pos_tables", "customer_credits", "products", "customers"):
+        assert "RecursionError" in (states[job].last_error or ""), states[job]
+        assert states[job].failures >= 6
+    assert states["orders"].failures in (None, 0)
+    assert len(ledger) <= config.spendable(config.licenses[0])
+
+
+def test_an_errorcode_that_is_no_number_is_an_unreadable_answer_never_a_pending_row(
+        db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    def rewrite(function: str, params: dict[str, str], body: bytes) -> bytes | None:
+        return b'{"success": 0, "errorcode": 1e400, "message": "x"}'
+
+    with hostile(sim.base_url, rewrite) as server:
+        run = syncer(db_url, server.base_url, tmp_path, "backfill", "--resource", "products")
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "Traceback" not in out and "errorcode '1E+400' is not an error code" in out
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            outcomes = conn.execute(select(t.request_ledger.c.outcome)).scalars().all()
+    finally:
+        engine.dispose()
+    assert outcomes and set(outcomes) == {"failed"}  # each attempt settled, none pending
+    assert len(outcomes) == len(server.seen)
+
+
+def test_a_bug_outside_any_pull_ends_the_command_with_one_clear_line(
+        db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    # A fault no pull can raise today, injected where none is caught: the command's last
+    # line of defence (`cli.main`) still speaks in one line, with no traceback.
+    crash = ("import sys; from syncer import backfill; from syncer.cli import main\n"
+             "def broken(*a, **k): raise OverflowError('int too large to convert')\n"
+             "backfill.Backfill.run = broken\nsys.argv = ['syncer', 'backfill']\nmain()\n")
+    run = subprocess.run([sys.executable, "-c", crash], check=False, capture_output=True,
+                         text=True, env=cli_env(db_url, sim.base_url), cwd=tmp_path, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    assert "unexpected OverflowError: int too large to convert" in run.stderr
+    assert "--log-level debug" in run.stderr

@@ -9,6 +9,8 @@ changes or its time passes; `syncer unblock` lifts one on purpose. The license's
 `license_state` row keeps the last such lift: when, by whom, and what it lifted.
 The credentials stop's fingerprint now also covers `api.base_url` (computed by the
 code, nothing to migrate: a stop stored before it is tried once more).
+`sync_state.failures` counts a job's failed runs in a row: the wait before the next
+doubles with each (`outcomes.backoff`).
 """
 
 from __future__ import annotations
@@ -31,9 +33,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("lifted_at", _TIME))
         batch.add_column(sa.Column("lifted_by", sa.String(200)))
         batch.add_column(sa.Column("lifted_stop", sa.Text()))
+    with op.batch_alter_table("sync_state") as batch:
+        batch.add_column(sa.Column("failures", sa.Integer()))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("sync_state") as batch:
+        batch.drop_column("failures")
     with op.batch_alter_table("license_state") as batch:
         batch.drop_column("lifted_stop")
         batch.drop_column("lifted_by")
