@@ -214,7 +214,8 @@ def test_the_status_page_in_headless_chromium(
         stopped = browser.js(f"document.querySelector('#license-{REFUSED}').innerText")
         assert browser.js(f"document.querySelector('#license-{REFUSED}').dataset.state") == "stopped"
         assert "The API refused the credentials, license stopped: API error 1002" in stopped
-        assert "What to do: Fix the license name, token or api.base_url in the config, then restart" in stopped
+        assert ("What to do: Fix the license name, token or api.base_url in the config, then "
+                "restart") in stopped
         assert browser.js(f"document.querySelector('#license-{LICENSE}').dataset.state") != "stopped"
         demo = browser.js(f"document.querySelector('#license-{LICENSE}').innerText")
         assert re.search(r"Orders: as of \d{4}-\d\d-\d\d \d\d:\d\d CES?T", demo), demo
