@@ -18,16 +18,25 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, delete, func, select, update
 
-from syncer import archive
+from syncer import archive, page
 from syncer import resources as res
 from syncer import tables as t
-from syncer.config import ApiConfig, ArchiveConfig, Config, DatabaseConfig, LicenseConfig, ScheduleConfig
+from syncer.config import (
+    ApiConfig,
+    ArchiveConfig,
+    Config,
+    DatabaseConfig,
+    LicenseConfig,
+    ScheduleConfig,
+    load_config,
+)
 from syncer.daemon import Daemon
 from syncer.db import make_engine, migrate
 from syncer.parse import Parser, parse_product
 from syncer.runtime import Runtime
 from syncer.simulator import Simulator, generate
 from syncer.simulator.data import Order
+from syncer.status import build as build_status
 from syncer.sync import Sync
 from tests.conftest import ANCHOR, LICENSE, TOKEN
 from tests.helpers import (
@@ -454,6 +463,8 @@ def test_a_killed_rebuild_says_so_and_its_immediate_rerun_ends_exact(
         assert len(signs) == 1 and "orders" in signs[0]["says"]
         text = run_cli(["status"], env, cwd=tmp_path)
         assert "A rebuild is unfinished" in text.output
+        shown = page.render(build_status(engine, load_config(tmp_path / "syncer.toml", environ=env)))
+        assert "A rebuild is unfinished" in shown and 'data-state="stopped"' in shown
         audited = run_cli(["audit", "--json"], env, cwd=tmp_path)
         assert audited.exit_code == 4
         found = json.loads(audited.output)["licenses"][0]
