@@ -93,7 +93,8 @@ def fill(engine: sa.Engine, licenses: list[str], *, requests: int, days: int, or
         blank = {"auth_rejected_fingerprint": None, "auth_rejected_at": None,
                  "auth_rejected_reason": None, "blocked_until": None, "blocked_reason": None}
         conn.execute(sa.insert(t.license_state), [
-            {**blank, "license": licenses[0], "auth_rejected_fingerprint": refused.fingerprint(),
+            {**blank, "license": licenses[0],
+             "auth_rejected_fingerprint": refused.fingerprint(tz_config.api.base_url),
              "auth_rejected_at": now, "auth_rejected_reason": "API error 1002: name or token not valid",
              "updated_at": now},
             {**blank, "license": licenses[1], "blocked_until": now + dt.timedelta(hours=1),

@@ -15,7 +15,8 @@ sync state, and finds, per license:
   of open time, and `closed_max_interval` overall where the planner has one);
 - full lists whose latest answer was refused (`sync_state.last_error`): a bad answer
   past its retries, or an empty list over many live rows kept (sync.pull_full_list);
-- business days on which the shop is open (`[schedule] opening_hours`) without a ticket.
+- business days on which the shop is open (`[schedule] opening_hours`) without a ticket;
+- a `syncer rebuild` not yet ended (running, or killed): its tables are partial.
 
 Every finding is a problem except a confirmed id range (the API said so) and an id
 range whose records are in the quarantine (counted there). A list never refreshed is
@@ -49,6 +50,7 @@ from syncer import tables as t
 from syncer.config import Config
 from syncer.jobs import JOBS, Kind, loading
 from syncer.ledger import Clock, utcnow
+from syncer.resume import unfinished_rebuilds
 
 log = logging.getLogger("syncer.audit")
 
@@ -69,6 +71,7 @@ KINDS: dict[str, str] = {
     "stale_lists": "list(s) not refreshed in time",
     "refused_lists": "list(s) whose latest answer was refused, the rows kept",
     "open_days_without_tickets": "open day(s) without a ticket",
+    "rebuild_unfinished": "`syncer rebuild` not ended (its tables are partial)",
 }
 
 
@@ -125,7 +128,9 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
     stale = stale_lists(conn, config, license, now)
     refused = refused_lists(conn, license)
     empty = open_days_without_tickets(conn, config, license, since, last)
-    kinds = problem_kinds(payments_off, lines_off, gaps, quarantined, stale, refused, empty)
+    rebuild = unfinished_rebuilds(conn, license).get(license)
+    kinds = problem_kinds(payments_off, lines_off, gaps, quarantined, stale, refused, empty,
+                          rebuild)
     problems = sum(kinds.values())
     return {
         "license": license,
@@ -140,13 +145,17 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
         "stale_lists": stale,
         "refused_lists": refused,
         "open_days_without_tickets": [day.isoformat() for day in empty],
+        # A rebuild not yet ended: its tables are partial, so every other finding may be
+        # its doing.
+        "rebuild_unfinished": None if rebuild is None else {
+            "since": rebuild[0].isoformat(), "resources": rebuild[1]},
     }
 
 
 def problem_kinds(payments_off: Sequence[Any], lines_off: Sequence[Any],
                   gaps: dict[str, list[dict[str, Any]]], quarantined: dict[str, list[Any]],
-                  stale: Sequence[Any], refused: Sequence[Any], empty: Sequence[Any]
-                  ) -> dict[str, int]:
+                  stale: Sequence[Any], refused: Sequence[Any], empty: Sequence[Any],
+                  rebuild: object | None = None) -> dict[str, int]:
     """The problems by kind (`KINDS`), kinds without one left out."""
     counts = {
         "tickets_payments_off": len(payments_off),
@@ -156,6 +165,7 @@ def problem_kinds(payments_off: Sequence[Any], lines_off: Sequence[Any],
         "stale_lists": len(stale),
         "refused_lists": len(refused),
         "open_days_without_tickets": len(empty),
+        "rebuild_unfinished": int(rebuild is not None),
     }
     return {kind: count for kind, count in counts.items() if count}
 
@@ -487,6 +497,11 @@ def describe(result: dict[str, Any], tz: ZoneInfo) -> list[str]:
     for lic in result["licenses"]:
         out.append(f"license {lic['license']} (days {lic['from'] or 'first ticket'} to "
                    f"{lic['to']}): {lic['problems']} problem(s)")
+        if lic.get("rebuild_unfinished"):
+            rebuild = lic["rebuild_unfinished"]
+            out.append(f"  problem: a rebuild of {', '.join(rebuild['resources'])} is unfinished "
+                       f"(started {rebuild['since']}): those tables hold only part of their rows; "
+                       "if no `syncer rebuild` runs, run it again (it continues where it stopped)")
         for ticket in lic["tickets_payments_off"]:
             out.append(f"  problem: ticket {ticket['order_id']} ({ticket['day']}, register "
                        f"{ticket['register_id']}): total {ticket['total']}, paid {ticket['paid']}, "

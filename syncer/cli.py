@@ -352,7 +352,7 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
         refused: dict[str, str] = {}
         with engine.connect() as conn:
             for lic in licenses:
-                stop = license_status(conn, lic.name, lic.fingerprint())
+                stop = license_status(conn, lic.name, lic.fingerprint(config.api.base_url))
                 if stop.auth_rejected:
                     refused[lic.name] = (f"credentials were refused ({stop.auth_reason}); "
                                          f"{outcomes.CREDENTIALS_ADVICE}")
@@ -565,6 +565,64 @@ def status(state: State, as_json: bool) -> None:
         click.echo(json.dumps(status_json(report), indent=2))
     else:
         views.print_status(report)
+
+
+# --- unblock ------------------------------------------------------------------------------
+
+
+def operator() -> str:
+    """Who runs this command, for the record of a lift: user@host."""
+    import getpass  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a passwd entry
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+@cli.command()
+@click.option("--license", "license_names", multiple=True, required=True,
+              help="The license whose stop to lift (repeat for more).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def unblock(state: State, license_names: tuple[str, ...], yes: bool) -> None:
+    """Lift a license's stop on purpose (credentials refused, or paused by a 1003/1004),
+    once its cause is fixed; the next request is sent. Keeps who lifted it."""
+    from syncer.ledger import lift_stop, stops_in_force  # noqa: PLC0415
+
+    config = state.config
+    engine = open_database(config, existing=True)
+    now, tz = utcnow(), config.api.tz
+    configured = {lic.name for lic in config.licenses}
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(t.license_state.c.license)).scalars())
+        unknown = [name for name in license_names if name not in configured | stored]
+        if unknown:
+            fail(f"unknown license {unknown}: neither in the config nor stopped in this "
+                 f"database (stopped there: {', '.join(sorted(stored)) or 'none'})", EXIT_USAGE)
+        found = {name: stops_in_force(conn, name, now, tz) for name in dict.fromkeys(license_names)}
+    for name, stops in found.items():
+        if not stops:
+            console.print(f"license {name}: not stopped; nothing to lift", markup=False,
+                          highlight=False)
+    chosen = [name for name, stops in found.items() if stops]
+    if not chosen:
+        return
+    what = "lift " + "; ".join(f"license {name}: {'; '.join(found[name])}" for name in chosen)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"unblock would {what}; confirm with --yes (no terminal to ask on)", EXIT_USAGE)
+        console.print("A refused license's next request tries its credentials again (one bad "
+                      "login if they are still wrong); a lifted pause sends before the API's "
+                      "time.", markup=False, highlight=False)
+        confirm(f"This will {what}. Go on?")
+    by = operator()
+    for name in chosen:
+        lifted = lift_stop(engine, name, by=by, now=now, tz=tz)
+        console.print(f"license {name}: lifted by {by}: {'; '.join(lifted) or 'nothing (gone since)'}",
+                      markup=False, highlight=False)
 
 
 # --- report ------------------------------------------------------------------------------
@@ -990,5 +1048,14 @@ def main() -> None:
         # and every cursor moved with its rows, so running the command again continues.
         errors.print(f"[red]error:[/red] database: {escape(redact(error_summary(exc)))}; "
                      "nothing after the last commit was kept: fix it and run the command again",
+                     highlight=False)
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:  # a bug: one clear line for the person, the trace for the log
+        log.debug("unexpected error", exc_info=True)
+        text = str(exc).strip().splitlines()
+        errors.print(f"[red]error:[/red] unexpected {type(exc).__name__}"
+                     f"{': ' + escape(redact(text[0][:300])) if text else ''}; nothing after the "
+                     "last commit was kept, so running the command again continues. This is a "
+                     "bug: run it with --log-level debug for the details to report.",
                      highlight=False)
         sys.exit(EXIT_ERROR)

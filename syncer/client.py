@@ -350,7 +350,13 @@ def _keyed(mapping: Mapping[str, Any]) -> list[Any]:
 
 
 def parse_api_datetime(message: str, tz: ZoneInfo) -> dt.datetime | None:
-    """The first `YYYY-MM-DD HH:MM[:SS]` in an API message, as an aware datetime in tz."""
+    """The first `YYYY-MM-DD HH:MM[:SS]` in an API message, as an aware datetime in tz.
+
+    It is the end of a stop (1003, 1004): a local time that is ambiguous (the autumn
+    night's repeated hour) or missing (the spring gap) is read as the later of its two
+    readings, so that a block is never taken as over before it is. None for a time
+    that cannot be read (no such day, or past the calendar's edge in UTC).
+    """
     match = _DATETIME_IN_MESSAGE.search(message)
     if not match:
         return None
@@ -358,9 +364,13 @@ def parse_api_datetime(message: str, tz: ZoneInfo) -> dt.datetime | None:
     fmt = "%Y-%m-%d %H:%M:%S" if text.count(":") == 2 else "%Y-%m-%d %H:%M"
     try:
         naive = dt.datetime.strptime(text, fmt)
-    except ValueError:
+        latest = max(naive.replace(tzinfo=tz, fold=fold).astimezone(dt.UTC) for fold in (0, 1))
+        return latest.astimezone(tz)
+    except (ValueError, OverflowError):
         return None
-    return naive.replace(tzinfo=tz)
+
+
+_MAX_CODE = 2**31  # an error code fits the ledger's INTEGER column
 
 
 def _error_message(body: Mapping[str, Any]) -> str:
@@ -378,8 +388,13 @@ def raise_for_api_error(body: Any, function: str, tz: ZoneInfo) -> bool:
     raw_code = body["errorcode"]
     try:
         code = int(raw_code)
-    except (TypeError, ValueError):
-        raise BadResponse(f"{function}: errorcode {raw_code!r} is not a number") from None
+        # `1e400` reads as a Decimal whose int has 401 digits; `1.5` is no code either. The
+        # ledger keeps the code in an INTEGER column: what cannot be one is a broken answer.
+        if (code != raw_code and str(code) != str(raw_code).strip()) or not 0 <= code < _MAX_CODE:
+            raise ValueError(raw_code)
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        raise BadResponse(f"{function}: errorcode {str(raw_code)[:20]!r} is not an error "
+                          "code") from None
     if code == 0:
         return False
     message = _error_message(body) or f"errorcode {code}"

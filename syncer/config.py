@@ -160,10 +160,12 @@ class LicenseConfig(_Strict):
             return SecretStr(os.environ.get(self.token_env, "").strip())
         return SecretStr("")
 
-    def fingerprint(self) -> str:
-        """A short hash of name and token, to notice when credentials change."""
+    def fingerprint(self, base_url: str) -> str:
+        """A short hash of everything that decides what a request sends (the name, the
+        token, and `base_url`, which the query is appended to): a credentials stop holds
+        while these are the same, and fixing any of them lifts it."""
         digest = hashlib.sha256(
-            f"{self.name}\0{self.resolved_token().get_secret_value()}".encode()
+            f"{self.name}\0{self.resolved_token().get_secret_value()}\0{base_url}".encode()
         ).hexdigest()
         return digest[:16]
 

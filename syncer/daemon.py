@@ -51,6 +51,7 @@ from syncer.jobs import DEFAULT_JOBS
 from syncer.leases import (
     claim_on,
     finish_on,
+    held_by,
     let_go_all,
     lock_writer,
     owner_id,
@@ -105,6 +106,7 @@ class RunResult:
     license: str = ""
     counts: Counts = field(default_factory=Counts)
     cursor: int | None = None  # an id window's cursor, a re-scan's position, after the run
+    failures: int = 0  # failed runs of the job in a row, this one included
 
 
 @dataclass
@@ -143,19 +145,21 @@ class LicenseJobs:
         self._wake_if_credentials_changed()
 
     def _wake_if_credentials_changed(self) -> None:
-        """Refused credentials that have since changed in the config: run everything now."""
+        """Refused credentials (name, token or base_url) that have since changed in the config:
+        run everything now."""
         state = t.license_state.c
         with self.engine.begin() as conn:
             refused = conn.execute(select(state.auth_rejected_fingerprint)
                                    .where(state.license == self.name)).scalar()
-            if refused is None or refused == self.license.fingerprint():
+            if refused is None or refused == self.license.fingerprint(self.config.api.base_url):
                 return
             conn.execute(update(t.license_state).where(state.license == self.name)
                          .values(auth_rejected_fingerprint=None, auth_rejected_at=None,
                                  auth_rejected_reason=None))
             conn.execute(update(t.sync_state).where(t.sync_state.c.license == self.name)
                          .values(next_run_at=None))
-        log.info("license %r: credentials changed since they were refused; trying again", self.name)
+        log.info("license %r: credentials or api.base_url changed since they were refused; "
+                 "trying again", self.name)
 
     def close(self) -> None:
         self.runtime.close()
@@ -209,7 +213,8 @@ class LicenseJobs:
                         hours=self.hours)
                     result.next_run = max(result.next_run, after)
                 finish_on(conn, self.name, job, self.owner, next_run_at=result.next_run,
-                          last_attempt_at=now, **({} if pulled is None else pulled.state))
+                          last_attempt_at=now, **({"failures": result.failures} if pulled is None
+                                                  else pulled.state))
             released = True
             self._today.rows += result.written
             self._today.errors += result.error is not None
@@ -307,22 +312,28 @@ class LicenseJobs:
         later, except after a full window (catching up: again after `min_interval`). An
         error's outcome (see `outcomes`) sets when it may run again; no pull is returned."""
         pulled = self.runtime.attempt(job, self.runtime.run_job, registry.BY_NAME[job], now, state)
+        failures = int(getattr(state, "failures", 0) or 0)
         if isinstance(pulled, Failure):
             stops = pulled.meaning.scope is outcomes.Scope.LICENSE
+            # A stop of the license (budget, a 1003) is no failure of the job's own.
+            failures += pulled.meaning.scope is outcomes.Scope.PULL
             # A stop already said, or one that only repeats it (the license waits, or its
             # credentials were refused before): the first warning said it.
             said = stops and self._stop_said is not None and (
                 pulled.note == self._stop_said
                 or pulled.meaning in (outcomes.REFUSED_BEFORE, outcomes.WAITING))
-            log.log(logging.DEBUG if said else logging.WARNING, "%s/%s: %s", self.name, job,
-                    pulled.note, extra={"license": self.name, "job": job,
-                                        "outcome": pulled.meaning.name,
-                                        "exit_code": pulled.meaning.exit_code})
+            log.log(logging.DEBUG if said else logging.WARNING, "%s/%s: %s%s", self.name, job,
+                    pulled.note, f" ({failures} failed runs in a row)" if failures > 1 else "",
+                    extra={"license": self.name, "job": job, "outcome": pulled.meaning.name,
+                           "exit_code": pulled.meaning.exit_code})
             self._stop_said = pulled.note if stops else self._stop_said
-            return RunResult(job, outcomes.retry_at(pulled.error, now, self.tz), error=pulled.note,
-                             exit_code=pulled.meaning.exit_code, outcome=pulled.meaning.name,
-                             scope=pulled.meaning.scope, license=self.name), None
+            return RunResult(job, outcomes.retry_at(pulled.error, now, self.tz, failures=failures),
+                             error=pulled.note, exit_code=pulled.meaning.exit_code,
+                             outcome=pulled.meaning.name, scope=pulled.meaning.scope,
+                             license=self.name, failures=failures), None
         self._stop_said = None
+        if failures:
+            pulled.state["failures"] = 0
         # Catching up (a full window, or empty space stepped over): again soon.
         next_run = now + self.specs[job].min_interval if pulled.more else now
         return RunResult(job, next_run, written=pulled.counts.written, counts=pulled.counts,
@@ -469,8 +480,8 @@ class Daemon:
         other = lock_writer(self.engine, self.owner, self.clock(), self.ttl)
         if other is not None:
             raise DaemonConflict(
-                f"another `syncer run` ({other}) already uses this SQLite database; SQLite "
-                "supports one daemon. Use Postgres to run replicas.")
+                f"{held_by(other)} already uses this SQLite database; SQLite supports one "
+                "writer at a time (one daemon). Use Postgres to run replicas.")
 
     def release_writer(self) -> None:
         """Let go of the writer lock (a `syncer run` that could not start)."""

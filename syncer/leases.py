@@ -90,8 +90,28 @@ def _dead_here(owner: str | None) -> bool:
     except ProcessLookupError:
         return True
     except OSError:  # it exists, but belongs to someone else
+        pass
+    return _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether `pid` has ended but its parent has not yet reaped it (a SIGKILLed command
+    whose shell or supervisor has not waited for it): it holds nothing any more."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # "pid (name) state ...": the name may hold ')' itself, the state follows the last.
+            return stat.read().rpartition(b")")[2].split()[:1] == [b"Z"]
+    except OSError:  # no /proc (not Linux), or it ended in between
         return False
-    return False
+
+
+def held_by(owner: str | None) -> str:
+    """Who a lease's holder is, for a person: a daemon, or a command (`…:rebuild`)."""
+    if owner is None:
+        return "another process"
+    parts = owner.split(":")
+    what = f"a `syncer {parts[3]}`" if len(parts) > 3 else "a daemon"
+    return f"{what} (process {parts[1]} on {parts[0].partition('/')[0]})" if len(parts) > 1 else what
 
 
 @dataclass(frozen=True)
@@ -251,8 +271,8 @@ class JobLeases:
 
     def _refused(self, other: str | None, what: str) -> None:
         self.give_back()
-        raise Held(f"license {self.license!r}: a daemon ({other}) holds {what}; stop "
-                   f"`syncer run` (or wait for the job to finish) and run the {self.task} again")
+        raise Held(f"license {self.license!r}: {held_by(other)} holds {what}; stop it (or "
+                   f"wait for it to finish) and run the {self.task} again")
 
     def keep_alive(self) -> None:
         if time.monotonic() - self.renewed > self.ttl.total_seconds() / 3:

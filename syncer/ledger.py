@@ -235,7 +235,7 @@ class Ledger:
         if status.auth_rejected:
             raise LicenseStopped(
                 f"license {self.license!r}: credentials were refused ({status.auth_reason}); "
-                "nothing is sent until its name or token changes in the config"
+                "nothing is sent until its name, token or api.base_url changes in the config"
             )
         if status.blocked_until is not None and status.blocked_until > now:
             raise LicenseStopped(
@@ -286,6 +286,13 @@ class Ledger:
                                  "error_code": code})
             elif meaning.kept is Kept.BLOCKED:
                 until = meaning.until(outcome.until, now, self.tz)
+                # In UTC: a time in the repeated autumn hour never equals another zone's.
+                if outcome.until is not None and until.astimezone(dt.UTC) != outcome.until.astimezone(dt.UTC):
+                    log.warning("license %r: the API gave %s as the end of its stop (%s); not "
+                                "believed (%s), waiting until %s instead", self.license,
+                                outcome.until.strftime("%Y-%m-%d %H:%M %Z"), code,
+                                "already past" if outcome.until <= now else "past the cap",
+                                until.astimezone(self.tz).strftime("%Y-%m-%d %H:%M %Z"))
                 self._set_state(conn, now, blocked_until=until, blocked_reason=meaning.words)
                 if meaning is outcomes.DAILY_LIMIT:
                     # Another client spent the day: count the day as spent so the
@@ -315,3 +322,44 @@ class Ledger:
             .values(auth_rejected_fingerprint=None, auth_rejected_at=None,
                     auth_rejected_reason=None, updated_at=now)
         )
+
+
+# --- lifting a stop on purpose -----------------------------------------------------------
+
+
+def stops_in_force(conn: Connection, license: str, now: dt.datetime, tz: ZoneInfo) -> list[str]:
+    """The license's stops that `lift_stop` would lift, in words (none: it is not stopped).
+    A credentials stop counts whichever credentials it was stored for."""
+    row = conn.execute(select(t.license_state).where(t.license_state.c.license == license)).first()
+    if row is None:
+        return []
+    found = []
+    if row.auth_rejected_fingerprint is not None:
+        since = f" since {row.auth_rejected_at.astimezone(tz):%Y-%m-%d %H:%M %Z}" \
+            if row.auth_rejected_at else ""
+        found.append(f"credentials refused ({row.auth_rejected_reason or 'no reason kept'}){since}")
+    if row.blocked_until is not None and row.blocked_until > now:
+        found.append(f"paused until {row.blocked_until.astimezone(tz):%Y-%m-%d %H:%M %Z} "
+                     f"({row.blocked_reason or 'no reason kept'})")
+    return found
+
+
+def lift_stop(engine: Engine, license: str, *, by: str, now: dt.datetime, tz: ZoneInfo) -> list[str]:
+    """Lift the license's stops on purpose (an operator who fixed the cause, or who knows
+    better than the API's time): the next request is sent (and, for refused credentials,
+    probes them alone). The row keeps who lifted what, and when; the log says so too.
+    Returns what was lifted (none: nothing was stopped, nothing changed)."""
+    with engine.begin() as conn:
+        lifted = stops_in_force(conn, license, now, tz)
+        if not lifted:
+            return []
+        conn.execute(update(t.license_state).where(t.license_state.c.license == license).values(
+            auth_rejected_fingerprint=None, auth_rejected_at=None, auth_rejected_reason=None,
+            blocked_until=None, blocked_reason=None, updated_at=now,
+            lifted_at=now, lifted_by=by[:200], lifted_stop="; ".join(lifted)))
+        # Jobs that waited for the stop are due at once (a running daemon reads it at
+        # each job's next run; a restart runs them now).
+        conn.execute(update(t.sync_state).where(t.sync_state.c.license == license)
+                     .values(next_run_at=None))
+    log.warning("license %r: stop lifted by %s: %s", license, by, "; ".join(lifted))
+    return lifted

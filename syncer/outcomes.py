@@ -16,15 +16,22 @@ classes' own `code` (see `client.API_ERRORS`).
 | waiting (a stop with a time) | license | 3 | at that time | (already kept) |
 | refused before (credentials) | license | 1 | when the config changes | (already kept) |
 | 1001 / 1002 credentials | license | 1 | when the config changes | `license_state.auth_rejected_*` |
-| 1003 daily limit | license | 3 | the time the API gave, else midnight | `blocked_until`; day spent |
-| 1004 IP blocked | license | 3 | the time the API gave, else 30 min | `license_state.blocked_until` |
+| 1003 daily limit | license | 3 | the API's time, capped (*), else midnight | `blocked_until`; day spent |
+| 1004 IP blocked | license | 3 | the API's time, capped (*), else 30 min | `license_state.blocked_until` |
 | 1005 module not licensed | resource | 0 | once a day | `sync_state.disabled_reason` |
 | 2001-2003 input refused | pull | 1 | in 5 minutes | `sync_state.last_error` |
 | any other fault (after retries) | pull | 1 | in 5 minutes | `sync_state.last_error` |
 | unexpected (a bug, an answer the decoder cannot read) | pull | 1 | in 5 minutes | `sync_state.last_error` |
 
 "In 5 minutes" is the earliest: the daemon runs the job again then or at the
-planner's next run, whichever is later.
+planner's next run, whichever is later. A pull that fails again and again waits
+longer each time (`backoff`: 5, 10, 20 ... minutes, at most 4 hours; the count is
+`sync_state.failures`), so one unreadable answer never spends the day.
+
+(*) A time the API gives is believed up to a cap (`STOP_MARGIN` past its own rules): a
+1003 at most to the next API day, a 1004 at most the documented 30 minutes. A 1004
+whose time is already past still blocks for 30 minutes; a 1003's is the next API day.
+An operator lifts any stop on purpose with `syncer unblock` (`lift_stop`).
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ class Kept(enum.Enum):
 
     NOTHING = "nothing"
     CLEARS_CREDENTIALS = "clears a credentials stop"  # an answer with records or 2000
-    CREDENTIALS = "license_state.auth_rejected_*"  # until the name or token changes
+    CREDENTIALS = "license_state.auth_rejected_*"  # until the name, token or base_url changes
     BLOCKED = "license_state.blocked_until"  # until the time `until` gives
 
 
@@ -79,6 +86,32 @@ Until = Callable[[dt.datetime | None, dt.datetime, ZoneInfo], dt.datetime]
 
 def _given_or_midnight(given: dt.datetime | None, now: dt.datetime, tz: ZoneInfo) -> dt.datetime:
     return given or next_midnight(now, tz)
+
+
+# How far past the API's own rules a time it gives is believed: clocks differ by a few
+# minutes, and the API may round. A time beyond that (`9999-12-31 23:59:59`) would stop
+# the license for ever; it is capped, and the ledger logs that it was not believed.
+STOP_MARGIN = dt.timedelta(minutes=15)
+IP_BLOCK = dt.timedelta(minutes=30)  # the API page: 5 bad logins block the IP for 30 minutes
+
+
+def _daily_limit_until(given: dt.datetime | None, now: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """A 1003's stop: the time the API gave, at most the next API day (plus the margin);
+    none, or one already past, is the next API day."""
+    resets = next_midnight(now, tz)
+    if given is None or given <= now:
+        return resets
+    # In UTC: aware times of one zone compare (and add) as wall clock times.
+    return min(given.astimezone(dt.UTC), resets.astimezone(dt.UTC) + STOP_MARGIN)
+
+
+def _ip_block_until(given: dt.datetime | None, now: dt.datetime, _tz: ZoneInfo) -> dt.datetime:
+    """A 1004's stop: the time the API gave, at most the documented 30 minutes (plus the
+    margin). None, or a time already past, is still a block (the API just said so): the
+    documented 30 minutes."""
+    if given is None or given <= now:
+        return now + IP_BLOCK
+    return min(given.astimezone(dt.UTC), now.astimezone(dt.UTC) + IP_BLOCK + STOP_MARGIN)
 
 
 def _given_or(delay: dt.timedelta) -> Until:
@@ -119,8 +152,8 @@ class Meaning:
         return tuple(code for code, cls in API_ERRORS.items() if cls in self.raised_as)
 
 
-CREDENTIALS_ADVICE = ("nothing is sent for this license until its name or token changes in "
-                       "the config (restart a running `syncer run` after fixing it)")
+CREDENTIALS_ADVICE = ("nothing is sent for this license until its name, token or api.base_url "
+                       "changes in the config (restart a running `syncer run` after fixing it)")
 
 
 def _credentials(cls: type[CloudPosError], words: str) -> Meaning:
@@ -143,10 +176,10 @@ REFUSED_BEFORE = Meaning("credentials refused before", (), Scope.LICENSE, EXIT_E
 EMPTY_CREDENTIALS = _credentials(EmptyCredentials, "name or token empty")
 INVALID_CREDENTIALS = _credentials(InvalidCredentials, "name or token not valid")
 DAILY_LIMIT = Meaning("daily limit", (DailyLimitReached,), Scope.LICENSE, EXIT_BUDGET,
-                      _given_or_midnight, Kept.BLOCKED,
+                      _daily_limit_until, Kept.BLOCKED,
                       "daily request limit reached (API error 1003)")
 IP_BLOCKED = Meaning("IP blocked", (IpBlocked,), Scope.LICENSE, EXIT_BUDGET,
-                     _given_or(dt.timedelta(minutes=30)), Kept.BLOCKED,
+                     _ip_block_until, Kept.BLOCKED,
                      "IP blocked after bad logins (API error 1004)")
 NOT_LICENSED = Meaning("module not licensed", (ModuleNotLicensed,), Scope.RESOURCE, EXIT_OK,
                        _after(dt.timedelta(days=1)), Kept.NOTHING,
@@ -196,6 +229,24 @@ def of_answer(outcome: str, code: int | None) -> Meaning:
     return FAILED if cls is None else _of_class(cls)
 
 
-def retry_at(exc: BaseException, now: dt.datetime, tz: ZoneInfo) -> dt.datetime:
-    """When the license or job that raised `exc` may try again."""
-    return of(exc).until(getattr(exc, "until", None), now, tz)
+def retry_at(exc: BaseException, now: dt.datetime, tz: ZoneInfo, *, failures: int = 1
+             ) -> dt.datetime:
+    """When the license or job that raised `exc` may try again. `failures`: the job's
+    failed runs in a row, this one included; a pull that keeps failing (an answer that
+    cannot be read, a bug) waits longer each time (`backoff`), so it never spends the
+    day's requests on the same failure."""
+    again = of(exc).until(getattr(exc, "until", None), now, tz)
+    if of(exc).scope is Scope.PULL:
+        again = max(again, now + backoff(failures))
+    return again
+
+
+BACKOFF_FIRST = dt.timedelta(minutes=5)
+BACKOFF_MAX = dt.timedelta(hours=4)  # still tried a few times a day: it notices a fix
+
+
+def backoff(failures: int) -> dt.timedelta:
+    """The least wait after a job's `failures`-th failed run in a row: 5 minutes,
+    doubled each time, at most 4 hours (the planner may plan it later still)."""
+    doubled: dt.timedelta = BACKOFF_FIRST * 2 ** min(max(failures, 1) - 1, 16)
+    return min(doubled, BACKOFF_MAX)

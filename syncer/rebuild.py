@@ -9,9 +9,12 @@ land (and leave the quarantine), the others stay quarantined. Cursors only move
 forward (a rebuild never makes the daemon fetch again what it has).
 
 Resumable: each answer commits with the rebuild's resume point (the last answer
-replayed); a rerun with the same resources continues there. While it runs it holds
-the leases of the license's jobs, so a daemon (any replica) skips them; it is
-refused while a daemon holds them.
+replayed); a rerun with the same resources continues there. Until it ends, `status`,
+the status page and `audit` say the rebuild is unfinished (`resume.unfinished_rebuilds`):
+its tables hold only part of their rows. While it runs it holds the leases of the
+license's jobs, so a daemon (any replica) skips them; it is refused while a daemon
+holds them, and a rebuild killed on this host does not block its own rerun (see
+`leases`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from syncer.leases import JobLeases
 from syncer.load import Counts, quarantine_hash, quarantine_raw
 from syncer.parse import ParseContext
 from syncer.resources import BY_FUNCTION, Resource
-from syncer.resume import clear_point, read_point, save_point
+from syncer.resume import REBUILD, clear_point, read_point, save_point
 from syncer.sync import (
     _keepable,
     _raw_id,
@@ -46,7 +49,7 @@ from syncer.sync import (
 
 log = logging.getLogger("syncer.rebuild")
 
-TASK = "rebuild"
+TASK = REBUILD
 RESET_TASK = "reset"  # resume_point data: {resource: last answer id before a --drop-rows}
 
 

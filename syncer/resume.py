@@ -30,6 +30,22 @@ def save_point(conn: Connection, license: str, task: str, data: dict[str, Any]) 
                                   "updated_at": now, "data": data}, update=("updated_at", "data"))
 
 
+REBUILD = "rebuild"  # the rebuild's task: its point exists while a rebuild is unfinished
+
+
+def unfinished_rebuilds(conn: Connection, license: str | None = None
+                        ) -> dict[str, tuple[dt.datetime, list[str]]]:
+    """Per license, since when a rebuild has been unfinished (running, or killed before
+    its end: its tables hold only part of their rows until it is run again) and which
+    resources it rebuilds."""
+    rp = t.resume_point.c
+    query = select(rp.license, rp.started_at, rp.data).where(rp.task == REBUILD)
+    if license is not None:
+        query = query.where(rp.license == license)
+    return {name: (started, list((data or {}).get("resources", ())))
+            for name, started, data in conn.execute(query)}
+
+
 def clear_point(conn: Connection, license: str, task: str) -> None:
     rp = t.resume_point.c
     conn.execute(delete(t.resume_point).where(rp.license == license, rp.task == task))

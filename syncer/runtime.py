@@ -87,7 +87,7 @@ class Runtime:
         self.clock = clock
         # Scheduled work and backfills keep the reserve; `call` and `check` may use it.
         cap = config.cap(license, may_use_reserve=purpose in MAY_USE_RESERVE)
-        self.ledger = Ledger(engine, license.name, fingerprint=license.fingerprint(),
+        self.ledger = Ledger(engine, license.name, fingerprint=license.fingerprint(config.api.base_url),
                              tz=config.api.tz, cap=cap, purpose=purpose,
                              max_requests=max_requests, clock=clock)
         # Every request passes the ledger (rule 1: nothing is sent that it did not count

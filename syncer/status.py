@@ -39,6 +39,7 @@ from syncer.jobs import DEFAULT_JOBS
 from syncer.ledger import BAD_LOGIN_WINDOW, api_day, login_pause, utcnow
 from syncer.planner import JobSpec, OpeningHours, Plan, next_midnight, plan
 from syncer.redact import redact
+from syncer.resume import unfinished_rebuilds
 
 HOURS_SHOWN = 24  # the page's chart: requests per hour over the last day
 
@@ -50,7 +51,9 @@ HOURS_SHOWN = 24  # the page's chart: requests per hour over the last day
 class StopSign:
     """Why a license (or all of them) does not sync as it should, and what to do."""
 
-    kind: str  # credentials_refused, paused, budget_spent, budget_tight, not_configured, login_pause
+    # credentials_refused, rebuild_unfinished, paused, budget_spent, budget_tight,
+    # not_configured, login_pause
+    kind: str
     severity: str  # error (stopped), warning (degraded), info
     says: str
     todo: str
@@ -151,6 +154,10 @@ class LicenseView:
     audit_kinds: Mapping[str, int] | None = None  # problems by kind (audit.KINDS)
     # A history job never synced or still catching up: the audit waits for it.
     history_loading: bool = False
+    # A `syncer rebuild` unfinished since then (running, or killed): its tables are partial.
+    rebuild_unfinished_since: dt.datetime | None = None
+    rebuild_resources: tuple[str, ...] = ()
+    stop_lifted: str | None = None  # the last stop lifted on purpose: when, by whom, what
     stop_signs: tuple[StopSign, ...] = ()
 
     def job(self, name: str) -> JobView | None:
@@ -314,7 +321,8 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
         quarantined = {row[0]: int(row[1]) for row in conn.execute(
             select(t.quarantine.c.license, func.count()).group_by(t.quarantine.c.license))}
         audited = audit.latest(conn)
-        known = stored_licenses(conn)
+        rebuilds = unfinished_rebuilds(conn)
+        known = stored_licenses(conn) | set(rebuilds)
         configured = {lic.name: lic for lic in config.licenses}
         names = [*configured, *sorted(known - set(configured))]
         rows = _table_rows(conn, now, cache)
@@ -342,7 +350,8 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
         stop = stops.get(name)
         refused = None
         if stop is not None and stop.auth_rejected_fingerprint is not None and (
-                name not in configured or stop.auth_rejected_fingerprint == lic.fingerprint()):
+                name not in configured
+                or stop.auth_rejected_fingerprint == lic.fingerprint(config.api.base_url)):
             refused = stop.auth_rejected_reason or "credentials refused"
         # Nothing is planned where nothing will be sent: a license no daemon runs, or one
         # stopped until its credentials change.
@@ -369,6 +378,10 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
             audit_at=None if last_audit is None else last_audit.ran_at,
             audit_kinds=None if last_audit is None else last_audit.kinds,
             history_loading=loading,
+            rebuild_unfinished_since=rebuilds[name][0] if name in rebuilds else None,
+            rebuild_resources=tuple(rebuilds[name][1]) if name in rebuilds else (),
+            stop_lifted=(f"{when(stop.lifted_at, tz)} by {stop.lifted_by}: {stop.lifted_stop}"
+                         if stop is not None and stop.lifted_at is not None else None),
             jobs=job_views,
             requests=tuple(by_outcome.get(name, ())),
             hourly=tuple(hourly.get(name, [0] * HOURS_SHOWN)),
@@ -581,8 +594,17 @@ def _with_stop_signs(view: LicenseView, tz: ZoneInfo) -> LicenseView:
             "credentials_refused", "error",
             f"The API refused the credentials, license stopped: {view.credentials_refused}"
             + (f" (since {when(view.credentials_refused_at, tz)})" if view.credentials_refused_at else "")
-            + ". Nothing is sent for this license until its name or token changes.",
-            "Fix the license name or token in the config, then restart the syncer."))
+            + ". Nothing is sent for this license until its name, token or api.base_url changes.",
+            "Fix the license name, token or api.base_url in the config, then restart the syncer "
+            "(or, once fixed elsewhere, `syncer unblock --license NAME`)."))
+    if view.rebuild_unfinished_since is not None:
+        signs.append(StopSign(
+            "rebuild_unfinished", "error",
+            f"A rebuild is unfinished (started {when(view.rebuild_unfinished_since, tz)}): "
+            f"{', '.join(view.rebuild_resources) or 'its tables'} hold only part of their rows "
+            "until it ends.",
+            "If no `syncer rebuild` is running, run it again with the same --resource choice: "
+            "it continues where it stopped."))
     if view.paused_until is not None:
         reason = view.paused_reason or "the API asked to wait"
         todo = ("Nothing: it resumes by itself. If this happens often, another program spends "
@@ -650,6 +672,8 @@ def _license_json(lic: LicenseView) -> dict[str, Any]:
             "ran_at": lic.audit_at.isoformat(), "problems": lic.audit_problems,
             "kinds": lic.audit_kinds, "listed_by": audit.command(lic.name)},
         "history_loading": lic.history_loading,
+        "rebuild_unfinished_since": _iso(lic.rebuild_unfinished_since),
+        "stop_lifted": lic.stop_lifted,
         "stop_signs": [sign.__dict__ for sign in lic.stop_signs],
         "requests_today": {f"{r.function} {r.outcome}": r.today for r in lic.requests if r.today},
         "requests_per_hour": list(lic.hourly),

@@ -353,6 +353,9 @@ sync_state = Table(
     Column("catch_up_from_day", Date),
     Column("history_first_day", Date),
     Column("history_reached_day", Date),
+    # Failed runs of the job in a row (0 or NULL: its last run did not fail); the wait
+    # before the next grows with it (outcomes.backoff).
+    Column("failures", Integer),
     # Which process runs the job right now (daemon.claim_on): a replica takes the lease
     # with the job's state in one statement, only when the job is due, renews it while
     # the job runs and lets it go with the next run stored; a lease past
@@ -381,15 +384,20 @@ license_state = Table(
     "license_state",
     metadata,
     Column("license", String(100), primary_key=True),
-    # Set on 1001/1002 with the fingerprint of the credentials that were refused;
+    # Set on 1001/1002 with the fingerprint of the credentials that were refused (name,
+    # token and base_url: `LicenseConfig.fingerprint`);
     # nothing is sent for the license until its credentials change.
     Column("auth_rejected_fingerprint", String(64)),
     Column("auth_rejected_at", UtcDateTime()),
     Column("auth_rejected_reason", Text),
-    # Set on 1003/1004 to the datetime the API gave.
+    # Set on 1003/1004 to the datetime the API gave (capped: see outcomes.STOP_MARGIN).
     Column("blocked_until", UtcDateTime()),
     Column("blocked_reason", Text),
     Column("updated_at", UtcDateTime()),
+    # The last stop an operator lifted on purpose (`syncer unblock`): when, who, what.
+    Column("lifted_at", UtcDateTime()),
+    Column("lifted_by", String(200)),
+    Column("lifted_stop", Text),
 )
 
 # One row per license and API day: the atomic spend counter behind the budget.

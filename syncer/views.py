@@ -329,6 +329,9 @@ def print_status(status: Status) -> None:
             console.print(f"[yellow]  {escape(catching_up_words(job.job, job, status.now, tz))}"
                           "[/yellow]", highlight=False)
         console.print(f"  {escape(audit_words(lic, tz))}", highlight=False)
+        if lic.stop_lifted:
+            console.print(f"  last stop lifted on purpose: {lic.stop_lifted}", markup=False,
+                          highlight=False)
         table = RichTable()
         for name in ("job", "rows", "cursor", "last success", "next run", "planned today", "last error"):
             table.add_column(name)

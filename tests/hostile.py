@@ -7,6 +7,9 @@ answer as is), or an `Answer` that also says how to send it: dripping its header
 its body a byte at a time, repeated into a huge answer without holding it, or with a
 `Content-Encoding` (a gzip bomb). The simulator stays the source of truth for what a
 well-behaved API holds, so a test compares what was stored with it.
+
+Only `/api/` is the API: a request to another path (a mistyped `base_url`) is
+refused as the API refuses credentials it does not know (1002), and never passed on.
 """
 
 from __future__ import annotations
@@ -80,13 +83,22 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         function = next((key for key in params if key.startswith("get-")), "")
+        if url.path != "/api/":
+            self.server.seen.append((f"{url.path} {function}", {}))
+            self._answer(json.dumps({"success": 0, "errorcode": 1002,
+                                     "message": "licname or token not valid"}).encode())
+            return
         with urllib.request.urlopen(f"{self.server.upstream}?{url.query}", timeout=30) as up:
             body: bytes = up.read()
         shown = {k: v for k, v in params.items() if k not in ("licname", "token", function)}
         self.server.seen.append((function, shown))
         replaced = self.server.rewrite(function, shown, body)
-        answer = replaced if isinstance(replaced, Answer) else Answer(
-            body if replaced is None else replaced)
+        self._answer(replaced if isinstance(replaced, Answer) else Answer(
+            body if replaced is None else replaced))
+
+    def _answer(self, answer: Answer | bytes) -> None:
+        if not isinstance(answer, Answer):
+            answer = Answer(answer)
         headers = [("Content-Type", "application/json; charset=utf-8")]
         if answer.length:
             headers.append(("Content-Length", str(answer.size)))

@@ -4,6 +4,8 @@ from it with no request, on SQLite and Postgres, the real CLI over real HTTP."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -16,19 +18,37 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, delete, func, select, update
 
-from syncer import archive
+from syncer import archive, page
 from syncer import resources as res
 from syncer import tables as t
-from syncer.config import ApiConfig, ArchiveConfig, Config, DatabaseConfig, LicenseConfig, ScheduleConfig
+from syncer.config import (
+    ApiConfig,
+    ArchiveConfig,
+    Config,
+    DatabaseConfig,
+    LicenseConfig,
+    ScheduleConfig,
+    load_config,
+)
 from syncer.daemon import Daemon
 from syncer.db import make_engine, migrate
 from syncer.parse import Parser, parse_product
 from syncer.runtime import Runtime
 from syncer.simulator import Simulator, generate
 from syncer.simulator.data import Order
+from syncer.status import build as build_status
 from syncer.sync import Sync
 from tests.conftest import ANCHOR, LICENSE, TOKEN
-from tests.helpers import SYNCED_TABLES, FakeClock, cli_env, dump, kill_slow_backfill, run_cli
+from tests.helpers import (
+    SYNCED_TABLES,
+    FakeClock,
+    cli_env,
+    dump,
+    finish,
+    kill_slow_backfill,
+    run_cli,
+    spawn_cli,
+)
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -225,7 +245,7 @@ def test_rebuild_is_refused_while_a_daemon_holds_the_license_jobs(
                  dt.timedelta(minutes=5))
     result = run_cli(["rebuild", "--resource", "printers"], cli_env(db_url, sim.base_url), cwd=tmp_path)
     assert result.exit_code == 1
-    assert "a daemon (otherhost:1:abc) holds its job 'printers'" in result.output
+    assert "a daemon (process 1 on otherhost) holds its job 'printers'" in result.output
     with engine.connect() as conn:  # nothing was touched
         assert conn.execute(select(func.count()).select_from(t.printers)).scalar_one() > 0
 
@@ -397,3 +417,67 @@ def test_a_day_re_pulled_unchanged_is_not_parsed_and_a_write_by_others_drops_the
         parsing = sync.timings["parse"]
         third = sync.pull_date(res.ORDERS, day)
         assert sync.timings["parse"] > parsing and third.counts.written == 0
+
+
+def _rebuild_point(engine: Engine) -> dict[str, Any] | None:
+    """The rebuild's resume point as a reader sees it while the rebuild writes."""
+    from sqlalchemy.exc import OperationalError
+
+    from syncer.resume import read_point
+
+    for _ in range(50):
+        try:
+            with engine.connect() as conn:
+                return read_point(conn, LICENSE, "rebuild")
+        except OperationalError:  # SQLite: the writer holds the file a moment
+            time.sleep(0.01)
+    raise AssertionError("the resume point could not be read")
+
+
+@pytest.mark.parametrize("kill_at", [0.0, 0.3, 0.7])
+def test_a_killed_rebuild_says_so_and_its_immediate_rerun_ends_exact(
+        db_url: str, engine: Engine, sim: Simulator, tmp_path: Path, kill_at: float) -> None:
+    # Small windows: many archived answers, so the kill lands between two of them.
+    (tmp_path / "syncer.toml").write_text(
+        "[resources.orders]\nwindow = 20\nmin_window = 10\nmax_window = 20\n")
+    env = cli_env(db_url, sim.base_url)
+    assert run_cli(["backfill"], env, cwd=tmp_path).exit_code == 0
+    expected = dump(engine)
+    assert len(expected["orders"]) > 500
+
+    proc = spawn_cli(["rebuild"], env, tmp_path)
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, "the rebuild ended before its kill point"
+        assert time.monotonic() < deadline
+        point = _rebuild_point(engine)
+        if point is not None and int(point["after"]) >= kill_at * int(point["upto"]):
+            break
+        time.sleep(0.005)
+    proc.kill()  # SIGKILL, and not reaped yet: its PID stays, as a zombie, until waited for
+    try:
+        assert dump(engine) != expected  # half-emptied: what the rerun must make whole
+        status = run_cli(["status", "--json"], env, cwd=tmp_path)
+        signs = [sign for lic in json.loads(status.output)["licenses"]
+                 for sign in lic["stop_signs"] if sign["kind"] == "rebuild_unfinished"]
+        assert len(signs) == 1 and "orders" in signs[0]["says"]
+        text = run_cli(["status"], env, cwd=tmp_path)
+        assert "A rebuild is unfinished" in text.output
+        shown = page.render(build_status(engine, load_config(tmp_path / "syncer.toml", environ=env)))
+        assert "A rebuild is unfinished" in shown and 'data-state="stopped"' in shown
+        audited = run_cli(["audit", "--json"], env, cwd=tmp_path)
+        assert audited.exit_code == 4
+        found = json.loads(audited.output)["licenses"][0]
+        assert "orders" in found["rebuild_unfinished"]["resources"]
+
+        rerun = run_cli(["rebuild"], env, cwd=tmp_path)  # at once: no lease expiry waited for
+        assert rerun.exit_code == 0, rerun.output
+        assert "(resumed)" in rerun.output
+    finally:
+        finish(proc, timeout=10)
+    assert dump(engine) == expected
+    with engine.connect() as conn:
+        from syncer.resume import unfinished_rebuilds
+        assert unfinished_rebuilds(conn) == {}
+    status = run_cli(["status", "--json"], env, cwd=tmp_path)
+    assert "rebuild_unfinished" not in status.output.replace('"rebuild_unfinished_since": null', "")

@@ -34,6 +34,7 @@ from syncer.client import (
     ServerError,
     TransportFailed,
     UnknownApiError,
+    parse_api_datetime,
     raise_for_api_error,
     records_from,
 )
@@ -440,3 +441,20 @@ def test_an_answer_past_the_cap_is_refused_without_reading_it_whole(
     # An announced size is refused before the body; otherwise reading stops at the cap.
     said = "announces 4,194,304 bytes" if kind == "announced" else "more than 262,144 bytes"
     assert said in str(caught.value)
+
+
+@pytest.mark.parametrize(("local", "utc"), [
+    # The autumn night: 02:35 comes twice (CEST, then CET); the block lasts to the later.
+    ("2026-10-25 02:35:00", dt.datetime(2026, 10, 25, 1, 35, tzinfo=dt.UTC)),
+    # The spring gap: 02:30 never comes; read with the offset before the jump (the later).
+    ("2026-03-29 02:30:00", dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.UTC)),
+    ("2026-07-01 12:00", dt.datetime(2026, 7, 1, 10, 0, tzinfo=dt.UTC)),
+    ("2026-02-30 10:00:00", None),  # no such day: unreadable, not a crash
+])
+def test_a_stop_time_the_api_gives_is_read_so_that_the_block_is_not_over_early(
+        local: str, utc: dt.datetime | None) -> None:
+    parsed = parse_api_datetime(f"your ip adress is blocked till '{local}'", BRUSSELS)
+    # In UTC: a time of the repeated hour never equals one of another zone (PEP 495).
+    assert (parsed and parsed.astimezone(dt.UTC)) == utc
+    if parsed is not None:
+        assert parsed.tzinfo is BRUSSELS

@@ -11,6 +11,7 @@ import pytest
 from syncer.config import Config, ConfigError, LicenseConfig, load_config
 
 SECRET = "tok-4e1f9b7c2d8a"  # long and unusual, so a leak is easy to find
+URL = "https://cloudpos.example/api/"
 
 
 def write(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -149,7 +150,7 @@ def test_blanks_around_a_token_are_dropped(monkeypatch: pytest.MonkeyPatch) -> N
     in_file = LicenseConfig.model_validate({"name": "a", "token": f"{SECRET} "})
     assert from_env.resolved_token().get_secret_value() == SECRET
     assert in_file.resolved_token().get_secret_value() == SECRET
-    assert from_env.fingerprint() == in_file.fingerprint()
+    assert from_env.fingerprint(URL) == in_file.fingerprint(URL)
 
 
 def test_an_unreadable_or_non_utf8_config_is_a_config_error(tmp_path: Path) -> None:
@@ -166,10 +167,12 @@ def test_an_unreadable_or_non_utf8_config_is_a_config_error(tmp_path: Path) -> N
 def test_the_fingerprint_changes_with_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
     lic = LicenseConfig.model_validate({"name": "a", "token_env": "SHOP_TOKEN"})
     monkeypatch.setenv("SHOP_TOKEN", "first-token")
-    first = lic.fingerprint()
+    first = lic.fingerprint(URL)
     monkeypatch.setenv("SHOP_TOKEN", "second-token")
-    assert lic.fingerprint() != first
-    assert SECRET not in first and "second-token" not in lic.fingerprint()
+    assert lic.fingerprint(URL) != first
+    assert SECRET not in first and "second-token" not in lic.fingerprint(URL)
+    # The URL decides what is sent as much as the token: a fixed base_url lifts the stop.
+    assert lic.fingerprint(URL + "v1/") not in (first, lic.fingerprint(URL))
 
 
 # --- errors name the key and the file ------------------------------------------------------------

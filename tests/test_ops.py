@@ -219,7 +219,8 @@ def test_the_status_page_in_headless_chromium(
         stopped = browser.js(f"document.querySelector('#license-{REFUSED}').innerText")
         assert browser.js(f"document.querySelector('#license-{REFUSED}').dataset.state") == "stopped"
         assert "The API refused the credentials, license stopped: API error 1002" in stopped
-        assert "What to do: Fix the license name or token in the config, then restart" in stopped
+        assert ("What to do: Fix the license name, token or api.base_url in the config, then "
+                "restart") in stopped
         assert browser.js(f"document.querySelector('#license-{LICENSE}').dataset.state") != "stopped"
         demo = browser.js(f"document.querySelector('#license-{LICENSE}').innerText")
         # 600 orders: the first window of 500 was full, so the history may still be catching up.
@@ -278,7 +279,7 @@ def test_the_budget_legend_adds_up_to_the_bar_in_every_state(
             if refused or paused:
                 conn.execute(insert(t.license_state).values(
                     license=lic.name, updated_at=now,
-                    auth_rejected_fingerprint=lic.fingerprint() if refused else None,
+                    auth_rejected_fingerprint=lic.fingerprint(config.api.base_url) if refused else None,
                     auth_rejected_reason="API error 1002: name or token not valid" if refused else None,
                     blocked_until=now + dt.timedelta(hours=2) if paused else None,
                     blocked_reason="API error 1003: daily limit reached" if paused else None))

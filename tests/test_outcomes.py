@@ -66,6 +66,21 @@ def test_each_outcome_has_one_meaning(error: Exception, scope: Scope, exit_code:
     assert outcomes.retry_at(error, NOW, BRUSSELS) == again
 
 
+@pytest.mark.parametrize(("error", "again"), [
+    # Believed within the next API day (+ 15 min) for a 1003, 30 (+ 15) min for a 1004.
+    (Limit("x", 1003, until=NOW + dt.timedelta(hours=3)), NOW + dt.timedelta(hours=3)),
+    (Limit("x", 1003, until=dt.datetime(9999, 12, 31, 23, 59, tzinfo=BRUSSELS)),
+     dt.datetime(2026, 10, 28, 0, 15, tzinfo=BRUSSELS)),
+    (Limit("x", 1003, until=NOW - dt.timedelta(hours=1)), dt.datetime(2026, 10, 28, tzinfo=BRUSSELS)),
+    (Blocked("x", 1004, until=dt.datetime(9999, 12, 31, 23, 59, tzinfo=BRUSSELS)),
+     NOW + dt.timedelta(minutes=45)),
+    (Blocked("x", 1004, until=NOW - dt.timedelta(minutes=5)), NOW + dt.timedelta(minutes=30)),
+    (Blocked("x", 1004, until=NOW), NOW + dt.timedelta(minutes=30)),
+])
+def test_a_time_the_api_gives_is_believed_up_to_a_cap(error: Exception, again: dt.datetime) -> None:
+    assert outcomes.retry_at(error, NOW, BRUSSELS) == again
+
+
 def test_the_ledger_reads_the_same_table_by_errorcode() -> None:
     assert outcomes.of_answer("api_error", 1002).kept is Kept.CREDENTIALS
     assert outcomes.of_answer("api_error", 1003).kept is Kept.BLOCKED
