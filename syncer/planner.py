@@ -264,8 +264,8 @@ def _largest_rate(spans: Sequence[tuple[_Bounds, float]], budget: float) -> floa
 # over a fixed number of polls is least with T proportional to 1/sqrt(s) (exponent
 # 0.5). A little less than that keeps the quiet hours' tail short: the 95th percentile
 # is made of orders in quiet hours.
-SALES_EXPONENT = 0.4
-SALES_FACTOR = (0.2, 3.0)
+SALES_EXPONENT = 0.3
+SALES_FACTOR = (0.4, 3.0)
 # Learned from the last weeks: that many, each weekday shrunk toward all days (a day
 # seen once is half its own, half the average day) so that one odd day does not rule.
 PROFILE_WEEKS = 4
@@ -276,10 +276,11 @@ OPEN_SALES = 0.5
 # Closed hours this close to open ones (learned or configured) are where a shop that
 # opens early or closes late sells: a job that follows sales runs there at least this
 # often, so that such a day is seen within half an hour.
-SHOULDER = dt.timedelta(hours=3)
+SHOULDER = dt.timedelta(hours=2)
 SHOULDER_INTERVAL = dt.timedelta(minutes=30)
-# Orders seen in the last hour beyond the profile's expectation: today differs from the
-# past (a holiday, an event), and the next hours follow what is seen.
+# Orders seen in the last hour well beyond the profile's expectation (twice, and two
+# more): today differs from the past (a holiday, an event), and the next hours follow
+# what is seen.
 RECENT_SPAN = dt.timedelta(hours=1)
 _RECENT_AHEAD = 2  # hours (the current one and the next) that follow what was seen
 
@@ -294,11 +295,32 @@ class SalesProfile:
     open: tuple[tuple[bool, ...], ...]
     days: int
 
-    def mean_open(self, weekday: int) -> float:
-        """Orders per open hour on that weekday (1.0 when it has none)."""
-        values = [e for e, o in zip(self.expected[weekday], self.open[weekday], strict=True) if o]
-        mean = sum(values) / len(values) if values else 0.0
-        return mean if mean > 0 else 1.0
+    def factor(self, weekday: int, rate: float) -> float:
+        """How much more (or less) often than on average over the weekday's open hours a
+        job that follows sales runs where `rate` orders an hour are expected."""
+        mean, norm = _scale(self, weekday, SALES_EXPONENT)
+        low, high = SALES_FACTOR
+        return min(max(_raw(rate, mean, SALES_EXPONENT) / norm, low), high)
+
+
+def _raw(rate: float, mean: float, exponent: float) -> float:
+    return float((max(rate, 0.0) / mean) ** exponent) if rate > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=256)
+def _scale(profile: SalesProfile, weekday: int, exponent: float) -> tuple[float, float]:
+    """A weekday's orders per open hour, and its factors' mean over its open hours: the
+    factors are divided by it, so that the jobs that follow sales keep their share of
+    the day (and the other jobs theirs) wherever in the day it goes."""
+    values = [e for e, o in zip(profile.expected[weekday], profile.open[weekday], strict=True) if o]
+    mean = sum(values) / len(values) if values and sum(values) > 0 else 1.0
+    raw = [_raw(v, mean, exponent) for v in values]
+    norm = sum(raw) / len(raw) if raw and sum(raw) > 0 else 1.0
+    low, high = SALES_FACTOR
+    for _ in range(8):  # the mean of the factors as clamped, not before: 1
+        clamped = sum(min(max(r / norm, low), high) for r in raw) / len(raw) if raw else 1.0
+        norm *= clamped
+    return mean, norm
 
 
 def learn_profile(counts: Mapping[tuple[dt.date, int], int], *, today: dt.date,
@@ -380,14 +402,13 @@ def _slices(now: dt.datetime, day_end: dt.datetime, tz: ZoneInfo, hours: Opening
         local = dt.datetime.fromtimestamp(a, tz)
         wd, h = local.weekday(), local.hour
         sales = profile.expected[wd][h] * (b - a) / 3600 if learned and profile else None
-        mean = profile.mean_open(wd) if learned and profile else None
         seen = recent if recent and index < _RECENT_AHEAD else None
         if learned and profile:
             rate = profile.expected[wd][h]
             is_open = profile.open[wd][h]
-            if seen is not None and seen > rate:
+            if seen is not None and seen > 2 * rate + 2:
                 rate, is_open = float(seen), True
-            factor = _factor(rate, mean or 1.0) if is_open else 1.0
+            factor = profile.factor(wd, rate) if is_open else 1.0
             out.append(_Slice(a, b, is_open, factor, _shoulder(profile, wd, h, is_open), sales))
             continue
         # Nothing learned: the configured hours, exactly (a range may end mid-hour).
@@ -401,13 +422,6 @@ def _slices(now: dt.datetime, day_end: dt.datetime, tz: ZoneInfo, hours: Opening
         if open_s < b - a:
             out.append(_Slice(a + open_s, b, False, 1.0, near, None))
     return out
-
-
-def _factor(rate: float, mean: float) -> float:
-    low, high = SALES_FACTOR
-    if rate <= 0:
-        return low
-    return min(max(float((rate / mean) ** SALES_EXPONENT), low), high)
 
 
 def _shoulder(profile: SalesProfile, weekday: int, hour: int, is_open: bool) -> bool:

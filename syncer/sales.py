@@ -2,9 +2,9 @@
 sales of the last hour.
 
 The profile (`planner.SalesProfile`) is orders per local weekday and hour over the last
-`planner.PROFILE_WEEKS` weeks, grouped in SQL by UTC hour (one query for any number of
-licenses, on the orders' (license, ordered_at) index) and turned into local hours
-here. It changes once a day: a process keeps it per license and API day
+`planner.PROFILE_WEEKS` weeks, grouped in SQL by the local date and hour each order
+was stored with (one query for any number of licenses, on the orders' (license,
+business_date) index). It changes once a day: a process keeps it per license and API day
 (`ProfileCache`). The last hour's sales are one indexed count, read after each orders
 pull. Nothing is stored: no table, no migration.
 """
@@ -19,33 +19,24 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, func, select
 
-from syncer import dialects
 from syncer import tables as t
 from syncer.ledger import api_day
 from syncer.planner import PROFILE_WEEKS, RECENT_SPAN, OpeningHours, SalesProfile, learn_profile
 
 
-def hour_of(text: str) -> dt.datetime:
-    """'YYYY-MM-DD HH' (UTC) as an aware datetime."""
-    return dt.datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), tzinfo=dt.UTC)
-
-
-def hourly_orders(conn: Connection, names: Sequence[str], since: dt.datetime, until: dt.datetime,
-                  tz: ZoneInfo) -> dict[str, dict[tuple[dt.date, int], int]]:
-    """Orders per license and local (date, hour) in [since, until)."""
+def hourly_orders(conn: Connection, names: Sequence[str], first: dt.date,
+                  until: dt.date) -> dict[str, dict[tuple[dt.date, int], int]]:
+    """Orders per license and local (date, hour) of the days [first, until): the local
+    date and hour each order was stored with (`business_date`, `local_hour`)."""
     orders = t.orders.c
-    hour = dialects.of(conn).utc_hour(orders.ordered_at)
     rows = conn.execute(
-        select(orders.license, hour.label("hour"), func.count())
-        .where(orders.license.in_(list(names)), orders.ordered_at >= since,
-               orders.ordered_at < until)
-        .group_by(orders.license, hour))
+        select(orders.license, orders.business_date, orders.local_hour, func.count())
+        .where(orders.license.in_(list(names)), orders.business_date >= first,
+               orders.business_date < until, orders.local_hour.is_not(None))
+        .group_by(orders.license, orders.business_date, orders.local_hour))
     out: dict[str, dict[tuple[dt.date, int], int]] = defaultdict(dict)
-    for license, text, count in rows:
-        # The middle of the UTC hour: right for zones a half hour off UTC too.
-        local = (hour_of(text) + dt.timedelta(minutes=30)).astimezone(tz)
-        key = (local.date(), local.hour)
-        out[license][key] = out[license].get(key, 0) + int(count)
+    for license, day, hour, count in rows:
+        out[license][(day, int(hour))] = int(count)
     return out
 
 
@@ -53,9 +44,7 @@ def profiles(conn: Connection, names: Sequence[str], now: dt.datetime, tz: ZoneI
              hint: OpeningHours) -> dict[str, SalesProfile]:
     """Each license's profile as of `now`'s API day, from the weeks before it."""
     today = api_day(now, tz)
-    until = dt.datetime.combine(today, dt.time(), tzinfo=tz)
-    since = dt.datetime.combine(today - dt.timedelta(days=7 * PROFILE_WEEKS), dt.time(), tzinfo=tz)
-    counts = hourly_orders(conn, names, since, until, tz)
+    counts = hourly_orders(conn, names, today - dt.timedelta(days=7 * PROFILE_WEEKS), today)
     return {name: learn_profile(counts.get(name, {}), today=today, hint=hint, tz=tz)
             for name in names}
 
