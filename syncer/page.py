@@ -12,7 +12,7 @@ import functools
 from html import escape
 from zoneinfo import ZoneInfo
 
-from syncer.status import HOURS_SHOWN, JobView, LicenseView, Status, StopSign, when
+from syncer.status import HOURS_SHOWN, JobView, LicenseView, Status, StopSign, plan_shape, when
 
 CATALOG_JOB = "products"  # the catalog's freshness: when the products last came
 STALE_AFTER = dt.timedelta(minutes=30)  # orders older than this while open: flagged
@@ -103,6 +103,9 @@ def _license(lic: LicenseView, status: Status, hours: list[str]) -> str:
         _freshness("Orders", lic.job("orders"), lic, tz),
         _freshness("Catalog (products)", lic.job(CATALOG_JOB), lic, tz),
         f"<div>Shop {'open' if lic.shop_open else 'closed'} now</div>",
+        ("" if not lic.plan_ahead else
+         f"<div class=plan-ahead>Plan by hour ({escape(tz.key)}): "
+         f"{escape(plan_shape(lic.plan_ahead, tz))}</div>"),
         f"<div>Quarantine: <b>{lic.quarantined}</b> record(s)</div>",
         ("" if lic.audit_problems is None else f"<div>Audit: <b>{lic.audit_problems}</b> problem(s)</div>"),
         "</div>",

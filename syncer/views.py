@@ -34,7 +34,7 @@ from syncer.backfill import Reporter, Summary
 from syncer.load import Counts
 from syncer.outcomes import EXIT_BUDGET
 from syncer.redact import redact
-from syncer.status import Status, when
+from syncer.status import Status, plan_shape, when
 from syncer.sync import PullResult
 
 
@@ -211,6 +211,9 @@ def print_status(status: Status) -> None:
                       f"(budget {lic.daily_budget}, reserve {lic.reserve}; {lic.planned} planned for "
                       f"the rest of the day); {lic.quarantined} record(s) in quarantine",
                       highlight=False)
+        if lic.plan_ahead:
+            console.print(f"  plan by hour ({tz.key}): " + plan_shape(lic.plan_ahead, tz),
+                          highlight=False)
         for sign in lic.stop_signs:
             colour = "red" if sign.severity == "error" else "yellow"
             console.print(f"[{colour}]  {escape(sign.says)} {escape(sign.todo)}[/{colour}]",
