@@ -291,7 +291,8 @@ def simulate(args: argparse.Namespace, history: DayShape, today: DayShape, *,
     archived = archive.sizes(engine)  # after the history: the day's share is the difference
     order_times = today.times(day, args.orders_per_day, rng, TZ)
     product_ids = sorted(sim.dataset.products)
-    change_times = sorted(start + dt.timedelta(minutes=rng.uniform(10 * 60, 23 * 60))
+    # The catalogue is edited while the shop is open (today's hours).
+    change_times = sorted(start + dt.timedelta(hours=rng.uniform(today.opens, min(today.closes, 24)))
                           for _ in range(args.product_changes))
     # Tickets re-opened and changed: an order of the day, some minutes after it was made.
     edit_times = sorted(rng.sample(order_times, min(args.late_edits, len(order_times))))
@@ -422,7 +423,7 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=4, help="weeks of history before the day")
     parser.add_argument("--history", type=int, default=None,
                         help="orders before the day (default: the weeks' worth)")
-    parser.add_argument("--product-changes", type=int, default=48)
+    parser.add_argument("--product-changes", type=int, default=200)
     parser.add_argument("--late-edits", type=int, default=20)
     parser.add_argument("--shape", choices=sorted(SHAPES), default=None,
                         help="only the days of this shape")

@@ -63,7 +63,7 @@ JOBS: tuple[Job, ...] = (
     _job(res.POS_TABLES, OWN, 3.0, minutes(2), minutes(30)),
     _job(res.CUSTOMER_CREDITS, OWN, 1.0, minutes(5), hours(2)),
     _job(res.INVOICES, OWN, 0.8, minutes(5), hours(2), 0.05, hours(8)),
-    _job(res.ORDERS, RECHECK, 0.4, minutes(30), hours(4), 0.1, hours(12)),
+    _job(res.ORDERS, RECHECK, 0.4, minutes(30), hours(4), 0.1, hours(12), follows_sales=True),
     _job(res.COUPONS, OWN, 0.4, minutes(10), hours(4)),
     _job(res.CUSTOMERS, OWN, 0.3, minutes(15), hours(4), 0.02, hours(24)),
     _job(res.PRODUCTS, OWN, 0.5, minutes(15), hours(4), 0.02, hours(24)),

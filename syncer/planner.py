@@ -257,15 +257,19 @@ def _largest_rate(spans: Sequence[tuple[_Bounds, float]], budget: float) -> floa
 
 # --- sales-aware planning ------------------------------------------------------------
 #
-# A job that follows sales (the orders) gets its share of the open time's budget spread
-# by the sales expected in each hour: its weight in an hour is multiplied by
-# (expected / the day's mean) ** SALES_EXPONENT, kept within SALES_FACTOR. Polling at
-# interval T, an order waits T/2 on average; for arrivals at rate s(t) the mean wait
-# over a fixed number of polls is least with T proportional to 1/sqrt(s) (exponent
-# 0.5). A little less than that keeps the quiet hours' tail short: the 95th percentile
-# is made of orders in quiet hours.
-SALES_EXPONENT = 0.3
-SALES_FACTOR = (0.4, 3.0)
+# A job that follows sales (the orders, their day re-check) gets its share of the open
+# time's budget spread by the sales expected in each hour. Polling at interval T, an
+# order waits T/2 on average: for arrivals at rate s(t) the mean wait over a fixed
+# number of polls is least with T proportional to 1/sqrt(s), but that starves the
+# hours in between, whose orders then make the 95th percentile. So: the quietest open
+# hours, which together sell no more than QUIET_SHARE of the day, get the least
+# (SALES_FACTOR's low end: the job's longest interval then rules, 15 minutes for the
+# orders); every other hour gets (expected / the day's mean) ** SALES_EXPONENT, a
+# gentle slope; all within SALES_FACTOR and normalised so that the job's share of the
+# day stays what it was (`_scale`). Chosen on `benchmarks.simulated_day`'s shapes.
+SALES_EXPONENT = 0.2
+SALES_FACTOR = (0.2, 3.0)
+QUIET_SHARE = 0.05
 # Learned from the last weeks: that many, each weekday shrunk toward all days (a day
 # seen once is half its own, half the average day) so that one odd day does not rule.
 PROFILE_WEEKS = 4
@@ -298,8 +302,10 @@ class SalesProfile:
     def factor(self, weekday: int, rate: float) -> float:
         """How much more (or less) often than on average over the weekday's open hours a
         job that follows sales runs where `rate` orders an hour are expected."""
-        mean, norm = _scale(self, weekday, SALES_EXPONENT)
+        mean, norm, quiet = _scale(self, weekday, SALES_EXPONENT)
         low, high = SALES_FACTOR
+        if rate <= quiet:
+            return low
         return min(max(_raw(rate, mean, SALES_EXPONENT) / norm, low), high)
 
 
@@ -308,19 +314,30 @@ def _raw(rate: float, mean: float, exponent: float) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def _scale(profile: SalesProfile, weekday: int, exponent: float) -> tuple[float, float]:
-    """A weekday's orders per open hour, and its factors' mean over its open hours: the
-    factors are divided by it, so that the jobs that follow sales keep their share of
-    the day (and the other jobs theirs) wherever in the day it goes."""
+def _scale(profile: SalesProfile, weekday: int, exponent: float) -> tuple[float, float, float]:
+    """A weekday's orders per open hour; the divisor of its factors, so that their mean
+    over its open hours is 1 (the jobs that follow sales keep their share of the day,
+    and the other jobs theirs, wherever in the day it goes); and the sales at or below
+    which an hour is one of the quiet ones."""
     values = [e for e, o in zip(profile.expected[weekday], profile.open[weekday], strict=True) if o]
-    mean = sum(values) / len(values) if values and sum(values) > 0 else 1.0
-    raw = [_raw(v, mean, exponent) for v in values]
-    norm = sum(raw) / len(raw) if raw and sum(raw) > 0 else 1.0
+    total = sum(values)
+    if not values or total <= 0:
+        return 1.0, 1.0, -1.0
+    mean = total / len(values)
+    quiet, kept = -1.0, 0.0
+    for value in sorted(values):
+        if kept + value > QUIET_SHARE * total:
+            break
+        kept += value
+        quiet = value
     low, high = SALES_FACTOR
+    raw = [None if v <= quiet else _raw(v, mean, exponent) for v in values]
+    lively = [r for r in raw if r is not None]
+    norm = sum(lively) / len(lively) if lively and sum(lively) > 0 else 1.0
     for _ in range(8):  # the mean of the factors as clamped, not before: 1
-        clamped = sum(min(max(r / norm, low), high) for r in raw) / len(raw) if raw else 1.0
+        clamped = sum(low if r is None else min(max(r / norm, low), high) for r in raw) / len(raw)
         norm *= clamped
-    return mean, norm
+    return mean, norm, quiet
 
 
 def learn_profile(counts: Mapping[tuple[dt.date, int], int], *, today: dt.date,
@@ -397,6 +414,14 @@ def _slices(now: dt.datetime, day_end: dt.datetime, tz: ZoneInfo, hours: Opening
     starts = _hour_starts(now, day_end, tz)
     ends = [*starts[1:], day_end.timestamp()]
     learned = profile is not None and profile.days > 0
+    # What the profile expected of the hour just past (and of this one): sales seen
+    # well above it say today differs. Not the current hour's alone: the last hour
+    # still counts a peak that is ending.
+    usual = 0.0
+    if learned and profile and recent:
+        for moment in (now, now - RECENT_SPAN):
+            local = moment.astimezone(tz)
+            usual = max(usual, profile.expected[local.weekday()][local.hour])
     out: list[_Slice] = []
     for index, (a, b) in enumerate(zip(starts, ends, strict=True)):
         local = dt.datetime.fromtimestamp(a, tz)
@@ -406,7 +431,7 @@ def _slices(now: dt.datetime, day_end: dt.datetime, tz: ZoneInfo, hours: Opening
         if learned and profile:
             rate = profile.expected[wd][h]
             is_open = profile.open[wd][h]
-            if seen is not None and seen > 2 * rate + 2:
+            if seen is not None and seen > 2 * max(rate, usual) + 2:
                 rate, is_open = float(seen), True
             factor = profile.factor(wd, rate) if is_open else 1.0
             out.append(_Slice(a, b, is_open, factor, _shoulder(profile, wd, h, is_open), sales))

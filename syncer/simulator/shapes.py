@@ -48,7 +48,7 @@ class DayShape:
 SHAPES: dict[str, DayShape] = {s.name: s for s in (
     DayShape("restaurant", "lunch and dinner peaks, 10:00-23:00", 10, 23,
              ((0.4, 12.75, 0.75), (0.5, 19.5, 1.0))),
-    DayShape("flat", "a shop selling evenly, 09:00-18:00", 9, 18),
+    DayShape("flat", "a shop selling evenly over the configured hours, 10:00-23:00", 10, 23),
     DayShape("bakery", "a morning peak, 06:30-14:00", 6.5, 14, ((0.7, 8.5, 1.0),)),
     DayShape("bar", "a late peak, 16:00-02:00", 16, 26, ((0.7, 22.5, 1.5),)),
     DayShape("holiday", "a restaurant open 08:00-16:00 for one day, one peak", 8, 16,
