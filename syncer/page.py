@@ -104,7 +104,7 @@ def _license(lic: LicenseView, status: Status, hours: list[str]) -> str:
         _freshness("Catalog (products)", lic.job(CATALOG_JOB), lic, tz),
         f"<div>Shop {'open' if lic.shop_open else 'closed'} now</div>",
         ("" if not lic.plan_ahead else
-         f"<div class=plan-ahead>Plan by hour ({escape(tz.key)}): "
+         "<div class=plan-ahead>Plan by hour: "
          f"{escape(plan_shape(lic.plan_ahead, tz))}</div>"),
         f"<div>Quarantine: <b>{lic.quarantined}</b> record(s)</div>",
         ("" if lic.audit_problems is None else f"<div>Audit: <b>{lic.audit_problems}</b> problem(s)</div>"),

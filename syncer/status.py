@@ -164,9 +164,9 @@ def _job_names() -> list[str]:
 
 
 def plan_shape(hours: Sequence[HourPlan], tz: ZoneInfo) -> str:
-    """The rest of the day's plan, one `HH:00 requests (orders expected)` per hour."""
+    """The rest of the day's plan, one `HH:MM zone: requests (orders expected)` per hour."""
     return ", ".join(
-        f"{h.start.astimezone(tz):%H:%M} {h.requests:.0f} req"
+        f"{h.start.astimezone(tz):%H:%M %Z}: {h.requests:.0f} req"
         + ("" if h.sales is None else f" ({h.sales:.0f} orders expected)")
         + ("" if h.open else " closed") for h in hours)
 

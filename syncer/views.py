@@ -212,7 +212,7 @@ def print_status(status: Status) -> None:
                       f"the rest of the day); {lic.quarantined} record(s) in quarantine",
                       highlight=False)
         if lic.plan_ahead:
-            console.print(f"  plan by hour ({tz.key}): " + plan_shape(lic.plan_ahead, tz),
+            console.print("  plan by hour: " + plan_shape(lic.plan_ahead, tz),
                           highlight=False)
         for sign in lic.stop_signs:
             colour = "red" if sign.severity == "error" else "yellow"
