@@ -511,13 +511,15 @@ def plan(
     margin: float = 0.05,
     profile: SalesProfile | None = None,
     recent: int | None = None,
+    by_hour: bool = False,
 ) -> Plan:
     """Decide the next run of every job for the rest of the license's API day.
 
     `profile`: the license's sales (see `SalesProfile`): which hours are open, and how
     the jobs that follow sales spread their share over them; without one (or with
     nothing learned) the configured `hours` decide, evenly. `recent`: orders seen in
-    the last `RECENT_SPAN`, which overrule a profile that expected fewer."""
+    the last `RECENT_SPAN`, which overrule a profile that expected fewer. `by_hour`:
+    also the plan per hour (`Plan.hourly`), for the people who look at it."""
     day_end = next_midnight(now, tz)
     left = max(spendable - spent, 0)
     slices = _slices(now, day_end, tz, hours, profile, recent)
@@ -582,7 +584,8 @@ def plan(
             if iv is not None and span > 0:
                 runs += span / (iv * stretch)
         expected[job.name] = round(runs) * job.cost
-    hourly = _hourly(slices, bounds_of, rate, stretch, left, tz) if not math.isinf(stretch) else ()
+    hourly = (_hourly(slices, bounds_of, rate, stretch, left, tz)
+              if by_hour and not math.isinf(stretch) else ())
     return Plan(next_run, interval, expected, left, needed=math.ceil(floor), hourly=hourly)
 
 

@@ -198,7 +198,7 @@ def _plans_for(jobs: tuple[JobSpec, ...], hours: OpeningHours, tz: ZoneInfo, now
         if found is None:
             found = made[(spent, spendable, profile, recent)] = plan(
                 jobs, now=minute, tz=tz, hours=hours, spent=spent, spendable=spendable,
-                last_runs={}, profile=profile, recent=recent)
+                last_runs={}, profile=profile, recent=recent, by_hour=True)
         return found
 
     return plan_of

@@ -62,7 +62,7 @@ def make_plan(now: dt.datetime, *, spent: int = 0, spendable: int = SPENDABLE,
               profile: SalesProfile | None = None, recent: int | None = None) -> Plan:
     return plan(jobs, now=now, tz=BRUSSELS, hours=shop, spent=spent, spendable=spendable,
                 last_runs=last_runs if last_runs is not None else {}, profile=profile,
-                recent=recent)
+                recent=recent, by_hour=True)
 
 
 # --- the simulation ------------------------------------------------------------------
