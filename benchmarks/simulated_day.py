@@ -1,11 +1,18 @@
-"""A restaurant's day, simulated: the real planner and sync jobs against the simulator, on a fake clock.
+"""A shop's day, simulated: the real planner and sync jobs against the simulator, on a fake clock.
 
-Orders arrive during opening hours (lunch and dinner peaks) and a few products
-change; the daemon's jobs run when the planner says, over real HTTP, into a real
-database. Reported: requests used per license (must stay <= daily_budget -
-reserve), and the delay from an order's creation (or a product change) to its
-arrival in the database during opening hours (median and 95th percentile), and
-CPU three ways: the syncer's own (the daemon's calls, HTTP client included, timed on
+After some weeks of history (loaded with a backfill the evening before), orders
+arrive in the day's shape (`syncer.simulator.shapes`: a restaurant's two peaks, a flat
+shop, a morning bakery, a late bar, and a restaurant's day unlike its history), a few
+products change and some of the day's tickets are re-opened and changed; the daemon's
+jobs run when the planner says, over real HTTP, into a real database. By default every
+shape runs twice, under today's planner (the configured hours, the orders' share
+spread evenly) and the one that follows the shop's sales, and one Markdown table
+shows per day: the delay from an order's creation, a product change and a ticket's
+edit to its arrival in the database (median, 95th percentile, max) and the requests
+used (must stay <= daily_budget - reserve).
+
+`--detail PLANNER` runs one day and reports, besides those, CPU three ways: the
+syncer's own (the daemon's calls, HTTP client included, timed on
 the thread that makes them), the simulator's (its request threads) and the rest
 (this harness: adding orders, checking arrivals). The syncer's is split in two: the
 job runs (`LicenseJobs.run`, what `syncer run` does for each fired job) and this
@@ -20,8 +27,9 @@ the floor: the CPU of the cheapest run this design allows, measured with the rea
 parts (`cheapest_run_cpu`), times the day's runs. No version of the code that keeps
 the design's rules and this stack spends less per license-day than that floor.
 
-    python -m benchmarks.simulated_day                      # one shop
-    python -m benchmarks.simulated_day --licenses 200 --orders-per-day 120   # load check
+    python -m benchmarks.simulated_day                      # every shape, both planners
+    python -m benchmarks.simulated_day --detail sales       # one restaurant day, CPU figures
+    python -m benchmarks.simulated_day --detail sales --licenses 200 --orders-per-day 120
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -58,6 +67,7 @@ from syncer.load import Counts
 from syncer.resources import RESOURCES
 from syncer.runtime import Runtime
 from syncer.simulator import Simulator, generate, server
+from syncer.simulator.shapes import SHAPES, DayShape
 
 TZ = ZoneInfo("Europe/Brussels")
 TOKEN = "benchmark-token-0000"
@@ -92,6 +102,11 @@ class SimulatorCpu:
         while self.active and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.seconds
+
+
+@functools.cache
+def _simulator_cpu() -> SimulatorCpu:
+    return SimulatorCpu()  # patches the simulator's handler once
 
 
 class RunShape:
@@ -224,26 +239,41 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--licenses", type=int, default=1)
-    parser.add_argument("--day", type=dt.date.fromisoformat, default=dt.date(2026, 11, 25))
-    parser.add_argument("--orders-per-day", type=int, default=250)
-    parser.add_argument("--history", type=int, default=2000, help="orders before the day")
-    parser.add_argument("--product-changes", type=int, default=12)
-    parser.add_argument("--db", default=None, help="database URL (default: a temporary SQLite file)")
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+# The shapes run by default: (name, the history's shape, the day's shape).
+RUNS = (("restaurant", "restaurant", "restaurant"), ("flat shop", "flat", "flat"),
+        ("bakery", "bakery", "bakery"), ("late bar", "bar", "bar"),
+        ("unlike its history", "restaurant", "holiday"))
+PLANNERS = (("today", False), ("sales", True))  # (label, Daemon(follow_sales=...))
 
-    simulator_cpu = SimulatorCpu()
+
+@dataclass
+class DayResult:
+    """What one simulated day measured (delays in minutes)."""
+
+    orders: list[float]
+    missing: int
+    products: list[float]
+    edits: list[float]
+    edits_missing: int
+    spent: dict[str, int]
+    budget: int
+    runs: int
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def simulate(args: argparse.Namespace, history: DayShape, today: DayShape, *,
+             follow_sales: bool, detail: bool = False) -> DayResult:
+    """One day of `syncer run` against the simulator, after `args.weeks` weeks of history
+    in the shape `history`, the day's orders in the shape `today`."""
     rng = random.Random(args.seed)
     day = args.day
     start = dt.datetime.combine(day, dt.time(), tzinfo=TZ)
     end = start + dt.timedelta(days=1)
     clock = Clock(start - dt.timedelta(hours=1))
     names = [f"shop{i:03d}" for i in range(args.licenses)]
-
-    sim = Simulator(generate(seed=args.seed, orders=args.history, anchor=day - dt.timedelta(days=1)),
+    past = args.history if args.history is not None else args.weeks * 7 * 225
+    sim = Simulator(generate(seed=args.seed, orders=past, anchor=day - dt.timedelta(days=1),
+                             shape=history),
                     licenses=dict.fromkeys(names, TOKEN), clock=clock)
     base_url = sim.start()
     tmp = tempfile.TemporaryDirectory()
@@ -259,24 +289,33 @@ def main() -> None:
             Backfill(rt).run(RESOURCES)
 
     archived = archive.sizes(engine)  # after the history: the day's share is the difference
-    order_times = arrivals(day, args.orders_per_day, rng)
+    order_times = today.times(day, args.orders_per_day, rng, TZ)
     product_ids = sorted(sim.dataset.products)
-    change_times = sorted(start + dt.timedelta(minutes=rng.uniform(10 * 60, 23 * 60))
+    # The catalogue is edited while the shop is open (today's hours).
+    change_times = sorted(start + dt.timedelta(hours=rng.uniform(today.opens, min(today.closes, 24)))
                           for _ in range(args.product_changes))
+    # Tickets re-opened and changed: an order of the day, some minutes after it was made.
+    edit_times = sorted(rng.sample(order_times, min(args.late_edits, len(order_times))))
+    edit_times = [min(when + dt.timedelta(minutes=rng.uniform(5, 45)), end - dt.timedelta(minutes=1))
+                  for when in edit_times]
+    edit_times.sort()
     clock.now = start
-    daemon = Daemon(engine, config, clock=clock)
-    shape = RunShape(engine)
-    parts = CpuParts(shape)
+    daemon = Daemon(engine, config, clock=clock, follow_sales=follow_sales)
+    shape = RunShape(engine) if detail else None
+    parts = CpuParts(shape) if shape is not None else None
     created: dict[int, dt.datetime] = {}
     arrived: dict[tuple[str, int], dt.datetime] = {}
     touched: list[tuple[dt.datetime, int]] = []
     product_seen: dict[tuple[str, int, dt.datetime], dt.datetime] = {}
+    edited: dict[int, tuple[dt.datetime, Any]] = {}  # order id: (when, its new total)
+    edit_seen: dict[tuple[str, int], dt.datetime] = {}
     runs = 0
     cpu0 = time.process_time()
+    simulator_cpu = _simulator_cpu()
     sim_cpu0 = simulator_cpu.seconds
     runs_cpu = scan_cpu = 0.0  # the job runs; the harness's scans for what is due
     wall0 = time.perf_counter()
-    oi = ci = 0
+    oi = ci = ei = 0
     while clock.now < end:
         started = time.thread_time()
         due = daemon.next_due() or end
@@ -284,6 +323,7 @@ def main() -> None:
         nxt = min(due,
                   order_times[oi] if oi < len(order_times) else end,
                   change_times[ci] if ci < len(change_times) else end,
+                  edit_times[ei] if ei < len(edit_times) else end,
                   end)
         clock.now = max(nxt, clock.now)
         while oi < len(order_times) and order_times[oi] <= clock.now:
@@ -295,17 +335,27 @@ def main() -> None:
             sim.touch("products", [pid])
             touched.append((change_times[ci], pid))
             ci += 1
+        while ei < len(edit_times) and edit_times[ei] <= clock.now:
+            made = [i for i, when in created.items() if i not in edited and when < edit_times[ei]]
+            if made:
+                order_id = rng.choice(made)
+                sim.touch("orders", [order_id])
+                edited[order_id] = (edit_times[ei], sim.dataset.orders.get(order_id).total_price)
+            ei += 1
         if due <= clock.now:
             started = time.thread_time()
             jobs = daemon.due_now()
             scan_cpu += time.thread_time() - started
             for lic, job in jobs:
                 started = time.thread_time()
-                shape.on = True
+                if shape is not None:
+                    shape.on = True
                 runs += lic.run(job).ran
-                shape.on = False
+                if shape is not None:
+                    shape.on = False
                 runs_cpu += time.thread_time() - started
             _record_arrivals(engine, names, created, arrived, touched, product_seen, clock.now)
+            _record_edits(engine, names, edited, edit_seen, clock.now)
         if clock.now >= end:
             break
     wall = time.perf_counter() - wall0
@@ -322,20 +372,94 @@ def main() -> None:
                     for i, c in created.items() if (n, i) in arrived]
     product_delays = [(seen - when).total_seconds() / 60
                       for (_n, _pid, when), seen in product_seen.items()]
-    missing = len(created) * len(names) - len(order_delays)
-    print(f"simulated day {day} ({day:%A}), opening hours 10:00-23:00, {len(names)} license(s)")
-    print(f"orders created during the day: {len(created)}; not yet in the database at midnight: {missing}")
+    edit_delays = [(seen - edited[i][0]).total_seconds() / 60 for (_n, i), seen in edit_seen.items()]
+    result = DayResult(order_delays, len(created) * len(names) - len(order_delays), product_delays,
+                       edit_delays, len(edited) * len(names) - len(edit_delays), spent, budget, runs)
+    assert max(spent.values()) <= budget, "the budget was passed"
+    if detail:
+        assert shape is not None and parts is not None
+        result.detail = {"engine": engine, "config": config, "clock": clock, "names": names,
+                         "cpu": cpu, "wall": wall, "served": served, "stored": stored,
+                         "runs_cpu": runs_cpu, "scan_cpu": scan_cpu, "shape": shape,
+                         "parts": parts, "archived": archived, "end": end, "tmp": tmp}
+    else:
+        engine.dispose()
+        tmp.cleanup()
+    return result
+
+
+def _minutes(values: list[float]) -> str:
+    if not values:
+        return "- / - / -"
+    return (f"{statistics.median(values):.2f} / {percentile(values, 0.95):.2f} / "
+            f"{max(values):.2f}")
+
+
+def table(args: argparse.Namespace) -> None:
+    """Every shape under today's planner and the sales-following one, as a Markdown table."""
+    print(f"simulated day {args.day} ({args.day:%A}), {args.weeks} weeks of history, "
+          f"{args.orders_per_day} orders, {args.product_changes} product changes, "
+          f"{args.late_edits} re-opened tickets, default config (opening_hours 10:00-23:00, "
+          "500 requests a day); delays in minutes, median / p95 / max")
+    print("| day | planner | order delay | orders missing | product change delay | "
+          "late edit delay | requests (limit) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for label, history, today in RUNS:
+        if args.shape and args.shape not in (history, today):
+            continue
+        for planner, follow in PLANNERS:
+            r = simulate(args, SHAPES[history], SHAPES[today], follow_sales=follow)
+            shown = label if history == today else f"{label} ({history} history, {today} day)"
+            print(f"| {shown} | {planner} | {_minutes(r.orders)} | {r.missing} | "
+                  f"{_minutes(r.products)} | {_minutes(r.edits)} | "
+                  f"{max(r.spent.values())} ({r.budget}) |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--licenses", type=int, default=1)
+    parser.add_argument("--day", type=dt.date.fromisoformat, default=dt.date(2026, 11, 25))
+    parser.add_argument("--orders-per-day", type=int, default=250)
+    parser.add_argument("--weeks", type=int, default=4, help="weeks of history before the day")
+    parser.add_argument("--history", type=int, default=None,
+                        help="orders before the day (default: the weeks' worth)")
+    parser.add_argument("--product-changes", type=int, default=200)
+    parser.add_argument("--late-edits", type=int, default=20)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                        help="only the days of this shape")
+    parser.add_argument("--detail", choices=[p for p, _ in PLANNERS], default=None,
+                        help="one day (restaurant, or --shape) under this planner, with CPU figures")
+    parser.add_argument("--db", default=None, help="database URL (default: a temporary SQLite file)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if args.detail is None:
+        table(args)
+        return
+    chosen = SHAPES[args.shape or "restaurant"]
+    r = simulate(args, chosen, chosen, follow_sales=dict(PLANNERS)[args.detail], detail=True)
+    report(args, r)
+
+
+def report(args: argparse.Namespace, r: DayResult) -> None:
+    """The detailed figures of one day: delays, requests, CPU by part, the archive."""
+    d = r.detail
+    engine, config, clock, names = d["engine"], d["config"], d["clock"], d["names"]
+    runs, runs_cpu, scan_cpu, shape, parts = r.runs, d["runs_cpu"], d["scan_cpu"], d["shape"], d["parts"]
+    cpu, served, archived, end = d["cpu"], d["served"], d["archived"], d["end"]
+    day = args.day
+    spent = r.spent
+    print(f"simulated day {day} ({day:%A}), shape {args.shape or 'restaurant'}, planner "
+          f"{args.detail}, {len(names)} license(s)")
+    print(f"orders created during the day: {args.orders_per_day}; not yet in the database at "
+          f"midnight: {r.missing}")
     print(f"requests used: min {min(spent.values())}, max {max(spent.values())} per license "
-          f"(limit daily_budget - reserve = {budget}); job runs: {runs}")
-    print(f"order delay (min): median {statistics.median(order_delays):.2f}, "
-          f"p95 {percentile(order_delays, 0.95):.2f}, max {max(order_delays):.2f}")
-    if product_delays:
-        print(f"product change delay (min): median {statistics.median(product_delays):.1f}, "
-              f"p95 {percentile(product_delays, 0.95):.1f}, max {max(product_delays):.1f} "
-              f"({len(product_delays)} changes x licenses)")
+          f"(limit daily_budget - reserve = {r.budget}); job runs: {runs}")
+    print(f"order delay (min): median / p95 / max {_minutes(r.orders)}")
+    print(f"product change delay (min): median / p95 / max {_minutes(r.products)}")
+    print(f"late edit delay (min): median / p95 / max {_minutes(r.edits)}")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"process: CPU {cpu:.1f} s, wall {wall:.1f} s for the day, peak RSS {peak_mb:.0f} MB "
-          f"(simulator included); {stored} orders stored in all")
+    print(f"process: CPU {cpu:.1f} s, wall {d['wall']:.1f} s for the day, peak RSS {peak_mb:.0f} MB "
+          f"(simulator included); {d['stored']} orders stored in all")
     fire = scheduler_fire_cpu()
     deployed = runs_cpu + runs * fire
     syncer_cpu = runs_cpu + scan_cpu
@@ -364,7 +488,6 @@ def main() -> None:
     print(f"archive kept after the retention: {kept['answers'] / len(names):.0f} answers, "
           f"{kept['stored_bytes'] / len(names) / 1024:.1f} KiB stored per license-day "
           "(the history's answers are all kept)")
-    assert max(spent.values()) <= budget, "the budget was passed"
     # Last, on a simulator of its own and the next API day: it spends requests and
     # archives answers, which the figures above must not count.
     floor_sim = Simulator(generate(seed=args.seed, orders=10, anchor=day),
@@ -379,7 +502,7 @@ def main() -> None:
           f"transactions, one request, nothing parsed or planned) costs {cheapest * 1e3:.2f} ms "
           f"here: {runs} of them and their fires are {floor / len(names):.2f} s per license-day")
     engine.dispose()
-    tmp.cleanup()
+    d["tmp"].cleanup()
 
 
 def scheduler_fire_cpu(fires: int = 2000, jobs: int = 16) -> float:
@@ -433,6 +556,20 @@ def _record_arrivals(engine: Any, names: list[str], created: dict[int, dt.dateti
                 t.products.c.license.in_(waiting))).all()
             for (lic,) in rows:
                 product_seen[(lic, pid, when)] = now
+
+
+def _record_edits(engine: Any, names: list[str], edited: dict[int, tuple[dt.datetime, Any]],
+                  seen: dict[tuple[str, int], dt.datetime], now: dt.datetime) -> None:
+    """Re-opened tickets whose new total is in the database by `now`."""
+    waiting = [i for i in edited if any((n, i) not in seen for n in names)]
+    if not waiting:
+        return
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.orders.c.license, t.orders.c.id, t.orders.c.total_price)
+                            .where(t.orders.c.id.in_(waiting))).all()
+    for lic, order_id, total in rows:
+        if total == edited[order_id][1]:
+            seen.setdefault((lic, order_id), now)
 
 
 if __name__ == "__main__":

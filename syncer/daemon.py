@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncer import archive, audit, outcomes
+from syncer import archive, audit, outcomes, sales
 from syncer import jobs as registry
 from syncer import tables as t
 from syncer.client import Cancelled
@@ -61,7 +61,7 @@ from syncer.leases import (
 )
 from syncer.ledger import Clock, api_day, spent_today, utcnow
 from syncer.load import Counts
-from syncer.planner import JobSpec, OpeningHours, plan
+from syncer.planner import JobSpec, OpeningHours, SalesProfile, plan
 from syncer.runtime import Failure, Pulled, Runtime
 
 log = logging.getLogger("syncer.daemon")
@@ -74,18 +74,21 @@ def next_run_after(conn: Connection, config: Config, license: LicenseConfig, job
                    ran_at: dt.datetime, now: dt.datetime,
                    jobs: Sequence[JobSpec] = DEFAULT_JOBS,
                    spent: tuple[dt.date, int] | None = None, *,
-                   hours: OpeningHours) -> dt.datetime:
+                   hours: OpeningHours, profile: SalesProfile | None = None,
+                   recent: int | None = None) -> dt.datetime:
     """When the planner runs `job` next, planned from its run at `ran_at` (not stored
     yet); `spent`: the day's count as a spend just returned it (API day, count), read
     here when it is of another day or None. A job's next run depends on its own last
     run and the day's count only (`planner.plan`), so the other jobs' runs are not read.
-    `hours`: the config's opening hours, parsed once by the caller."""
+    `hours`: the config's opening hours, parsed once by the caller; `profile` and
+    `recent`: the license's sales, learned and seen (`syncer.sales`)."""
     tz = config.api.tz
     day = api_day(now, tz)
     count = spent[1] if spent is not None and spent[0] == day else \
         spent_today(conn, license.name, day)
     planned = plan(jobs, now=now, tz=tz, hours=hours, spent=count,
-                   spendable=config.spendable(license), last_runs={job: ran_at})
+                   spendable=config.spendable(license), last_runs={job: ran_at},
+                   profile=profile, recent=recent)
     return planned.next_run[job]
 
 
@@ -122,7 +125,8 @@ class LicenseJobs:
     """The jobs of one license, and how to run one of them."""
 
     def __init__(self, engine: Engine, config: Config, license: LicenseConfig, *, owner: str,
-                 clock: Clock = utcnow, jobs: Sequence[JobSpec] = DEFAULT_JOBS) -> None:
+                 clock: Clock = utcnow, jobs: Sequence[JobSpec] = DEFAULT_JOBS,
+                 follow_sales: bool = True) -> None:
         self.engine = engine
         self.config = config
         self.license = license
@@ -134,6 +138,11 @@ class LicenseJobs:
         self.ttl = dt.timedelta(seconds=config.schedule.lease_seconds)
         self.jobs = enabled_jobs(config, jobs)
         self.specs = {j.name: j for j in self.jobs}
+        # The sales the plan follows (see `syncer.sales`): off, the configured hours
+        # alone decide and the orders' share is spread evenly over them.
+        self.follow_sales = follow_sales
+        self._profiles = sales.ProfileCache()
+        self._recent: int | None = None
         self.spendable = config.spendable(license)
         self.runtime = Runtime(engine, config, license, purpose="run", clock=clock)
         self.ledger = self.runtime.ledger
@@ -202,6 +211,7 @@ class LicenseJobs:
             with self.engine.begin() as conn:
                 if pulled is not None and registry.BY_NAME[job].history:
                     caught_up = self._catching_up(conn, job, state, pulled, now)
+                profile, recent = self._sales(conn, job, now)
                 if pulled is None or not pulled.more:
                     # Planned from this run, not the one before it (not stored yet): an
                     # overdue job (after the night, or when the shop opens and intervals
@@ -210,7 +220,7 @@ class LicenseJobs:
                     after = next_run_after(
                         conn, self.config, self.license, job, now, self.clock(), self.jobs,
                         spent=self.ledger.last_spent if result.requests else None,
-                        hours=self.hours)
+                        hours=self.hours, profile=profile, recent=recent)
                     result.next_run = max(result.next_run, after)
                 finish_on(conn, self.name, job, self.owner, next_run_at=result.next_run,
                           last_attempt_at=now, **({"failures": result.failures} if pulled is None
@@ -259,6 +269,17 @@ class LicenseJobs:
                             catch_up_from_day=state.catch_up_from_day if since else reached,
                             history_first_day=first, history_reached_day=reached)
         return False
+
+    def _sales(self, conn: Connection, job: str,
+               now: dt.datetime) -> tuple[SalesProfile | None, int | None]:
+        """The license's sales profile (learned once per API day) and its orders of the
+        last hour (read again after each run of a job that follows sales)."""
+        if not self.follow_sales:
+            return None, None
+        profile = self._profiles.get(conn, [self.name], now, self.tz, self.hours)[self.name]
+        if self._recent is None or self.specs[job].follows_sales:
+            self._recent = sales.recent_sales(conn, [self.name], now)[self.name]
+        return profile, self._recent
 
     def _log_run(self, result: RunResult, last_success: dt.datetime | None,
                  now: dt.datetime) -> None:
@@ -383,13 +404,15 @@ class Daemon:
     """Every license's jobs on one APScheduler, plus the lease heartbeat."""
 
     def __init__(self, engine: Engine, config: Config, *, clock: Clock = utcnow,
-                 jobs: Sequence[JobSpec] = DEFAULT_JOBS, max_workers: int = 4) -> None:
+                 jobs: Sequence[JobSpec] = DEFAULT_JOBS, max_workers: int = 4,
+                 follow_sales: bool = True) -> None:
         self.engine = engine
         self.config = config
         self.clock = clock
         self.owner = owner_id()
         self.ttl = dt.timedelta(seconds=config.schedule.lease_seconds)
-        self.licenses = [LicenseJobs(engine, config, lic, owner=self.owner, clock=clock, jobs=jobs)
+        self.licenses = [LicenseJobs(engine, config, lic, owner=self.owner, clock=clock, jobs=jobs,
+                                     follow_sales=follow_sales)
                          for lic in config.licenses]
         # Every (license, job) this daemon runs, and the same as query parameters.
         self._jobs = {(lic.name, job.name): lic for lic in self.licenses for job in lic.jobs}

@@ -20,6 +20,7 @@ from syncer.status import (
     StopSign,
     audit_words,
     catching_up_words,
+    plan_shape,
     when,
 )
 
@@ -116,6 +117,9 @@ def _license(lic: LicenseView, status: Status, hours: list[str]) -> str:
           if job.job != "orders"),
         _freshness("Catalog (products)", lic.job(CATALOG_JOB), lic, status.now, tz),
         f"<div>Shop {'open' if lic.shop_open else 'closed'} now</div>",
+        ("" if not lic.plan_ahead else
+         "<div class=plan-ahead>Plan by hour: "
+         f"{escape(plan_shape(lic.plan_ahead, tz))}</div>"),
         f"<div>Quarantine: <b>{lic.quarantined}</b> record(s)</div>",
         f'<div class=audit data-problems="{"" if lic.audit_problems is None else lic.audit_problems}">'
         f"{escape(audit_words(lic, tz))}</div>",

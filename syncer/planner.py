@@ -40,6 +40,8 @@ class JobSpec:
     # While closed: run at least this often; None = only when the budget allows.
     closed_max_interval: dt.timedelta | None = None
     cost: int = 1  # requests per run
+    # Runs more often when the shop is expected to sell, less when not (see SalesProfile).
+    follows_sales: bool = False
 
 
 def next_midnight(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
@@ -146,6 +148,18 @@ class Plan:
     # Requests the rest of the day costs with every job at its longest interval: less
     # than this left, and jobs run less often than their limits allow.
     needed: int = 0
+    # The rest of the day hour by hour: requests planned beside the sales expected.
+    hourly: tuple[HourPlan, ...] = ()
+
+
+@dataclass(frozen=True)
+class HourPlan:
+    """One local hour (or the rest of it) of a plan."""
+
+    start: dt.datetime
+    requests: float  # planned in it, all jobs
+    sales: float | None  # orders expected in it (None: no sales profile, nothing learned)
+    open: bool
 
 
 # (name, cost, weight, shortest, longest interval in seconds) of each job, while open
@@ -241,6 +255,250 @@ def _largest_rate(spans: Sequence[tuple[_Bounds, float]], budget: float) -> floa
     return _RATE_CAP
 
 
+# --- sales-aware planning ------------------------------------------------------------
+#
+# A job that follows sales (the orders, their day re-check) gets its share of the open
+# time's budget spread by the sales expected in each hour. Polling at interval T, an
+# order waits T/2 on average: for arrivals at rate s(t) the mean wait over a fixed
+# number of polls is least with T proportional to 1/sqrt(s), but that starves the
+# hours in between, whose orders then make the 95th percentile. So: the quietest open
+# hours, which together sell no more than QUIET_SHARE of the day, get the least
+# (SALES_FACTOR's low end: the job's longest interval then rules, 15 minutes for the
+# orders); every other hour gets (expected / the day's mean) ** SALES_EXPONENT, a
+# gentle slope; all within SALES_FACTOR and normalised so that the job's share of the
+# day stays what it was (`_scale`). Chosen on `benchmarks.simulated_day`'s shapes.
+SALES_EXPONENT = 0.2
+SALES_FACTOR = (0.2, 3.0)
+QUIET_SHARE = 0.05
+# Learned from the last weeks: that many, each weekday shrunk toward all days (a day
+# seen once is half its own, half the average day) so that one odd day does not rule.
+PROFILE_WEEKS = 4
+_SHRINK_DAYS = 1.0
+# An hour counts as open when the weeks behind it sold at least this many orders in it
+# on average (one order every other week is a lonely sale, not opening hours).
+OPEN_SALES = 0.5
+# Closed hours this close to open ones (learned or configured) are where a shop that
+# opens early or closes late sells: a job that follows sales runs there at least this
+# often, so that such a day is seen within half an hour.
+SHOULDER = dt.timedelta(hours=2)
+SHOULDER_INTERVAL = dt.timedelta(minutes=30)
+# Orders seen in the last hour well beyond the profile's expectation (twice, and two
+# more): today differs from the past (a holiday, an event), and the next hours follow
+# what is seen.
+RECENT_SPAN = dt.timedelta(hours=1)
+_RECENT_AHEAD = 2  # hours (the current one and the next) that follow what was seen
+
+
+@dataclass(frozen=True)
+class SalesProfile:
+    """Orders expected per local hour of each weekday, `expected[weekday][hour]` (0 =
+    Monday), learned from a license's own orders (`learn_profile`), and the hours it is
+    open by them. `days`: days of history behind it (0: nothing learned yet)."""
+
+    expected: tuple[tuple[float, ...], ...]
+    open: tuple[tuple[bool, ...], ...]
+    days: int
+
+    def factor(self, weekday: int, rate: float) -> float:
+        """How much more (or less) often than on average over the weekday's open hours a
+        job that follows sales runs where `rate` orders an hour are expected."""
+        mean, norm, quiet = _scale(self, weekday, SALES_EXPONENT)
+        low, high = SALES_FACTOR
+        if rate <= quiet:
+            return low
+        return min(max(_raw(rate, mean, SALES_EXPONENT) / norm, low), high)
+
+
+def _raw(rate: float, mean: float, exponent: float) -> float:
+    return float((max(rate, 0.0) / mean) ** exponent) if rate > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=256)
+def _scale(profile: SalesProfile, weekday: int, exponent: float) -> tuple[float, float, float]:
+    """A weekday's orders per open hour; the divisor of its factors, so that their mean
+    over its open hours is 1 (the jobs that follow sales keep their share of the day,
+    and the other jobs theirs, wherever in the day it goes); and the sales at or below
+    which an hour is one of the quiet ones."""
+    values = [e for e, o in zip(profile.expected[weekday], profile.open[weekday], strict=True) if o]
+    total = sum(values)
+    if not values or total <= 0:
+        return 1.0, 1.0, -1.0
+    mean = total / len(values)
+    quiet, kept = -1.0, 0.0
+    for value in sorted(values):
+        if kept + value > QUIET_SHARE * total:
+            break
+        kept += value
+        quiet = value
+    low, high = SALES_FACTOR
+    raw = [None if v <= quiet else _raw(v, mean, exponent) for v in values]
+    lively = [r for r in raw if r is not None]
+    norm = sum(lively) / len(lively) if lively and sum(lively) > 0 else 1.0
+    for _ in range(8):  # the mean of the factors as clamped, not before: 1
+        clamped = sum(low if r is None else min(max(r / norm, low), high) for r in raw) / len(raw)
+        norm *= clamped
+    return mean, norm, quiet
+
+
+def learn_profile(counts: Mapping[tuple[dt.date, int], int], *, today: dt.date,
+                  hint: OpeningHours, tz: ZoneInfo, weeks: int = PROFILE_WEEKS) -> SalesProfile:
+    """The sales profile from `counts`: orders per (local date, local hour) before `today`.
+
+    Days before the first one with a sale are not counted (a new shop); days after it
+    without sales are (a closed day). Each weekday's hours are the average of its own
+    days, shrunk toward all days' average, so that a weekday seen rarely, or a day
+    unlike the past, leans on the rest. An hour is open when it sold `OPEN_SALES` on
+    average, or when `hint` (the configured opening hours) has it open: the hint adds
+    hours, sales add the hours a shop forgot to configure."""
+    first = today - dt.timedelta(days=7 * weeks)
+    seen = [day for (day, _), n in counts.items() if n > 0 and first <= day < today]
+    hinted = tuple(tuple(_hint_open(hint, wd, h, tz, today) for h in range(24)) for wd in range(7))
+    if not seen:
+        return SalesProfile(tuple((0.0,) * 24 for _ in range(7)), hinted, 0)
+    start = min(seen)
+    days = [start + dt.timedelta(days=i) for i in range((today - start).days)]
+    per_weekday = [0] * 7
+    own = [[0.0] * 24 for _ in range(7)]
+    every = [0.0] * 24
+    for day in days:
+        per_weekday[day.weekday()] += 1
+        for h in range(24):
+            n = counts.get((day, h), 0)
+            own[day.weekday()][h] += n
+            every[h] += n
+    average = [n / len(days) for n in every]
+    expected = []
+    for wd in range(7):
+        k = per_weekday[wd]
+        expected.append(tuple((own[wd][h] + _SHRINK_DAYS * average[h]) / (k + _SHRINK_DAYS)
+                              for h in range(24)))
+    opened = tuple(tuple(expected[wd][h] >= OPEN_SALES or hinted[wd][h] for h in range(24))
+                   for wd in range(7))
+    return SalesProfile(tuple(expected), opened, len(days))
+
+
+def _hint_open(hint: OpeningHours, weekday: int, hour: int, tz: ZoneInfo, near: dt.date) -> bool:
+    """Whether the configured hours have any of that local hour open, on a weekday near `near`."""
+    day = near + dt.timedelta(days=(weekday - near.weekday()) % 7)
+    start = dt.datetime.combine(day, dt.time(hour), tzinfo=tz)
+    return hint.open_seconds(start, start + dt.timedelta(hours=1), tz) > 0
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """A piece of the rest of the day with one rule: open or not, the factor of the jobs
+    that follow sales, and the orders expected in it."""
+
+    start: float  # timestamps
+    end: float
+    open: bool
+    factor: float
+    shoulder: bool
+    sales: float | None
+
+
+def _hour_starts(now: dt.datetime, day_end: dt.datetime, tz: ZoneInfo) -> list[float]:
+    """`now`, then each local hour's start until `day_end` (timestamps)."""
+    local = now.astimezone(tz)
+    top = local.replace(minute=0, second=0, microsecond=0).timestamp()
+    out = [now.timestamp()]
+    edge = top + 3600
+    while edge < day_end.timestamp():
+        out.append(edge)
+        edge += 3600
+    return out
+
+
+def _slices(now: dt.datetime, day_end: dt.datetime, tz: ZoneInfo, hours: OpeningHours,
+            profile: SalesProfile | None, recent: int | None) -> list[_Slice]:
+    starts = _hour_starts(now, day_end, tz)
+    ends = [*starts[1:], day_end.timestamp()]
+    learned = profile is not None and profile.days > 0
+    # What the profile expected of the hour just past (and of this one): sales seen
+    # well above it say today differs. Not the current hour's alone: the last hour
+    # still counts a peak that is ending.
+    usual = 0.0
+    if learned and profile and recent:
+        for moment in (now, now - RECENT_SPAN):
+            local = moment.astimezone(tz)
+            usual = max(usual, profile.expected[local.weekday()][local.hour])
+    out: list[_Slice] = []
+    for index, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        local = dt.datetime.fromtimestamp(a, tz)
+        wd, h = local.weekday(), local.hour
+        sales = profile.expected[wd][h] * (b - a) / 3600 if learned and profile else None
+        seen = recent if recent and index < _RECENT_AHEAD else None
+        if learned and profile:
+            rate = profile.expected[wd][h]
+            is_open = profile.open[wd][h]
+            if seen is not None and seen > 2 * max(rate, usual) + 2:
+                rate, is_open = float(seen), True
+            factor = profile.factor(wd, rate) if is_open else 1.0
+            out.append(_Slice(a, b, is_open, factor, _shoulder(profile, wd, h, is_open), sales))
+            continue
+        # Nothing learned: the configured hours, exactly (a range may end mid-hour).
+        lo, hi = dt.datetime.fromtimestamp(a, tz), dt.datetime.fromtimestamp(b, tz)
+        open_s = hours.open_seconds(lo, hi, tz)
+        if seen is not None and open_s < b - a:
+            open_s = b - a  # sales now where the hours say closed: open it is
+        near = profile is not None and _hint_shoulder(hours, lo, tz)
+        if open_s > 0:
+            out.append(_Slice(a, a + open_s, True, 1.0, False, None))
+        if open_s < b - a:
+            out.append(_Slice(a + open_s, b, False, 1.0, near, None))
+    return out
+
+
+def _shoulder(profile: SalesProfile, weekday: int, hour: int, is_open: bool) -> bool:
+    if is_open:
+        return False
+    reach = int(SHOULDER.total_seconds() // 3600)
+    for step in range(-reach, reach + 1):
+        wd, h = divmod(weekday * 24 + hour + step, 24)
+        if profile.open[wd % 7][h]:
+            return True
+    return False
+
+
+def _hint_shoulder(hours: OpeningHours, moment: dt.datetime, tz: ZoneInfo) -> bool:
+    return hours.open_seconds(moment - SHOULDER, moment + SHOULDER, tz) > 0
+
+
+def _followed(bounds: _Bounds, jobs: tuple[JobSpec, ...], factor: float,
+              shoulder: bool) -> _Bounds:
+    """`bounds` with the jobs that follow sales at `factor` times their weight (open), or
+    at most SHOULDER_INTERVAL apart (a closed hour near open ones)."""
+    if factor == 1.0 and not shoulder:
+        return bounds
+    cap = SHOULDER_INTERVAL.total_seconds()
+    out: list[tuple[str, int, float, float, float | None]] = []
+    for job, (name, cost, weight, low, high) in zip(jobs, bounds, strict=True):
+        if job.follows_sales and shoulder:
+            out.append((name, cost, weight, low, cap if high is None else min(high, cap)))
+        elif job.follows_sales:
+            out.append((name, cost, weight * factor, low, high))
+        else:
+            out.append((name, cost, weight, low, high))
+    return tuple(out)
+
+
+def _next_open(slices: Sequence[_Slice], profile: SalesProfile | None, hours: OpeningHours,
+               now: dt.datetime, day_end: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
+    """When the shop opens next after `now`: by the profile where it learned something."""
+    for piece in slices:
+        if piece.open and piece.start > now.timestamp():
+            return dt.datetime.fromtimestamp(piece.start, tz)
+    if profile is None or profile.days == 0:
+        return hours.next_opening(now, tz)
+    edge = day_end.timestamp()
+    for _ in range(24 * 7):
+        local = dt.datetime.fromtimestamp(edge, tz)
+        if profile.open[local.weekday()][local.hour]:
+            return local
+        edge += 3600
+    return None
+
+
 def plan(
     jobs: Sequence[JobSpec],
     *,
@@ -251,34 +509,53 @@ def plan(
     spendable: int,
     last_runs: Mapping[str, dt.datetime | None],
     margin: float = 0.05,
+    profile: SalesProfile | None = None,
+    recent: int | None = None,
+    by_hour: bool = False,
 ) -> Plan:
-    """Decide the next run of every job for the rest of the license's API day."""
+    """Decide the next run of every job for the rest of the license's API day.
+
+    `profile`: the license's sales (see `SalesProfile`): which hours are open, and how
+    the jobs that follow sales spread their share over them; without one (or with
+    nothing learned) the configured `hours` decide, evenly. `recent`: orders seen in
+    the last `RECENT_SPAN`, which overrule a profile that expected fewer. `by_hour`:
+    also the plan per hour (`Plan.hourly`), for the people who look at it."""
     day_end = next_midnight(now, tz)
     left = max(spendable - spent, 0)
-    open_s = hours.open_seconds(now, day_end, tz)
-    closed_s = max(day_end.timestamp() - now.timestamp() - open_s, 0.0)
+    slices = _slices(now, day_end, tz, hours, profile, recent)
     # Keep a margin (5% of the day) for retries and catch-up runs: re-planning a
     # fraction of the rest would spend it all by midnight. Inside the margin only
     # a trickle runs.
     keep = math.ceil(margin * spendable)
     budget = left - keep if left > keep else left / 4
 
-    # The largest rate whose demand fits the budget (demand grows with the rate).
-    stretch = 1.0
     specs = tuple(jobs)
     open_b, closed_b = _bounds(specs, open_=True), _bounds(specs, open_=False)
-    floor = _demand(open_b, closed_b, open_s, closed_s, 1e-12)
+    # Slices with the same rule share their bounds (and their span, for the solver).
+    ruled: dict[tuple[bool, float, bool], float] = {}
+    for piece in slices:
+        key = (piece.open, piece.factor, piece.shoulder)
+        ruled[key] = ruled.get(key, 0.0) + piece.end - piece.start
+    bounds_of = {key: _followed(open_b if key[0] else closed_b, specs, key[1], key[2])
+                 for key in ruled}
+    spans = [(bounds_of[key], span) for key, span in ruled.items()]
+
+    # The largest rate whose demand fits the budget (demand grows with the rate).
+    stretch = 1.0
+    floor = sum(_demand(b, (), span, 0.0, 1e-12) for b, span in spans)
     if floor > budget:
         # Even at every job's longest interval the day does not fit: stretch them all.
         stretch = floor / budget if budget > 0 else math.inf
         rate = 1e-12
     else:
-        rate = _largest_rate(((open_b, open_s), (closed_b, closed_s)), budget)
+        rate = _largest_rate(spans, budget)
 
-    is_open = hours.is_open(now, tz)
-    current = _intervals_for(open_b if is_open else closed_b, rate)
-    open_iv = _intervals_for(open_b, rate)
-    closed_iv = _intervals_for(closed_b, rate)
+    here = slices[0] if slices else _Slice(now.timestamp(), now.timestamp(), False, 1.0, False, None)
+    is_open = here.open
+    current = _intervals_for(bounds_of[(here.open, here.factor, here.shoulder)]
+                             if slices else closed_b, rate)
+    per_rule = {key: _intervals_for(b, rate) for key, b in bounds_of.items()}
+    reopens = None if is_open else _next_open(slices, profile, hours, now, day_end, tz)
     next_run: dict[str, dt.datetime] = {}
     interval: dict[str, dt.timedelta | None] = {}
     expected: dict[str, int] = {}
@@ -290,23 +567,44 @@ def plan(
             expected[job.name] = 0
             continue
         if seconds is None:
-            opening = hours.next_opening(now, tz) or day_end
-            due = opening
+            due = reopens or day_end
             interval[job.name] = None
         else:
             seconds *= stretch
             interval[job.name] = dt.timedelta(seconds=seconds)
             last = last_runs.get(job.name)
             due = now if last is None else last + dt.timedelta(seconds=seconds)
-            if not is_open:
-                # Closed now: never later than the next opening.
-                reopens = hours.next_opening(now, tz)
-                if reopens is not None and reopens < due:
-                    due = reopens
+            # Closed now: never later than the next opening.
+            if reopens is not None and reopens < due:
+                due = reopens
         next_run[job.name] = max(due, now)
         runs = 0.0
-        for span, iv in ((open_s, open_iv[job.name]), (closed_s, closed_iv[job.name])):
+        for key, span in ruled.items():
+            iv = per_rule[key][job.name]
             if iv is not None and span > 0:
                 runs += span / (iv * stretch)
         expected[job.name] = round(runs) * job.cost
-    return Plan(next_run, interval, expected, left, needed=math.ceil(floor))
+    hourly = (_hourly(slices, bounds_of, rate, stretch, left, tz)
+              if by_hour and not math.isinf(stretch) else ())
+    return Plan(next_run, interval, expected, left, needed=math.ceil(floor), hourly=hourly)
+
+
+def _hourly(slices: Sequence[_Slice], bounds_of: Mapping[tuple[bool, float, bool], _Bounds],
+            rate: float, stretch: float, left: int, tz: ZoneInfo) -> tuple[HourPlan, ...]:
+    """The plan per local hour: requests (all jobs) beside the orders expected."""
+    by_hour: dict[float, list[_Slice]] = {}
+    for piece in slices:
+        local = dt.datetime.fromtimestamp(piece.start, tz)
+        top = local.replace(minute=0, second=0, microsecond=0).timestamp()
+        by_hour.setdefault(top, []).append(piece)
+    out = []
+    for top, pieces in by_hour.items():
+        requests = 0.0
+        for piece in pieces:
+            b = bounds_of[(piece.open, piece.factor, piece.shoulder)]
+            requests += _demand(b, (), piece.end - piece.start, 0.0, rate, stretch)
+        sales = [p.sales for p in pieces if p.sales is not None]
+        out.append(HourPlan(dt.datetime.fromtimestamp(max(top, pieces[0].start), tz),
+                            0.0 if left <= 0 else requests,
+                            sum(sales) if sales else None, any(p.open for p in pieces)))
+    return tuple(out)

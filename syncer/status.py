@@ -23,21 +23,21 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, union
 
-from syncer import audit, dialects, outcomes
+from syncer import audit, dialects, outcomes, sales
 from syncer import jobs as registry
 from syncer import tables as t
 from syncer.config import Config, LicenseConfig
 from syncer.daemon import enabled_jobs
 from syncer.jobs import DEFAULT_JOBS
 from syncer.ledger import BAD_LOGIN_WINDOW, api_day, login_pause, utcnow
-from syncer.planner import JobSpec, OpeningHours, Plan, next_midnight, plan
+from syncer.planner import HourPlan, JobSpec, OpeningHours, Plan, SalesProfile, next_midnight, plan
 from syncer.redact import redact
 from syncer.resume import unfinished_rebuilds
 
@@ -159,6 +159,8 @@ class LicenseView:
     rebuild_resources: tuple[str, ...] = ()
     stop_lifted: str | None = None  # the last stop lifted on purpose: when, by whom, what
     stop_signs: tuple[StopSign, ...] = ()
+    # The plan's shape: the rest of the day hour by hour, requests beside expected sales.
+    plan_ahead: tuple[HourPlan, ...] = ()
 
     def job(self, name: str) -> JobView | None:
         return next((j for j in self.jobs if j.job == name), None)
@@ -250,16 +252,25 @@ def _job_names() -> list[str]:
     return [job.name for job in registry.listed()]
 
 
+def plan_shape(hours: Sequence[HourPlan], tz: ZoneInfo) -> str:
+    """The rest of the day's plan, one `HH:MM zone: requests (orders expected)` per hour."""
+    return ", ".join(
+        f"{h.start.astimezone(tz):%H:%M %Z}: {h.requests:.0f} req"
+        + ("" if h.sales is None else f" ({h.sales:.0f} orders expected)")
+        + ("" if h.open else " closed") for h in hours)
+
+
 # --- the plan, once per license, spend and minute -------------------------------------
 
 # Plans of one minute, by (jobs, schedule, zone, minute), then by (spent, spendable):
 # licenses on the same schedule that spent the same share one plan.
-_plans: dict[tuple[Any, ...], dict[tuple[int, int], Plan]] = {}
+_plans: dict[tuple[Any, ...], dict[tuple[Any, ...], Plan]] = {}
 _plans_lock = threading.Lock()
+_profiles = sales.ProfileCache()  # each license's sales profile, learned once a day
 
 
 def _plans_for(jobs: tuple[JobSpec, ...], hours: OpeningHours, tz: ZoneInfo, now: dt.datetime,
-               schedule_key: str) -> Callable[[int, int], Plan]:
+               schedule_key: str) -> Callable[[int, int, SalesProfile | None, int | None], Plan]:
     """The plan of a license that spent `spent` of `spendable`, made once per minute."""
     minute = now.replace(second=0, microsecond=0)
     key = (jobs, schedule_key, str(tz), minute)
@@ -270,12 +281,13 @@ def _plans_for(jobs: tuple[JobSpec, ...], hours: OpeningHours, tz: ZoneInfo, now
             _plans[key] = {}
         made = _plans[key]
 
-    def plan_of(spent: int, spendable: int) -> Plan:
-        found = made.get((spent, spendable))
+    def plan_of(spent: int, spendable: int, profile: SalesProfile | None,
+                recent: int | None) -> Plan:
+        found = made.get((spent, spendable, profile, recent))
         if found is None:
-            found = made[(spent, spendable)] = plan(
+            found = made[(spent, spendable, profile, recent)] = plan(
                 jobs, now=minute, tz=tz, hours=hours, spent=spent, spendable=spendable,
-                last_runs={})
+                last_runs={}, profile=profile, recent=recent, by_hour=True)
         return found
 
     return plan_of
@@ -331,7 +343,11 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
                       if requests or totals else {})
         hourly = _hourly(conn, names, now, hours_from, tz, cache)
         bad_logins, wait_until = login_pause(conn, now)
-    hours = config.schedule.hours()
+        hours = config.schedule.hours()
+        # The sales the daemon's plan follows (`syncer.sales`), for the configured licenses.
+        followed = [lic.name for lic in config.licenses]
+        profiles = _profiles.get(conn, followed, now, tz, hours) if followed else {}
+        recent = sales.recent_sales(conn, followed, now) if followed else {}
     schedule_key = repr(config.schedule.opening_hours)
     jobs = tuple(enabled_jobs(config, DEFAULT_JOBS))
     off = {}  # job: why the config keeps it from running
@@ -355,7 +371,7 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
             refused = stop.auth_rejected_reason or "credentials refused"
         # Nothing is planned where nothing will be sent: a license no daemon runs, or one
         # stopped until its credentials change.
-        made = (plan_of(used, spendable)
+        made = (plan_of(used, spendable, profiles.get(name), recent.get(name))
                 if name in configured and refused is None else None)
         paused = stop.blocked_until if stop is not None and stop.blocked_until is not None \
             and stop.blocked_until > now else None
@@ -385,6 +401,7 @@ def build(engine: Engine, config: Config, *, now: dt.datetime | None = None,
             jobs=job_views,
             requests=tuple(by_outcome.get(name, ())),
             hourly=tuple(hourly.get(name, [0] * HOURS_SHOWN)),
+            plan_ahead=made.hourly if made else (),
         )
         views.append(_with_stop_signs(view, tz))
     general = []
@@ -677,6 +694,9 @@ def _license_json(lic: LicenseView) -> dict[str, Any]:
         "stop_signs": [sign.__dict__ for sign in lic.stop_signs],
         "requests_today": {f"{r.function} {r.outcome}": r.today for r in lic.requests if r.today},
         "requests_per_hour": list(lic.hourly),
+        "plan_ahead": [{"hour": _iso(h.start), "requests": round(h.requests, 1), "open": h.open,
+                        "expected_orders": None if h.sales is None else round(h.sales, 1)}
+                       for h in lic.plan_ahead],
         "resources": [{
             "resource": job.job,
             "planned_requests_today": job.planned_requests,

@@ -37,7 +37,7 @@ from syncer.jobs import HISTORY_DAY
 from syncer.load import Counts
 from syncer.outcomes import EXIT_BUDGET, Scope
 from syncer.redact import redact
-from syncer.status import Status, audit_words, catching_up_words, when
+from syncer.status import Status, audit_words, catching_up_words, plan_shape, when
 from syncer.sync import PullResult
 
 if TYPE_CHECKING:
@@ -321,6 +321,9 @@ def print_status(status: Status) -> None:
                       f"(budget {lic.daily_budget}, reserve {lic.reserve}; {lic.planned} planned for "
                       f"the rest of the day); {lic.quarantined} record(s) in quarantine",
                       highlight=False)
+        if lic.plan_ahead:
+            console.print("  plan by hour: " + plan_shape(lic.plan_ahead, tz),
+                          highlight=False)
         for sign in lic.stop_signs:
             colour = "red" if sign.severity == "error" else "yellow"
             console.print(f"[{colour}]  {escape(sign.says)} {escape(sign.todo)}[/{colour}]",

@@ -12,19 +12,24 @@ import functools
 import itertools
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from syncer.jobs import DEFAULT_JOBS
 from syncer.planner import (
     CLOSED_MIN_INTERVAL,
+    SHOULDER_INTERVAL,
     JobSpec,
     OpeningHours,
     Plan,
+    SalesProfile,
     hours,
+    learn_profile,
     minutes,
     plan,
 )
@@ -53,9 +58,11 @@ def midnight_after(day: dt.date) -> dt.datetime:
 
 def make_plan(now: dt.datetime, *, spent: int = 0, spendable: int = SPENDABLE,
               last_runs: Mapping[str, dt.datetime | None] | None = None,
-              jobs: Sequence[JobSpec] = DEFAULT_JOBS, shop: OpeningHours = SHOP) -> Plan:
+              jobs: Sequence[JobSpec] = DEFAULT_JOBS, shop: OpeningHours = SHOP,
+              profile: SalesProfile | None = None, recent: int | None = None) -> Plan:
     return plan(jobs, now=now, tz=BRUSSELS, hours=shop, spent=spent, spendable=spendable,
-                last_runs=last_runs if last_runs is not None else {})
+                last_runs=last_runs if last_runs is not None else {}, profile=profile,
+                recent=recent, by_hour=True)
 
 
 # --- the simulation ------------------------------------------------------------------
@@ -79,18 +86,19 @@ class Day:
 
 
 def simulate(day: dt.date, *, spendable: int = SPENDABLE, jobs: Sequence[JobSpec] = DEFAULT_JOBS,
-             shop: OpeningHours = SHOP) -> Day:
+             shop: OpeningHours = SHOP, profile: SalesProfile | None = None,
+             recent: Callable[[dt.datetime], int | None] = lambda _now: None,
+             spent: int = 0) -> Day:
     """Run the planner's choices from local midnight to the next one; `now` in UTC, like
     the daemon's clock."""
     cost = {job.name: job.cost for job in jobs}
     now = local(day).astimezone(UTC)
     end = midnight_after(day)
-    spent = 0
     last_runs: dict[str, dt.datetime | None] = {}
     runs: list[tuple[str, dt.datetime]] = []
     for _ in range(5000):
         current = plan(jobs, now=now, tz=BRUSSELS, hours=shop, spent=spent, spendable=spendable,
-                       last_runs=last_runs)
+                       last_runs=last_runs, profile=profile, recent=recent(now))
         assert set(current.next_run) == set(cost)
         assert all(when >= now for when in current.next_run.values()), "a next_run in the past"
         job, when = min(current.next_run.items(), key=lambda item: (item[1], item[0]))
@@ -478,3 +486,162 @@ def test_the_rate_is_the_largest_that_fits_as_a_bisection_finds_it() -> None:
         assert p._largest_rate(spans, budget) == pytest.approx(expected, rel=1e-9)
         checked += 1
     assert checked > 1000
+
+
+# --- following the shop's sales ------------------------------------------------------
+
+
+def profile_of(per_hour: Mapping[int, float], *, weeks: int = 4, today: dt.date = ORDINARY_DAY,
+               hint: OpeningHours = SHOP) -> SalesProfile:
+    """A profile learned from `weeks` weeks of the same day every day: orders per local hour."""
+    counts = {}
+    for back in range(1, 7 * weeks + 1):
+        day = today - dt.timedelta(days=back)
+        for hour, n in per_hour.items():
+            counts[(day, hour)] = round(n)
+    return learn_profile(counts, today=today, hint=hint, tz=BRUSSELS)
+
+
+# A restaurant's two peaks, a trickle around them (orders per hour, 10:00-23:00).
+RESTAURANT = {10: 2, 11: 8, 12: 40, 13: 35, 14: 8, 15: 3, 16: 3, 17: 6, 18: 25, 19: 45, 20: 40,
+              21: 15, 22: 4}
+BAR = {18: 5, 19: 8, 20: 15, 21: 25, 22: 30, 23: 30, 0: 20, 1: 10}
+
+
+def orders_interval(made: Plan) -> dt.timedelta:
+    interval = made.interval["orders"]
+    assert interval is not None
+    return interval
+
+
+def test_nothing_learned_is_the_configured_hours_and_even_spread() -> None:
+    fresh = learn_profile({}, today=ORDINARY_DAY, hint=SHOP, tz=BRUSSELS)
+    assert fresh.days == 0
+    assert [fresh.open[2][h] for h in range(24)] == [10 <= h < 23 for h in range(24)]
+    # Every open hour alike: the plan of the rest of the day has the same rate in each.
+    made = make_plan(local(ORDINARY_DAY, 12), profile=fresh)
+    open_hours = [h.requests for h in made.hourly if h.open]
+    assert max(open_hours) == pytest.approx(min(open_hours))
+    # Near today's plan with no profile at all; a little less while open, for the
+    # closed hours near the opening ones (a shop that opens early is seen).
+    today, learned = make_plan(local(ORDINARY_DAY, 12)).interval["orders"], made.interval["orders"]
+    assert learned is not None and today is not None
+    assert today <= learned <= 1.05 * today
+
+
+def test_a_new_shop_counts_from_its_first_sale_and_a_weekday_leans_on_the_rest() -> None:
+    today = ORDINARY_DAY  # a Wednesday
+    # Three days of history: Sunday, Monday, Tuesday; 10 orders at noon each, 40 on Monday.
+    counts = {(today - dt.timedelta(days=3), 12): 10, (today - dt.timedelta(days=2), 12): 40,
+              (today - dt.timedelta(days=1), 12): 10}
+    learned = learn_profile(counts, today=today, hint=SHOP, tz=BRUSSELS)
+    assert learned.days == 3
+    average = 60 / 3
+    assert learned.expected[0][12] == pytest.approx((40 + average) / 2)  # Monday, seen once
+    assert learned.expected[2][12] == pytest.approx(average)  # Wednesday, never seen yet
+    assert learned.expected[2][9] == 0
+
+
+def test_orders_poll_where_the_sales_are_and_keep_their_share() -> None:
+    profile = profile_of(RESTAURANT)
+    peak = make_plan(local(ORDINARY_DAY, 19, 30), profile=profile).interval["orders"]
+    quiet = make_plan(local(ORDINARY_DAY, 16, 0), profile=profile).interval["orders"]
+    assert peak is not None and quiet is not None
+    assert peak * 2 < quiet <= minutes(15)
+    even, learned = typical_day(), simulate(ORDINARY_DAY, profile=profile)
+    assert learned.spent <= SPENDABLE
+    # Orders poll at the peaks much more, and as often over the day (within 10%).
+    in_peaks = [w for w in learned.while_open("orders") if w.astimezone(BRUSSELS).hour in (12, 19)]
+    evenly = [w for w in even.while_open("orders") if w.astimezone(BRUSSELS).hour in (12, 19)]
+    assert len(in_peaks) > 1.3 * len(evenly)
+    assert len(learned.times("orders")) == pytest.approx(len(even.times("orders")), rel=0.1)
+    # The catalog and the other jobs keep what they had (within 10%, or one run).
+    for job in ("products", "customers", "invoices", "orders_recheck", "pos_tables", *CATALOG):
+        had = even.counts()[job]
+        assert learned.counts()[job] >= min(0.9 * had, had - 1), job
+
+
+def test_hours_learned_from_sales_are_open_though_not_configured() -> None:
+    bar = profile_of(BAR)  # the configured hours say 10:00-23:00
+    at_one = make_plan(local(ORDINARY_DAY, 1, 0), profile=bar)
+    assert at_one.interval["orders"] is not None and at_one.interval["orders"] <= minutes(15)
+    assert orders_interval(make_plan(local(ORDINARY_DAY, 1, 0))) > CLOSED_MIN_INTERVAL
+    # The tables follow the open hours too.
+    assert at_one.interval["pos_tables"] is not None
+
+
+def test_sales_where_the_history_has_none_are_followed_at_once() -> None:
+    restaurant = profile_of(RESTAURANT)
+    eight = local(ORDINARY_DAY, 8, 0)
+    quiet = make_plan(eight, profile=restaurant)
+    # Two hours before the usual opening: at most half an hour between polls.
+    assert quiet.interval["orders"] is not None and quiet.interval["orders"] <= SHOULDER_INTERVAL
+    assert orders_interval(make_plan(eight)) > SHOULDER_INTERVAL  # today's planner
+    busy = make_plan(eight, profile=restaurant, recent=30)  # a holiday: 30 orders this hour
+    assert busy.interval["orders"] is not None and busy.interval["orders"] <= minutes(5)
+    # Far from any open hour, and nothing sold: the night stays quiet.
+    assert orders_interval(make_plan(local(ORDINARY_DAY, 4), profile=restaurant)) > SHOULDER_INTERVAL
+
+
+def test_the_plan_shows_requests_per_hour_beside_the_sales_expected() -> None:
+    profile = profile_of(RESTAURANT)
+    made = make_plan(local(ORDINARY_DAY, 9, 30), profile=profile)
+    assert [h.start.astimezone(BRUSSELS).hour for h in made.hourly] == list(range(9, 24))
+    assert made.hourly[0].start == local(ORDINARY_DAY, 9, 30)
+    by_hour = {h.start.astimezone(BRUSSELS).hour: h for h in made.hourly}
+    assert by_hour[19].sales == pytest.approx(45)  # every day alike: its own average
+    assert by_hour[19].requests > 1.3 * by_hour[16].requests
+    assert sum(h.requests for h in made.hourly) == pytest.approx(sum(made.expected.values()), abs=8)
+    assert not by_hour[23].open and by_hour[12].open
+
+
+_hour_counts = st.dictionaries(st.integers(0, 23), st.integers(0, 80), max_size=24)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(per_hour=_hour_counts, weeks=st.integers(0, 4), spendable=st.integers(1, 600),
+       reserve=st.integers(0, 100), spent=st.integers(0, 650), hour=st.integers(0, 23),
+       minute=st.integers(0, 59), recent=st.one_of(st.none(), st.integers(0, 200)),
+       shop=st.sampled_from(["10:00-23:00", "closed", "18:00-02:00", "07:00-14:00"]))
+def test_any_profile_plans_within_the_budget(per_hour: dict[int, int], weeks: int, spendable: int,
+                                              reserve: int, spent: int, hour: int, minute: int,
+                                              recent: int | None, shop: str) -> None:
+    hint = OpeningHours.parse(shop)
+    profile = profile_of(per_hour, weeks=weeks, hint=hint)
+    usable = max(spendable - reserve, 0)  # daily_budget - reserve: the reserve is not planned
+    made = make_plan(local(ORDINARY_DAY, hour, minute), spent=spent, spendable=usable,
+                     shop=hint, profile=profile, recent=recent)
+    left = max(usable - spent, 0)
+    assert made.budget_left == left
+    assert sum(made.expected.values()) <= left
+    assert all(when >= local(ORDINARY_DAY, hour, minute) for when in made.next_run.values())
+    if left == 0:
+        assert all(when >= midnight_after(ORDINARY_DAY) for when in made.next_run.values())
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(per_hour=_hour_counts, spendable=st.sampled_from([7, 60, 200, 450]),
+       surprise=st.integers(0, 23), shop=st.sampled_from(["10:00-23:00", "18:00-02:00"]))
+def test_a_day_under_any_profile_never_passes_the_budget(per_hour: dict[int, int], spendable: int,
+                                                          surprise: int, shop: str) -> None:
+    hint = OpeningHours.parse(shop)
+    profile = profile_of(per_hour, hint=hint)
+
+    def recent(now: dt.datetime) -> int | None:  # sales out of the blue from `surprise` on
+        return 40 if now.astimezone(BRUSSELS).hour >= surprise else 0
+
+    day = simulate(ORDINARY_DAY, spendable=spendable, shop=hint, profile=profile, recent=recent)
+    assert day.spent <= spendable  # daily_budget - reserve: the reserve stays untouched
+    assert day.spent >= spendable // 2  # and the budget is used, not hoarded
+
+
+def test_the_end_of_a_peak_is_not_taken_for_a_day_unlike_the_past() -> None:
+    # At 22:30 the last hour still counts the end of the dinner (15 orders expected at
+    # 21:00, 4 at 22:00): 12 seen is the usual, not a surprise.
+    restaurant = profile_of(RESTAURANT)
+    late = local(ORDINARY_DAY, 22, 30)
+    usual = make_plan(late, profile=restaurant, recent=12, spent=300)
+    assert usual.interval == make_plan(late, profile=restaurant, recent=0, spent=300).interval
+    # 60 is a surprise: the next hour, closed by the profile, is planned open.
+    surprised = make_plan(late, profile=restaurant, recent=60, spent=300)
+    assert surprised.hourly[-1].open and not usual.hourly[-1].open

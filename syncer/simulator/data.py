@@ -36,6 +36,8 @@ from decimal import Decimal
 from typing import Any, Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
+from syncer.simulator.shapes import DayShape
+
 PAYMENT_METHODS = (
     "cash",
     "bancontact",
@@ -824,6 +826,7 @@ def generate(
     until: dt.datetime | None = None,
     anomalies: bool = False,
     day_orders: tuple[int, int] = (150, 300),
+    shape: DayShape | None = None,
 ) -> Dataset:
     """A deterministic shop: catalogue, customers, and `orders` orders over days ending at anchor.
 
@@ -836,7 +839,8 @@ def generate(
     history (the tests' fixed data sets).
 
     `anomalies`: plant what `syncer audit` must find (see `plant_anomalies`); off by
-    default, so the default data set reconciles.
+    default, so the default data set reconciles. `shape`: when in the day the orders
+    come (see `shapes`); by default a restaurant's hours, 10:00-23:00.
     """
     if anchor is None and until is None:
         until = dt.datetime.now(ZoneInfo(tz))
@@ -845,7 +849,7 @@ def generate(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        dataset = _generate(seed, orders, anchor, tz, until, day_orders)
+        dataset = _generate(seed, orders, anchor, tz, until, day_orders, shape)
         if anomalies:
             plant_anomalies(dataset)
         if until is not None:
@@ -861,7 +865,8 @@ def generate(
 
 
 def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str,
-              until: dt.datetime | None, day_orders: tuple[int, int] = (150, 300)) -> Dataset:
+              until: dt.datetime | None, day_orders: tuple[int, int] = (150, 300),
+              shape: DayShape | None = None) -> Dataset:
     zone = ZoneInfo(tz)
     if anchor is None:
         anchor = (until or dt.datetime.now(zone)).astimezone(zone).date()
@@ -943,7 +948,7 @@ def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str,
     if until is not None and until.astimezone(zone).date() == anchor:
         # The history ends at `until` and holds `orders` orders: the anchor day's
         # sales by then count toward them; the rest of its day comes later (pending).
-        today = _order_seconds(rng, rng.randint(*day_orders))
+        today = _order_seconds(rng, rng.randint(*day_orders), shape)
         cut = until.astimezone(zone)
         made = sum(1 for sec in today if _at(anchor, sec, zone) <= cut)
         drop = max(made - remaining, 0)  # fewer wanted than made by now: the latest stay
@@ -969,7 +974,7 @@ def _generate(seed: int, orders: int, anchor: dt.date | None, tz: str,
     order_list: list[Order] = []
     order_id = 0
     for day, count in zip(days, day_counts, strict=True):
-        seconds = today if today is not None and day == anchor else _order_seconds(rng, count)
+        seconds = today if today is not None and day == anchor else _order_seconds(rng, count, shape)
         if _is_dst_change(day, zone):
             # The edge case the parser must get right: 02:30 on a DST day (see module doc).
             seconds[0] = 2 * 3600 + 30 * 60
@@ -1023,8 +1028,11 @@ def plant_anomalies(ds: Dataset) -> None:
     ds.last_order_id += MISSING_RUN
 
 
-def _order_seconds(rng: random.Random, count: int) -> list[int]:
-    """A day's order times, seconds after midnight, sorted, weighted by the opening hours."""
+def _order_seconds(rng: random.Random, count: int, shape: DayShape | None = None) -> list[int]:
+    """A day's order times, seconds after midnight, sorted, weighted by the opening hours
+    (or drawn in `shape`)."""
+    if shape is not None:
+        return shape.seconds(rng, count)
     hours = rng.choices(_HOURS, _HOUR_WEIGHTS, k=count)
     return sorted(h * 3600 + rng.randrange(3600) for h in hours)
 
