@@ -18,7 +18,7 @@ import click
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic import SecretStr
-from rich.markup import escape
+from rich.text import Text
 from sqlalchemy import Engine, false, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -88,7 +88,7 @@ def _only_upgrades(record: logging.LogRecord) -> bool:
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     """A warning for the user (a token file others can read) as one line, not source code."""
-    errors.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+    errors.print(Text.assemble(("warning:", "yellow"), f" {message}"), highlight=False)
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -116,8 +116,7 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    # escape(): a message may quote config syntax such as [[licenses]], not markup.
-    errors.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
+    errors.print(Text.assemble(("error:", "red"), f" {redact(message)}"), highlight=False)
     sys.exit(code)
 
 
@@ -287,9 +286,9 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
             fail(str(exc))
         for r in results:
             if r.ran:
-                console.print(f"{r.job}: {r.requests} request(s), {r.written} row(s) written"
-                              + (f" [yellow]{escape(r.error)}[/yellow]" if r.error else ""),
-                              highlight=False)
+                console.print(Text.assemble(
+                    f"{r.job}: {r.requests} request(s), {r.written} row(s) written",
+                    (f" {r.error}" if r.error else "", "yellow")), highlight=False)
         # The worst outcome's exit code (see syncer.outcomes): refused credentials 1, a
         # budget or license stop 3, so that cron and systemd see them. Credentials
         # refused earlier stay an error while nothing is due (and so nothing is sent).
@@ -300,7 +299,7 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
                 if stop.auth_rejected:
                     errors.print(f"license {lic.name}: credentials were refused "
                                  f"({stop.auth_reason}); {outcomes.CREDENTIALS_ADVICE}",
-                                 markup=False, highlight=False)
+                                 highlight=False)
                     code = max(code, outcomes.REFUSED_BEFORE.exit_code)
         sys.exit(code)
     host, port = None, 0
@@ -374,14 +373,14 @@ def check(state: State, online: bool) -> None:
     else:
         # Not an error (a config may be written before its first license), but nothing
         # would be synced: say so rather than "ok".
-        console.print("[yellow]" + escape(
+        console.print(Text(
             f"config: {config.source}: no license configured: nothing would be synced. Add a "
-            "[[licenses]] entry, or set CLOUDPOS_LICNAME and CLOUDPOS_TOKEN") + "[/yellow]",
+            "[[licenses]] entry, or set CLOUDPOS_LICNAME and CLOUDPOS_TOKEN", style="yellow"),
             highlight=False)
     for lic in config.licenses:
         if not lic.resolved_token().get_secret_value():
             where = f"${lic.token_env}" if lic.token_env else "token"
-            console.print(f"[red]license {lic.name}: no token ({where} is empty)[/red]")
+            console.print(Text(f"license {lic.name}: no token ({where} is empty)", style="red"))
             problems += 1
     # A check never writes the schema: a SQLite path that is not there is a typo (say so,
     # do not create it), and an old schema is reported, not upgraded. --online records its
@@ -403,8 +402,8 @@ def check(state: State, online: bool) -> None:
                              .values(spent=t.request_budget.c.spent))
                 tx.rollback()
         except SQLAlchemyError as exc:
-            console.print(f"[red]database: cannot write: {escape(redact(error_summary(exc)))}"
-                          "[/red]")
+            console.print(Text(f"database: cannot write: {redact(error_summary(exc))}",
+                               style="red"))
             problems += 1
     else:
         found = "no schema yet" if current is None else f"revision {current}, newest {head}"
@@ -413,8 +412,8 @@ def check(state: State, online: bool) -> None:
                          "the schema)" if online else ""))
         problems += 1
     if online and not config.licenses:
-        console.print("[red]--online: no license configured, so no credentials were "
-                      "verified[/red]", highlight=False)
+        console.print(Text("--online: no license configured, so no credentials were verified",
+                           style="red"), highlight=False)
         problems += 1
     if online and current == head:
         for lic in config.licenses:
@@ -423,7 +422,7 @@ def check(state: State, online: bool) -> None:
                     rt.client.fetch("get-printers")
                 console.print(f"license {lic.name}: credentials accepted")
             except (CloudPosError, Exception) as exc:
-                console.print(f"[red]license {lic.name}: {redact(str(exc))}[/red]")
+                console.print(Text(f"license {lic.name}: {redact(str(exc))}", style="red"))
                 problems += 1
     sys.exit(EXIT_ERROR if problems else EXIT_OK)
 
@@ -518,7 +517,7 @@ def report(state: State, name: str | None, date_from: dt.datetime | None,
         fail(f"--out {out_path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE)
     if out_path is not None:
         errors.print(f"{chosen.name}: {len(rows)} row(s) written to {out_path} ({writer.summary})",
-                     markup=False, highlight=False)
+                     highlight=False)
 
 
 # --- audit ---------------------------------------------------------------------------------
@@ -548,7 +547,7 @@ def audit(state: State, license_name: str | None, date_from: dt.datetime | None,
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
         for line in audit_module.describe(result):
-            console.print(line, markup=False, highlight=False)
+            console.print(line, highlight=False)
     sys.exit(audit_module.EXIT_PROBLEMS if result["problems"] else EXIT_OK)
 
 
@@ -813,7 +812,7 @@ def main() -> None:
         # The database refused or went away mid-command (read-only file, full disk, a
         # restart): one line, not a traceback. Nothing past the last commit was kept,
         # and every cursor moved with its rows, so running the command again continues.
-        errors.print(f"[red]error:[/red] database: {escape(redact(error_summary(exc)))}; "
-                     "nothing after the last commit was kept: fix it and run the command again",
-                     highlight=False)
+        errors.print(Text.assemble(("error:", "red"), f" database: {redact(error_summary(exc))}; "
+                                   "nothing after the last commit was kept: fix it and run the "
+                                   "command again"), highlight=False)
         sys.exit(EXIT_ERROR)

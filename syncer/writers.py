@@ -130,7 +130,8 @@ def console_on(out: BinaryIO) -> tuple[Console, io.TextIOWrapper]:
     """A rich console writing UTF-8 to `out`: the terminal's width and colours on a
     terminal, plain text 200 columns wide elsewhere. Detach the wrapper when done."""
     text = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
-    return Console(file=text, width=None if out.isatty() else PLAIN_WIDTH), text
+    # markup=False: a product named `Koffie [/]` is text (see syncer.views).
+    return Console(file=text, width=None if out.isatty() else PLAIN_WIDTH, markup=False), text
 
 
 def write_table(extract: Extract, out: BinaryIO) -> None:

@@ -2,24 +2,39 @@
 bundled simulator, whose answers a test rewrites.
 
 Every request is passed on to the simulator as sent; a test's `rewrite(function,
-params, body)` then returns the body to answer instead (or None: the simulator's
-answer as is). The simulator stays the source of truth for what a well-behaved API
-holds, so a test compares what was stored with it.
+params, body)` then returns the body to answer instead, an `Answer` (a body with its
+own HTTP status, headers and delay), or None: the simulator's answer as is. The
+simulator stays the source of truth for what a well-behaved API holds, so a test
+compares what was stored with it.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-# (function, the request's parameters without licname/token, the simulator's body) -> body
-Rewrite = Callable[[str, dict[str, str], bytes], bytes | None]
+
+@dataclass(frozen=True)
+class Answer:
+    """What the hostile server sends: a body, its status, its headers, after a delay."""
+
+    body: bytes
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before the status line
+    content_type: str = "application/json; charset=utf-8"
+
+
+# (function, the request's parameters without licname/token, the simulator's body) -> answer
+Rewrite = Callable[[str, dict[str, str], bytes], "bytes | Answer | None"]
 
 
 class HostileServer(ThreadingHTTPServer):
@@ -51,12 +66,17 @@ class _Handler(BaseHTTPRequestHandler):
         shown = {k: v for k, v in params.items() if k not in ("licname", "token", function)}
         self.server.seen.append((function, shown))
         replaced = self.server.rewrite(function, shown, body)
-        out = body if replaced is None else replaced
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(out)))
+        answer = (Answer(body) if replaced is None
+                  else replaced if isinstance(replaced, Answer) else Answer(replaced))
+        if answer.delay:
+            time.sleep(answer.delay)
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(out)
+        self.wfile.write(answer.body)
 
 
 @contextmanager
@@ -92,3 +112,26 @@ def with_extra_id(body: bytes, new_id: int) -> bytes | None:
     answer, key = found
     answer[key] = [*answer[key], {**answer[key][0], "id": new_id}]
     return json.dumps(answer).encode()
+
+
+def with_values(body: bytes, change: Callable[[str, Any], Any]) -> bytes | None:
+    """The answer with every value of every object replaced by `change(key, value)`
+    (nested objects and lists too); None for a body that is not JSON."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+
+    def walk(key: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(k, v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(key, v) for v in value]
+        return change(key, value)
+
+    return json.dumps(walk("", answer), ensure_ascii=False).encode()
+
+
+def api_error(code: int, message: str) -> bytes:
+    """An API error answer (HTTP 200 with an errorcode), as CloudPOS sends one."""
+    return json.dumps({"errorcode": code, "message": message}, ensure_ascii=False).encode()
