@@ -4,13 +4,21 @@ line, never a spreadsheet formula; the real CLI against a hostile CloudPOS on lo
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+from sqlalchemy import select
+
+from syncer import tables as t
+from syncer.db import make_engine
 from syncer.simulator import Simulator
 from syncer.simulator.data import generate
-from tests.conftest import ANCHOR, TOKEN
+from tests.conftest import ANCHOR, LICENSE, TOKEN
 from tests.helpers import cli_env, run_cli
-from tests.hostile import api_error, hostile, with_values
+from tests.hostile import Answer, api_error, hostile, with_values
 
 MARKUP_LICENSE = "shop[/]"
 
@@ -61,3 +69,104 @@ def test_an_api_message_with_markup_is_shown_by_check_online(
     assert [f for f, _ in server.seen] == ["get-printers"]
 
 
+
+
+def syncer(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess: its stderr is the text log an operator reads."""
+    return subprocess.run([sys.executable, "-m", "syncer", "--log-level", "debug", *args],
+                          check=False, env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def last_errors(db_url: str) -> list[str]:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return [e for e in conn.execute(select(t.sync_state.c.last_error)).scalars() if e]
+    finally:
+        engine.dispose()
+
+
+FORGED = "2026-12-01T08:00:00.000+00:00 ERROR   syncer: credentials stolen"
+
+
+def test_control_characters_from_the_api_never_start_a_log_line(
+        db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    message = f"kapot\n{FORGED}\r\x1b[2K\x1b[1Aweg\u2028{FORGED}"
+
+    def refuse(function: str, params: dict[str, str], body: bytes) -> bytes | None:
+        return api_error(1999, message) if function == "get-printers" else None
+
+    with hostile(sim.base_url, refuse) as server:
+        run = syncer(["backfill", "--resource", "printers"], cli_env(db_url, server.base_url),
+                     tmp_path)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "Traceback" not in out
+    assert "1999 kapot\\n2026-12-01" in run.stderr  # said, escaped, on the line that quotes it
+    assert "\x1b" not in out and "\u2028" not in out and "\r" not in out
+    assert not any(line.startswith(FORGED[:20]) for line in out.splitlines())
+    assert all("\n" not in error and "\x1b" not in error for error in last_errors(db_url))
+
+
+HOSTILE_TOKEN = 'SECRET#&licname=evil x+%41/\u00e9"q'
+TOKEN_PARTS = ("SECRET", "evil x", "%41/", "licname=evil")
+
+
+@pytest.mark.parametrize("echo", [
+    pytest.param(lambda token: token.encode(), id="as-is"),
+    pytest.param(lambda token: ("x" * 190 + token).encode(), id="cut-at-200"),
+    pytest.param(lambda token: json.dumps({"token": token}).encode(), id="json-escaped"),
+    pytest.param(lambda token: f"GET /api/?licname=demo&token={token}&get-printers".encode(),
+                 id="query-as-is"),
+    pytest.param(lambda token: "<p>{}</p>".format(
+        __import__("urllib.parse").parse.quote_plus(token)).encode(), id="url-encoded"),
+])
+def test_a_4xx_body_echoing_the_token_shows_no_part_of_it(
+        db_url: str, tmp_path: Path, echo: object) -> None:
+    sim = Simulator(generate(seed=1, orders=50, anchor=ANCHOR), licenses={LICENSE: HOSTILE_TOKEN})
+    sim.start()
+    try:
+        def refuse(function: str, params: dict[str, str], body: bytes) -> Answer | None:
+            assert callable(echo)
+            return Answer(echo(HOSTILE_TOKEN), status=403) if function == "get-printers" else None
+
+        with hostile(sim.base_url, refuse) as server:
+            env = cli_env(db_url, server.base_url, token=HOSTILE_TOKEN)
+            run = syncer(["backfill", "--resource", "printers"], env, tmp_path)
+            status = syncer(["status"], env, tmp_path)
+    finally:
+        sim.stop()
+    out = run.stdout + run.stderr + status.stdout + status.stderr
+    assert run.returncode == 1, out
+    assert "HTTP 403" in run.stderr
+    stored = last_errors(db_url)
+    assert stored and "HTTP 403" in stored[0]
+    for part in TOKEN_PARTS:
+        assert part not in out, part
+        assert all(part not in error for error in stored), (part, stored)
+
+
+@pytest.mark.parametrize("status", [201, 204, 302])
+def test_only_a_200_is_an_answer(db_url: str, sim: Simulator, tmp_path: Path, status: int) -> None:
+    def elsewhere(function: str, params: dict[str, str], body: bytes) -> Answer | None:
+        if function != "get-printers":
+            return None
+        wrong = json.dumps({"data": [{"id": 99, "name": "not a printer"}]}).encode()
+        return Answer(b"" if status == 204 else wrong, status=status,
+                      headers={"Location": "http://127.0.0.1:9/elsewhere"} if status == 302 else {})
+
+    with hostile(sim.base_url, elsewhere) as server:
+        run = syncer(["backfill", "--resource", "printers"], cli_env(db_url, server.base_url),
+                     tmp_path)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "Traceback" not in out
+    assert f"HTTP {status} instead of 200" in run.stderr
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(select(t.printers.c.id)).scalars().all() == []
+    finally:
+        engine.dispose()
+    assert len([f for f, _ in server.seen if f == "get-printers"]) >= 1
