@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -118,6 +119,17 @@ def setup_logging(level: str, fmt: str) -> None:
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     errors.print(Text.assemble(("error:", "red"), f" {redact(message)}"), highlight=False)
     sys.exit(code)
+
+
+def cannot_write(path: Path | None, exc: OSError) -> NoReturn:
+    """An `--out` file that could not be written, in one line (nothing was left half
+    written: see `writers.write_file`). A path that cannot be used is a usage error; a
+    disk that refused the bytes (full, read-only, a quota) is an error."""
+    usage = isinstance(exc, FileExistsError | FileNotFoundError | IsADirectoryError
+                       | NotADirectoryError | PermissionError)
+    why = "it exists; add --force to replace it" if isinstance(exc, FileExistsError) else (
+        exc.strerror or str(exc))
+    fail(f"--out {path}: cannot write it ({why})", EXIT_USAGE if usage else EXIT_ERROR)
 
 
 def confirm(question: str) -> None:
@@ -514,7 +526,7 @@ def report(state: State, name: str | None, date_from: dt.datetime | None,
     try:
         writers.write(writer, writers.Extract(chosen, rows, config.api.tz, header=header), out_path)
     except OSError as exc:
-        fail(f"--out {out_path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE)
+        cannot_write(out_path, exc)
     if out_path is not None:
         errors.print(f"{chosen.name}: {len(rows)} row(s) written to {out_path} ({writer.summary})",
                      highlight=False)
@@ -763,10 +775,12 @@ def reset(state: State, resource_names: tuple[str, ...], license_names: tuple[st
               help="First one new budgeted request per synced function (asks first).")
 @click.option("--yes", is_flag=True, help="With --fresh: do not ask for confirmation.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
-              help="Support bundle file (default ./syncer-doctor-<time>.json).")
+              help="Support bundle file (default ./syncer-doctor-<time>.json); an existing "
+                   "file is kept unless --force.")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.pass_obj
 def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
-           out_path: str | None) -> None:
+           out_path: str | None, force: bool) -> None:
     """What the API's answers look like to the parser, as a redacted support bundle."""
     from syncer import doctor as doc  # noqa: PLC0415
 
@@ -774,6 +788,9 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
     licenses = licenses_of(config, license_names)
     chosen = list(res.RESOURCES)
     now = utcnow()
+    path = Path(out_path or f"syncer-doctor-{now.astimezone(config.api.tz):%Y%m%d-%H%M%S}.json")
+    if not force and (path.exists() or path.is_symlink()):  # said before any request is spent
+        cannot_write(path, FileExistsError(errno.EEXIST, "it exists", str(path)))
     if fresh and not yes:
         what = (f"spend up to {len(chosen)} request(s) of today's budget per license "
                 f"({', '.join(lic.name for lic in licenses)})")
@@ -791,8 +808,10 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
         found.append(doc.report(engine, config, lic, chosen, fresh_errors=fresh_errors, now=now))
     for item in found:
         console.print(views.doctor_table(item))
-    path = Path(out_path or f"syncer-doctor-{now.astimezone(config.api.tz):%Y%m%d-%H%M%S}.json")
-    doc.write_bundle(found, path)
+    try:
+        doc.write_bundle(found, path, replace=force)
+    except OSError as exc:
+        cannot_write(path, exc)
     console.print(f"support bundle (redacted: no token, national number, e-mail or phone): "
                   f"{path.resolve()}", highlight=False)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import enum
+import errno
 import io
 import json
 import os
@@ -350,19 +351,33 @@ def for_path(path: Path) -> Writer | None:
 
 
 def write(writer: Writer, extract: Extract, path: Path | None = None) -> None:
-    """Write `extract` to `path`, or to standard output without one.
-
-    A file is written beside itself and renamed when complete, so a reader never sees
-    half a report and a failed write leaves the old file (or none)."""
+    """Write `extract` to `path` (replacing it, see `write_file`), or to standard output
+    without one."""
     if path is None:
         sys.stdout.flush()
         writer.write(extract, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
+    write_file(path, lambda out: writer.write(extract, out))
+
+
+def write_file(path: Path, fill: Callable[[BinaryIO], object], *, replace: bool = True) -> None:
+    """A file every command writes for a person (`report --out`, `doctor --out`).
+
+    It is written beside itself (a new file, never opened through a link) and renamed
+    when complete, so a reader never sees half of it and a failed write (a missing
+    folder, a full disk) leaves the old file, or none, and raises the OSError. A link at
+    `path` is replaced, never written through. With `replace=False` an existing `path`
+    (a link too) is kept and FileExistsError raised, also when it appears meanwhile."""
+    if not replace and (path.exists() or path.is_symlink()):
+        raise FileExistsError(errno.EEXIST, "it exists", str(path))
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with partial.open("wb") as out:
-            writer.write(extract, out)
-        partial.replace(path)
+        with partial.open("xb") as out:
+            fill(out)
+        if replace:
+            partial.replace(path)
+        else:
+            os.link(partial, path, follow_symlinks=False)  # fails, atomically, if path exists
     finally:
         partial.unlink(missing_ok=True)

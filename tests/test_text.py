@@ -18,9 +18,10 @@ from sqlalchemy import select
 from syncer import reports, writers
 from syncer import tables as t
 from syncer.db import make_engine
+from syncer.ledger import utcnow
 from syncer.simulator import Simulator
 from syncer.simulator.data import generate
-from tests.conftest import ANCHOR, LICENSE, TOKEN
+from tests.conftest import ANCHOR, LICENSE, TOKEN, database
 from tests.helpers import cli_env, run_cli
 from tests.hostile import Answer, api_error, hostile, with_values
 from tests.test_writers import BRUSSELS, SHIFT, convert, soffice
@@ -243,3 +244,99 @@ def test_excel_be_quotes_formulas_in_text_and_keeps_numbers_numeric() -> None:
     writers.get("csv").write(writers.Extract(labor, rows, BRUSSELS), plain)
     assert [line.split(",")[3] for line in plain.getvalue().decode().splitlines()[1:]] == [
         "=1+1", "-5", "-2+3", "@me", "Léa"]
+
+
+# --- the doctor's bundle, --out files, odd dates ---------------------------------------------
+
+NATIONAL_NUMBER = 85073003328
+
+
+def test_the_doctor_bundle_masks_a_national_number_sent_as_a_json_number(
+        db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    def with_rrn(function: str, params: dict[str, str], body: bytes) -> bytes | None:
+        if function != "get-customers":
+            return None
+        answer = json.loads(body)
+        for record in answer["data"]:
+            record.update({"rrn": NATIONAL_NUMBER, "ids": {"rrn": NATIONAL_NUMBER,
+                                                          "more": [NATIONAL_NUMBER, 7]}})
+        return json.dumps(answer).encode()
+
+    with hostile(sim.base_url, with_rrn) as server:
+        env = cli_env(db_url, server.base_url)
+        assert run_cli(["backfill", "--resource", "customers"], env, cwd=tmp_path).exit_code == 0
+        bundle = tmp_path / "bundle.json"
+        doctor = run_cli(["doctor", "--out", str(bundle)], env, cwd=tmp_path)
+    assert doctor.exit_code == 0, doctor.output
+    text = bundle.read_text(encoding="utf-8")
+    assert str(NATIONAL_NUMBER) not in text and "73003328" not in text
+    samples = json.loads(text)["licenses"][0]["functions"]["get-customers"]["samples"]
+    assert len(samples) == 3
+    for sample in samples:
+        assert sample["rrn"] == sample["ids"]["rrn"] == "<national number>"
+        assert sample["ids"]["more"] == ["<national number>", 7]
+
+
+def test_doctor_out_keeps_an_existing_file_and_never_writes_through_a_link(
+        db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    env = cli_env(db_url, sim.base_url)
+    assert run_cli(["backfill", "--resource", "printers"], env, cwd=tmp_path).exit_code == 0
+    kept = tmp_path / "kept.json"
+    kept.write_text("an older bundle\n")
+    refused = run_cli(["doctor", "--out", str(kept)], env, cwd=tmp_path)
+    assert refused.exit_code == 2, refused.output
+    assert f"--out {kept}: cannot write it (it exists; add --force to replace it)" in refused.output
+    assert kept.read_text() == "an older bundle\n"
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("not a bundle\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(precious)
+    assert run_cli(["doctor", "--out", str(link)], env, cwd=tmp_path).exit_code == 2
+    forced = run_cli(["doctor", "--out", str(link), "--force"], env, cwd=tmp_path)
+    assert forced.exit_code == 0, forced.output
+    assert not link.is_symlink() and json.loads(link.read_text())["syncer_doctor"] == 1
+    assert precious.read_text() == "not a bundle\n"  # the link was replaced, not followed
+
+    missing = tmp_path / "no-such-folder" / "b.json"
+    nowhere = run_cli(["doctor", "--out", str(missing)], env, cwd=tmp_path)
+    assert nowhere.exit_code == 2, nowhere.output
+    assert f"--out {missing}: cannot write it (No such file or directory)" in nowhere.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")) == []
+
+
+def test_a_full_disk_under_doctor_out_is_one_clear_line(sim: Simulator, tmp_path: Path) -> None:
+    """A disk that takes no more (a file size limit on the process: the kernel refuses
+    the bundle's bytes as a full disk would). On Postgres: a SQLite database is a file of
+    the same process, so the limit would refuse its journal first."""
+    import resource
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # the bundle is larger
+
+    with database("postgresql", tmp_path) as db_url:
+        env = cli_env(db_url, sim.base_url)
+        assert run_cli(["backfill", "--resource", "products"], env, cwd=tmp_path).exit_code == 0
+        run = subprocess.run([sys.executable, "-m", "syncer", "doctor", "--out", "b.json"],
+                             check=False, env=env, cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120, preexec_fn=small_disk)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "Traceback" not in out
+    assert "--out b.json: cannot write it (File too large)" in out
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("b.json", ".b.json"))] == []
+
+
+def test_audit_and_report_over_every_possible_day(db_url: str, sim: Simulator, tmp_path: Path) -> None:
+    env = cli_env(db_url, sim.base_url)
+    assert run_cli(["backfill"], env, cwd=tmp_path).exit_code == 0
+    audit = syncer(["audit", "--json", "--from", "0001-01-01", "--to", "9999-12-31"], env, tmp_path)
+    assert audit.returncode in (0, 4), audit.stdout + audit.stderr
+    assert "Traceback" not in audit.stderr
+    found = json.loads(audit.stdout)["licenses"][0]
+    days = found["open_days_without_tickets"]  # none before the first ticket or after today
+    assert all(day > "2026-" for day in days) and max(days) <= utcnow().date().isoformat()
+    report = syncer(["report", "vat", "--format", "csv", "--from", "0001-01-01", "--to",
+                     "9999-12-31"], env, tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert len(report.stdout.splitlines()) > 1
