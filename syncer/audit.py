@@ -121,7 +121,8 @@ def audit_license(conn: Connection, config: Config, license: str, *, since: dt.d
                   until: dt.date | None, now: dt.datetime) -> dict[str, Any]:
     tz = config.api.tz
     today = reports.business_day(now, tz, reports.day_start_minute(conn))
-    last = until or today - dt.timedelta(days=1)
+    # A day after today has no tickets yet, and 9999-12-31 has no next day to step to.
+    last = min(until, today) if until else today - dt.timedelta(days=1)
     payments_off, lines_off = ticket_problems(conn, license, since, until)
     gaps = {r.name: [g.as_dict() for g in id_gaps(conn, license, r)] for r in ID_RESOURCES}
     quarantined = quarantine(conn, license)
@@ -352,19 +353,20 @@ def refused_lists(conn: Connection, license: str) -> list[dict[str, Any]]:
 
 def open_days_without_tickets(conn: Connection, config: Config, license: str,
                               since: dt.date | None, until: dt.date) -> list[dt.date]:
-    """Business days in [since (else the first ticket's day), until] that the opening
-    hours say are open, without a ticket."""
+    """Business days in [since or the first ticket's day, whichever is later, until] that
+    the opening hours say are open, without a ticket."""
     view = reports.get("report_tickets").view
     query = select(view.c.day).where(view.c.license == license).distinct()
     if since is not None:
         query = query.where(view.c.day >= since)
     query = query.where(view.c.day <= until)
     days = set(conn.execute(query).scalars())
-    if since is None:
-        first = conn.execute(select(func.min(view.c.day)).where(view.c.license == license)).scalar()
-        if first is None:
-            return []  # no history yet: nothing says since when the shop trades
-        since = first
+    # Before the first ticket nothing says the shop traded (`--from 0001-01-01` would
+    # list every open weekday since the year 1); the caller ends `until` by today.
+    first = conn.execute(select(func.min(view.c.day)).where(view.c.license == license)).scalar()
+    if first is None:
+        return []  # no history yet: nothing says since when the shop trades
+    since = first if since is None else max(since, first)
     ranges = config.schedule.hours().ranges
     out = []
     day = since

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import click
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic import SecretStr
-from rich.markup import escape
+from rich.text import Text
 from sqlalchemy import Engine, false, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -108,7 +109,7 @@ def _only_upgrades(record: logging.LogRecord) -> bool:
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     """A warning for the user (a token file others can read) as one line, not source code."""
-    errors.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+    errors.print(Text.assemble(("warning:", "yellow"), f" {message}"), highlight=False)
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -136,9 +137,19 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    # escape(): a message may quote config syntax such as [[licenses]], not markup.
-    errors.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
+    errors.print(Text.assemble(("error:", "red"), f" {redact(message)}"), highlight=False)
     sys.exit(code)
+
+
+def cannot_write(path: Path | None, exc: OSError) -> NoReturn:
+    """An `--out` file that could not be written, in one line (nothing was left half
+    written: see `writers.write_file`). A path that cannot be used is a usage error; a
+    disk that refused the bytes (full, read-only, a quota) is an error."""
+    usage = isinstance(exc, FileExistsError | FileNotFoundError | IsADirectoryError
+                       | NotADirectoryError | PermissionError)
+    why = "it exists; add --force to replace it" if isinstance(exc, FileExistsError) else (
+        exc.strerror or str(exc))
+    fail(f"--out {path}: cannot write it ({why})", EXIT_USAGE if usage else EXIT_ERROR)
 
 
 def confirm(question: str) -> None:
@@ -441,14 +452,14 @@ def check(state: State, online: bool) -> None:
     else:
         # Not an error (a config may be written before its first license), but nothing
         # would be synced: say so rather than "ok".
-        console.print("[yellow]" + escape(
+        console.print(Text(
             f"config: {config.source}: no license configured: nothing would be synced. Add a "
-            "[[licenses]] entry, or set CLOUDPOS_LICNAME and CLOUDPOS_TOKEN") + "[/yellow]",
+            "[[licenses]] entry, or set CLOUDPOS_LICNAME and CLOUDPOS_TOKEN", style="yellow"),
             highlight=False)
     for lic in config.licenses:
         if not lic.resolved_token().get_secret_value():
             where = f"${lic.token_env}" if lic.token_env else "token"
-            console.print(f"[red]license {lic.name}: no token ({where} is empty)[/red]")
+            console.print(Text(f"license {lic.name}: no token ({where} is empty)", style="red"))
             problems += 1
     # A check never writes the schema: a SQLite path that is not there is a typo (say so,
     # do not create it), and an old schema is reported, not upgraded. --online records its
@@ -470,8 +481,8 @@ def check(state: State, online: bool) -> None:
                              .values(spent=t.request_budget.c.spent))
                 tx.rollback()
         except SQLAlchemyError as exc:
-            console.print(f"[red]database: cannot write: {escape(redact(error_summary(exc)))}"
-                          "[/red]")
+            console.print(Text(f"database: cannot write: {redact(error_summary(exc))}",
+                               style="red"))
             problems += 1
     else:
         found = "no schema yet" if current is None else f"revision {current}, newest {head}"
@@ -480,8 +491,8 @@ def check(state: State, online: bool) -> None:
                          "the schema)" if online else ""))
         problems += 1
     if online and not config.licenses:
-        console.print("[red]--online: no license configured, so no credentials were "
-                      "verified[/red]", highlight=False)
+        console.print(Text("--online: no license configured, so no credentials were verified",
+                           style="red"), highlight=False)
         problems += 1
     if online and current == head:
         for lic in config.licenses:
@@ -492,8 +503,7 @@ def check(state: State, online: bool) -> None:
             except (CloudPosError, Exception) as exc:
                 # A stop's message may name the license itself: the line has just named it.
                 said = redact(str(exc)).removeprefix(f"license {lic.name!r}: ")
-                console.print(f"[red]license {escape(lic.name)}: {escape(said)}[/red]",
-                              highlight=False)
+                console.print(Text(f"license {lic.name}: {said}", style="red"))
                 problems += 1
     sys.exit(EXIT_ERROR if problems else EXIT_OK)
 
@@ -694,10 +704,10 @@ def report(state: State, name: str | None, date_from: dt.datetime | None,
     try:
         writers.write(writer, writers.Extract(chosen, rows, config.api.tz, header=header), out_path)
     except OSError as exc:
-        fail(f"--out {out_path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE)
+        cannot_write(out_path, exc)
     if out_path is not None:
         errors.print(f"{chosen.name}: {len(rows)} row(s) written to {out_path} ({writer.summary})",
-                     markup=False, highlight=False)
+                     highlight=False)
 
 
 @cli.command()
@@ -776,7 +786,7 @@ def audit(state: State, license_name: str | None, date_from: dt.datetime | None,
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
         for line in audit_module.describe(result, config.api.tz):
-            console.print(line, markup=False, highlight=False)
+            console.print(line, highlight=False)
     sys.exit(audit_module.EXIT_PROBLEMS if result["problems"] else EXIT_OK)
 
 
@@ -993,10 +1003,12 @@ def reset(state: State, resource_names: tuple[str, ...], license_names: tuple[st
               help="First one new budgeted request per synced function (asks first).")
 @click.option("--yes", is_flag=True, help="With --fresh: do not ask for confirmation.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
-              help="Support bundle file (default ./syncer-doctor-<time>.json).")
+              help="Support bundle file (default ./syncer-doctor-<time>.json); an existing "
+                   "file is kept unless --force.")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.pass_obj
 def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
-           out_path: str | None) -> None:
+           out_path: str | None, force: bool) -> None:
     """What the API's answers look like to the parser, as a redacted support bundle."""
     from syncer import doctor as doc  # noqa: PLC0415
 
@@ -1005,6 +1017,9 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
     licenses = licenses_of(config, license_names) if fresh else []
     chosen = list(res.RESOURCES)
     now = utcnow()
+    path = Path(out_path or f"syncer-doctor-{now.astimezone(config.api.tz):%Y%m%d-%H%M%S}.json")
+    if not force and (path.exists() or path.is_symlink()):  # said before any request is spent
+        cannot_write(path, FileExistsError(errno.EEXIST, "it exists", str(path)))
     if fresh and not yes:
         what = (f"spend up to {len(chosen)} request(s) of today's budget per license "
                 f"({', '.join(lic.name for lic in licenses)})")
@@ -1025,8 +1040,10 @@ def doctor(state: State, license_names: tuple[str, ...], fresh: bool, yes: bool,
         found.append(doc.report(engine, config, lic, chosen, fresh_errors=fresh_errors, now=now))
     for item in found:
         console.print(views.doctor_table(item))
-    path = Path(out_path or f"syncer-doctor-{now.astimezone(config.api.tz):%Y%m%d-%H%M%S}.json")
-    doc.write_bundle(found, path)
+    try:
+        doc.write_bundle(found, path, replace=force)
+    except OSError as exc:
+        cannot_write(path, exc)
     console.print(f"support bundle (redacted: no token, national number, e-mail or phone): "
                   f"{path.resolve()}", highlight=False)
 
@@ -1046,16 +1063,16 @@ def main() -> None:
         # The database refused or went away mid-command (read-only file, full disk, a
         # restart): one line, not a traceback. Nothing past the last commit was kept,
         # and every cursor moved with its rows, so running the command again continues.
-        errors.print(f"[red]error:[/red] database: {escape(redact(error_summary(exc)))}; "
-                     "nothing after the last commit was kept: fix it and run the command again",
-                     highlight=False)
+        errors.print(Text.assemble(("error:", "red"), f" database: {redact(error_summary(exc))}; "
+                                   "nothing after the last commit was kept: fix it and run the "
+                                   "command again"), highlight=False)
         sys.exit(EXIT_ERROR)
     except Exception as exc:  # a bug: one clear line for the person, the trace for the log
         log.debug("unexpected error", exc_info=True)
         text = str(exc).strip().splitlines()
-        errors.print(f"[red]error:[/red] unexpected {type(exc).__name__}"
-                     f"{': ' + escape(redact(text[0][:300])) if text else ''}; nothing after the "
-                     "last commit was kept, so running the command again continues. This is a "
-                     "bug: run it with --log-level debug for the details to report.",
-                     highlight=False)
+        errors.print(Text.assemble(
+            ("error:", "red"), f" unexpected {type(exc).__name__}"
+            f"{': ' + redact(text[0][:300]) if text else ''}; nothing after the last commit was "
+            "kept, so running the command again continues. This is a bug: run it with "
+            "--log-level debug for the details to report."), highlight=False)
         sys.exit(EXIT_ERROR)

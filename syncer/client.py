@@ -35,7 +35,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from syncer.redact import install_log_redaction, redact, register_secret
+from syncer.redact import install_log_redaction, printable, redact, register_secret
 
 log = logging.getLogger("syncer.client")
 
@@ -48,6 +48,8 @@ class CloudPosError(Exception):
     `code` is the API's errorcode if any: a subclass that stands for codes declares them
     (`code`, or `codes` for a range), and `API_ERRORS` is built from those declarations.
     `until`: when the API takes requests again, where its answer said (1003, 1004).
+    The message is redacted and made one line here (it quotes the API's words, and
+    goes to logs, the terminal, `sync_state.last_error` and the status page).
     """
 
     code: int | None = None
@@ -55,7 +57,7 @@ class CloudPosError(Exception):
 
     def __init__(self, message: str, code: int | None = None, *,
                  until: dt.datetime | None = None) -> None:
-        super().__init__(redact(message))
+        super().__init__(printable(redact(message)))
         if code is not None:
             self.code = code
         self.until = until
@@ -379,6 +381,20 @@ def _error_message(body: Mapping[str, Any]) -> str:
         if isinstance(value, str) and value:
             return value
     return ""
+
+
+# How much of a refused answer's body a message quotes.
+BODY_SHOWN = 200
+
+
+def body_excerpt(content: bytes) -> str:
+    """What a message shows of a refused answer's body: decoded and redacted whole
+    (the token as the request sent it may be in it, in any of its spellings), and only
+    then cut, so a cut never leaves a secret's head unrecognised."""
+    text = redact(content.decode("utf-8", errors="replace"))
+    if len(text) <= BODY_SHOWN:
+        return text
+    return f"{text[:BODY_SHOWN]}… ({len(content):,} bytes)"
 
 
 def raise_for_api_error(body: Any, function: str, tz: ZoneInfo) -> bool:
@@ -757,9 +773,14 @@ class CloudPosClient:
         if status >= 500:
             raise ServerError(f"{function}: HTTP {status}", None)
         if status >= 400:
-            # The body as text (a proxy's page, a JSON error), not a bytes literal.
-            text = " ".join(content[:200].decode("utf-8", "replace").split())
-            raise HttpError(f"{function}: HTTP {status}" + (f": {text}" if text else ""))
+            # The body as text (a proxy's page, a JSON error), redacted, not a bytes literal.
+            shown = " ".join(body_excerpt(content).split())
+            raise HttpError(f"{function}: HTTP {status}" + (f": {shown}" if shown else ""))
+        if status != 200:
+            # A 201, a 204 or a redirect (never followed: it would resend the token) is not
+            # the API's answer, whatever its body holds: only a 200 is.
+            raise BadResponse(f"{function}: HTTP {status} instead of 200; its body is not "
+                              "read as an answer")
         ctype = response.headers.get("content-type", "")
         head = content.lstrip()[:1]
         if "html" in ctype or head == b"<":

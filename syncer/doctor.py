@@ -9,8 +9,8 @@ what parsing made of them (rows, quarantined, with reasons). The report and a fe
 sample records go to one JSON support bundle.
 
 The bundle is redacted: it never holds the token (nothing archived does, and the
-text passes `redact`), national register numbers, e-mail addresses or phone
-numbers. Sample records keep numbers, dates and flags as the API sent them (that
+text passes `redact`), national register numbers (as text or as a JSON number),
+e-mail addresses or phone numbers. Sample records keep numbers, dates and flags as the API sent them (that
 is what parsing is about) and replace every other text by its shape
 (`<text, 12 chars>`); e-mail, phone and national-number patterns are masked in
 every string of the bundle, reasons included.
@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from syncer import archive
+from syncer import archive, writers
 from syncer import tables as t
 from syncer.client import BadResponse, decode_body, raise_for_api_error, records_from
 from syncer.config import Config, LicenseConfig
@@ -240,14 +240,21 @@ def _masked(value: Any) -> Any:
         return [_masked(v) for v in value]
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
-    if type(value).__name__ == "Decimal":
-        return str(value)  # as sent: "12.50" stays 12.50
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float) or type(value).__name__ == "Decimal":
+        # A national number sent as a JSON number (`"rrn": 85073003328`) is masked as its
+        # text would be; any other number stays as sent ("12.50" stays 12.50).
+        text = str(value)
+        masked = mask(text)
+        return masked if masked != text else text if type(value).__name__ == "Decimal" else value
     return value
 
 
-def write_bundle(reports: list[dict[str, Any]], path: Path) -> Path:
-    """The support bundle: one JSON file, every string in it masked once more."""
+def write_bundle(reports: list[dict[str, Any]], path: Path, *, replace: bool = False) -> Path:
+    """The support bundle: one JSON file, every string and number in it masked once more;
+    an existing file is kept unless `replace` (see `writers.write_file`)."""
     text = json.dumps(_masked({"syncer_doctor": 1, "licenses": reports}), indent=2,
                       sort_keys=True, ensure_ascii=False)
-    path.write_text(text + "\n", encoding="utf-8")
+    writers.write_file(path, lambda out: out.write((text + "\n").encode("utf-8")), replace=replace)
     return path

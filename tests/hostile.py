@@ -3,10 +3,11 @@ bundled simulator, whose answers a test rewrites.
 
 Every request is passed on to the simulator as sent; a test's `rewrite(function,
 params, body)` then returns the body to answer instead (or None: the simulator's
-answer as is), or an `Answer` that also says how to send it: dripping its headers or
-its body a byte at a time, repeated into a huge answer without holding it, or with a
-`Content-Encoding` (a gzip bomb). The simulator stays the source of truth for what a
-well-behaved API holds, so a test compares what was stored with it.
+answer as is), or an `Answer` that also says how to send it: its own HTTP status,
+headers and delay, dripping its headers or its body a byte at a time, repeated into a
+huge answer without holding it, or with a `Content-Encoding` (a gzip bomb). The
+simulator stays the source of truth for what a well-behaved API holds, so a test
+compares what was stored with it.
 
 Only `/api/` is the API: a request to another path (a mistyped `base_url`) is
 refused as the API refuses credentials it does not know (1002), and never passed on.
@@ -21,7 +22,8 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -29,9 +31,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 @dataclass(frozen=True)
 class Answer:
-    """An answer and how to send it."""
+    """What the hostile server sends, and how: a body, its status, its headers, after a
+    delay; dripped, repeated or encoded."""
 
     body: bytes
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before the status line
+    content_type: str = "application/json; charset=utf-8"
     drip: float = 0.0  # seconds before each byte of the body
     drip_head: float = 0.0  # seconds before each byte of the status line and headers
     repeat: int = 1  # the body sent this many times over (a huge answer, never held)
@@ -45,7 +52,7 @@ class Answer:
         return len(self.head) + len(self.body) * self.repeat + len(self.tail)
 
 
-# (function, the request's parameters without licname/token, the simulator's body) -> body
+# (function, the request's parameters without licname/token, the simulator's body) -> answer
 Rewrite = Callable[[str, dict[str, str], bytes], "bytes | Answer | None"]
 
 
@@ -99,12 +106,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, answer: Answer | bytes) -> None:
         if not isinstance(answer, Answer):
             answer = Answer(answer)
-        headers = [("Content-Type", "application/json; charset=utf-8")]
+        if answer.delay:
+            time.sleep(answer.delay)
+        headers = [("Content-Type", answer.content_type)]
         if answer.length:
             headers.append(("Content-Length", str(answer.size)))
         if answer.encoding:
             headers.append(("Content-Encoding", answer.encoding))
-        head = "HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+        headers += answer.headers.items()
+        reason = next((s.phrase for s in HTTPStatus if s.value == answer.status), "")
+        head = (f"HTTP/1.1 {answer.status} {reason}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n")
         try:
             self._send(head.encode(), answer.drip_head)
             self._send(answer.head, answer.drip)
@@ -160,3 +172,26 @@ def with_extra_id(body: bytes, new_id: int) -> bytes | None:
     answer, key = found
     answer[key] = [*answer[key], {**answer[key][0], "id": new_id}]
     return json.dumps(answer).encode()
+
+
+def with_values(body: bytes, change: Callable[[str, Any], Any]) -> bytes | None:
+    """The answer with every value of every object replaced by `change(key, value)`
+    (nested objects and lists too); None for a body that is not JSON."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+
+    def walk(key: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(k, v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(key, v) for v in value]
+        return change(key, value)
+
+    return json.dumps(walk("", answer), ensure_ascii=False).encode()
+
+
+def api_error(code: int, message: str) -> bytes:
+    """An API error answer (HTTP 200 with an errorcode), as CloudPOS sends one."""
+    return json.dumps({"errorcode": code, "message": message}, ensure_ascii=False).encode()

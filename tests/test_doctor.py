@@ -76,10 +76,11 @@ def test_doctor_reports_unknown_fields_formats_and_quarantine_reasons(
         json.loads(bundle.read_text())["licenses"][0]["functions"]["get-orders"])
 
     # --fresh: one budgeted request per synced function, after a confirmation.
-    refused = run_cli(["doctor", "--fresh", "--out", str(bundle)], env, cwd=tmp_path)
+    refused = run_cli(["doctor", "--fresh", "--force", "--out", str(bundle)], env, cwd=tmp_path)
     assert refused.exit_code == 2 and "--yes" in refused.output
     before = sim.stats()["requests"]
-    result = run_cli(["doctor", "--fresh", "--yes", "--out", str(bundle)], env, cwd=tmp_path)
+    result = run_cli(["doctor", "--fresh", "--yes", "--force", "--out", str(bundle)], env,
+                     cwd=tmp_path)
     assert result.exit_code == 0, result.output
     assert sim.stats()["requests"] - before == 13
     functions = json.loads(bundle.read_text())["licenses"][0]["functions"]
