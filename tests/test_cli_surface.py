@@ -64,10 +64,11 @@ def test_doctor_and_rebuild_work_on_the_licenses_the_database_knows(
     sent = sim.stats()["requests"]
     env = without_license(db_url)
 
-    for args in (["doctor"], ["doctor", "--license", LICENSE]):
-        done = run_cli([*args, "--out", str(tmp_path / "bundle.json")], env, cwd=tmp_path)
+    for number, args in enumerate((["doctor"], ["doctor", "--license", LICENSE])):
+        out = tmp_path / f"bundle-{number}.json"
+        done = run_cli([*args, "--out", str(out)], env, cwd=tmp_path)
         assert done.exit_code == 0, done.output
-        bundle = json.loads((tmp_path / "bundle.json").read_text())
+        bundle = json.loads(out.read_text())
         assert [item["license"] for item in bundle["licenses"]] == [LICENSE]
     for args in (["rebuild", "--resource", "printers"],
                  ["rebuild", "--license", LICENSE, "--resource", "orders"]):
