@@ -290,9 +290,10 @@ def _resource_key(function: str) -> str:
 def records_from(body: Any, function: str, *, whole_list: bool = False) -> list[Any]:
     """The records of a list function's successful body, whatever envelope it came in.
 
-    `whole_list`: the answer is a full list, whose every row missing from it is marked
-    deleted. Its records must then be there as records: `"data": null`, `""` or `{}`
-    is a bad answer (retried, then reported), never an empty shop."""
+    The records must be there as records: `"data": null`, `""` or `{}` is a bad answer
+    (retried, then reported), never "nothing here". For a full list (`whole_list`) it
+    would be an empty shop, every row marked deleted; for an id window an empty window,
+    which the walk steps over (the API says "nothing found" with 2000, or `[]`)."""
     if isinstance(body, list):
         return body
     if not isinstance(body, dict):
@@ -300,9 +301,9 @@ def records_from(body: Any, function: str, *, whole_list: bool = False) -> list[
     for key in ("data", _resource_key(function)):
         if key in body:
             value = body[key]
-            if whole_list and not isinstance(value, list) and not (
-                    isinstance(value, dict) and value):
-                raise BadResponse(f"{function}: the full list's {key!r} is {_shown_value(value)}, "
+            if not isinstance(value, list) and not (isinstance(value, dict) and value):
+                kind = "the full list's" if whole_list else "the answer's"
+                raise BadResponse(f"{function}: {kind} {key!r} is {_shown_value(value)}, "
                                   "not a list of records")
             return _records_in(value, function)
     rest = {k: v for k, v in body.items() if k not in _META_KEYS}

@@ -397,8 +397,16 @@ def _date(value: Any, name: str) -> dt.date | None:
         raise _fail(name, "not a valid date", value) from None
 
 
-def _json_value(value: Any, name: str) -> Any:
+# MariaDB's JSON columns (a CHECK of JSON_VALID) refuse a document nested 32 levels deep
+# (measured: 31 is stored); `extra` is one level itself, so a value may hold 30 (its
+# containers at depths 0-29). Deeper is refused on every database, alike.
+MAX_EXTRA_DEPTH = 29
+
+
+def _json_value(value: Any, name: str, depth: int = 0) -> Any:
     """A copy of a value for `extra`, refused if a JSON column could not store it."""
+    if depth > MAX_EXTRA_DEPTH and isinstance(value, Mapping | list | tuple):
+        raise _fail(name, f"nested deeper than {MAX_EXTRA_DEPTH} levels", "...")
     if isinstance(value, str):
         return _storable(value, name)
     if isinstance(value, float) and not math.isfinite(value):
@@ -411,11 +419,11 @@ def _json_value(value: Any, name: str) -> Any:
         return as_float if math.isfinite(as_float) and Decimal(repr(as_float)) == value else str(value)
     if isinstance(value, Mapping):
         return {
-            _storable(str(key), name): _json_value(item, f"{name}.{key}")
+            _storable(str(key), name): _json_value(item, f"{name}.{key}", depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return [_json_value(item, f"{name}[{i}]") for i, item in enumerate(value)]
+        return [_json_value(item, f"{name}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 3000:
         # json.dumps refuses ints past sys.get_int_max_str_digits(); nobody sends those.
         raise _fail(name, "number too large", value)

