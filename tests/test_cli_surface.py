@@ -35,6 +35,7 @@ from syncer.load import Counts
 from syncer.simulator import Simulator
 from tests.conftest import LICENSE, TOKEN, Leaks
 from tests.helpers import cli_env, finish, run_cli, spawn_cli, spawn_serving_daemon
+from tests.test_cli import table_counts
 from tests.test_first_hour import on_a_terminal
 
 
@@ -273,16 +274,6 @@ def test_run_once_with_refused_credentials_says_the_stop_once_then_a_summary(
 # --- 14: results a machine can read --------------------------------------------------------------
 
 
-def stored(db_url: str) -> dict[str, int]:
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return {r.name: conn.execute(select(func.count()).select_from(r.table)).scalar_one()
-                    for r in res.RESOURCES}
-    finally:
-        engine.dispose()
-
-
 def test_backfill_json_is_one_document_with_requests_rows_cursor_and_outcome(
     db_url: str, sim: Simulator, tmp_path: Path
 ) -> None:
@@ -308,7 +299,7 @@ def test_backfill_json_is_one_document_with_requests_rows_cursor_and_outcome(
     entries = {r["resource"]: r for r in doc["licenses"][0]["resources"]}
     assert doc["requests"] == sum(r["requests"] for r in entries.values())
     assert sim.stats()["requests"] == 3 + doc["requests"]
-    counts = stored(db_url)
+    counts = table_counts(db_url)
     for name in ("orders", "invoices", "customers"):  # what it says it inserted is stored
         assert entries[name]["inserted"] == counts[name] > 0, name
         assert entries[name]["outcome"] == "ok" and entries[name]["exit_code"] == 0
@@ -350,7 +341,7 @@ def test_run_once_json_says_per_job_what_ran_and_how_it_ended(
     doc = json.loads(good.stdout)
     jobs = {j["job"]: j for j in doc["licenses"][0]["jobs"]}
     assert jobs["orders"]["resource"] == "orders" and jobs["orders_recheck"]["resource"] == "orders"
-    assert jobs["orders"]["inserted"] == stored(db_url)["orders"] > 0
+    assert jobs["orders"]["inserted"] == table_counts(db_url)["orders"] > 0
     assert jobs["orders"]["cursor"] == max_order_id(db_url)
     assert all(j["outcome"] == "ok" and j["exit_code"] == 0 for j in jobs.values())
     assert doc["requests"] == sum(j["requests"] for j in jobs.values()) > 0
@@ -405,7 +396,7 @@ def test_json_log_lines_carry_every_figure_of_the_text_line(
         f"{LICENSE}/orders: {orders['requests']} request(s), {orders['inserted']} inserted, "
         f"{orders['updated']} updated, {orders['deleted']} deleted, {orders['quarantined']} "
         f"quarantined; cursor {orders['cursor']}; lag never synced before; next run ")
-    assert orders["inserted"] == stored(db_url)["orders"] > 0
+    assert orders["inserted"] == table_counts(db_url)["orders"] > 0
     assert orders["cursor"] == max_order_id(db_url) and orders["lag_seconds"] is None
     assert dt.datetime.fromisoformat(orders["next_run"]).tzinfo is not None
     assert runs["printers"]["cursor"] is None
