@@ -254,6 +254,20 @@ def test_the_status_page_in_headless_chromium(
 
 
 # Each state of a day's budget: (spent, refused credentials, paused by a 1003).
+def midday_of_today(config: Config) -> dt.datetime:
+    """13:00 in the API's zone on today's API day, in UTC: inside the default opening
+    hours, whatever the hour the test runs at."""
+    day = api_day(utcnow(), config.api.tz)
+    return dt.datetime.combine(day, dt.time(13), tzinfo=config.api.tz).astimezone(dt.UTC)
+
+
+def zone_at_one_pm() -> str:
+    """A fixed-offset zone whose local time is now between 13:00 and 14:00."""
+    offset = 13 - utcnow().hour
+    offset += 24 if offset < -12 else -24 if offset > 14 else 0
+    return f"Etc/GMT{-offset:+d}"  # the Etc/GMT names count the other way round
+
+
 BUDGET_STATES = {"fresh": (0, False, False), "midday": (44, False, False),
                  "spent": (450, False, False), "reserve": (470, False, False),
                  "stopped": (5, True, False), "paused": (450, False, True)}
@@ -269,7 +283,7 @@ def test_the_budget_legend_adds_up_to_the_bar_in_every_state(
     config = Config(api=ApiConfig(daily_budget=500, reserve=50),
                     licenses=tuple(LicenseConfig(name=name, token=SecretStr(f"token-{name}"))
                                    for name in BUDGET_STATES))
-    now = utcnow()
+    now = midday_of_today(config)  # the plan for the rest of the day depends on the hour
     with engine.begin() as conn:
         for lic in config.licenses:
             spent, refused, paused = BUDGET_STATES[lic.name]
@@ -283,7 +297,7 @@ def test_the_budget_legend_adds_up_to_the_bar_in_every_state(
                     auth_rejected_reason="API error 1002: name or token not valid" if refused else None,
                     blocked_until=now + dt.timedelta(hours=2) if paused else None,
                     blocked_reason="API error 1003: daily limit reached" if paused else None))
-    server = serve(Daemon(engine, config), "127.0.0.1", 0)
+    server = serve(Daemon(engine, config, clock=lambda: now), "127.0.0.1", 0)
     try:
         browser.call("Emulation.setDeviceMetricsOverride", width=1000, height=2000,
                      deviceScaleFactor=1, mobile=False)
@@ -437,10 +451,14 @@ def test_a_catch_up_counts_days_as_the_backfill_and_expects_its_end_at_its_pace(
 def test_status_json_metrics_and_the_page_say_the_same_numbers(
     db_url: str, engine: Engine, sim: Simulator, tmp_path: Path, leaks: Leaks
 ) -> None:
+    # The API's day in a zone where it is now early afternoon, inside the default opening
+    # hours: whatever the hour the test runs at, part of the day is left to plan (near
+    # midnight there rightly is none, and the planned numbers would agree trivially).
+    (tmp_path / "syncer.toml").write_text(f'[api]\ntimezone = "{zone_at_one_pm()}"\n')
     env = cli_env(db_url, sim.base_url)
     assert run_cli(["backfill"], env, cwd=tmp_path).exit_code == 0
     run_cli(["call", "get-orders", "start=1", "end=2"], env, cwd=tmp_path)
-    config = load_config(environ=env, path=None)
+    config = load_config(environ=env, path=tmp_path / "syncer.toml")
     daemon = Daemon(engine, config)  # not started: the server reads the database only
     server = serve(daemon, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{server.server_address[1]}"
