@@ -32,6 +32,7 @@ from syncer.config import (
 )
 from syncer.daemon import Daemon
 from syncer.db import make_engine, migrate
+from syncer.ledger import api_day, utcnow
 from syncer.parse import Parser, parse_product
 from syncer.runtime import Runtime
 from syncer.simulator import Simulator, generate
@@ -116,7 +117,7 @@ def an_hour_of_run(engine: Engine, config: Config, sim: Simulator, clock: FakeCl
 def test_rebuild_restores_wiped_or_damaged_tables_row_for_row_without_a_request(
     db_url: str, tmp_path: Path
 ) -> None:
-    clock = FakeClock(dt.datetime.combine(dt.date.today() + dt.timedelta(days=1), dt.time(12),
+    clock = FakeClock(dt.datetime.combine(api_day(utcnow(), BRUSSELS) + dt.timedelta(days=1), dt.time(12),
                                           tzinfo=BRUSSELS))
     sim = Simulator(generate(seed=3, orders=600, anchor=ANCHOR), licenses={LICENSE: TOKEN})
     sim.start()

@@ -24,6 +24,7 @@ from sqlalchemy import Engine, insert
 from syncer import reports
 from syncer import tables as t
 from syncer.db import make_engine, migrate
+from syncer.ledger import api_day, utcnow
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import Order
 from tests.conftest import ANCHOR, LICENSE, SUITE_DATABASES, TOKEN, database
@@ -276,7 +277,7 @@ def synced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         assert gone_category is not None
         credit_holders = sorted({c.customer_id for c in ds.customer_credits.values()})
         valid_vouchers = sorted(v.id for v in ds.gift_vouchers.values()
-                                if v.valid_until is None or v.valid_until > dt.date.today())
+                                if v.valid_until is None or v.valid_until > api_day(utcnow(), BRUSSELS))
         main.delete("products", gone_products)
         main.delete("categories", [gone_category])
         main.delete("customers", credit_holders[:2])  # their credit stays, and their name
