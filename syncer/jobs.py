@@ -68,11 +68,12 @@ CAUGHT_UP: dict[str, Any] = {"catching_up_since": None, "catch_up_from_day": Non
 
 def _job(resource: res.Resource, kind: Kind, weight: float, min_interval: dt.timedelta,
          max_interval: dt.timedelta, closed_weight: float = 0.0,
-         closed_max_interval: dt.timedelta | None = None, *, follows_sales: bool = False) -> Job:
+         closed_max_interval: dt.timedelta | None = None, *, follows_sales: bool = False,
+         watches_shoulders: bool = False) -> Job:
     name = resource.name if kind is Kind.OWN else f"{resource.name}_{kind.value}"
     cost = 2 if kind is Kind.RECHECK else 1  # requests per run
     return Job(resource, kind, JobSpec(name, weight, min_interval, max_interval, closed_weight,
-                                       closed_max_interval, cost, follows_sales))
+                                       closed_max_interval, cost, follows_sales, watches_shoulders))
 
 
 OWN, RECHECK, RESCAN = Kind.OWN, Kind.RECHECK, Kind.RESCAN
@@ -83,7 +84,8 @@ OWN, RECHECK, RESCAN = Kind.OWN, Kind.RECHECK, Kind.RESCAN
 # longest interval while closed (see planner.JobSpec). The orders follow the shop's
 # sales: their share of the open time goes where its orders are expected.
 JOBS: tuple[Job, ...] = (
-    _job(res.ORDERS, OWN, 10.0, minutes(1), minutes(15), 0.3, hours(2), follows_sales=True),
+    _job(res.ORDERS, OWN, 10.0, minutes(1), minutes(15), 0.3, hours(2), follows_sales=True,
+         watches_shoulders=True),
     _job(res.POS_TABLES, OWN, 3.0, minutes(2), minutes(30)),
     _job(res.CUSTOMER_CREDITS, OWN, 1.0, minutes(5), hours(2)),
     _job(res.INVOICES, OWN, 0.8, minutes(5), hours(2), 0.05, hours(8)),

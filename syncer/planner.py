@@ -42,6 +42,9 @@ class JobSpec:
     cost: int = 1  # requests per run
     # Runs more often when the shop is expected to sell, less when not (see SalesProfile).
     follows_sales: bool = False
+    # Polls the closed hours near open ones (SHOULDER), where a shop that opens early or
+    # closes late sells: the orders' own job; their re-check need not.
+    watches_shoulders: bool = False
 
 
 def next_midnight(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
@@ -166,6 +169,8 @@ class HourPlan:
 # or while closed: what its interval depends on, worked out once per plan (the search
 # for the rate asks for the demand some 80 times).
 _Bounds = tuple[tuple[str, int, float, float, float | None], ...]
+# A piece of the day's rule: (open, factor of the jobs that follow sales, a shoulder).
+_Rule = tuple[bool, float, bool]
 
 
 @functools.lru_cache(maxsize=64)
@@ -267,7 +272,7 @@ def _largest_rate(spans: Sequence[tuple[_Bounds, float]], budget: float) -> floa
 # orders); every other hour gets (expected / the day's mean) ** SALES_EXPONENT, a
 # gentle slope; all within SALES_FACTOR and normalised so that the job's share of the
 # day stays what it was (`_scale`). Chosen on `benchmarks.simulated_day`'s shapes.
-SALES_EXPONENT = 0.2
+SALES_EXPONENT = 0.15
 SALES_FACTOR = (0.2, 3.0)
 QUIET_SHARE = 0.05
 # Learned from the last weeks: that many, each weekday shrunk toward all days (a day
@@ -277,6 +282,12 @@ _SHRINK_DAYS = 1.0
 # An hour counts as open when the weeks behind it sold at least this many orders in it
 # on average (one order every other week is a lonely sale, not opening hours).
 OPEN_SALES = 0.5
+# A configured hour the history contradicts is closed: after CONTRADICTED_DAYS days of
+# history, less than CONTRADICTED_SALES orders in it on average (about none in four
+# weeks). The configured hours are a hint: a bar configured 10:00-23:00 that never sold
+# before 16:00 polls its evenings, not its empty afternoons.
+CONTRADICTED_DAYS = 14
+CONTRADICTED_SALES = 0.05
 # Closed hours this close to open ones (learned or configured) are where a shop that
 # opens early or closes late sells: a job that follows sales runs there at least this
 # often, so that such a day is seen within half an hour.
@@ -348,8 +359,9 @@ def learn_profile(counts: Mapping[tuple[dt.date, int], int], *, today: dt.date,
     without sales are (a closed day). Each weekday's hours are the average of its own
     days, shrunk toward all days' average, so that a weekday seen rarely, or a day
     unlike the past, leans on the rest. An hour is open when it sold `OPEN_SALES` on
-    average, or when `hint` (the configured opening hours) has it open: the hint adds
-    hours, sales add the hours a shop forgot to configure."""
+    average, or when `hint` (the configured opening hours) has it open and at least
+    `CONTRADICTED_DAYS` of history do not contradict it (`CONTRADICTED_SALES`): sales add
+    the hours a shop forgot to configure, and take away those it never sells in."""
     first = today - dt.timedelta(days=7 * weeks)
     seen = [day for (day, _), n in counts.items() if n > 0 and first <= day < today]
     hinted = tuple(tuple(_hint_open(hint, wd, h, tz, today) for h in range(24)) for wd in range(7))
@@ -372,7 +384,10 @@ def learn_profile(counts: Mapping[tuple[dt.date, int], int], *, today: dt.date,
         k = per_weekday[wd]
         expected.append(tuple((own[wd][h] + _SHRINK_DAYS * average[h]) / (k + _SHRINK_DAYS)
                               for h in range(24)))
-    opened = tuple(tuple(expected[wd][h] >= OPEN_SALES or hinted[wd][h] for h in range(24))
+    judged = len(days) >= CONTRADICTED_DAYS
+    opened = tuple(tuple(expected[wd][h] >= OPEN_SALES
+                         or (hinted[wd][h] and not (judged and expected[wd][h] < CONTRADICTED_SALES))
+                         for h in range(24))
                    for wd in range(7))
     return SalesProfile(tuple(expected), opened, len(days))
 
@@ -466,16 +481,17 @@ def _hint_shoulder(hours: OpeningHours, moment: dt.datetime, tz: ZoneInfo) -> bo
 
 def _followed(bounds: _Bounds, jobs: tuple[JobSpec, ...], factor: float,
               shoulder: bool) -> _Bounds:
-    """`bounds` with the jobs that follow sales at `factor` times their weight (open), or
-    at most SHOULDER_INTERVAL apart (a closed hour near open ones)."""
+    """`bounds` with the jobs that follow sales at `factor` times their weight (open), and
+    those that watch the shoulders at most SHOULDER_INTERVAL apart (a closed hour near
+    open ones)."""
     if factor == 1.0 and not shoulder:
         return bounds
     cap = SHOULDER_INTERVAL.total_seconds()
     out: list[tuple[str, int, float, float, float | None]] = []
     for job, (name, cost, weight, low, high) in zip(jobs, bounds, strict=True):
-        if job.follows_sales and shoulder:
+        if job.watches_shoulders and shoulder:
             out.append((name, cost, weight, low, cap if high is None else min(high, cap)))
-        elif job.follows_sales:
+        elif job.follows_sales and not shoulder:
             out.append((name, cost, weight * factor, low, high))
         else:
             out.append((name, cost, weight, low, high))
@@ -532,7 +548,7 @@ def plan(
     specs = tuple(jobs)
     open_b, closed_b = _bounds(specs, open_=True), _bounds(specs, open_=False)
     # Slices with the same rule share their bounds (and their span, for the solver).
-    ruled: dict[tuple[bool, float, bool], float] = {}
+    ruled: dict[_Rule, float] = {}
     for piece in slices:
         key = (piece.open, piece.factor, piece.shoulder)
         ruled[key] = ruled.get(key, 0.0) + piece.end - piece.start
@@ -549,12 +565,14 @@ def plan(
         rate = 1e-12
     else:
         rate = _largest_rate(spans, budget)
+    per_rule = {key: _intervals_for(b, rate) for key, b in bounds_of.items()}
+    if stretch == 1.0 and any(key != (key[0], 1.0, False) for key in ruled):
+        per_rule = _own_shares(specs, ruled, bounds_of, open_b, closed_b, budget) or per_rule
 
     here = slices[0] if slices else _Slice(now.timestamp(), now.timestamp(), False, 1.0, False, None)
     is_open = here.open
-    current = _intervals_for(bounds_of[(here.open, here.factor, here.shoulder)]
-                             if slices else closed_b, rate)
-    per_rule = {key: _intervals_for(b, rate) for key, b in bounds_of.items()}
+    current = (per_rule[(here.open, here.factor, here.shoulder)] if slices
+               else _intervals_for(closed_b, rate))
     reopens = None if is_open else _next_open(slices, profile, hours, now, day_end, tz)
     next_run: dict[str, dt.datetime] = {}
     interval: dict[str, dt.timedelta | None] = {}
@@ -584,13 +602,13 @@ def plan(
             if iv is not None and span > 0:
                 runs += span / (iv * stretch)
         expected[job.name] = round(runs) * job.cost
-    hourly = (_hourly(slices, bounds_of, rate, stretch, left, tz)
+    hourly = (_hourly(slices, per_rule, specs, stretch, left, tz)
               if by_hour and not math.isinf(stretch) else ())
     return Plan(next_run, interval, expected, left, needed=math.ceil(floor), hourly=hourly)
 
 
-def _hourly(slices: Sequence[_Slice], bounds_of: Mapping[tuple[bool, float, bool], _Bounds],
-            rate: float, stretch: float, left: int, tz: ZoneInfo) -> tuple[HourPlan, ...]:
+def _hourly(slices: Sequence[_Slice], per_rule: Mapping[_Rule, Mapping[str, float | None]],
+            jobs: Sequence[JobSpec], stretch: float, left: int, tz: ZoneInfo) -> tuple[HourPlan, ...]:
     """The plan per local hour: requests (all jobs) beside the orders expected."""
     by_hour: dict[float, list[_Slice]] = {}
     for piece in slices:
@@ -601,10 +619,68 @@ def _hourly(slices: Sequence[_Slice], bounds_of: Mapping[tuple[bool, float, bool
     for top, pieces in by_hour.items():
         requests = 0.0
         for piece in pieces:
-            b = bounds_of[(piece.open, piece.factor, piece.shoulder)]
-            requests += _demand(b, (), piece.end - piece.start, 0.0, rate, stretch)
+            intervals = per_rule[(piece.open, piece.factor, piece.shoulder)]
+            for job in jobs:
+                seconds = intervals[job.name]
+                if seconds is not None:
+                    requests += job.cost * (piece.end - piece.start) / (seconds * stretch)
         sales = [p.sales for p in pieces if p.sales is not None]
         out.append(HourPlan(dt.datetime.fromtimestamp(max(top, pieces[0].start), tz),
                             0.0 if left <= 0 else requests,
                             sum(sales) if sales else None, any(p.open for p in pieces)))
     return tuple(out)
+
+
+def _own_shares(jobs: tuple[JobSpec, ...], ruled: Mapping[_Rule, float],
+                bounds_of: Mapping[_Rule, _Bounds], open_b: _Bounds, closed_b: _Bounds,
+                budget: float) -> dict[_Rule, dict[str, float | None]] | None:
+    """Intervals per rule where every job spends what an even plan over the same open
+    and closed hours gives it, a job that follows sales spreads that over the day by its
+    factors, and the jobs that watch the shoulders share what is left (their polls in the
+    closed hours near open ones come out of their own share).
+
+    Without it the sales' extra polls (the shoulders, an hour's clamp at the longest
+    interval) came out of every job's share: the catalog's products ran less often, and
+    the day re-check's clamps in quiet hours took from the orders. None when the rest
+    does not cover the least the shoulder watchers need (every interval at its longest):
+    the one shared rate then stands."""
+    even_spans: dict[bool, float] = {}
+    for key, span in ruled.items():
+        even_spans[key[0]] = even_spans.get(key[0], 0.0) + span
+    plain = {True: open_b, False: closed_b}
+    rate = _largest_rate([(plain[o], span) for o, span in even_spans.items()], budget)
+    own = {o: _intervals_for(plain[o], rate) for o in even_spans}
+    followers = {job.name for job in jobs if job.follows_sales and not job.watches_shoulders}
+    watchers = {job.name for job in jobs if job.watches_shoulders}
+    kept = sum(cost * span / seconds
+               for o, span in even_spans.items()
+               for name, cost, *_ in plain[o]
+               if name not in watchers and (seconds := own[o][name]) is not None)
+    spread: dict[str, float] = {}  # each follower's rate: its even share, spread by sales
+    for name in followers:
+        share = sum(cost * span / seconds for o, span in even_spans.items()
+                    for job, cost, *_ in plain[o] if job == name and (seconds := own[o][name]))
+        alone = [(tuple(b for b in bounds_of[key] if b[0] == name), span)
+                 for key, span in ruled.items()]
+        least = sum(_demand(b, (), span, 0.0, 1e-12) for b, span in alone)
+        # Its longest intervals may cost more than its share: the watchers pay the difference.
+        spread[name] = 1e-12 if least > share else _largest_rate(alone, share)
+        kept += max(least - share, 0.0)
+    theirs = [(tuple(b for b in bounds_of[key] if b[0] in watchers), span)
+              for key, span in ruled.items()]
+    rest = budget - kept
+    if sum(_demand(b, (), span, 0.0, 1e-12) for b, span in theirs) > rest:
+        return None
+    shared = _largest_rate(theirs, rest)
+    out: dict[_Rule, dict[str, float | None]] = {}
+    for key in ruled:
+        mine = _intervals_for(bounds_of[key], shared)
+        out[key] = {}
+        for name, cost, weight, low, high in bounds_of[key]:
+            if name in watchers:
+                out[key][name] = mine[name]
+            elif name in followers:
+                out[key][name] = _interval(cost, weight, low, high, spread[name])
+            else:
+                out[key][name] = own[key[0]][name]
+    return out

@@ -583,6 +583,46 @@ def test_sales_where_the_history_has_none_are_followed_at_once() -> None:
     assert orders_interval(make_plan(local(ORDINARY_DAY, 4), profile=restaurant)) > SHOULDER_INTERVAL
 
 
+def test_only_the_orders_pay_for_the_shoulders() -> None:
+    # Their day re-check follows sales while open, but an early sale is news for the
+    # orders job: the re-check keeps its closed-hours pace two hours before opening.
+    eight = make_plan(local(ORDINARY_DAY, 8, 0), profile=profile_of(RESTAURANT))
+    assert orders_interval(eight) <= SHOULDER_INTERVAL
+    recheck = eight.interval["orders_recheck"]
+    assert recheck is not None and recheck > SHOULDER_INTERVAL
+
+
+def test_every_other_job_keeps_its_even_share_when_the_orders_follow_sales() -> None:
+    # The same open hours, one with a restaurant's peaks and one flat: the catalog, the
+    # tables and the other jobs that do not follow sales get the same intervals; the
+    # orders and their re-check spread theirs, and the re-check keeps its total.
+    shaped, flat = profile_of(RESTAURANT), profile_of(dict.fromkeys(RESTAURANT, 17))
+    assert shaped.open == flat.open
+    for hour in (10, 12, 16, 19, 22):
+        at = local(ORDINARY_DAY, hour, 30)
+        peaks, even = make_plan(at, profile=shaped), make_plan(at, profile=flat)
+        for job in DEFAULT_JOBS:
+            if not (job.follows_sales or job.watches_shoulders):
+                assert peaks.interval[job.name] == even.interval[job.name], (hour, job.name)
+        assert peaks.expected["orders_recheck"] == pytest.approx(even.expected["orders_recheck"], abs=2)
+    lunch = make_plan(local(ORDINARY_DAY, 12, 30), profile=shaped).interval["orders_recheck"]
+    lull = make_plan(local(ORDINARY_DAY, 16, 0), profile=shaped).interval["orders_recheck"]
+    assert lunch is not None and lull is not None and lunch < lull
+
+
+def test_configured_hours_the_history_never_sells_in_are_closed() -> None:
+    # A bar configured 10:00-23:00 that sells from 18:00: after two weeks its empty
+    # afternoons are closed (the catalog and the tables poll its evenings instead);
+    # after one week the configured hours still stand.
+    weeks = {n: profile_of(BAR, weeks=n) for n in (1, 4)}
+    assert weeks[1].open[2][12] and not weeks[4].open[2][12]
+    assert weeks[4].open[2][20] and weeks[4].open[2][1]  # sold in, configured or not
+    afternoon = local(ORDINARY_DAY, 14, 0)
+    assert make_plan(afternoon, profile=weeks[4]).interval["products"] != \
+        make_plan(afternoon, profile=weeks[1]).interval["products"]
+    assert make_plan(afternoon, profile=weeks[4]).interval["pos_tables"] is None  # closed
+
+
 def test_the_plan_shows_requests_per_hour_beside_the_sales_expected() -> None:
     profile = profile_of(RESTAURANT)
     made = make_plan(local(ORDINARY_DAY, 9, 30), profile=profile)

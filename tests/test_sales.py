@@ -48,7 +48,9 @@ def test_profile_from_stored_orders_and_the_plan_in_status(engine: Engine) -> No
     bar, new = found["bar"], found["new"]
     assert bar.days == 14 and new.days == 0
     assert bar.expected[2][22] == 6 and bar.expected[2][12] == 0
-    assert bar.open[2][1] and bar.open[2][22] and bar.open[2][12]  # sales, and the hint
+    assert bar.open[2][1] and bar.open[2][22]  # sold in, though not configured
+    assert not bar.open[2][12]  # configured, never sold in over 14 days: the history wins
+    assert new.open[2][12] and not new.open[2][1]  # nothing learned: the configured hours
     assert not bar.open[2][4]
 
     built = status.build(engine, config, now=noon)
