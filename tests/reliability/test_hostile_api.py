@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -396,10 +395,9 @@ def _property(kind: str, sim: Simulator, reference: Dump, figures: Figures,
     """`cases` random schedules against `kind`; the first that breaks a rule is reported
     as drawn (not shrunk: each case is two backfills, and shrinking would take minutes)."""
 
-    # Derandomized, so CI runs the same cases every time; a case that breaks a rule is
-    # kept as a test of its own below. `SYNCER_HYPOTHESIS_RANDOM=1` draws fresh ones.
+    # The same draws every run (tests/conftest.py's profile); a case that breaks a rule
+    # is kept as a test of its own below.
     @settings(max_examples=cases, deadline=None,
-              derandomize=os.environ.get("SYNCER_HYPOTHESIS_RANDOM") != "1",
               phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(faults=SCHEDULES)

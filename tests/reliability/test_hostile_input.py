@@ -220,11 +220,13 @@ def test_hostile_records_land_as_rows_or_in_quarantine(
         license = f"h{next(_licenses)}-{uuid.uuid4().hex[:6]}"
         ctx = _ctx(license)
         sync = Sync(shared_engine, license, cast(CloudPosClient, _StubClient(records)), ctx)
+        window_end = None
         if resource.pull is Pull.FULL_LIST:
             sync.pull_full_list(resource)
         else:
-            sync.pull_window(resource, 1, 10**6, window=500)
-        kept, quarantined = _expected(resource, records, ctx)
+            window_end = 10**6  # a drawn id past it is quarantined, not stored
+            sync.pull_window(resource, 1, window_end, window=500)
+        kept, quarantined = _expected(resource, records, ctx, window_end)
         _check_stored(shared_engine, resource, license, kept, quarantined)
         if resource.pull is Pull.ID_WINDOW:
             cursor, _ = sync.cursor(resource)
