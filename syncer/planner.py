@@ -491,7 +491,7 @@ def _followed(bounds: _Bounds, jobs: tuple[JobSpec, ...], factor: float,
     for job, (name, cost, weight, low, high) in zip(jobs, bounds, strict=True):
         if job.watches_shoulders and shoulder:
             out.append((name, cost, weight, low, cap if high is None else min(high, cap)))
-        elif job.follows_sales and not shoulder:
+        elif job.follows_sales:  # a shoulder is closed: its factor is 1
             out.append((name, cost, weight * factor, low, high))
         else:
             out.append((name, cost, weight, low, high))
@@ -565,9 +565,9 @@ def plan(
         rate = 1e-12
     else:
         rate = _largest_rate(spans, budget)
-    per_rule = {key: _intervals_for(b, rate) for key, b in bounds_of.items()}
-    if stretch == 1.0 and any(key != (key[0], 1.0, False) for key in ruled):
-        per_rule = _own_shares(specs, ruled, bounds_of, open_b, closed_b, budget) or per_rule
+    followed = stretch == 1.0 and any(f != 1.0 or shoulder for _, f, shoulder in ruled)
+    per_rule = ((_own_shares(specs, ruled, bounds_of, open_b, closed_b, budget) if followed else None)
+                or {key: _intervals_for(b, rate) for key, b in bounds_of.items()})
 
     here = slices[0] if slices else _Slice(now.timestamp(), now.timestamp(), False, 1.0, False, None)
     is_open = here.open
@@ -652,14 +652,15 @@ def _own_shares(jobs: tuple[JobSpec, ...], ruled: Mapping[_Rule, float],
     own = {o: _intervals_for(plain[o], rate) for o in even_spans}
     followers = {job.name for job in jobs if job.follows_sales and not job.watches_shoulders}
     watchers = {job.name for job in jobs if job.watches_shoulders}
-    kept = sum(cost * span / seconds
-               for o, span in even_spans.items()
-               for name, cost, *_ in plain[o]
-               if name not in watchers and (seconds := own[o][name]) is not None)
+    shares = dict.fromkeys((job.name for job in jobs), 0.0)  # requests, the even plan's
+    for o, span in even_spans.items():
+        for name, cost, *_ in plain[o]:
+            if (seconds := own[o][name]) is not None:
+                shares[name] += cost * span / seconds
+    kept = sum(share for name, share in shares.items() if name not in watchers)
     spread: dict[str, float] = {}  # each follower's rate: its even share, spread by sales
     for name in followers:
-        share = sum(cost * span / seconds for o, span in even_spans.items()
-                    for job, cost, *_ in plain[o] if job == name and (seconds := own[o][name]))
+        share = shares[name]
         alone = [(tuple(b for b in bounds_of[key] if b[0] == name), span)
                  for key, span in ruled.items()]
         least = sum(_demand(b, (), span, 0.0, 1e-12) for b, span in alone)

@@ -398,7 +398,7 @@ def _property(kind: str, sim: Simulator, reference: Dump, figures: Figures,
     # The same draws every run (tests/conftest.py's profile); a case that breaks a rule
     # is kept as a test of its own below.
     @settings(max_examples=cases, deadline=None,
-              phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None,
+              phases=[Phase.explicit, Phase.reuse, Phase.generate],
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(faults=SCHEDULES)
     def check(faults: dict[int, Drawn]) -> None:
