@@ -69,11 +69,12 @@ CAUGHT_UP: dict[str, Any] = {"catching_up_since": None, "catch_up_from_day": Non
 def _job(resource: res.Resource, kind: Kind, weight: float, min_interval: dt.timedelta,
          max_interval: dt.timedelta, closed_weight: float = 0.0,
          closed_max_interval: dt.timedelta | None = None, *, follows_sales: bool = False,
-         watches_shoulders: bool = False) -> Job:
+         watches_shoulders: bool = False, rests_when_quiet: bool = False) -> Job:
     name = resource.name if kind is Kind.OWN else f"{resource.name}_{kind.value}"
     cost = 2 if kind is Kind.RECHECK else 1  # requests per run
     return Job(resource, kind, JobSpec(name, weight, min_interval, max_interval, closed_weight,
-                                       closed_max_interval, cost, follows_sales, watches_shoulders))
+                                       closed_max_interval, cost, follows_sales, watches_shoulders,
+                                       rests_when_quiet))
 
 
 OWN, RECHECK, RESCAN = Kind.OWN, Kind.RECHECK, Kind.RESCAN
@@ -82,13 +83,15 @@ OWN, RECHECK, RESCAN = Kind.OWN, Kind.RECHECK, Kind.RESCAN
 # while open, tables and credits often, the catalog a few times a day, almost nothing
 # at night. Columns: weight (share while open), interval bounds while open, weight and
 # longest interval while closed (see planner.JobSpec). The orders follow the shop's
-# sales: their share of the open time goes where its orders are expected.
+# sales: their share of the open time goes where its orders are expected. Open tables,
+# charge-card credits and invoices change while guests are in: in the quiet hours they
+# rest at their longest interval and the orders get what that leaves.
 JOBS: tuple[Job, ...] = (
     _job(res.ORDERS, OWN, 10.0, minutes(1), minutes(15), 0.3, hours(2), follows_sales=True,
          watches_shoulders=True),
-    _job(res.POS_TABLES, OWN, 3.0, minutes(2), minutes(30)),
-    _job(res.CUSTOMER_CREDITS, OWN, 1.0, minutes(5), hours(2)),
-    _job(res.INVOICES, OWN, 0.8, minutes(5), hours(2), 0.05, hours(8)),
+    _job(res.POS_TABLES, OWN, 3.0, minutes(2), minutes(30), rests_when_quiet=True),
+    _job(res.CUSTOMER_CREDITS, OWN, 1.0, minutes(5), hours(2), rests_when_quiet=True),
+    _job(res.INVOICES, OWN, 0.8, minutes(5), hours(2), 0.05, hours(8), rests_when_quiet=True),
     _job(res.ORDERS, RECHECK, 0.4, minutes(30), hours(4), 0.1, hours(12), follows_sales=True),
     _job(res.COUPONS, OWN, 0.4, minutes(10), hours(4)),
     _job(res.CUSTOMERS, OWN, 0.3, minutes(15), hours(4), 0.02, hours(24)),

@@ -45,6 +45,10 @@ class JobSpec:
     # Polls the closed hours near open ones (SHOULDER), where a shop that opens early or
     # closes late sells: the orders' own job; their re-check need not.
     watches_shoulders: bool = False
+    # What it reads changes only while the shop sells (open tables, charge cards): in the
+    # quiet open hours (see SalesProfile) it runs at its longest interval, and what it
+    # does not spend there goes to the jobs that watch the shoulders (the orders).
+    rests_when_quiet: bool = False
 
 
 def next_midnight(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
@@ -480,7 +484,7 @@ def _hint_shoulder(hours: OpeningHours, moment: dt.datetime, tz: ZoneInfo) -> bo
 
 
 def _followed(bounds: _Bounds, jobs: tuple[JobSpec, ...], factor: float,
-              shoulder: bool) -> _Bounds:
+              shoulder: bool, quiet: bool = False) -> _Bounds:
     """`bounds` with the jobs that follow sales at `factor` times their weight (open), and
     those that watch the shoulders at most SHOULDER_INTERVAL apart (a closed hour near
     open ones)."""
@@ -489,7 +493,9 @@ def _followed(bounds: _Bounds, jobs: tuple[JobSpec, ...], factor: float,
     cap = SHOULDER_INTERVAL.total_seconds()
     out: list[tuple[str, int, float, float, float | None]] = []
     for job, (name, cost, weight, low, high) in zip(jobs, bounds, strict=True):
-        if job.watches_shoulders and shoulder:
+        if job.rests_when_quiet and quiet and high is not None:
+            out.append((name, cost, weight, high, high))
+        elif job.watches_shoulders and shoulder:
             out.append((name, cost, weight, low, cap if high is None else min(high, cap)))
         elif job.follows_sales:  # a shoulder is closed: its factor is 1
             out.append((name, cost, weight * factor, low, high))
@@ -552,7 +558,8 @@ def plan(
     for piece in slices:
         key = (piece.open, piece.factor, piece.shoulder)
         ruled[key] = ruled.get(key, 0.0) + piece.end - piece.start
-    bounds_of = {key: _followed(open_b if key[0] else closed_b, specs, key[1], key[2])
+    bounds_of = {key: _followed(open_b if key[0] else closed_b, specs, key[1], key[2],
+                                key[0] and key[1] <= SALES_FACTOR[0])
                  for key in ruled}
     spans = [(bounds_of[key], span) for key, span in ruled.items()]
 
@@ -591,7 +598,8 @@ def plan(
             seconds *= stretch
             interval[job.name] = dt.timedelta(seconds=seconds)
             last = last_runs.get(job.name)
-            due = now if last is None else last + dt.timedelta(seconds=seconds)
+            due = now if last is None else _due(slices, per_rule, job.name, last, now,
+                                                seconds, stretch)
             # Closed now: never later than the next opening.
             if reopens is not None and reopens < due:
                 due = reopens
@@ -605,6 +613,36 @@ def plan(
     hourly = (_hourly(slices, per_rule, specs, stretch, left, tz)
               if by_hour and not math.isinf(stretch) else ())
     return Plan(next_run, interval, expected, left, needed=math.ceil(floor), hourly=hourly)
+
+
+def _due(slices: Sequence[_Slice], per_rule: Mapping[_Rule, Mapping[str, float | None]],
+         name: str, last: dt.datetime, now: dt.datetime, seconds: float,
+         stretch: float) -> dt.datetime:
+    """When a job that last ran at `last` is due: where one interval has passed, each
+    piece of the day counting at its own (`seconds` now). A night poll at 07:10 two
+    hours apart is followed at 08:17 where 08:00 starts the hours before opening
+    (polled every 30 minutes), not at 09:10, and one at 16:50 in a quiet hour's 15
+    minutes at 17:01 where 17:00 starts a busy hour's 3. Counted so, the runs are the
+    ones the plan's budget counts. Except at closing: the last run of the open hours is
+    followed one interval later at the latest, which sees the day's last changes."""
+    plain = dt.datetime.fromtimestamp(last.timestamp() + seconds, dt.UTC)
+    owed = 1.0 - (now - last).total_seconds() / seconds  # of an interval, still to pass
+    if owed <= 0 or not slices:
+        return now if owed <= 0 else plain
+    at, iv, closes = now.timestamp(), seconds, False
+    for piece in slices:
+        closes = closes or (slices[0].open and not piece.open)
+        rule = per_rule[(piece.open, piece.factor, piece.shoulder)][name]
+        if rule is None:  # no runs in this piece: its time does not count
+            at = piece.end
+            continue
+        iv = rule * stretch
+        if owed * iv <= piece.end - at:
+            break
+        owed -= (piece.end - at) / iv
+        at = piece.end
+    due = dt.datetime.fromtimestamp(at + owed * iv, dt.UTC)
+    return min(plain, due) if closes else due
 
 
 def _hourly(slices: Sequence[_Slice], per_rule: Mapping[_Rule, Mapping[str, float | None]],
@@ -634,10 +672,11 @@ def _hourly(slices: Sequence[_Slice], per_rule: Mapping[_Rule, Mapping[str, floa
 def _own_shares(jobs: tuple[JobSpec, ...], ruled: Mapping[_Rule, float],
                 bounds_of: Mapping[_Rule, _Bounds], open_b: _Bounds, closed_b: _Bounds,
                 budget: float) -> dict[_Rule, dict[str, float | None]] | None:
-    """Intervals per rule where every job spends what an even plan over the same open
-    and closed hours gives it, a job that follows sales spreads that over the day by its
-    factors, and the jobs that watch the shoulders share what is left (their polls in the
-    closed hours near open ones come out of their own share).
+    """Intervals per rule where every job runs at the intervals an even plan over the
+    same open and closed hours gives it (one that rests when quiet at its longest in
+    the quiet hours), a job that follows sales spreads its even share over the day by
+    its factors, and the jobs that watch the shoulders share what is left (their polls
+    in the closed hours near open ones come out of their own share).
 
     Without it the sales' extra polls (the shoulders, an hour's clamp at the longest
     interval) came out of every job's share: the catalog's products ran less often, and
@@ -657,7 +696,12 @@ def _own_shares(jobs: tuple[JobSpec, ...], ruled: Mapping[_Rule, float],
         for name, cost, *_ in plain[o]:
             if (seconds := own[o][name]) is not None:
                 shares[name] += cost * span / seconds
-    kept = sum(share for name, share in shares.items() if name not in watchers)
+    kept = sum(shares[name] for name in followers)
+    for key, span in ruled.items():  # the others as they run: resting in quiet hours
+        for name, cost, weight, low, high in bounds_of[key]:
+            if name not in watchers and name not in followers:
+                seconds = _interval(cost, weight, low, high, rate)
+                kept += 0.0 if seconds is None else cost * span / seconds
     spread: dict[str, float] = {}  # each follower's rate: its even share, spread by sales
     for name in followers:
         share = shares[name]
@@ -683,5 +727,5 @@ def _own_shares(jobs: tuple[JobSpec, ...], ruled: Mapping[_Rule, float],
             elif name in followers:
                 out[key][name] = _interval(cost, weight, low, high, spread[name])
             else:
-                out[key][name] = own[key[0]][name]
+                out[key][name] = _interval(cost, weight, low, high, rate)
     return out

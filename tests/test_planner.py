@@ -7,13 +7,13 @@ midnight to the next one, in Europe/Brussels with `DEFAULT_JOBS` unless said oth
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import itertools
 import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from syncer.jobs import DEFAULT_JOBS
 from syncer.planner import (
     CLOSED_MIN_INTERVAL,
+    SALES_FACTOR,
     SHOULDER_INTERVAL,
     JobSpec,
     OpeningHours,
@@ -68,7 +69,7 @@ def make_plan(now: dt.datetime, *, spent: int = 0, spendable: int = SPENDABLE,
 # --- the simulation ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Day:
     """What one simulated day ran: (job, when) in order, and the requests it spent."""
 
@@ -593,21 +594,69 @@ def test_only_the_orders_pay_for_the_shoulders() -> None:
 
 
 def test_every_other_job_keeps_its_even_share_when_the_orders_follow_sales() -> None:
-    # The same open hours, one with a restaurant's peaks and one flat: the catalog, the
-    # tables and the other jobs that do not follow sales get the same intervals; the
-    # orders and their re-check spread theirs, and the re-check keeps its total.
+    # The same open hours, one with a restaurant's peaks and one flat: the catalog and
+    # the other jobs that do not follow sales get the same intervals, and so do the
+    # tables, charge cards and invoices in every hour that sells; the orders and their
+    # re-check spread theirs, and the re-check keeps its total.
     shaped, flat = profile_of(RESTAURANT), profile_of(dict.fromkeys(RESTAURANT, 17))
     assert shaped.open == flat.open
     for hour in (10, 12, 16, 19, 22):
         at = local(ORDINARY_DAY, hour, 30)
         peaks, even = make_plan(at, profile=shaped), make_plan(at, profile=flat)
+        quiet = shaped.factor(2, shaped.expected[2][hour]) <= SALES_FACTOR[0]
         for job in DEFAULT_JOBS:
-            if not (job.follows_sales or job.watches_shoulders):
+            if job.rests_when_quiet and quiet:
+                assert peaks.interval[job.name] == job.max_interval, (hour, job.name)
+            elif not (job.follows_sales or job.watches_shoulders):
                 assert peaks.interval[job.name] == even.interval[job.name], (hour, job.name)
         assert peaks.expected["orders_recheck"] == pytest.approx(even.expected["orders_recheck"], abs=2)
     lunch = make_plan(local(ORDINARY_DAY, 12, 30), profile=shaped).interval["orders_recheck"]
     lull = make_plan(local(ORDINARY_DAY, 16, 0), profile=shaped).interval["orders_recheck"]
     assert lunch is not None and lull is not None and lunch < lull
+
+
+def test_what_the_tables_do_not_spend_in_quiet_hours_goes_to_the_orders() -> None:
+    # Open tables, charge cards and invoices change while guests are in: in the hours
+    # that together sell no more than QUIET_SHARE of the day (this restaurant's 10:00,
+    # 15:00 and 16:00) they run at their longest interval, and the orders poll
+    # the busy hours more often by what that leaves; the catalog's share is untouched.
+    shaped = profile_of(RESTAURANT)
+    tireless = tuple(dataclasses.replace(job, rests_when_quiet=False) for job in DEFAULT_JOBS)
+    assert tireless != DEFAULT_JOBS  # some default jobs rest
+    at = local(ORDINARY_DAY, 9, 0)
+    rests, works = make_plan(at, profile=shaped), make_plan(at, profile=shaped, jobs=tireless)
+    quiet = [h for h in range(10, 23) if shaped.factor(2, shaped.expected[2][h]) <= SALES_FACTOR[0]]
+    assert quiet == [10, 15, 16]
+    freed = sum(works.expected[job.name] - rests.expected[job.name]
+                for job in DEFAULT_JOBS if job.rests_when_quiet)
+    assert freed >= 15
+    assert rests.expected["orders"] - works.expected["orders"] == pytest.approx(freed, abs=2)
+    for job in DEFAULT_JOBS:
+        if not (job.rests_when_quiet or job.follows_sales or job.watches_shoulders):
+            assert rests.expected[job.name] == works.expected[job.name], job.name
+    assert sum(rests.expected.values()) == pytest.approx(sum(works.expected.values()), abs=2)
+    lunch = local(ORDINARY_DAY, 12, 30)
+    assert orders_interval(make_plan(lunch, profile=shaped)) < \
+        orders_interval(make_plan(lunch, profile=shaped, jobs=tireless))
+
+
+def test_a_run_is_due_sooner_where_the_intervals_ahead_are_shorter() -> None:
+    # A job's next run counts each piece of the day at its own interval: the night's
+    # last orders poll before the hours next to opening is followed within them (a
+    # holiday that opens at 08:00 is seen), a quiet hour's last poll before a busy hour
+    # early in it; the open hours' last poll by one after closing, one interval later.
+    profile = profile_of(RESTAURANT)
+    night = local(ORDINARY_DAY, 7, 10)
+    made = make_plan(night, profile=profile, last_runs={"orders": night})
+    assert orders_interval(made) > dt.timedelta(hours=1)
+    assert local(ORDINARY_DAY, 8, 0) < made.next_run["orders"] < local(ORDINARY_DAY, 8, 30)
+    lull = local(ORDINARY_DAY, 16, 50)  # 230 requests spent, as on a restaurant's day
+    made = make_plan(lull, profile=profile, last_runs={"orders": lull}, spent=230)
+    assert orders_interval(made) == dt.timedelta(minutes=15)
+    assert made.next_run["orders"] < local(ORDINARY_DAY, 17, 2)
+    closing = local(ORDINARY_DAY, 22, 55)  # the last run of the open hours: one interval
+    made = make_plan(closing, profile=profile, last_runs={"orders": closing}, spent=420)
+    assert made.next_run["orders"] == closing + orders_interval(made) < local(ORDINARY_DAY, 23, 15)
 
 
 def test_configured_hours_the_history_never_sells_in_are_closed() -> None:
