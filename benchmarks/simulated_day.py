@@ -11,7 +11,9 @@ shows per shape: the delay from an order's creation, a product change and a tick
 edit to its arrival in the database (median, 95th percentile, max), what is not in
 the database at midnight, and the requests used (must stay <= daily_budget -
 reserve). Each shape's day is drawn `--days` times (3; seeds `--seed` on) and the
-delays pooled, so that one lucky draw decides nothing.
+delays pooled, so that one lucky draw decides nothing; `--reserves 50,49,48` runs each
+day at those reserves too, which moves every poll's phase (differences of a few
+percent between the planners are within what the phases decide).
 
 `--detail PLANNER` runs one day and reports, besides those, CPU three ways: the
 syncer's own (the daemon's calls, HTTP client included, timed on
@@ -30,6 +32,7 @@ parts (`cheapest_run_cpu`), times the day's runs. No version of the code that ke
 the design's rules and this stack spends less per license-day than that floor.
 
     python -m benchmarks.simulated_day                      # every shape, both planners
+    python -m benchmarks.simulated_day --shape flat --days 9 --reserves 50,49,48
     python -m benchmarks.simulated_day --detail sales       # one restaurant day, CPU figures
     python -m benchmarks.simulated_day --detail sales --licenses 200 --orders-per-day 120
 """
@@ -282,7 +285,8 @@ def simulate(args: argparse.Namespace, history: DayShape, today: DayShape, *,
     url = args.db or f"sqlite:///{Path(tmp.name) / 'day.db'}"
     engine = make_engine(url)
     migrate(engine)
-    config = Config(database=DatabaseConfig(url=url), api=ApiConfig(base_url=base_url),
+    config = Config(database=DatabaseConfig(url=url),
+                    api=ApiConfig(base_url=base_url, reserve=args.reserve),
                     licenses=tuple(LicenseConfig(name=n, token=SecretStr(TOKEN)) for n in names))
 
     # History is loaded the evening before, as a user would with `syncer backfill`.
@@ -399,25 +403,31 @@ def _minutes(values: list[float]) -> str:
 
 def pooled(args: argparse.Namespace, history: DayShape, today: DayShape, *,
            follow_sales: bool) -> DayResult:
-    """`args.days` days of one shape, each drawn with its own seed (`args.seed` on), their
-    delays pooled: a 95th percentile of one day's 20 re-opened tickets is its 19th value,
-    and one draw can favour either planner."""
-    results = [simulate(argparse.Namespace(**{**vars(args), "seed": args.seed + n}), history,
-                        today, follow_sales=follow_sales) for n in range(args.days)]
+    """`args.days` days of one shape, each drawn with its own seed (`args.seed` on) and run
+    at each of `args.reserves`, their delays pooled: a 95th percentile of one day's 20
+    re-opened tickets is its 19th value, and one draw can favour either planner. A
+    reserve one request smaller moves every poll's phase: the flat shop's median moved
+    by up to 4% that way under either planner (nine days; see docs/performance.md)."""
+    results = [simulate(argparse.Namespace(**{**vars(args), "seed": args.seed + n,
+                                              "reserve": reserve}),
+                        history, today, follow_sales=follow_sales)
+               for n in range(args.days) for reserve in args.reserves]
     spent: dict[str, int] = {}
     for r in results:
         for name, n in r.spent.items():
             spent[name] = max(spent.get(name, 0), n)
     return DayResult([d for r in results for d in r.orders], sum(r.missing for r in results),
                      [d for r in results for d in r.products], [d for r in results for d in r.edits],
-                     sum(r.edits_missing for r in results), spent, results[0].budget,
+                     sum(r.edits_missing for r in results), spent, max(r.budget for r in results),
                      sum(r.runs for r in results))
 
 
 def table(args: argparse.Namespace) -> None:
     """Every shape under today's planner and the sales-following one, as a Markdown table."""
+    reserves = "" if args.reserves == [50] else \
+        f", each at reserves {', '.join(map(str, args.reserves))}"
     print(f"simulated day {args.day} ({args.day:%A}) drawn {args.days} times (seeds {args.seed}-"
-          f"{args.seed + args.days - 1}), {args.weeks} weeks of history, "
+          f"{args.seed + args.days - 1}{reserves}), {args.weeks} weeks of history, "
           f"{args.orders_per_day} orders, {args.product_changes} product changes, "
           f"{args.late_edits} re-opened tickets a day, default config (opening_hours "
           "10:00-23:00, 500 requests a day); delays in minutes, median / p95 / max, pooled")
@@ -453,11 +463,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--days", type=int, default=3,
                         help="days drawn per shape and planner (seeds --seed on), delays pooled")
+    parser.add_argument("--reserves", type=lambda v: [int(x) for x in v.split(",")], default=[50],
+                        help="run each day at each of these reserves (e.g. 50,49,48: the polls' "
+                             "phases move), delays pooled")
     args = parser.parse_args()
     if args.detail is None:
         table(args)
         return
     chosen = SHAPES[args.shape or "restaurant"]
+    args.reserve = args.reserves[0]
     r = simulate(args, chosen, chosen, follow_sales=dict(PLANNERS)[args.detail], detail=True)
     report(args, r)
 
