@@ -417,46 +417,56 @@ def record(engine: Engine, config: Config, license: str, now: dt.datetime) -> di
     return result
 
 
+# One audit decision at a time in a process (`run_daily`, `after_loading`).
+_auditing = threading.Lock()
+
+
 def run_daily(engine: Engine, config: Config, clock: Clock = utcnow) -> int:
     """Audit each configured license whose last audit is a day old (or none) and whose
     history is in, and keep the result in audit_runs; the number of licenses audited.
     The daemon calls this hourly. A license still loading its history is left for
     `after_loading`."""
-    now = clock()
     audited = 0
     try:
         for lic in config.licenses:
-            with engine.connect() as conn:
-                last = conn.execute(select(func.max(t.audit_runs.c.ran_at)).where(
-                    t.audit_runs.c.license == lic.name)).scalar()
-                if last is not None and now - last < DAILY:
-                    continue
-                if history_loading(conn, config, lic.name):
-                    log.debug("audit of %s: its history is still loading", lic.name)
-                    continue
-            record(engine, config, lic.name, now)
+            # Under the lock `after_loading` takes, and timed when it decides: the
+            # start-up audit and a history job that just caught up audited twice when
+            # they looked at once, or when the job's success came after the audit's time.
+            with _auditing:
+                now = clock()
+                with engine.connect() as conn:
+                    last = conn.execute(select(func.max(t.audit_runs.c.ran_at)).where(
+                        t.audit_runs.c.license == lic.name)).scalar()
+                    if last is not None and now - last < DAILY:
+                        continue
+                    if history_loading(conn, config, lic.name):
+                        log.debug("audit of %s: its history is still loading", lic.name)
+                        continue
+                record(engine, config, lic.name, now)
             audited += 1
     except SQLAlchemyError as exc:
         log.warning("daily audit failed; it runs again within the hour: %s", exc.__class__.__name__)
     return audited
 
 
-_after_loading = threading.Lock()
-
-
-def after_loading(engine: Engine, config: Config, license: str, clock: Clock = utcnow) -> bool:
+def after_loading(engine: Engine, config: Config, license: str, clock: Clock = utcnow,
+                  loaded_at: dt.datetime | None = None) -> bool:
     """A history job of the license just caught up (or a backfill ended): audit it once
-    its whole history is in. True when it was audited."""
+    its whole history is in. `loaded_at`: when the run that caught up began (its
+    success time); without it, the latest success of the history jobs. True when it
+    was audited."""
     try:
         # Two history jobs that end at once audit once: the second finds the audit made
-        # after its success (one lock per process; replicas at worst audit twice).
-        with _after_loading, engine.connect() as conn:
+        # after its success (one lock per process; replicas at worst audit twice). Its
+        # own success, not the latest of all: another history job's routine run that
+        # began after the audit is no new history (the whole suite found two audits).
+        with _auditing, engine.connect() as conn:
             loaded = _history_in(conn, config, license)
             if loaded is None:
                 return False
             last = conn.execute(select(func.max(t.audit_runs.c.ran_at)).where(
                 t.audit_runs.c.license == license)).scalar()
-            if last is not None and last >= loaded:
+            if last is not None and last >= (loaded_at or loaded):
                 return False
             record(engine, config, license, clock())
     except SQLAlchemyError as exc:

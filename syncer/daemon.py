@@ -231,7 +231,8 @@ class LicenseJobs:
             self._log_run(result, state.last_success_at, now)
             if caught_up:
                 # The history is in: audit what is stored now, not what it was.
-                audit.after_loading(self.engine, self.config, self.name, self.clock)
+                audit.after_loading(self.engine, self.config, self.name, self.clock,
+                                    loaded_at=now)
             return result
         finally:
             if not released:

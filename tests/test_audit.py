@@ -6,9 +6,10 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
@@ -442,3 +443,41 @@ def test_a_completed_backfill_audits_and_status_shows_the_problems_by_kind(
         assert report["licenses"][0]["history_loading"] is False
     finally:
         sim.stop()
+
+
+def test_the_daily_audit_and_the_end_of_loading_at_once_audit_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The daemon's hourly audit (its first at start-up) and a history job's end of
+    loading may look at once: one audit, not two (the whole-suite CI found two rows)."""
+    sim = Simulator(generate(seed=1, orders=600), licenses={LICENSE: TOKEN})
+    sim.start()
+    try:
+        env = cli_env(db_url, sim.base_url)
+        assert run_cli(["backfill"], env, cwd=tmp_path).exit_code == 0
+        cfg = Config(database=DatabaseConfig(url=db_url), api=ApiConfig(base_url=sim.base_url),
+                     licenses=(LicenseConfig(name=LICENSE, token=SecretStr(TOKEN)),))
+        engine = make_engine(db_url)
+        try:
+            for _ in range(5):
+                with engine.begin() as conn:
+                    conn.execute(t.audit_runs.delete())
+                start = threading.Barrier(2)
+                threads = [threading.Thread(target=at_once, args=(start, call)) for call in (
+                    lambda: audit.run_daily(engine, cfg),
+                    lambda: audit.after_loading(engine, cfg, LICENSE))]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(timeout=60)
+                with engine.connect() as conn:
+                    assert conn.execute(select(func.count()).select_from(t.audit_runs)).scalar_one() == 1
+        finally:
+            engine.dispose()
+    finally:
+        sim.stop()
+
+
+def at_once(start: threading.Barrier, call: Callable[[], object]) -> None:
+    start.wait()
+    call()
