@@ -691,26 +691,23 @@ def _own_shares(jobs: tuple[JobSpec, ...], ruled: Mapping[_Rule, float],
     own = {o: _intervals_for(plain[o], rate) for o in even_spans}
     followers = {job.name for job in jobs if job.follows_sales and not job.watches_shoulders}
     watchers = {job.name for job in jobs if job.watches_shoulders}
-    shares = dict.fromkeys((job.name for job in jobs), 0.0)  # requests, the even plan's
-    for o, span in even_spans.items():
-        for name, cost, *_ in plain[o]:
-            if (seconds := own[o][name]) is not None:
-                shares[name] += cost * span / seconds
-    kept = sum(shares[name] for name in followers)
-    for key, span in ruled.items():  # the others as they run: resting in quiet hours
-        for name, cost, weight, low, high in bounds_of[key]:
-            if name not in watchers and name not in followers:
-                seconds = _interval(cost, weight, low, high, rate)
-                kept += 0.0 if seconds is None else cost * span / seconds
+    # The others at the even rate, each rule's bounds (resting in the quiet hours).
+    steady = {key: {name: _interval(cost, weight, low, high, rate)
+                    for name, cost, weight, low, high in bounds_of[key]
+                    if name not in watchers and name not in followers} for key in ruled}
+    kept = sum(cost * ruled[key] / seconds for key in ruled
+               for name, cost, *_ in bounds_of[key]
+               if (seconds := steady[key].get(name)) is not None)
     spread: dict[str, float] = {}  # each follower's rate: its even share, spread by sales
     for name in followers:
-        share = shares[name]
+        share = sum(cost * span / seconds for o, span in even_spans.items()
+                    for job, cost, *_ in plain[o] if job == name and (seconds := own[o][name]))
         alone = [(tuple(b for b in bounds_of[key] if b[0] == name), span)
                  for key, span in ruled.items()]
         least = sum(_demand(b, (), span, 0.0, 1e-12) for b, span in alone)
         # Its longest intervals may cost more than its share: the watchers pay the difference.
         spread[name] = 1e-12 if least > share else _largest_rate(alone, share)
-        kept += max(least - share, 0.0)
+        kept += max(least, share)
     theirs = [(tuple(b for b in bounds_of[key] if b[0] in watchers), span)
               for key, span in ruled.items()]
     rest = budget - kept
@@ -727,5 +724,5 @@ def _own_shares(jobs: tuple[JobSpec, ...], ruled: Mapping[_Rule, float],
             elif name in followers:
                 out[key][name] = _interval(cost, weight, low, high, spread[name])
             else:
-                out[key][name] = _interval(cost, weight, low, high, rate)
+                out[key][name] = steady[key][name]
     return out
