@@ -205,6 +205,11 @@ class StatusServer(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no ty
                          ident="syncer", expose_tracebacks=False)
         self.request_seconds = request_seconds
         self._stopping = threading.Event()
+        # The loop closes the map (the trigger's pipe with it) as it ends; shutdown pulls
+        # the trigger to end it. Under one lock, so that no pull writes to a closed
+        # descriptor, or to whatever file has since been given its number.
+        self._closing = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="ops-http", daemon=True)
 
     @property
@@ -218,12 +223,17 @@ class StatusServer(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no ty
         while not self._stopping.is_set():
             wasyncore.loop(timeout=0.5, map=self._map, count=1)
         self.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
-        wasyncore.close_all(self._map)
+        with self._closing:
+            wasyncore.close_all(self._map)
+            self._closed = True
 
     def shutdown(self) -> None:
-        """Stop listening, close every connection, end the threads."""
-        self._stopping.set()
-        self.pull_trigger()
+        """Stop listening, close every connection, end the threads; a second call, or one
+        after the loop has ended, only waits for the thread."""
+        with self._closing:
+            self._stopping.set()
+            if not self._closed:
+                self.pull_trigger()  # wakes the loop from its wait
         self._thread.join(timeout=5)
 
     def maintenance(self, now: float) -> None:

@@ -4,6 +4,7 @@ the real server (syncer.ops), on SQLite and Postgres."""
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import socket
 import sys
@@ -11,10 +12,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
@@ -24,7 +26,7 @@ from syncer.daemon import Daemon
 from syncer.db import make_engine, migrate
 from syncer.jobs import DEFAULT_JOBS
 from syncer.ledger import utcnow
-from syncer.ops import CONNECTION_LIMIT, serve
+from syncer.ops import CONNECTION_LIMIT, StatusServer, serve
 from syncer.simulator import Simulator
 from tests.conftest import LICENSE, TOKEN
 from tests.helpers import cli_env, finish, run_cli, spawn_serving_daemon
@@ -198,3 +200,34 @@ def test_a_run_past_its_bound_shows_as_stalled_on_healthz_the_metrics_and_the_pa
             http.shutdown()
             daemon.stop()
             engine.dispose()
+
+
+def test_stopping_a_server_whose_loop_has_ended_writes_to_no_file() -> None:
+    """The loop closes its trigger's pipe as it ends, and the number goes back to the
+    process: a shutdown that comes after (a race between the loop's last wait and the
+    call, seen in CI as EBADF) must not pull that trigger, or it writes into whatever
+    file got the number since."""
+    def app(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    server = StatusServer(app, "127.0.0.1", 0)
+    server.start()
+    pulled_fd = server.trigger.trigger  # the pipe's writing end, pulled by shutdown
+    server._stopping.set()  # the loop sees the flag after its wait, as on a late shutdown
+    server._thread.join(timeout=5)
+    assert not server._thread.is_alive()
+    pipe = os.pipe()  # may itself be given the freed number: moved above it
+    read_end, write_end = (fcntl.fcntl(fd, fcntl.F_DUPFD, pulled_fd + 1) for fd in pipe)
+    for fd in pipe:
+        os.close(fd)
+    os.set_blocking(read_end, False)
+    os.dup2(write_end, pulled_fd)  # another file now has the closed trigger's number
+    try:
+        server.shutdown()
+        server.shutdown()  # twice: the CLI's paths may both stop it
+        with pytest.raises(BlockingIOError):
+            os.read(read_end, 16)  # nothing was written to it
+    finally:
+        for fd in (read_end, write_end, pulled_fd):
+            os.close(fd)
