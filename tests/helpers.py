@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ from sqlalchemy import Engine, select
 from syncer import tables as t
 from syncer.cli import cli
 from syncer.resources import RESOURCES
-from syncer.simulator import Simulator
-from tests.conftest import CLI_OUTPUTS, LICENSE, TOKEN
+from syncer.simulator import Simulator, generate
+from tests.conftest import CLI_OUTPUTS, LICENSE, TOKEN, database
 
 SYNCED_TABLES = [tbl for r in RESOURCES for tbl in r.tables]
 
@@ -67,6 +68,27 @@ def run_cli(args: Sequence[str], env: dict[str, str], cwd: Path | None = None) -
         os.chdir(old)
     CLI_OUTPUTS.append((" ".join(args), result.output))  # the leak guard reads it
     return result
+
+
+def backfill(url: str, sim: Simulator, cwd: Path, license: str = LICENSE) -> None:
+    """`syncer backfill` of one license from `sim` into `url`, through the CLI; it must succeed."""
+    result = run_cli(["backfill"], cli_env(url, sim.base_url, CLOUDPOS_LICNAME=license), cwd=cwd)
+    assert result.exit_code == 0, result.output
+
+
+@contextmanager
+def backfilled(kind: str, tmp: Path, *, seed: int, orders: int,
+               anchor: dt.date) -> Iterator[tuple[str, Simulator]]:
+    """A fresh database of `kind` holding one shop's history, backfilled from a running
+    simulator (yielded with it, for the CLI's base URL); both go when the block ends."""
+    sim = Simulator(generate(seed=seed, orders=orders, anchor=anchor), licenses={LICENSE: TOKEN})
+    with database(kind, tmp) as url:
+        sim.start()
+        try:
+            backfill(url, sim, tmp)
+            yield url, sim
+        finally:
+            sim.stop()
 
 
 def spawn_cli(args: Sequence[str], env: dict[str, str], cwd: Path, *,

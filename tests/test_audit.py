@@ -40,7 +40,7 @@ from syncer.simulator.data import MISSING_RUN, OFF_LINES, OVERPAID, Order
 from syncer.status import audit_words
 from syncer.status import build as build_status
 from tests.conftest import ANCHOR, LICENSE, SUITE_DATABASES, TOKEN, database
-from tests.helpers import cli_env, ledger_count, run_cli
+from tests.helpers import backfill, cli_env, ledger_count, run_cli
 
 CENT = Decimal("0.01")
 NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
@@ -120,8 +120,7 @@ def planted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     ds.orders.replace(broken)
     try:
         sim.start()
-        result = run_cli(["backfill"], cli_env(url, sim.base_url), cwd=tmp)
-        assert result.exit_code == 0, result.output
+        backfill(url, sim, tmp)
         yield Audited(url, sim.base_url, ds, broken.id, bad_product, tmp)
     finally:
         sim.stop()

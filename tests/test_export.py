@@ -19,10 +19,8 @@ from syncer import audit, load, reports
 from syncer import tables as t
 from syncer.config import load_config
 from syncer.db import make_engine
-from syncer.simulator import Simulator, generate
-from tests.conftest import LICENSE, SUITE_DATABASES, TOKEN, database
-from tests.helpers import cli_env, run_cli
-from tests.test_reports import backfill
+from tests.conftest import LICENSE, SUITE_DATABASES
+from tests.helpers import backfilled, cli_env, run_cli
 from tests.test_writers import BRUSSELS, as_decimal
 
 # Data from 27 October to 2 November: two months, one quarter.
@@ -55,16 +53,10 @@ class Shop:
 @pytest.fixture(scope="module", params=SUITE_DATABASES)
 def shop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     tmp = tmp_path_factory.mktemp(f"export-{request.param}")
-    sim = Simulator(generate(seed=5, orders=1500, anchor=ANCHOR), licenses={LICENSE: TOKEN})
-    with database(request.param, tmp) as url:
-        sim.start()
-        try:
-            backfill(url, sim, tmp, LICENSE)
-            engine = make_engine(url)
-            yield Shop(url, sim.base_url, engine, tmp)
-            engine.dispose()
-        finally:
-            sim.stop()
+    with backfilled(request.param, tmp, seed=5, orders=1500, anchor=ANCHOR) as (url, sim):
+        engine = make_engine(url)
+        yield Shop(url, sim.base_url, engine, tmp)
+        engine.dispose()
 
 
 def table(sheet: Any) -> list[dict[str, Any]]:

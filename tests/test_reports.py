@@ -28,7 +28,7 @@ from syncer.ledger import api_day, utcnow
 from syncer.simulator import Dataset, Simulator, generate
 from syncer.simulator.data import Order
 from tests.conftest import ANCHOR, LICENSE, SUITE_DATABASES, TOKEN, database
-from tests.helpers import cli_env, ledger_count, run_cli
+from tests.helpers import backfill, cli_env, ledger_count, run_cli
 
 OTHER = "other"  # a second shop in the same database
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -246,11 +246,6 @@ def add_edge_cases(sim: Simulator) -> None:
         clock_out = dt.datetime.fromisoformat(end).replace(tzinfo=BRUSSELS)
         ds.orders.append(Order(ds.last_order_id, None, 1, user, Decimal("0.00"), clock_out,
                                clock_in, clock_out, (), {}))
-
-
-def backfill(url: str, sim: Simulator, cwd: Path, license: str) -> None:
-    result = run_cli(["backfill"], cli_env(url, sim.base_url, CLOUDPOS_LICNAME=license), cwd=cwd)
-    assert result.exit_code == 0, result.output
 
 
 @pytest.fixture(scope="module", params=SUITE_DATABASES)

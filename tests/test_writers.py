@@ -27,10 +27,8 @@ from syncer import reports, writers
 from syncer import tables as t
 from syncer.config import CsvDialectName
 from syncer.db import make_engine
-from syncer.simulator import Simulator, generate
-from tests.conftest import ANCHOR, LICENSE, SUITE_DATABASES, TOKEN, database
-from tests.helpers import cli_env, run_cli
-from tests.test_reports import backfill
+from tests.conftest import ANCHOR, LICENSE, SUITE_DATABASES
+from tests.helpers import backfilled, cli_env, run_cli
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -50,16 +48,10 @@ class Shop:
 def shop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """One shop's history, backfilled from the simulator."""
     tmp = tmp_path_factory.mktemp(f"writers-{request.param}")
-    sim = Simulator(generate(seed=3, orders=400, anchor=ANCHOR), licenses={LICENSE: TOKEN})
-    with database(request.param, tmp) as url:
-        sim.start()
-        try:
-            backfill(url, sim, tmp, LICENSE)
-            engine = make_engine(url)
-            yield Shop(url, sim.base_url, engine, tmp)
-            engine.dispose()
-        finally:
-            sim.stop()
+    with backfilled(request.param, tmp, seed=3, orders=400, anchor=ANCHOR) as (url, sim):
+        engine = make_engine(url)
+        yield Shop(url, sim.base_url, engine, tmp)
+        engine.dispose()
 
 
 # --- every format to a file, as standard output shows it --------------------------------------
