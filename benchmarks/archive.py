@@ -20,6 +20,7 @@ import argparse
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -50,7 +51,7 @@ def codecs() -> None:
                                     ("get-products", ""), ("get-tables", "")]}
     finally:
         sim.stop()
-    candidates = [
+    candidates: list[tuple[str, Callable[[bytes], bytes], Callable[[bytes], bytes]]] = [
         ("zlib 6", lambda b: zlib.compress(b, 6), zlib.decompress),
         ("zlib 9", lambda b: zlib.compress(b, 9), zlib.decompress),
         ("zstd 3", zstandard.ZstdCompressor(level=3).compress, zstandard.ZstdDecompressor().decompress),

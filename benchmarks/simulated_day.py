@@ -99,7 +99,7 @@ class SimulatorCpu:
                     self.seconds += time.thread_time() - started
                     self.active -= 1
 
-        server._Handler.handle = handle  # type: ignore[method-assign]
+        server._Handler.handle = handle  # type: ignore[method-assign,assignment]
 
     def settled(self, timeout: float = 10.0) -> float:
         """The seconds so far, once the connection threads a stop closed have ended."""
@@ -346,17 +346,19 @@ def simulate(args: argparse.Namespace, history: DayShape, today: DayShape, *,
             if made:
                 order_id = rng.choice(made)
                 sim.touch("orders", [order_id])
-                edited[order_id] = (edit_times[ei], sim.dataset.orders.get(order_id).total_price)
+                order = sim.dataset.orders.get(order_id)
+                assert order is not None
+                edited[order_id] = (edit_times[ei], order.total_price)
             ei += 1
         if due <= clock.now:
             started = time.thread_time()
             jobs = daemon.due_now()
             scan_cpu += time.thread_time() - started
-            for lic, job in jobs:
+            for jobs_of, job in jobs:
                 started = time.thread_time()
                 if shape is not None:
                     shape.on = True
-                runs += lic.run(job).ran
+                runs += jobs_of.run(job).ran
                 if shape is not None:
                     shape.on = False
                 runs_cpu += time.thread_time() - started
