@@ -416,10 +416,13 @@ def run(state: State, http_addr: str | None, license_names: tuple[str, ...], onc
     if server is not None:
         server.shutdown()
     if not daemon.stop(timeout=STOP_TIMEOUT):
-        # A job is stuck in a socket read (a hanging API). Its transaction has not
-        # begun, so leaving it loses nothing; waiting would overrun the grace period
-        # a supervisor gives (Docker: 10 s) and end in SIGKILL anyway.
-        log.warning("a job still waits on the API after %.0f s; exiting without it", STOP_TIMEOUT)
+        # A job is stuck in a socket read (a hanging API: its transaction has not begun)
+        # or the daily audit reads a large database (it records at its end): leaving it
+        # loses nothing; waiting would overrun the grace period a supervisor gives
+        # (Docker: 10 s) and end in SIGKILL anyway.
+        log.warning("still running after %.0f s: %s; exiting without it (what it committed "
+                    "stays, the rest runs again on the next start)", STOP_TIMEOUT,
+                    ", ".join(daemon.running()) or "a run")
         logging.shutdown()
         os._exit(EXIT_OK)
     log.info("stopped")

@@ -146,8 +146,12 @@ class LicenseJobs:
         self.spendable = config.spendable(license)
         self.runtime = Runtime(engine, config, license, purpose="run", clock=clock)
         self.ledger = self.runtime.ledger
-        self.written: dict[str, int] = defaultdict(int)
+        # Every job's key from the start: /metrics reads it from its own threads while jobs
+        # add to it (a key added mid-read would fail the read), and a counter starts at 0.
+        self.written: dict[str, int] = dict.fromkeys((j.name for j in self.jobs), 0)
+        # The API day's figures for its summary; the license's jobs run in parallel threads.
         self._today = _Day(api_day(clock(), self.tz))
+        self._day_lock = threading.Lock()
         # The license's stop last logged: every job of a stopped license fails alike, and
         # one warning says it (the others go to DEBUG) until a job gets through again.
         self._stop_said: str | None = None
@@ -206,7 +210,7 @@ class LicenseJobs:
             with self.ledger.for_job(job) as sent:
                 result, pulled = self._execute(job, now, state)
             result.requests = sent.sent
-            self.written[job] += result.written
+            self.written[job] = self.written.get(job, 0) + result.written
             caught_up = False
             with self.engine.begin() as conn:
                 if pulled is not None and registry.BY_NAME[job].history:
@@ -226,8 +230,9 @@ class LicenseJobs:
                           last_attempt_at=now, **({"failures": result.failures} if pulled is None
                                                   else pulled.state))
             released = True
-            self._today.rows += result.written
-            self._today.errors += result.error is not None
+            with self._day_lock:
+                self._today.rows += result.written
+                self._today.errors += result.error is not None
             self._log_run(result, state.last_success_at, now)
             if caught_up:
                 # The history is in: audit what is stored now, not what it was.
@@ -311,9 +316,12 @@ class LicenseJobs:
     def summarize_day(self, now: dt.datetime, *, final: bool = False) -> None:
         """Log the license's summary of the API day once it is over (or, `final`, of the
         day so far: the daemon stops)."""
-        if not final and api_day(now, self.tz) == self._today.day:
-            return
-        day = self._today
+        with self._day_lock:  # one summary per day, however many jobs see it end
+            if not final and api_day(now, self.tz) <= self._today.day:
+                return  # the same day, or a run that began before another saw it end
+            day = self._today
+            if not final:
+                self._today = _Day(api_day(now, self.tz))
         with self.engine.connect() as conn:
             spent = spent_today(conn, self.name, day.day)
         budget, reserve = self.config.budget_for(self.license)
@@ -325,8 +333,6 @@ class LicenseJobs:
                                     "requests_spent": spent, "requests_spendable": self.spendable,
                                     "daily_budget": budget, "reserve": reserve,
                                     "rows_written": day.rows, "errors": day.errors})
-        if not final:
-            self._today = _Day(api_day(now, self.tz))
 
     def _execute(self, job: str, now: dt.datetime, state: Any) -> tuple[RunResult, Pulled | None]:
         """Run the job's pull (`state`: its sync_state row, all empty before its first run).
@@ -518,8 +524,8 @@ class Daemon:
             for job, when in lic.due_times().items():
                 self._schedule(lic, job, when or now)
         # The daily `syncer audit` per license, kept in audit_runs (checked hourly).
-        self.scheduler.add_job(audit.run_daily, "interval", hours=1, next_run_time=now,
-                               args=[self.engine, self.config, self.clock], id="audit")
+        self.scheduler.add_job(self._audit_daily, "interval", hours=1, next_run_time=now,
+                               id="audit")
         self._heartbeat = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
         self._heartbeat.start()
         self.scheduler.start()
@@ -531,21 +537,53 @@ class Daemon:
         self.scheduler.add_job(self._fire, "date", run_date=when, args=[lic, job],
                                id=f"{lic.name}/{job}", replace_existing=True)
 
-    def _fire(self, lic: LicenseJobs, job: str) -> None:
-        if self._stopping.is_set():
-            return
+    def _begin(self, run: tuple[str, str] | None) -> bool:
+        """Count a run that stop() waits for (`run`: a job's, watched for stalling);
+        False once stopping. stop() sets its flag under the same lock: a run starts
+        before it and is waited for, or not at all."""
         with self._idle:
+            if self._stopping.is_set():
+                return False
             self._running += 1
-            self._running_since[lic.name, job] = self.clock()
+            if run is not None:
+                self._running_since[run] = self.clock()
+            return True
+
+    def _end(self, run: tuple[str, str] | None) -> None:
+        with self._idle:
+            self._running -= 1
+            if run is not None:
+                self._running_since.pop(run, None)
+            self._idle.notify_all()
+
+    def _fire(self, lic: LicenseJobs, job: str) -> None:
+        if not self._begin((lic.name, job)):
+            return
         try:
             when = self._run_one(lic, job)
         finally:
-            with self._idle:
-                self._running -= 1
-                self._running_since.pop((lic.name, job), None)
-                self._idle.notify_all()
+            self._end((lic.name, job))
         if not self._stopping.is_set():
             self._schedule(lic, job, when)
+
+    def running(self) -> list[str]:
+        """What runs now, as a person reads it (a stop that timed out names it)."""
+        with self._idle:
+            names = [f"{lic}/{job}" for lic, job in sorted(self._running_since)]
+            if self._running > len(self._running_since):
+                names.append("the daily audit")
+        return names
+
+    def _audit_daily(self) -> None:
+        """The hourly look at whether a license's daily audit is due: a run like a job's,
+        so that a stop waits for it (or, past its timeout, says so) rather than the
+        process's exit waiting unseen."""
+        if not self._begin(None):
+            return
+        try:
+            audit.run_daily(self.engine, self.config, self.clock)
+        finally:
+            self._end(None)
 
     def _run_one(self, lic: LicenseJobs, job: str) -> dt.datetime:
         try:
@@ -586,7 +624,8 @@ class Daemon:
         sent or retried). A job blocked in a socket read cannot be woken: it ends
         when the answer or its deadline (`timeout_seconds`) comes, which may be after `timeout`.
         """
-        self._stopping.set()
+        with self._idle:
+            self._stopping.set()
         if self.scheduler.running:
             # remove_all_jobs waits for a scheduling pass in progress: APScheduler's
             # shutdown() flags the scheduler stopped mid-pass, and the pass then fails to

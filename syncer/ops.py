@@ -205,9 +205,9 @@ class StatusServer(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no ty
                          ident="syncer", expose_tracebacks=False)
         self.request_seconds = request_seconds
         self._stopping = threading.Event()
-        # The loop closes the map (the trigger's pipe with it) as it ends; shutdown pulls
-        # the trigger to end it. Under one lock, so that no pull writes to a closed
-        # descriptor, or to whatever file has since been given its number.
+        # The loop closes the map (the trigger's pipe with it) as it ends; shutdown and
+        # the worker threads pull the trigger to wake it. Under one lock, so that no pull
+        # writes to a closed descriptor, or to whatever file has since been given its number.
         self._closing = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="ops-http", daemon=True)
@@ -227,13 +227,17 @@ class StatusServer(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no ty
             wasyncore.close_all(self._map)
             self._closed = True
 
-    def shutdown(self) -> None:
-        """Stop listening, close every connection, end the threads; a second call, or one
-        after the loop has ended, only waits for the thread."""
+    def pull_trigger(self) -> None:
+        """Wake the loop from its wait; once the loop has closed, nothing is left to wake."""
         with self._closing:
-            self._stopping.set()
             if not self._closed:
-                self.pull_trigger()  # wakes the loop from its wait
+                super().pull_trigger()
+
+    def shutdown(self) -> None:
+        """Stop listening, close every connection, end the threads (a second call, or one
+        after the loop has ended, only waits for the thread)."""
+        self._stopping.set()
+        self.pull_trigger()
         self._thread.join(timeout=5)
 
     def maintenance(self, now: float) -> None:

@@ -22,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, insert, select, update
 
+from syncer import audit
 from syncer import jobs as registry
 from syncer import tables as t
 from syncer.cli import STOP_TIMEOUT
@@ -31,6 +32,7 @@ from syncer.db import make_engine, migrate
 from syncer.jobs import DEFAULT_JOBS
 from syncer.leases import claim, claim_on, finish_on, holder
 from syncer.ledger import utcnow
+from syncer.ops import metrics_text
 from syncer.simulator import Simulator, generate
 from tests.conftest import ANCHOR, LICENSE, TOKEN
 from tests.helpers import (
@@ -272,7 +274,7 @@ def test_sigterm_exits_in_time_even_when_the_api_hangs(
     assert seconds > STOP_TIMEOUT - 0.5, out  # it waited for the job...
     assert seconds < 10, out  # ...and still exits inside Docker's grace period
     assert code == 0, out
-    assert "still waits on the API" in out
+    assert f"still running after {STOP_TIMEOUT:.0f} s: {LICENSE}/" in out  # names the job
 
 
 def test_sqlite_refuses_a_second_daemon(sqlite_url: str, sim: Simulator, tmp_path: Path) -> None:
@@ -623,6 +625,23 @@ def test_each_job_run_logs_one_line_and_each_day_a_summary(
                            f"{sum(r.written for r in ran)} row(s) written, 0 error(s)"]
         # lag: how old the job's data was when this run began (its last success, 20 min ago)
         assert any("; lag 1200 s; next run " in line for line in lines)
+        # Jobs run in parallel threads: several that see the new day, and one that began
+        # before midnight and ends after, say nothing more (once per day, and never a
+        # summary of the new day as if it were over).
+        caplog.clear()
+        [lic] = daemon.licenses
+        before_midnight = dt.datetime(2026, 10, 27, 23, 59, tzinfo=BRUSSELS)
+        threads = [threading.Thread(target=lic.summarize_day, args=(when,))
+                   for when in (before_midnight, clock(), clock(), before_midnight)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [r.getMessage() for r in caplog.records if "API day" in r.getMessage()] == []
+        clock.advance(days=1)
+        lic.summarize_day(clock())
+        [line] = [r.getMessage() for r in caplog.records if "API day" in r.getMessage()]
+        assert "API day 2026-10-28 (Europe/Brussels): " in line
     finally:
         for lic in daemon.licenses:
             lic.close()
@@ -701,3 +720,48 @@ def test_the_end_of_a_catch_up_audits_when_it_loaded_history(
         state = conn.execute(select(t.sync_state).where(t.sync_state.c.resource == "orders")).one()
         assert state.catching_up_since is None and state.history_reached_day is None
         assert conn.execute(select(func.count()).select_from(t.audit_runs)).scalar_one() == audits
+
+
+def test_every_job_counts_its_rows_written_from_zero(db_url: str, db: Engine, sim: Simulator) -> None:
+    """/metrics reads the counters from its own threads while jobs add to them: every job
+    has its key from the start (a key added mid-read fails the read) and shows 0."""
+    daemon = Daemon(db, make_config(db_url, sim))
+    try:
+        assert daemon.rows_written() == {(LICENSE, spec.name): 0 for spec in DEFAULT_JOBS}
+        assert (f'syncer_rows_written_total{{license="{LICENSE}",sync_job="orders"}} 0.0'
+                in metrics_text(daemon))
+    finally:
+        for lic in daemon.licenses:
+            lic.close()
+
+
+def test_a_stop_waits_for_the_daily_audit_and_names_it_when_it_cannot(
+    db_url: str, db: Engine, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hourly audit runs on the scheduler like a job: a stop waits for it and, past
+    its timeout, says it is still running (`syncer run` then names it and exits), instead
+    of returning at once and the process's exit waiting for it unseen. The audit of a
+    large database is made slow by holding it at its start."""
+    started, release = threading.Event(), threading.Event()
+    real = audit.run_daily
+
+    def slow(*args: Any, **kwargs: Any) -> int:
+        started.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "run_daily", slow)
+    daemon = Daemon(db, make_config(db_url, sim), jobs=[])
+    daemon.start()
+    try:
+        assert started.wait(10)
+        assert daemon.running() == ["the daily audit"]
+        assert not daemon.stop(timeout=0.5)  # it still runs: the stop says so
+        release.set()
+        deadline = time.monotonic() + 10
+        while daemon.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.running() == []
+    finally:
+        release.set()
+        daemon.stop(timeout=5)
