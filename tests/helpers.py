@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, select
@@ -26,6 +27,12 @@ from syncer.simulator import Simulator, generate
 from tests.conftest import CLI_OUTPUTS, LICENSE, TOKEN, database
 
 SYNCED_TABLES = [tbl for r in RESOURCES for tbl in r.tables]
+
+
+def before_opening() -> str:
+    """`--now` for `syncer demo`: today at 06:00 in Brussels, before the simulated shop opens,
+    so that no order of today's comes in while a test runs, whatever the hour."""
+    return f"{dt.datetime.now(ZoneInfo('Europe/Brussels')):%Y-%m-%d} 06:00"
 
 
 class FakeClock:

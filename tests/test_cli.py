@@ -6,7 +6,6 @@ the in-process simulator over real HTTP (`sim`, license "demo" with TOKEN).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import pty
@@ -32,7 +31,15 @@ from syncer.ledger import utcnow
 from syncer.planner import next_midnight
 from syncer.simulator import Simulator
 from tests.conftest import CLI_OUTPUTS, LICENSE, TOKEN
-from tests.helpers import cli_env, finish, run_cli, signal_after, spawn_cli, synced_at_by_table
+from tests.helpers import (
+    before_opening,
+    cli_env,
+    finish,
+    run_cli,
+    signal_after,
+    spawn_cli,
+    synced_at_by_table,
+)
 
 WRONG_TOKEN = "wrong-token-5b8d1e0c9a41"  # as unusual as TOKEN, so a leak is easy to find
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -121,8 +128,7 @@ def run_demo(tmp_path: Path) -> str:
     env["COLUMNS"] = "200"  # a wide table, so its cells can be read back
     # The shop grows with the day: pinned before opening time (10:00), two runs see the
     # same history, whatever the time the test runs at.
-    early = f"{dt.datetime.now(BRUSSELS):%Y-%m-%d} 06:00"
-    proc = spawn_cli(["demo", "--orders", "300", "--now", early], env, tmp_path)
+    proc = spawn_cli(["demo", "--orders", "300", "--now", before_opening()], env, tmp_path)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     return output

@@ -36,7 +36,7 @@ from syncer.ops import serve
 from syncer.simulator import Simulator, generate
 from syncer.status import CatchUp, _job_names, build, catch_up, outcome_label, when
 from tests.conftest import ANCHOR, LICENSE, TOKEN, Leaks
-from tests.helpers import FakeClock, cli_env, finish, run_cli, spawn_serving_daemon
+from tests.helpers import FakeClock, before_opening, cli_env, finish, run_cli, spawn_serving_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy/prometheus"
@@ -568,7 +568,8 @@ def test_requests_are_labelled_by_outcome() -> None:
 
 
 def test_status_after_the_demo_shows_the_demo_license_without_a_config(tmp_path: Path) -> None:
-    demo = run_cli(["demo", "--db", str(tmp_path / "cloudpos-demo.db"), "--orders", "300"],
+    demo = run_cli(["demo", "--db", str(tmp_path / "cloudpos-demo.db"), "--orders", "300",
+                    "--now", before_opening()],  # no order of today's comes in meanwhile
                    {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))},
                    cwd=tmp_path)
     assert demo.exit_code == 0, demo.output
