@@ -123,19 +123,20 @@ def summary_rows(output: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def run_demo(tmp_path: Path) -> str:
+def run_demo(tmp_path: Path, now: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "CLOUDPOS_"))}
     env["COLUMNS"] = "200"  # a wide table, so its cells can be read back
-    # The shop grows with the day: pinned before opening time (10:00), two runs see the
-    # same history, whatever the time the test runs at.
-    proc = spawn_cli(["demo", "--orders", "300", "--now", before_opening()], env, tmp_path)
+    proc = spawn_cli(["demo", "--orders", "300", "--now", now], env, tmp_path)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     return output
 
 
 def test_demo_syncs_into_a_local_file_and_a_second_run_writes_nothing(tmp_path: Path) -> None:
-    first = run_demo(tmp_path)
+    # The shop grows with the day: pinned before opening time (10:00), and once for both
+    # runs, they see the same history whatever the time (even across midnight).
+    now = before_opening()
+    first = run_demo(tmp_path, now)
 
     database = tmp_path / "cloudpos-demo.db"
     assert database.is_file()
@@ -150,7 +151,7 @@ def test_demo_syncs_into_a_local_file_and_a_second_run_writes_nothing(tmp_path: 
     written = synced_at_by_table(engine)
     assert sum(len(v) for v in written.values()) > 1000
 
-    second = run_demo(tmp_path)
+    second = run_demo(tmp_path, now)
 
     again = summary_rows(second)
     assert all(r["status"] == "done" for r in again.values()), again

@@ -420,6 +420,10 @@ def test_backfill_on_a_terminal_shows_days_percent_rate_and_eta_then_only_the_su
     data = generate(seed=2, orders=8_000, anchor=ANCHOR)
     (tmp_path / "syncer.toml").write_text(
         "[resources.orders]\nwindow = 500\nmin_window = 500\nmax_window = 500\n")
+    def today() -> dt.date:
+        return dt.datetime.now(ZoneInfo("Europe/Brussels")).date()
+
+    started = today()  # the bar counts to the backfill's today: this one, or the next day's
     with Simulator(data, licenses={LICENSE: TOKEN}) as sim:
         for _ in range(40):  # slow answers, so that the bar is drawn while it runs
             sim.inject_fault("slow", delay=0.15)
@@ -427,16 +431,16 @@ def test_backfill_on_a_terminal_shows_days_percent_rate_and_eta_then_only_the_su
                                            cli_env(sqlite_url, sim.base_url), tmp_path)
 
     assert code == 0, "\n".join(last)
-    today = dt.datetime.now(ZoneInfo("Europe/Brussels")).date()
     first = min(o.ordered_at.date() for o in data.orders)
-    total = (today - first).days
+    totals = "|".join(f"{(day - first).days:,}" for day in sorted({started, today()}))
     bar = re.compile(r"demo/orders +[━╸╺ ]+ +(\d+)% ETA \d+:\d\d:\d\d +(\d{4}-\d\d-\d\d), day "
-                     rf"([\d,]+) of {total:,}: ([\d,]+) inserted, 0 updated, [\d,]+/s")
+                     rf"([\d,]+) of ({totals}): ([\d,]+) inserted, 0 updated, [\d,]+/s")
     seen = [m for frame in frames for m in [bar.search(frame)] if m]
     assert len(seen) >= 3, frames[-5:]
     days_done = [int(m[3].replace(",", "")) for m in seen]
     assert days_done == sorted(days_done) and days_done[-1] > days_done[0]
     for m in seen:  # the percentage is the days done of the days to today
+        total = int(m[4].replace(",", ""))
         assert abs(int(m[1]) - 100 * int(m[3].replace(",", "")) / total) <= 1, m[0]
         assert dt.date.fromisoformat(m[2]) == first + dt.timedelta(days=int(m[3].replace(",", "")))
     assert not any(re.search(r"[+~]\d|cursor", frame) for frame in frames)
