@@ -7,7 +7,8 @@ figure. Before `[api] max_answer_mib` the client read every answer whole (and pa
 it); with it, reading stops at the cap (default 64 MiB) and the answer is refused.
 
     .venv/bin/python -m benchmarks.memory            # the figures, with the code as it is
-    PYTHONPATH=/path/to/older/checkout .venv/bin/python -m benchmarks.memory   # before
+    cd /path/to/older/checkout && /path/to/.venv/bin/python -m benchmarks.memory   # before
+                                 # (not PYTHONPATH: -m puts the working directory first)
 
 Results: docs/performance.md#memory.
 """
